@@ -1,0 +1,27 @@
+import { ControlClient, resolveControlAddress } from '../sidecar/index.js'
+import { expectPositionals, parseCommandArgs, println, type CliIo, type Command } from './command.js'
+
+const USAGE = `Usage: keyway disconnect RESOURCE [--control HOST:PORT] [--config FILE]
+
+Unbinds RESOURCE in the running sidecar and closes its live connections. With
+auto-connect it stays unbound until "keyway connect RESOURCE".
+
+Options:
+  --control HOST:PORT the sidecar's control endpoint (KEYWAY_CONTROL, sidecar.control; default 127.0.0.1:7070)`
+
+const OPTIONS = { control: { type: 'string' } } as const
+
+/** `keyway disconnect RESOURCE`: unbinds a resource in the running sidecar. */
+export const command: Command = {
+  name: 'disconnect',
+  summary: 'Unbind a resource in the running sidecar',
+  usage: USAGE,
+  async run(args: string[], io: CliIo): Promise<number> {
+    const { values, positionals } = parseCommandArgs(args, OPTIONS, USAGE)
+    const [resource] = expectPositionals(positionals, 1, USAGE)
+    const address = resolveControlAddress({ file: values.config, control: values.control, env: io.env })
+    await new ControlClient(address).disconnect(resource!)
+    println(io.stdout, `disconnected ${resource}`)
+    return 0
+  },
+}

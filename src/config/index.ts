@@ -1,0 +1,2 @@
+export { loadConfig, envNameOf, settingPaths, DEFAULT_CONFIG_FILE, ENV_ALIASES, type KeywayConfig, type LoadConfigOptions } from './load.js'
+export { configSchema, type ConfigShape } from './schema.js'

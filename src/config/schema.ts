@@ -1,0 +1,115 @@
+import { z } from 'zod'
+import { parseDuration } from '../clock.js'
+import { parseHostPort, type HostPort } from '../net/index.js'
+
+const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
+  if (typeof v === 'number') return v
+  const ms = parseDuration(v)
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration: write e.g. 500ms, 30s, 5m, 1h` })
+    return z.NEVER
+  }
+  return ms
+})
+
+const hostPort = (allowZero: boolean) =>
+  z.string().transform((v, ctx): HostPort => {
+    const r = parseHostPort(v, allowZero)
+    if (typeof r === 'string') {
+      ctx.addIssue({ code: 'custom', message: r })
+      return z.NEVER
+    }
+    return r
+  })
+
+const listenAddress = hostPort(true)
+const dialAddress = hostPort(false)
+
+const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+/** The daemon configuration schema (keyway.yaml). Defaults are the safe production values. */
+export const configSchema = z.strictObject({
+  /** Path of the policy file. */
+  policy: z.string().min(1).default('policy.yaml'),
+  /** Folder for generated state (development keys and certificates). */
+  state: z.string().min(1).default('state'),
+  /** Create missing development keys and certificates in `state` at start. */
+  bootstrap: z.boolean().default(false),
+  keys: z
+    .strictObject({
+      /** Private Ed25519 JWK that signs tokens (admin CLI, login). */
+      signing: z.string().min(1).default('signing-key.json'),
+      /** Public JWKS that verifies tokens; several keys during rotation. */
+      jwks: z.string().min(1).default('jwks.json'),
+    })
+    .prefault({}),
+  tokens: z
+    .strictObject({
+      issuer: z.string().min(1).default('keyway'),
+      audience: z.string().min(1).default('keyway'),
+      clockTolerance: duration.default(30_000),
+      /** Lifetime of a token issued by `keyway login`. */
+      loginTtl: duration.default(3_600_000),
+      /** Refuse service tokens without `exp`. */
+      requireExpiry: z.boolean().default(false),
+      cacheSize: z.number().int().positive().default(10_000),
+    })
+    .prefault({}),
+  gateway: z
+    .strictObject({
+      /** Tunnel and API listener (TLS; ALPN tells them apart). */
+      listen: listenAddress.default({ host: '127.0.0.1', port: 7443 }),
+      /** Plain HTTP listener for /metrics, /healthz and /readyz; empty to disable. */
+      metrics: z.union([listenAddress, z.literal('')]).default({ host: '127.0.0.1', port: 9464 }),
+      tls: z
+        .strictObject({
+          cert: z.string().min(1).default('gateway.pem'),
+          key: z.string().min(1).default('gateway-key.pem'),
+        })
+        .prefault({}),
+      handshakeTimeout: duration.default(5_000),
+      handshakeMaxBytes: z.number().int().min(256).max(65_536).default(8_192),
+      connectTimeout: duration.default(5_000),
+      /** Close a session with no bytes either way for this long; 0 disables. */
+      idleTimeout: duration.default(3_600_000),
+      /** Close any session after this long; 0 disables. */
+      maxLifetime: duration.default(0),
+      /** Once one direction has ended, the other must end within this. */
+      halfCloseTimeout: duration.default(60_000),
+      /** On SIGTERM, let sessions run this long before closing them. */
+      drainGrace: duration.default(30_000),
+      maxConnections: z.number().int().positive().default(10_000),
+      maxConnectionsPerAccount: z.number().int().positive().default(1_000),
+      /** Watch the policy file and reload it on change (SIGHUP always reloads). */
+      watchPolicy: z.boolean().default(true),
+    })
+    .prefault({}),
+  sidecar: z
+    .strictObject({
+      /** Gateways to try in order (failover). */
+      gateways: z.array(dialAddress).min(1).default([{ host: '127.0.0.1', port: 7443 }]),
+      /** CA certificate that signs the gateway's certificate. */
+      ca: z.string().min(1).default('ca.pem'),
+      /** TLS server name to verify on the gateway's certificate; defaults to the gateway host. */
+      servername: z.string().default(''),
+      /** File holding the service token (KEYWAY_TOKEN wins when set). */
+      tokenFile: z.string().default(''),
+      /** Local control endpoint: status, connect, /healthz, /readyz, /metrics. Loopback only. */
+      control: listenAddress.default({ host: '127.0.0.1', port: 7070 }),
+      /** How often to poll the gateway for grant changes. */
+      syncInterval: duration.default(1_000),
+      connectTimeout: duration.default(5_000),
+      idleTimeout: duration.default(3_600_000),
+      halfCloseTimeout: duration.default(60_000),
+      drainGrace: duration.default(10_000),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: logLevel.default('info'),
+    })
+    .prefault({}),
+})
+
+/** The validated configuration before paths are resolved. */
+export type ConfigShape = z.output<typeof configSchema>

@@ -1,0 +1,177 @@
+import { readFileSync } from 'node:fs'
+import { relative } from 'node:path'
+import { collectDefaultMetrics, Registry } from 'prom-client'
+import { ensureDevState } from './admin/index.js'
+import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from './auth/index.js'
+import type { CliIo } from './cli/command.js'
+import { systemClock, type Clock } from './clock.js'
+import type { KeywayConfig } from './config/index.js'
+import { formatProblem, KeywayError } from './errors.js'
+import { dialTcp } from './forward/index.js'
+import { Gateway } from './gateway/index.js'
+import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
+import { PolicyStore } from './policy/index.js'
+
+/** A running daemon, for tests and the CLI. */
+export interface RunningGateway {
+  readonly gateway: Gateway
+  readonly store: PolicyStore
+  readonly observability: ObservabilityServer | undefined
+  readonly registry: Registry
+  /** Reloads the policy and the key set (what SIGHUP does). */
+  reload(): Promise<void>
+  /** Drains and stops everything. Idempotent. */
+  close(): Promise<void>
+}
+
+/** What {@link startGateway} may be given instead of the real world. */
+export interface GatewayWorld {
+  logger?: Logger
+  clock?: Clock
+}
+
+function readPem(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new KeywayError('ERR_CONFIG_IO', `cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/**
+ * The composition root of the gateway: wires configuration, policy store,
+ * token verifier, metrics, logger and clock into a started {@link Gateway}.
+ */
+export async function startGateway(config: KeywayConfig, world: GatewayWorld = {}): Promise<RunningGateway> {
+  const clock = world.clock ?? systemClock
+  const logger = world.logger ?? createLogger({ level: config.log.level, base: { component: 'gateway' } })
+  if (config.bootstrap) {
+    const created = await ensureDevState(config, { clock })
+    if (created.length > 0) logger.info({ event: 'dev_state_created', files: created }, 'created development keys and certificates')
+  }
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  let gateway: Gateway | undefined
+  const store = new PolicyStore({
+    file: config.policy,
+    onReload: (result) => {
+      if (!gateway) return
+      const m = gateway.metrics
+      if (result.ok) {
+        m.policyReloads.inc({ result: result.changed ? 'ok' : 'unchanged' })
+        m.policyGeneration.set(result.policy.generation)
+        m.policyLastReloadOk.set(1)
+        if (result.changed) logger.info({ event: 'policy_reloaded', generation: result.policy.generation }, 'policy reloaded')
+      } else {
+        m.policyReloads.inc({ result: 'failed' })
+        m.policyLastReloadOk.set(0)
+        logger.error(
+          { event: 'policy_reload_failed', code: result.error.code, problems: result.problems.map(formatProblem) },
+          'policy reload failed; keeping the last good policy',
+        )
+      }
+    },
+  })
+  const policy = await store.start()
+  let keySet = await loadKeySet(config.keys.jwks)
+  let signingKey: SigningKey | undefined
+  try {
+    signingKey = await loadSigningKey(config.keys.signing)
+  } catch {
+    logger.warn({ event: 'login_disabled', file: config.keys.signing }, 'no signing key: `keyway login` is disabled on this gateway')
+  }
+  const verifier = createTokenVerifier({
+    keySet: () => keySet,
+    issuer: config.tokens.issuer,
+    audience: config.tokens.audience,
+    clock,
+    clockToleranceSec: Math.round(config.tokens.clockTolerance / 1000),
+    requireExp: config.tokens.requireExpiry,
+    cacheSize: config.tokens.cacheSize,
+    policy: () => store.current(),
+  })
+  const g = config.gateway
+  gateway = new Gateway({
+    host: g.listen.host,
+    port: g.listen.port,
+    tls: { cert: readPem(g.tls.cert, 'gateway certificate'), key: readPem(g.tls.key, 'gateway key') },
+    settings: g,
+    policy: () => store.current(),
+    verifier,
+    signingKey,
+    tokens: { issuer: config.tokens.issuer, audience: config.tokens.audience, loginTtl: config.tokens.loginTtl },
+    logger,
+    registry,
+    clock,
+    dial: dialTcp,
+  })
+  gateway.metrics.policyGeneration.set(policy.generation)
+  gateway.metrics.policyLastReloadOk.set(1)
+  store.onChange(() => gateway!.policyChanged())
+  if (g.watchPolicy) store.watch()
+  await gateway.start()
+
+  let observability: ObservabilityServer | undefined
+  if (g.metrics !== '') {
+    observability = new ObservabilityServer({
+      host: g.metrics.host,
+      port: g.metrics.port,
+      registry,
+      logger,
+      ready: () => (gateway!.accepting ? undefined : 'shutting down'),
+    })
+    const at = await observability.start()
+    logger.info({ event: 'metrics_listening', address: `${at.address}:${at.port}` }, 'metrics listening')
+  }
+
+  let closed: Promise<void> | undefined
+  return {
+    gateway,
+    store,
+    observability,
+    registry,
+    async reload() {
+      await store.reload()
+      try {
+        keySet = await loadKeySet(config.keys.jwks)
+        verifier.clearCache()
+      } catch (err) {
+        logger.error({ event: 'keys_reload_failed', err }, 'key set reload failed; keeping the last good keys')
+      }
+    },
+    close() {
+      closed ??= (async () => {
+        store.close()
+        await gateway!.close()
+        await observability?.close()
+      })()
+      return closed
+    },
+  }
+}
+
+/** Runs the gateway until SIGTERM/SIGINT, reloading on SIGHUP. Resolves to the exit code. */
+export async function runGateway(config: KeywayConfig, io: CliIo): Promise<number> {
+  const running = await startGateway(config)
+  const at = running.gateway.address()!
+  if (config.bootstrap) {
+    const rel = (p: string) => relative(io.cwd, p) || '.'
+    const cfg = relative(io.cwd, config.file)
+    io.stderr.write(
+      [
+        '',
+        `Keyway gateway listening on ${at.address}:${at.port} (development setup; state in ${rel(config.state)}).`,
+        'Create a service token, then start a sidecar with it:',
+        '',
+        `  node bin/keyway.js admin services create demo-job --role demo --config ${cfg} > demo-job.token`,
+        `  KEYWAY_TOKEN=$(cat demo-job.token) node bin/keyway.js listen --config ${cfg}`,
+        '',
+      ].join('\n') + '\n',
+    )
+  }
+  io.onReload?.(() => void running.reload())
+  const stop = io.stopSignal
+  if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+  await running.close()
+  return 0
+}

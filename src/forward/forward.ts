@@ -1,0 +1,410 @@
+import type * as net from 'node:net'
+import { finished } from 'node:stream'
+import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+
+/** Why a forwarding session ended. */
+export type ForwardReason =
+  /** Both directions ended with a clean half-close (FIN, or TLS close_notify) and every byte was flushed. */
+  | 'done'
+  /** No byte moved in either direction for `idleTimeoutMs`. */
+  | 'idle_timeout'
+  /** The session reached `maxLifetimeMs`. */
+  | 'lifetime'
+  /** One direction ended and the session did not finish within `halfCloseTimeoutMs`. */
+  | 'half_close_timeout'
+  /**
+   * The connection was torn down abruptly: RST, EPIPE, ECONNABORTED, ETIMEDOUT
+   * (keepalive), a write to a destroyed socket, or a socket destroyed outside
+   * the session.
+   */
+  | 'reset'
+  /** A socket failed with an error that is not a reset (a TLS alert, for instance); see `error`. */
+  | 'error'
+
+/** What a finished session reports. */
+export interface ForwardResult {
+  /** Bytes read from `a` (including `initialAToB`) and handed to `b`. */
+  aToB: number
+  /** Bytes read from `b` and handed to `a`. */
+  bToA: number
+  durationMs: number
+  /**
+   * A {@link ForwardReason}, or the string given to {@link ForwardSession.close}
+   * or {@link ForwardSession.end} (e.g. `revoked:ERR_GRANT_DENIED`, `shutdown`).
+   * The first cause wins: a reset after `close('shutdown')` still reports `shutdown`.
+   */
+  reason: ForwardReason | (string & {})
+  /** The first socket error seen, for debug logging. Present also when the reason is not `reset`/`error`. */
+  error?: { code: string; message: string }
+}
+
+/** Options of {@link forward}. */
+export interface ForwardOptions {
+  /**
+   * Close with `idle_timeout` after this long without a byte read from or
+   * written to `a` (every byte in either direction passes through `a`). Fires
+   * also when a peer stops reading and every buffer is full. 0 or undefined:
+   * no idle timeout (and any timeout left on the sockets is cleared).
+   */
+  idleTimeoutMs?: number
+  /** Close with `lifetime` this long after the session starts. 0 or undefined: unlimited. */
+  maxLifetimeMs?: number
+  /**
+   * Once either direction has ended (EOF read), the whole session must finish
+   * within this long (the other direction ends and both write sides flush), else
+   * both sockets are destroyed with `half_close_timeout`. The limit is absolute,
+   * not an inactivity limit. Default 60 000; 0 disables.
+   */
+  halfCloseTimeoutMs?: number
+  /** Disable Nagle's algorithm on both sockets. Default true. */
+  noDelay?: boolean
+  /**
+   * Bytes already read from `a` (e.g. past the end of a handshake), written to
+   * `b` before anything else and counted in `aToB`.
+   */
+  initialAToB?: Buffer
+  /** Timers for `maxLifetimeMs` and `halfCloseTimeoutMs`, and the time source of `durationMs`. Default {@link systemClock}. */
+  clock?: Clock
+  /** Time source of `durationMs`; overrides `clock.now`. */
+  now?: () => number
+}
+
+/** A running bidirectional copy between two sockets, from {@link forward}. */
+export interface ForwardSession {
+  /** Settles once both sockets are closed. Never rejects. */
+  readonly done: Promise<ForwardResult>
+  /** Bytes copied from `a` to `b` so far. */
+  readonly bytesAToB: number
+  /** Bytes copied from `b` to `a` so far. */
+  readonly bytesBToA: number
+  /**
+   * Destroys both sockets now; `reason` is reported unless an earlier cause was
+   * recorded. Idempotent.
+   */
+  close(reason: string): void
+  /**
+   * Graceful stop, for draining: ends both write sides (FIN after pending
+   * writes) and waits for the peers to close theirs; bytes still arriving are
+   * read and discarded. Starts the half-close timer. If the session then
+   * finishes cleanly, `reason` (default `done`) is reported. Idempotent.
+   */
+  end(reason?: string): void
+}
+
+const DEFAULT_HALF_CLOSE_TIMEOUT_MS = 60_000
+
+const RESET_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'ERR_SOCKET_CLOSED',
+])
+
+/**
+ * True when `err` is an ordinary abrupt end of a TCP connection (reset, broken
+ * pipe, aborted, keepalive timeout, unreachable, write to a destroyed stream)
+ * rather than a fault worth more than a debug line.
+ */
+export function isConnectionReset(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && RESET_CODES.has(code)
+}
+
+const kSession = Symbol('keyway.forward.session')
+
+/** A socket owned by a session; the back-pointer lets shared listeners find it. */
+type Endpoint = net.Socket & { [kSession]?: Session }
+
+// The listeners are module-level functions shared by every session: EventEmitter
+// calls them with `this` set to the socket, so a session allocates no closures.
+function onData(this: Endpoint, chunk: Buffer): void {
+  this[kSession]!.data(this, chunk)
+}
+function onDrain(this: Endpoint): void {
+  this[kSession]!.drain(this)
+}
+function onEnd(this: Endpoint): void {
+  this[kSession]!.eof(this)
+}
+function onError(this: Endpoint, err: Error): void {
+  this[kSession]!.error(err)
+}
+function onClose(this: Endpoint): void {
+  this[kSession]!.closed(this)
+}
+function onTimeout(this: Endpoint): void {
+  this[kSession]!.close('idle_timeout')
+}
+
+const FLAG_A_EOF = 1
+const FLAG_B_EOF = 2
+const FLAG_A_CLOSED = 4
+const FLAG_B_CLOSED = 8
+const FLAG_DRAINING = 16
+const FLAG_FINISHED = 32
+
+// A reset on one side is passed on as a reset (RST) where the socket is plain
+// TCP, so the peer sees a truncated stream as an error rather than a clean EOF.
+// TLS sockets offer no public way to reset their TCP connection: they close.
+function resetOrDestroy(socket: net.Socket): void {
+  if (socket.destroyed) return
+  try {
+    socket.resetAndDestroy()
+  } catch {
+    socket.destroy()
+  }
+}
+
+class Session implements ForwardSession {
+  readonly done: Promise<ForwardResult>
+  readonly #a: Endpoint
+  readonly #b: Endpoint
+  #aToB = 0
+  #bToA = 0
+  #flags = 0
+  #reason: string | undefined
+  #endReason: string | undefined
+  #error: { code: string; message: string } | undefined
+  readonly #start: number
+  readonly #now: (() => number) | undefined
+  readonly #clock: Clock
+  readonly #halfCloseMs: number
+  #lifetimeTimer: TimerHandle | undefined
+  #halfCloseTimer: TimerHandle | undefined
+  #resolve!: (result: ForwardResult) => void
+
+  constructor(a: Endpoint, b: Endpoint, options: ForwardOptions) {
+    this.#a = a
+    this.#b = b
+    this.#clock = options.clock ?? systemClock
+    this.#now = options.now
+    this.#start = this.#time()
+    this.#halfCloseMs = options.halfCloseTimeoutMs ?? DEFAULT_HALF_CLOSE_TIMEOUT_MS
+    this.done = new Promise<ForwardResult>((resolve) => {
+      this.#resolve = resolve
+    })
+  }
+
+  get bytesAToB(): number {
+    return this.#aToB
+  }
+
+  get bytesBToA(): number {
+    return this.#bToA
+  }
+
+  start(options: ForwardOptions): void {
+    const a = this.#a
+    const b = this.#b
+    a[kSession] = this
+    b[kSession] = this
+    a.on('error', onError)
+    b.on('error', onError)
+
+    // Node reads allowHalfOpen when 'end' is emitted: with false it would end
+    // our write side on the peer's FIN and cut the other direction short.
+    a.allowHalfOpen = true
+    b.allowHalfOpen = true
+
+    if (a.destroyed || b.destroyed) {
+      this.#recordError(a.errored ?? b.errored)
+      this.#abort('reset')
+      // 'close' may already have been emitted; finished() knows either way.
+      finished(a, onClose.bind(a))
+      finished(b, onClose.bind(b))
+      return
+    }
+
+    a.on('close', onClose)
+    b.on('close', onClose)
+    a.on('end', onEnd)
+    b.on('end', onEnd)
+    a.on('drain', onDrain)
+    b.on('drain', onDrain)
+
+    const noDelay = options.noDelay ?? true
+    a.setNoDelay(noDelay)
+    b.setNoDelay(noDelay)
+
+    const idle = options.idleTimeoutMs ?? 0
+    if (idle > 0) {
+      a.setTimeout(idle)
+      a.on('timeout', onTimeout)
+    } else if (a.timeout) {
+      a.setTimeout(0)
+    }
+    if (b.timeout) b.setTimeout(0)
+
+    const lifetime = options.maxLifetimeMs ?? 0
+    if (lifetime > 0) this.#lifetimeTimer = this.#clock.setTimeout(() => this.close('lifetime'), lifetime)
+
+    let aMayRead = true
+    const initial = options.initialAToB
+    if (initial !== undefined && initial.length > 0) {
+      this.#aToB += initial.length
+      aMayRead = b.write(initial)
+    }
+
+    a.on('data', onData)
+    b.on('data', onData)
+    // An explicit pause() by the caller (e.g. around a handshake) survives
+    // adding a 'data' listener, so resume explicitly.
+    if (aMayRead) a.resume()
+    else a.pause()
+    b.resume()
+
+    // EOF consumed before we were attached: carry it through now.
+    if (a.readableEnded) this.eof(a)
+    if (b.readableEnded) this.eof(b)
+  }
+
+  data(from: Endpoint, chunk: Buffer): void {
+    let to: Endpoint
+    if (from === this.#a) {
+      to = this.#b
+      if (this.#flags & FLAG_DRAINING) return
+      this.#aToB += chunk.length
+    } else {
+      to = this.#a
+      if (this.#flags & FLAG_DRAINING) return
+      this.#bToA += chunk.length
+    }
+    if (!to.write(chunk)) from.pause()
+  }
+
+  drain(writer: Endpoint): void {
+    const reader = writer === this.#a ? this.#b : this.#a
+    if (reader.isPaused()) reader.resume()
+  }
+
+  eof(from: Endpoint): void {
+    const flag = from === this.#a ? FLAG_A_EOF : FLAG_B_EOF
+    if (this.#flags & flag) return
+    this.#flags |= flag
+    const to = from === this.#a ? this.#b : this.#a
+    // end() queues the FIN behind pending writes; the other direction keeps flowing.
+    if (!to.writableEnded && !to.destroyed) to.end()
+    this.#startHalfCloseTimer()
+  }
+
+  error(err: Error): void {
+    this.#recordError(err)
+    this.#abort(isConnectionReset(err) ? 'reset' : 'error')
+  }
+
+  closed(socket: Endpoint): void {
+    const flag = socket === this.#a ? FLAG_A_CLOSED : FLAG_B_CLOSED
+    if (this.#flags & flag) return
+    this.#flags |= flag
+    // A socket that closes before both its EOF and its flushed FIN is an abort
+    // (RST, or destroyed by someone else): take the other one down too.
+    if (!socket.readableEnded || !socket.writableFinished) this.#abort('reset')
+    if ((this.#flags & (FLAG_A_CLOSED | FLAG_B_CLOSED)) === (FLAG_A_CLOSED | FLAG_B_CLOSED)) this.#finish()
+  }
+
+  close(reason: string): void {
+    this.#abort(reason)
+  }
+
+  end(reason?: string): void {
+    if (this.#flags & (FLAG_DRAINING | FLAG_FINISHED)) return
+    this.#flags |= FLAG_DRAINING
+    this.#endReason = reason
+    const a = this.#a
+    const b = this.#b
+    if (!a.writableEnded && !a.destroyed) a.end()
+    if (!b.writableEnded && !b.destroyed) b.end()
+    // Keep reading so the peers' FINs are seen; a paused reader would hide them.
+    if (a.isPaused()) a.resume()
+    if (b.isPaused()) b.resume()
+    this.#startHalfCloseTimer()
+  }
+
+  #time(): number {
+    return this.#now !== undefined ? this.#now() : this.#clock.now()
+  }
+
+  #startHalfCloseTimer(): void {
+    if (this.#halfCloseTimer !== undefined || this.#halfCloseMs <= 0 || this.#flags & FLAG_FINISHED) return
+    this.#halfCloseTimer = this.#clock.setTimeout(() => this.close('half_close_timeout'), this.#halfCloseMs)
+  }
+
+  #recordError(err: unknown): void {
+    if (this.#error !== undefined || err == null) return
+    const e = err as { code?: unknown; message?: unknown }
+    this.#error = {
+      code: typeof e.code === 'string' ? e.code : 'ERR_UNKNOWN',
+      message: typeof e.message === 'string' ? e.message : String(err),
+    }
+  }
+
+  #abort(reason: string): void {
+    if (this.#flags & FLAG_FINISHED) return
+    this.#reason ??= reason
+    if (reason === 'reset') {
+      resetOrDestroy(this.#a)
+      resetOrDestroy(this.#b)
+    } else {
+      this.#a.destroy()
+      this.#b.destroy()
+    }
+  }
+
+  #finish(): void {
+    if (this.#flags & FLAG_FINISHED) return
+    this.#flags |= FLAG_FINISHED
+    if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer)
+    if (this.#halfCloseTimer !== undefined) this.#clock.clearTimeout(this.#halfCloseTimer)
+    const result: ForwardResult = {
+      aToB: this.#aToB,
+      bToA: this.#bToA,
+      durationMs: Math.max(0, this.#time() - this.#start),
+      reason: this.#reason ?? this.#endReason ?? 'done',
+    }
+    if (this.#error !== undefined) result.error = this.#error
+    this.#resolve(result)
+  }
+}
+
+/**
+ * Copies bytes both ways between two connected sockets until both are closed:
+ * the one forwarding core shared by gateway and sidecar.
+ *
+ * - Backpressure: when a write side's buffer is full the opposite reader is
+ *   paused until 'drain', so memory per session stays bounded by the sockets'
+ *   high-water marks whatever the peers do.
+ * - Half-close: EOF from one side becomes `end()` (FIN, or TLS close_notify)
+ *   on the other after its pending writes; the other direction keeps flowing.
+ *   Both sockets must therefore allow half-open connections: create them with
+ *   `allowHalfOpen: true` (net.createServer / tls.createServer / net.Socket
+ *   option). forward() also sets the property, which Node reads when 'end'
+ *   is emitted, but an EOF that arrived earlier may already have ended the
+ *   write side.
+ * - Resets, EPIPE and similar end the session with reason `reset`; no error
+ *   is ever thrown or left unhandled (an 'error' listener is attached first).
+ *   The other socket is reset too when it is plain TCP (its peer sees
+ *   ECONNRESET, not a clean EOF); a TLS socket is closed. Every other end
+ *   (timeouts, close()) closes both sockets with FIN.
+ *
+ * forward() takes ownership of both sockets: it attaches listeners, resumes
+ * them (data the caller unshift()ed is forwarded first), replaces their
+ * socket timeouts, and destroys both when the session ends. Callers must have
+ * removed their own 'data' listeners and must not read or write the sockets
+ * afterwards. `a` carries the idle timer; every byte in either direction is
+ * read from or written to `a`, so one timer watches both directions.
+ *
+ * @param a usually the accepted (client-side) socket; net.Socket or tls.TLSSocket
+ * @param b usually the dialled (upstream-side) socket
+ */
+export function forward(a: net.Socket, b: net.Socket, options: ForwardOptions = {}): ForwardSession {
+  if (a === b) throw new TypeError('forward() needs two distinct sockets')
+  const session = new Session(a, b, options)
+  session.start(options)
+  return session
+}

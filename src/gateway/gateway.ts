@@ -1,0 +1,185 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
+import type { Registry } from 'prom-client'
+import type { SigningKey, TokenVerifier } from '../auth/index.js'
+import type { Clock } from '../clock.js'
+import type { ErrorCode } from '../errors.js'
+import type { DialFunc } from '../forward/index.js'
+import type { Logger } from '../observe/index.js'
+import type { CompiledPolicy } from '../policy/index.js'
+import { ALPN_HTTP, ALPN_TUNNEL } from '../protocol/index.js'
+import { createApiHandler } from './api.js'
+import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
+import { SessionRegistry, type LiveSession } from './sessions.js'
+import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
+
+/** Everything the gateway uses from the outside world, injected. */
+export interface GatewayOptions {
+  host: string
+  port: number
+  tls: { cert: string; key: string }
+  settings: TunnelSettings & { drainGrace: number }
+  /** The policy in force; read on every decision. */
+  policy: () => CompiledPolicy
+  verifier: TokenVerifier
+  signingKey: SigningKey | undefined
+  tokens: { issuer: string; audience: string; loginTtl: number }
+  logger: Logger
+  registry: Registry
+  clock: Clock
+  dial: DialFunc
+}
+
+/**
+ * The gateway: one TLS port serving tunnels (ALPN keyway/1) and the API
+ * (ALPN http/1.1). `start()` listens; `close()` stops accepting, lets live
+ * sessions drain for the grace period, then closes the rest.
+ */
+export class Gateway {
+  readonly metrics: GatewayMetrics
+  readonly sessions: SessionRegistry
+  readonly #options: GatewayOptions
+  readonly #tls: TlsServer
+  readonly #http: HttpServer
+  readonly #tunnels: TunnelContext
+  #closing = false
+  #closed: Promise<void> | undefined
+
+  constructor(options: GatewayOptions) {
+    this.#options = options
+    this.metrics = createGatewayMetrics(options.registry)
+    const { logger } = options
+    this.sessions = new SessionRegistry({
+      clock: options.clock,
+      policy: options.policy,
+      onRevoke: (session, code) => this.#revoke(session, code),
+    })
+    this.#tunnels = {
+      settings: options.settings,
+      verifier: options.verifier,
+      policy: options.policy,
+      sessions: this.sessions,
+      metrics: this.metrics,
+      logger,
+      clock: options.clock,
+      dial: options.dial,
+      closing: () => this.#closing,
+      open: 0,
+    }
+    this.#http = createHttpServer(
+      createApiHandler({
+        verifier: options.verifier,
+        policy: options.policy,
+        clock: options.clock,
+        logger,
+        metrics: this.metrics,
+        signingKey: options.signingKey,
+        ...options.tokens,
+      }),
+    )
+    this.#http.on('clientError', (_err, socket) => socket.destroy())
+    this.#http.keepAliveTimeout = 30_000
+    this.#tls = createTlsServer({
+      cert: options.tls.cert,
+      key: options.tls.key,
+      ALPNProtocols: [ALPN_TUNNEL, ALPN_HTTP],
+      allowHalfOpen: true,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: options.settings.handshakeTimeout,
+      noDelay: true,
+    })
+    this.#tls.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
+      if (this.#closing) return void socket.destroy()
+      this.#http.emit('connection', socket)
+    })
+    this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
+      logger.debug({ event: 'tls_error', code: err.code, client: `${socket.remoteAddress}:${socket.remotePort}` }, err.message)
+      this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+    })
+    this.#tls.on('error', (err: NodeJS.ErrnoException) => {
+      // Accept errors (EMFILE, ENFILE) land here; libuv retries the accept by itself.
+      logger.error({ event: 'accept_error', code: err.code }, err.message)
+    })
+  }
+
+  /** Listens on the configured address. */
+  async start(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#tls.once('error', reject)
+      this.#tls.listen({ host: this.#options.host, port: this.#options.port, backlog: 1024 }, () => {
+        this.#tls.off('error', reject)
+        resolve()
+      })
+    })
+    const address = this.address()!
+    this.#options.logger.info({ event: 'gateway_listening', address: `${address.address}:${address.port}` }, 'gateway listening')
+    return address
+  }
+
+  /** The bound address. */
+  address(): AddressInfo | undefined {
+    return (this.#tls.address() as AddressInfo | null) ?? undefined
+  }
+
+  /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
+  get openTunnels(): number {
+    return this.#tunnels.open
+  }
+
+  /** True until close() begins. */
+  get accepting(): boolean {
+    return !this.#closing
+  }
+
+  /** Call after the policy changed: ends sessions whose access has ended. */
+  policyChanged(): number {
+    return this.sessions.sweep()
+  }
+
+  #revoke(session: LiveSession, code: ErrorCode): void {
+    this.#options.logger.info(
+      { event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code },
+      `access ended: ${code}`,
+    )
+    session.forward.close(`revoked:${code}`)
+  }
+
+  /**
+   * Stops accepting, lets sessions drain for `drainGrace` ms, then closes the
+   * rest. Idempotent: every call returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close()
+    return this.#closed
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true
+    const { logger, settings, clock } = this.#options
+    const listening = new Promise<void>((resolve) => this.#tls.close(() => resolve()))
+    this.#http.closeIdleConnections()
+    logger.info({ event: 'gateway_draining', sessions: this.sessions.size, grace_ms: settings.drainGrace }, 'draining')
+    if (this.sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = clock.setTimeout(done, settings.drainGrace)
+        const poll = setInterval(() => {
+          if (this.sessions.size === 0) done()
+        }, 50)
+        function done() {
+          clock.clearTimeout(timer)
+          clearInterval(poll)
+          resolve()
+        }
+      })
+    }
+    const forced = [...this.sessions.values()]
+    for (const s of forced) s.forward.close('shutdown')
+    await Promise.all(forced.map((s) => s.forward.done))
+    this.sessions.close()
+    this.#http.closeAllConnections()
+    await listening
+    logger.info({ event: 'gateway_closed', forced: forced.length }, 'gateway closed')
+  }
+}

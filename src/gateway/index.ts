@@ -1,0 +1,5 @@
+export { Gateway, type GatewayOptions } from './gateway.js'
+export { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
+export { SessionRegistry, type LiveSession } from './sessions.js'
+export { resourcesView } from './api.js'
+export type { TunnelSettings } from './tunnel.js'

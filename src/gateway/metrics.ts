@@ -1,0 +1,60 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+/** The gateway's metrics; names are a stable interface (docs/metrics.md). */
+export interface GatewayMetrics {
+  readonly sessionsActive: Gauge
+  readonly sessionsTotal: Counter<'result'>
+  readonly sessionsClosed: Counter<'reason'>
+  readonly bytes: Counter<'direction' | 'resource'>
+  readonly authFailures: Counter<'code'>
+  readonly handshakeSeconds: Histogram
+  readonly policyGeneration: Gauge
+  readonly policyReloads: Counter<'result'>
+  readonly policyLastReloadOk: Gauge
+}
+
+/** Registers the gateway's metrics on `registry` (injected: no global registry). */
+export function createGatewayMetrics(registry: Registry): GatewayMetrics {
+  const registers = [registry]
+  return {
+    sessionsActive: new Gauge({ name: 'keyway_gateway_sessions_active', help: 'Tunnels currently forwarding bytes.', registers }),
+    sessionsTotal: new Counter({
+      name: 'keyway_gateway_sessions_total',
+      help: 'Tunnel attempts by result: ok, denied, handshake_error, upstream_error, limited, shutting_down.',
+      labelNames: ['result'],
+      registers,
+    }),
+    sessionsClosed: new Counter({
+      name: 'keyway_gateway_sessions_closed_total',
+      help: 'Forwarding sessions ended, by close reason (done, idle_timeout, lifetime, reset, revoked, shutdown, ...).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    bytes: new Counter({
+      name: 'keyway_gateway_bytes_total',
+      help: 'Bytes forwarded, by direction (client_to_upstream, upstream_to_client) and resource, counted when a session ends.',
+      labelNames: ['direction', 'resource'],
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'keyway_gateway_auth_failures_total',
+      help: 'Refused tunnels and API calls, by error code.',
+      labelNames: ['code'],
+      registers,
+    }),
+    handshakeSeconds: new Histogram({
+      name: 'keyway_gateway_handshake_duration_seconds',
+      help: 'From TLS established to the tunnel reply (token check, decision and upstream dial).',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    policyGeneration: new Gauge({ name: 'keyway_policy_generation', help: 'Generation of the policy in force; increases on every change.', registers }),
+    policyReloads: new Counter({
+      name: 'keyway_policy_reloads_total',
+      help: 'Policy reload attempts by result (ok, unchanged, failed). A failed reload keeps the last good policy.',
+      labelNames: ['result'],
+      registers,
+    }),
+    policyLastReloadOk: new Gauge({ name: 'keyway_policy_last_reload_ok', help: '1 when the last policy reload succeeded, 0 when the file in place is broken.', registers }),
+  }
+}

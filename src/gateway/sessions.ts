@@ -1,0 +1,118 @@
+import { checkTokenStillValid, type VerifiedToken } from '../auth/index.js'
+import type { Clock, TimerHandle } from '../clock.js'
+import type { ErrorCode } from '../errors.js'
+import type { ForwardSession } from '../forward/index.js'
+import type { CompiledPolicy } from '../policy/index.js'
+
+/** A live tunnel: who, to what, and the forwarding session carrying it. */
+export interface LiveSession {
+  readonly id: string
+  readonly token: VerifiedToken
+  readonly resource: string
+  readonly forward: ForwardSession
+}
+
+/**
+ * The gateway's live sessions, indexed by account, with the sweep that ends
+ * those whose access has ended: after every policy change and at every
+ * instant a temporary grant, token record or token expires.
+ */
+export class SessionRegistry {
+  readonly #clock: Clock
+  readonly #policy: () => CompiledPolicy
+  readonly #onRevoke: (session: LiveSession, code: ErrorCode) => void
+  readonly #sessions = new Map<string, LiveSession>()
+  readonly #byAccount = new Map<string, Set<LiveSession>>()
+  #timer: TimerHandle | undefined
+  #timerAt = Infinity
+
+  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void }) {
+    this.#clock = options.clock
+    this.#policy = options.policy
+    this.#onRevoke = options.onRevoke
+  }
+
+  get size(): number {
+    return this.#sessions.size
+  }
+
+  /** Live sessions of one account. */
+  countFor(accountId: string): number {
+    return this.#byAccount.get(accountId)?.size ?? 0
+  }
+
+  add(session: LiveSession): void {
+    this.#sessions.set(session.id, session)
+    let set = this.#byAccount.get(session.token.accountId)
+    if (!set) this.#byAccount.set(session.token.accountId, (set = new Set()))
+    set.add(session)
+    const now = this.#clock.now()
+    const at = Math.min(session.token.expiresAt, this.#policy().nextExpiry(now))
+    if (at < this.#timerAt) this.#setTimer(at, now)
+  }
+
+  delete(session: LiveSession): void {
+    if (!this.#sessions.delete(session.id)) return
+    const set = this.#byAccount.get(session.token.accountId)
+    set?.delete(session)
+    if (set?.size === 0) this.#byAccount.delete(session.token.accountId)
+  }
+
+  /** Every live session. */
+  values(): IterableIterator<LiveSession> {
+    return this.#sessions.values()
+  }
+
+  /** Why `session` may no longer run under `policy` at `now`, or undefined. */
+  static revocationOf(session: LiveSession, policy: CompiledPolicy, now: number): ErrorCode | undefined {
+    if (!(session.token.expiresAt > now)) return 'ERR_TOKEN_EXPIRED'
+    const tokenCode = checkTokenStillValid(session.token, policy, now)
+    if (tokenCode) return tokenCode
+    const decision = policy.decide(session.token.accountId, session.resource, now)
+    return decision.allow ? undefined : decision.code
+  }
+
+  /** Ends every session whose access has ended; then schedules the next sweep. */
+  sweep(): number {
+    const policy = this.#policy()
+    const now = this.#clock.now()
+    let closed = 0
+    for (const session of [...this.#sessions.values()]) {
+      const code = SessionRegistry.revocationOf(session, policy, now)
+      if (code) {
+        closed++
+        this.delete(session)
+        this.#onRevoke(session, code)
+      }
+    }
+    this.#schedule()
+    return closed
+  }
+
+  #schedule(): void {
+    if (this.#sessions.size === 0) return this.#setTimer(Infinity, 0)
+    const now = this.#clock.now()
+    let at = this.#policy().nextExpiry(now)
+    for (const s of this.#sessions.values()) if (s.token.expiresAt < at) at = s.token.expiresAt
+    this.#setTimer(at, now)
+  }
+
+  #setTimer(at: number, now: number): void {
+    if (this.#timer) this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#timerAt = at
+    if (at === Infinity) return
+    // +1 ms: expiry is exclusive (valid while now < expiresAt).
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined
+      this.#timerAt = Infinity
+      this.sweep()
+    }, Math.max(0, at - now) + 1)
+  }
+
+  /** Stops the sweep timer. */
+  close(): void {
+    if (this.#timer) this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+}

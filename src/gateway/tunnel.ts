@@ -1,0 +1,228 @@
+import { randomBytes } from 'node:crypto'
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { tokenFingerprint, type TokenVerifier, type VerifiedToken } from '../auth/index.js'
+import type { Clock } from '../clock.js'
+import { toKeywayError, type ErrorCode } from '../errors.js'
+import { forward, type DialFunc } from '../forward/index.js'
+import type { Logger } from '../observe/index.js'
+import type { CompiledPolicy } from '../policy/index.js'
+import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
+import type { GatewayMetrics } from './metrics.js'
+import { SessionRegistry, type LiveSession } from './sessions.js'
+
+/** Limits and timeouts of tunnels (from the `gateway` configuration). */
+export interface TunnelSettings {
+  readonly handshakeTimeout: number
+  readonly handshakeMaxBytes: number
+  readonly connectTimeout: number
+  readonly idleTimeout: number
+  readonly maxLifetime: number
+  readonly halfCloseTimeout: number
+  readonly maxConnections: number
+  readonly maxConnectionsPerAccount: number
+}
+
+/** What a tunnel needs from the gateway around it. */
+export interface TunnelContext {
+  readonly settings: TunnelSettings
+  readonly verifier: TokenVerifier
+  readonly policy: () => CompiledPolicy
+  readonly sessions: SessionRegistry
+  readonly metrics: GatewayMetrics
+  readonly logger: Logger
+  readonly clock: Clock
+  readonly dial: DialFunc
+  /** True once the gateway stops accepting. */
+  readonly closing: () => boolean
+  /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
+  open: number
+}
+
+type Result = 'ok' | 'denied' | 'handshake_error' | 'upstream_error' | 'limited' | 'shutting_down'
+
+const RESULT_OF: Partial<Record<ErrorCode, Result>> = {
+  ERR_HANDSHAKE_MALFORMED: 'handshake_error',
+  ERR_HANDSHAKE_VERSION: 'handshake_error',
+  ERR_HANDSHAKE_TOO_LARGE: 'handshake_error',
+  ERR_HANDSHAKE_TIMEOUT: 'handshake_error',
+  ERR_UPSTREAM_UNREACHABLE: 'upstream_error',
+  ERR_UPSTREAM_TIMEOUT: 'upstream_error',
+  ERR_CONN_LIMIT: 'limited',
+  ERR_ACCOUNT_CONN_LIMIT: 'limited',
+  ERR_SHUTTING_DOWN: 'shutting_down',
+  ERR_INTERNAL: 'upstream_error',
+}
+
+function clientOf(socket: Socket): string {
+  return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+}
+
+/**
+ * Serves one tunnel on an established TLS socket: reads the hello within its
+ * size and time bounds, verifies the token, decides the grant, dials the
+ * upstream, answers, then hands both sockets to the forwarding core. A
+ * refused tunnel never dials. Nothing a peer sends can throw out of here.
+ */
+export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
+  const startedAt = process.hrtime.bigint()
+  const client = clientOf(socket)
+  const parser = new HelloParser(ctx.settings.handshakeMaxBytes)
+  let answered = false
+  ctx.open++
+  let counted = true
+  const release = () => {
+    if (counted) {
+      counted = false
+      ctx.open--
+    }
+  }
+
+  const observeHandshake = () => ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9)
+
+  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken): void => {
+    if (answered) return
+    answered = true
+    ctx.clock.clearTimeout(timer)
+    socket.removeListener('data', onData)
+    const result = RESULT_OF[code] ?? 'denied'
+    ctx.metrics.sessionsTotal.inc({ result })
+    if (result === 'denied') ctx.metrics.authFailures.inc({ code })
+    observeHandshake()
+    ctx.logger.warn(
+      {
+        event: 'tunnel_denied',
+        code,
+        client,
+        resource: hello?.resource,
+        account: token?.accountId,
+        token_fp: hello ? tokenFingerprint(hello.token) : undefined,
+      },
+      message,
+    )
+    if (socket.destroyed) return
+    // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
+    socket.pause()
+    socket.end(encodeReply({ ok: false, code, message }), () => socket.destroy())
+    socket.setTimeout(1_000, () => socket.destroy())
+  }
+
+  const onData = (chunk: Buffer): void => {
+    const parsed = parser.push(chunk)
+    if (parsed.state === 'need') return
+    if (parsed.state === 'error') return refuse(parsed.error.code, parsed.error.message)
+    socket.removeListener('data', onData)
+    socket.pause()
+    ctx.clock.clearTimeout(timer)
+    authorize(parsed.value, parsed.rest).catch((err: unknown) => {
+      const e = toKeywayError(err)
+      refuse(e.code, e.message, parsed.value)
+    })
+  }
+
+  const authorize = async (hello: Hello, rest: Buffer): Promise<void> => {
+    if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello)
+    let token: VerifiedToken
+    try {
+      token = await ctx.verifier.verify(hello.token)
+    } catch (err) {
+      const e = toKeywayError(err)
+      return refuse(e.code, e.message, hello)
+    }
+    const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
+    if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
+    if (ctx.sessions.countFor(token.accountId) >= ctx.settings.maxConnectionsPerAccount) {
+      return refuse('ERR_ACCOUNT_CONN_LIMIT', `account is at its limit of ${ctx.settings.maxConnectionsPerAccount} sessions`, hello, token)
+    }
+    const resource = ctx.policy().resources.get(hello.resource)!
+    let upstream: Socket
+    try {
+      upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
+    } catch (err) {
+      const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
+      return refuse(e.code, `resource "${hello.resource}": ${e.message}`, hello, token)
+    }
+    if (socket.destroyed || answered) {
+      upstream.destroy()
+      return
+    }
+    // The policy may have changed while we dialed: decide again on the current one.
+    const session: LiveSession = {
+      id: randomBytes(9).toString('base64url'),
+      token,
+      resource: hello.resource,
+      forward: undefined as never,
+    }
+    const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now())
+    if (late) {
+      upstream.destroy()
+      return refuse(late, `access to "${hello.resource}" ended: ${late}`, hello, token)
+    }
+    answered = true
+    socket.write(encodeReply({ ok: true, session: session.id }))
+    observeHandshake()
+    const fwd = forward(socket, upstream, {
+      idleTimeoutMs: ctx.settings.idleTimeout,
+      maxLifetimeMs: ctx.settings.maxLifetime,
+      halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
+      initialAToB: rest.length > 0 ? rest : undefined,
+    })
+    ;(session as { forward: typeof fwd }).forward = fwd
+    socket.resume()
+    ctx.sessions.add(session)
+    ctx.metrics.sessionsTotal.inc({ result: 'ok' })
+    ctx.metrics.sessionsActive.inc()
+    const sessionStart = ctx.clock.now()
+    ctx.logger.info(
+      { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint },
+      'session started',
+    )
+    void fwd.done.then((r) => {
+      ctx.sessions.delete(session)
+      ctx.metrics.sessionsActive.dec()
+      ctx.metrics.sessionsClosed.inc({ reason: r.reason.startsWith('revoked:') ? 'revoked' : r.reason })
+      ctx.metrics.bytes.inc({ direction: 'client_to_upstream', resource: hello.resource }, r.aToB)
+      ctx.metrics.bytes.inc({ direction: 'upstream_to_client', resource: hello.resource }, r.bToA)
+      ctx.logger.info(
+        {
+          event: 'session_end',
+          session: session.id,
+          account: token.accountId,
+          account_name: token.account.name,
+          resource: hello.resource,
+          client,
+          bytes_in: r.aToB,
+          bytes_out: r.bToA,
+          duration_ms: ctx.clock.now() - sessionStart,
+          reason: r.reason,
+          error: r.error?.code,
+        },
+        'session ended',
+      )
+    })
+  }
+
+  const timer = ctx.clock.setTimeout(
+    () => refuse('ERR_HANDSHAKE_TIMEOUT', `handshake not completed within ${ctx.settings.handshakeTimeout} ms`),
+    ctx.settings.handshakeTimeout,
+  )
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    ctx.logger.debug({ event: 'tunnel_socket_error', client, code: err.code }, err.message)
+  })
+  socket.once('close', () => {
+    release()
+    if (!answered) {
+      answered = true
+      ctx.clock.clearTimeout(timer)
+      ctx.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+      ctx.logger.debug({ event: 'tunnel_abandoned', client, buffered: parser.buffered }, 'peer closed before the handshake completed')
+    }
+  })
+  socket.on('end', () => {
+    // A peer that ends its side before the hello is complete will never finish it.
+    if (!answered) refuse('ERR_HANDSHAKE_MALFORMED', 'peer ended the stream before the handshake completed')
+  })
+  if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
+  if (ctx.open > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+  socket.on('data', onData)
+}

@@ -1,0 +1,1 @@
+export { parseHostPort, formatHostPort, isLoopback, type HostPort } from './address.js'

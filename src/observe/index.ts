@@ -1,0 +1,2 @@
+export { createLogger, silentLogger, type Logger, type CreateLoggerOptions } from './log.js'
+export { ObservabilityServer, sendJson, readJson, type ObservabilityServerOptions, type Route } from './http.js'

@@ -1,0 +1,140 @@
+import { readFile } from 'node:fs/promises'
+import { watch, type FSWatcher } from 'node:fs'
+import { basename, dirname } from 'node:path'
+import { DocumentError, KeywayError, toKeywayError, type Problem } from '../errors.js'
+import { compilePolicyText } from './compile.js'
+import type { CompiledPolicy } from './types.js'
+
+/** What a reload did. */
+export type ReloadResult =
+  | { readonly ok: true; readonly changed: boolean; readonly policy: CompiledPolicy }
+  | { readonly ok: false; readonly error: KeywayError; readonly problems: readonly Problem[] }
+
+/** Options of {@link PolicyStore}. */
+export interface PolicyStoreOptions {
+  /** The policy file. */
+  file: string
+  /** Called after each reload attempt (log and count it). */
+  onReload?: (result: ReloadResult) => void
+  /** Debounce for file-change events, ms. */
+  debounceMs?: number
+}
+
+/**
+ * Holds the current compiled policy and reloads it from its file on demand
+ * and on change. A broken file never replaces the last good policy.
+ */
+export class PolicyStore {
+  readonly #options: PolicyStoreOptions
+  #current: CompiledPolicy | undefined
+  #lastError: KeywayError | undefined
+  #listeners = new Set<(policy: CompiledPolicy) => void>()
+  #watcher: FSWatcher | undefined
+  #debounce: NodeJS.Timeout | undefined
+  #reloading: Promise<ReloadResult> | undefined
+  #again = false
+  #generation = 0
+
+  constructor(options: PolicyStoreOptions) {
+    this.#options = options
+  }
+
+  /** Loads the file; throws its DocumentError or ERR_POLICY_IO when the first load fails. */
+  async start(): Promise<CompiledPolicy> {
+    const result = await this.reload()
+    if (!result.ok) throw result.error
+    return result.policy
+  }
+
+  /** The current policy. Throws before {@link start} succeeded. */
+  current(): CompiledPolicy {
+    if (!this.#current) throw new KeywayError('ERR_POLICY_IO', 'the policy is not loaded')
+    return this.#current
+  }
+
+  /** The error of the last failed reload, cleared by a good one. */
+  get lastError(): KeywayError | undefined {
+    return this.#lastError
+  }
+
+  /** Calls `fn` after every reload that changed the policy. Returns an unsubscribe function. */
+  onChange(fn: (policy: CompiledPolicy) => void): () => void {
+    this.#listeners.add(fn)
+    return () => this.#listeners.delete(fn)
+  }
+
+  /**
+   * Reads and compiles the file again. Concurrent calls coalesce: a reload
+   * asked for while one runs runs once more after it.
+   */
+  reload(): Promise<ReloadResult> {
+    if (this.#reloading) {
+      this.#again = true
+      return this.#reloading
+    }
+    this.#reloading = this.#reloadOnce().finally(() => {
+      this.#reloading = undefined
+      if (this.#again) {
+        this.#again = false
+        void this.reload()
+      }
+    })
+    return this.#reloading
+  }
+
+  async #reloadOnce(): Promise<ReloadResult> {
+    let result: ReloadResult
+    try {
+      let text: string
+      try {
+        text = await readFile(this.#options.file, 'utf8')
+      } catch (err) {
+        throw new KeywayError('ERR_POLICY_IO', `cannot read policy ${this.#options.file}: ${(err as Error).message}`, { cause: err })
+      }
+      const compiled = compilePolicyText(text, this.#options.file, this.#generation + 1)
+      const changed = compiled.digest !== this.#current?.digest
+      if (changed) {
+        this.#generation++
+        this.#current = compiled
+      }
+      this.#lastError = undefined
+      result = { ok: true, changed, policy: this.#current! }
+    } catch (err) {
+      const error = toKeywayError(err, 'ERR_POLICY_IO')
+      this.#lastError = error
+      result = { ok: false, error, problems: error instanceof DocumentError ? error.problems : [] }
+    }
+    this.#options.onReload?.(result)
+    if (result.ok && result.changed) for (const fn of this.#listeners) fn(result.policy)
+    return result
+  }
+
+  /**
+   * Watches the file's folder (so editors' rename-over and Kubernetes
+   * ConfigMap symlink swaps are seen) and reloads on change.
+   */
+  watch(): void {
+    if (this.#watcher) return
+    const name = basename(this.#options.file)
+    try {
+      this.#watcher = watch(dirname(this.#options.file), (_event, changed) => {
+        if (changed !== null && changed !== name && !changed.startsWith('..')) return
+        clearTimeout(this.#debounce)
+        this.#debounce = setTimeout(() => void this.reload(), this.#options.debounceMs ?? 100)
+        this.#debounce.unref()
+      })
+      this.#watcher.on('error', () => this.#watcher?.close())
+      this.#watcher.unref()
+    } catch {
+      // Watching is best effort (SIGHUP always reloads).
+    }
+  }
+
+  /** Stops watching. Idempotent. */
+  close(): void {
+    clearTimeout(this.#debounce)
+    this.#watcher?.close()
+    this.#watcher = undefined
+    this.#listeners.clear()
+  }
+}

@@ -1,0 +1,855 @@
+import { isIPv4, isIPv6 } from 'node:net'
+import type { Problem } from '../errors.js'
+import { RESOURCE_KINDS, type AccountType, type ResourceKind, type Settings } from './types.js'
+
+// Shape is checked by hand, not with zod: on the 1,000,000-grant benchmark
+// policy zod 4 alone took 330–600 ms (and copied the whole document), while
+// the cross-reference pass has to walk every grant anyway and must tolerate
+// malformed entries to report every problem at once. One hand-written pass
+// does both; see bench/policy-compile.ts.
+
+/** A path into the policy document: keys and sequence indexes, e.g. `['accounts', 3, 'roles', 0]`. */
+export type PolicyPath = readonly (string | number)[]
+
+/** A 1-based line and column in the policy source. */
+export interface SourcePosition {
+  line: number
+  col: number
+}
+
+/** Maps a document path to its position in the source (see `ParsedPolicy.locate`). */
+export type Locate = (path: PolicyPath) => SourcePosition
+
+/** Options of {@link validatePolicy}. */
+export interface ValidateOptions {
+  /** File name put in every problem. Default `<policy>`. */
+  file?: string
+  /** Locates a path in the source. Without it, problems carry line 0, col 0. */
+  locate?: Locate
+}
+
+/** A resource after validation: address split, override port assigned. */
+export interface ValidatedResource {
+  readonly name: string
+  readonly kind: ResourceKind
+  readonly type: string
+  readonly address: string
+  /** Host without IPv6 brackets, ready for `net.connect`. */
+  readonly host: string
+  readonly port: number
+  /** Explicit or assigned override port when `settings.portOverrides` is on, else undefined. */
+  readonly portOverride: number | undefined
+}
+
+/** A role after validation. */
+export interface ValidatedRole {
+  readonly name: string
+  /** Granted resource names, in document order. */
+  readonly grants: readonly string[]
+  /** The same grants as indexes into {@link ValidatedPolicy.resources}. */
+  readonly resourceIndexes: Int32Array
+}
+
+/** A token record after validation. */
+export interface ValidatedTokenRecord {
+  readonly id: string
+  readonly fingerprint: string
+  /** Epoch ms, or Infinity when the record has no `expires`. */
+  readonly expiresAt: number
+}
+
+/** An account after validation. */
+export interface ValidatedAccount {
+  readonly id: string
+  readonly type: AccountType
+  /** Service name or user email. */
+  readonly name: string
+  readonly email: string | undefined
+  readonly roles: readonly string[]
+  readonly suspended: boolean
+  /** This account's grants are `ValidatedPolicy.grants[grantStart .. grantEnd)`. */
+  readonly grantStart: number
+  readonly grantEnd: number
+  readonly tokens: readonly ValidatedTokenRecord[]
+  readonly passwordHash: string | undefined
+}
+
+/**
+ * Every account grant of the policy, grouped by account in document order,
+ * as two parallel typed arrays (a million grants cost two allocations).
+ */
+export interface ValidatedGrants {
+  readonly count: number
+  /** Index into {@link ValidatedPolicy.resources}. */
+  readonly resource: Int32Array
+  /** Epoch ms; Infinity for a direct (permanent) grant. */
+  readonly expiresAt: Float64Array
+}
+
+/** The document after validation: every rule holds, every default applied. */
+export interface ValidatedPolicy {
+  readonly settings: Settings
+  readonly resources: readonly ValidatedResource[]
+  readonly roles: readonly ValidatedRole[]
+  readonly accounts: readonly ValidatedAccount[]
+  readonly grants: ValidatedGrants
+}
+
+/** Outcome of {@link validatePolicy}: the normalized policy, or every problem found. */
+export type ValidationResult =
+  | { readonly ok: true; readonly policy: ValidatedPolicy; readonly problems: readonly [] }
+  | { readonly ok: false; readonly policy: undefined; readonly problems: readonly Problem[] }
+
+/** Default `settings.portRange`. */
+export const DEFAULT_PORT_RANGE: readonly [number, number] = Object.freeze([15000, 15999] as [number, number])
+
+/** The message of the seed's No Role rule, used wherever it is enforced. */
+export const NO_ROLE_MESSAGE =
+  'direct grants need No Role: remove the role, or give the grant an `expires` for temporary access'
+
+/** Allowed keys of each object of the document, for typo protection. */
+export const POLICY_KEYS = Object.freeze({
+  policy: Object.freeze(['version', 'settings', 'resources', 'roles', 'accounts'] as const),
+  settings: Object.freeze(['portOverrides', 'autoConnect', 'portRange'] as const),
+  resource: Object.freeze(['name', 'kind', 'type', 'address', 'portOverride'] as const),
+  role: Object.freeze(['name', 'grants'] as const),
+  account: Object.freeze(['id', 'type', 'name', 'email', 'roles', 'suspended', 'grants', 'tokens', 'passwordHash'] as const),
+  grant: Object.freeze(['resource', 'expires'] as const),
+  token: Object.freeze(['id', 'fingerprint', 'created', 'expires'] as const),
+})
+
+const FINGERPRINT = /^sha256:[0-9a-f]{16}$/
+const TYPE_WORD = /^[a-z][a-z0-9-]*$/
+const NAME = /^\S(?:[^\n\r\t]*\S)?$/
+const EMAIL = /^[^\s@]+@[^\s@]+$/
+const SERVICE_ID = /^svc_[A-Za-z0-9._-]+$/
+const USER_ID = /^usr_[A-Za-z0-9._-]+$/
+const PASSWORD_HASH = /^scrypt\$/
+const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:(Z)|([+-])(\d{2}):(\d{2}))$/i
+const HOSTNAME_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/
+const DIGITS = /^\d{1,5}$/
+const KIND_SET: ReadonlySet<string> = new Set(RESOURCE_KINDS)
+const INSTANT_HINT = 'write it like 2026-03-01T00:00:00Z'
+
+type Report = (path: PolicyPath, message: string) => void
+
+interface RawProblem {
+  path: PolicyPath
+  message: string
+}
+
+/**
+ * Validates a policy document (the plain value of the YAML, or an object built
+ * in memory) and normalizes it. Pure: no I/O, no clock. Reports every problem
+ * found, not just the first, each with its dotted key, a message that names
+ * the fix and, when `locate` is given, its line and column.
+ */
+export function validatePolicy(doc: unknown, options: ValidateOptions = {}): ValidationResult {
+  const raw: RawProblem[] = []
+  const report: Report = (path, message) => {
+    raw.push({ path, message })
+  }
+  const root = doc === null || doc === undefined ? {} : doc
+  if (!isRecord(root)) {
+    report([], `the policy must be a YAML mapping with the keys ${POLICY_KEYS.policy.join(', ')} (found ${describe(root)})`)
+    return fail(raw, options)
+  }
+  unknownKeys(root, POLICY_KEYS.policy, [], report)
+  if (root.version !== undefined && root.version !== 1) report(['version'], `version must be 1 (found ${describe(root.version)})`)
+  const settings = checkSettings(root.settings, report)
+  const resources = checkResources(listAt(root, 'resources', [], report), settings, report)
+  const suggest = suggester()
+  const roles = checkRoles(listAt(root, 'roles', [], report), resources.index, suggest, report)
+  const accounts = checkAccounts(listAt(root, 'accounts', [], report), resources.index, roles.index, suggest, report)
+  if (raw.length > 0) return fail(raw, options)
+  return {
+    ok: true,
+    policy: { settings, resources: resources.valid, roles: roles.valid, accounts: accounts.valid, grants: accounts.grants },
+    problems: [],
+  }
+}
+
+function fail(raw: RawProblem[], options: ValidateOptions): ValidationResult {
+  const file = options.file ?? '<policy>'
+  const locate = options.locate
+  const seen = new Set<string>()
+  const problems: Problem[] = []
+  for (const p of raw) {
+    const key = formatPath(p.path)
+    const id = `${key}\u0000${p.message}`
+    if (seen.has(id)) continue
+    seen.add(id)
+    const pos = locate ? locate(p.path) : { line: 0, col: 0 }
+    problems.push({ file, line: pos.line, col: pos.col, key, message: p.message })
+  }
+  // Document order reads best; the sort is stable, so equal positions keep report order.
+  if (locate) problems.sort((a, b) => a.line - b.line || a.col - b.col)
+  return { ok: false, policy: undefined, problems }
+}
+
+/** Formats a path as a dotted key: `['accounts', 3, 'roles', 0]` → `accounts[3].roles[0]`. */
+export function formatPath(path: PolicyPath): string {
+  let out = ''
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`
+    else out += out === '' ? seg : `.${seg}`
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------
+// Sections
+// ---------------------------------------------------------------------------
+
+function checkSettings(value: unknown, report: Report): Settings {
+  const dflt = { portOverrides: false, autoConnect: false, portRange: DEFAULT_PORT_RANGE }
+  if (value === undefined || value === null) return Object.freeze(dflt)
+  if (!isRecord(value)) {
+    report(['settings'], `settings must be a mapping with ${POLICY_KEYS.settings.join(', ')} (found ${describe(value)})`)
+    return Object.freeze(dflt)
+  }
+  unknownKeys(value, POLICY_KEYS.settings, ['settings'], report)
+  const portOverrides = booleanAt(value, 'portOverrides', ['settings'], report) === true
+  const autoConnect = booleanAt(value, 'autoConnect', ['settings'], report) === true
+  let portRange = DEFAULT_PORT_RANGE
+  const r = value.portRange
+  if (r !== undefined) {
+    if (!Array.isArray(r) || r.length !== 2) {
+      report(['settings', 'portRange'], `portRange must be a list of two ports, [low, high] (found ${describe(r)})`)
+    } else {
+      const ok0 = portValue(r[0], ['settings', 'portRange', 0], report)
+      const ok1 = portValue(r[1], ['settings', 'portRange', 1], report)
+      if (ok0 && ok1) {
+        if (r[0] > r[1]) report(['settings', 'portRange'], `portRange [${r[0]}, ${r[1]}] is reversed; write it as [low, high]: [${r[1]}, ${r[0]}]`)
+        else portRange = Object.freeze([r[0], r[1]] as [number, number])
+      }
+    }
+  }
+  if (autoConnect && !portOverrides) {
+    report(
+      ['settings', 'autoConnect'],
+      'autoConnect: true needs portOverrides: true (auto-connect depends on port overrides); set settings.portOverrides: true or turn autoConnect off',
+    )
+  }
+  return Object.freeze({ portOverrides, autoConnect, portRange })
+}
+
+function checkResources(
+  items: readonly unknown[],
+  settings: Settings,
+  report: Report,
+): { valid: ValidatedResource[]; index: Map<string, number> } {
+  const index = new Map<string, number>()
+  const valid: ValidatedResource[] = []
+  const explicit: (number | undefined)[] = []
+  for (let i = 0; i < items.length; i++) {
+    const path = ['resources', i]
+    const r = items[i]
+    explicit.push(undefined)
+    if (!isRecord(r)) {
+      report(path, `each resource must be a mapping with name, kind, type and address (found ${describe(r)})`)
+      continue
+    }
+    unknownKeys(r, POLICY_KEYS.resource, path, report)
+    const n = nameAt(r, 'name', path, report)
+    if (n !== undefined) {
+      const first = index.get(n)
+      if (first !== undefined) report([...path, 'name'], `resource name "${n}" is already used by resources[${first}]; resource names must be unique, rename one`)
+      else index.set(n, i)
+    }
+    const kind = stringAt(r, 'kind', path, report, true)
+    let kindOk = false
+    if (kind !== undefined) {
+      if (KIND_SET.has(kind)) kindOk = true
+      else report([...path, 'kind'], `kind "${kind}" is not a resource kind; use one of ${RESOURCE_KINDS.join(', ')}`)
+    }
+    const type = stringAt(r, 'type', path, report, true)
+    let typeOk = false
+    if (type !== undefined) {
+      if (TYPE_WORD.test(type)) typeOk = true
+      else report([...path, 'type'], `type "${type}" must be a lower-case word such as postgres, mysql, redis, ssh or http`)
+    }
+    const address = stringAt(r, 'address', path, report, true)
+    let addr: { host: string; port: number } | undefined
+    if (address !== undefined) {
+      const a = parseAddress(address)
+      if (typeof a === 'string') report([...path, 'address'], a)
+      else addr = a
+    }
+    if (r.portOverride !== undefined && portValue(r.portOverride, [...path, 'portOverride'], report)) explicit[i] = r.portOverride as number
+    if (n !== undefined && kindOk && typeOk && addr !== undefined) {
+      valid.push({ name: n, kind: kind as ResourceKind, type: type!, address: address!, host: addr.host, port: addr.port, portOverride: explicit[i] })
+    }
+  }
+  const ports = settings.portOverrides ? assignPorts(items, explicit, settings.portRange, report) : undefined
+  // Only a valid policy is used, and then every resource is in `valid`, in document order.
+  if (valid.length === items.length) {
+    for (let i = 0; i < valid.length; i++) valid[i] = { ...valid[i]!, portOverride: ports?.[i] }
+  }
+  return { valid, index }
+}
+
+/**
+ * Explicit override ports must be unique; every other resource gets the lowest
+ * free port of the range, in document order, so the assignment is the same on
+ * every load.
+ */
+function assignPorts(
+  items: readonly unknown[],
+  explicit: readonly (number | undefined)[],
+  range: readonly [number, number],
+  report: Report,
+): (number | undefined)[] {
+  const used = new Map<number, number>()
+  const label = (i: number): string => {
+    const r = items[i]
+    return isRecord(r) && typeof r.name === 'string' ? `resource "${r.name}" (resources[${i}])` : `resources[${i}]`
+  }
+  const out: (number | undefined)[] = explicit.slice()
+  for (let i = 0; i < items.length; i++) {
+    const p = explicit[i]
+    if (p === undefined) continue
+    const first = used.get(p)
+    if (first !== undefined) {
+      report(
+        ['resources', i, 'portOverride'],
+        `portOverride ${p} is used by both ${label(first)} and ${label(i)}; override ports must be unique: change one, or drop it to have a free port assigned from settings.portRange`,
+      )
+    } else used.set(p, i)
+  }
+  let next = range[0]
+  for (let i = 0; i < items.length; i++) {
+    const r = items[i]
+    // Resources that are not mappings, or whose portOverride is invalid, were reported already.
+    if (!isRecord(r) || r.portOverride !== undefined) continue
+    while (next <= range[1] && used.has(next)) next++
+    if (next > range[1]) {
+      report(
+        ['resources', i],
+        `no free port left in settings.portRange [${range[0]}, ${range[1]}] for ${label(i)}; widen settings.portRange or give the resource a portOverride`,
+      )
+      continue
+    }
+    used.set(next, i)
+    out[i] = next++
+  }
+  return out
+}
+
+function checkRoles(
+  items: readonly unknown[],
+  resources: ReadonlyMap<string, number>,
+  suggest: Suggester,
+  report: Report,
+): { valid: ValidatedRole[]; index: Map<string, number> } {
+  const index = new Map<string, number>()
+  const valid: ValidatedRole[] = []
+  for (let i = 0; i < items.length; i++) {
+    const path = ['roles', i]
+    const r = items[i]
+    if (!isRecord(r)) {
+      report(path, `each role must be a mapping with a name and grants (found ${describe(r)})`)
+      continue
+    }
+    unknownKeys(r, POLICY_KEYS.role, path, report)
+    const n = nameAt(r, 'name', path, report)
+    if (n !== undefined) {
+      const first = index.get(n)
+      if (first !== undefined) {
+        report([...path, 'name'], `role name "${n}" is already used by roles[${first}]; role names must be unique, rename one or merge their grants`)
+      } else index.set(n, i)
+    }
+    const grants = listAt(r, 'grants', path, report)
+    const names: string[] = []
+    const idx = new Int32Array(grants.length)
+    let mine: Set<string> | undefined
+    for (let j = 0; j < grants.length; j++) {
+      const g = grants[j]
+      if (typeof g !== 'string') {
+        report(['roles', i, 'grants', j], `each role grant must be a resource name (found ${describe(g)})`)
+        continue
+      }
+      const ri = resources.get(g)
+      if (ri === undefined) {
+        report(['roles', i, 'grants', j], `unknown resource "${g}"${suggest(g, resources)}; add it under resources: or fix the name`)
+        continue
+      }
+      mine ??= new Set()
+      if (mine.has(g)) {
+        report(['roles', i, 'grants', j], `resource "${g}" is listed twice in this role; remove one`)
+        continue
+      }
+      mine.add(g)
+      idx[names.length] = ri
+      names.push(g)
+    }
+    if (n !== undefined) valid.push({ name: n, grants: names, resourceIndexes: idx.length === names.length ? idx : idx.slice(0, names.length) })
+  }
+  return { valid, index }
+}
+
+function checkAccounts(
+  items: readonly unknown[],
+  resources: ReadonlyMap<string, number>,
+  roles: ReadonlyMap<string, number>,
+  suggest: Suggester,
+  report: Report,
+): { valid: ValidatedAccount[]; grants: ValidatedGrants } {
+  let total = 0
+  for (const a of items) if (isRecord(a) && Array.isArray(a.grants)) total += a.grants.length
+  const grantResource = new Int32Array(total)
+  const grantExpires = new Float64Array(total)
+  let count = 0
+
+  const ids = new Map<string, number>()
+  const names = new Map<string, number>()
+  const valid: ValidatedAccount[] = []
+  for (let i = 0; i < items.length; i++) {
+    const path = ['accounts', i]
+    const a = items[i]
+    if (!isRecord(a)) {
+      report(path, `each account must be a mapping with at least an id and a type (found ${describe(a)})`)
+      continue
+    }
+    unknownKeys(a, POLICY_KEYS.account, path, report)
+    let ok = true
+
+    const typeValue = stringAt(a, 'type', path, report, true)
+    let type: AccountType | undefined
+    if (typeValue === 'service' || typeValue === 'user') type = typeValue
+    else if (typeValue !== undefined) report([...path, 'type'], `type "${typeValue}" is not an account type; use service or user`)
+
+    // id: unique, prefixed by type
+    const id = stringAt(a, 'id', path, report, true)
+    if (id === undefined) ok = false
+    else {
+      if (type === 'service' && !SERVICE_ID.test(id)) {
+        report([...path, 'id'], `service account id "${id}" must be "svc_" followed by letters, digits, ".", "_" or "-" (e.g. svc_ci)`)
+        ok = false
+      } else if (type === 'user' && !USER_ID.test(id)) {
+        report([...path, 'id'], `user account id "${id}" must be "usr_" followed by letters, digits, ".", "_" or "-" (e.g. usr_alice)`)
+        ok = false
+      }
+      const first = ids.get(id)
+      if (first !== undefined) {
+        report([...path, 'id'], `account id "${id}" is already used by accounts[${first}]; account ids must be unique`)
+        ok = false
+      } else ids.set(id, i)
+    }
+
+    // name or email, by type; one namespace so accountByName is unambiguous
+    const nameValue = stringAt(a, 'name', path, report, false)
+    const emailValue = stringAt(a, 'email', path, report, false)
+    const hash = stringAt(a, 'passwordHash', path, report, false)
+    let display: string | undefined
+    let email: string | undefined
+    if (type === 'service') {
+      if (a.email !== undefined) report([...path, 'email'], 'a service account has a name only, no email; remove `email`')
+      if (a.passwordHash !== undefined) report([...path, 'passwordHash'], 'a service account authenticates with tokens, not a password; remove `passwordHash`')
+      if (a.name === undefined) report(path, 'a service account needs a `name`; add one (e.g. name: ci-pipeline)')
+      else if (nameValue !== undefined) {
+        if (NAME.test(nameValue)) display = nameValue
+        else report([...path, 'name'], `service name ${describe(nameValue)} must be non-empty, without surrounding spaces`)
+      }
+      if (display !== undefined) {
+        const first = names.get(display)
+        if (first !== undefined) {
+          report([...path, 'name'], `name "${display}" is already used by accounts[${first}]; service names and user emails must be unique`)
+          display = undefined
+        } else names.set(display, i)
+      }
+    } else if (type === 'user') {
+      if (a.name !== undefined) report([...path, 'name'], 'a user is named by its email; remove `name`')
+      if (a.email === undefined) report(path, 'a user account needs an `email`; add one (e.g. email: alice@example.com)')
+      else if (emailValue !== undefined) {
+        if (EMAIL.test(emailValue)) email = display = emailValue
+        else report([...path, 'email'], `"${emailValue}" is not an email address; write it as name@domain`)
+      }
+      if (hash !== undefined && !PASSWORD_HASH.test(hash)) {
+        report([...path, 'passwordHash'], 'passwordHash must be an `scrypt$…` hash; set it with the admin command, never a plain password')
+      }
+      if (display !== undefined) {
+        const key = display.toLowerCase()
+        const first = names.get(key)
+        if (first !== undefined) {
+          report([...path, 'email'], `email "${display}" is already used by accounts[${first}]; service names and user emails must be unique`)
+          display = undefined
+        } else names.set(key, i)
+      }
+    }
+    if (display === undefined) ok = false
+
+    const suspended = booleanAt(a, 'suspended', path, report) === true
+
+    // roles
+    const roleList = listAt(a, 'roles', path, report)
+    const accountRoles: string[] = []
+    for (let j = 0; j < roleList.length; j++) {
+      const r = roleList[j]
+      if (typeof r !== 'string') {
+        report(['accounts', i, 'roles', j], `each role must be a role name (found ${describe(r)})`)
+        continue
+      }
+      if (!roles.has(r)) {
+        report(['accounts', i, 'roles', j], `unknown role "${r}"${suggest(r, roles)}; add it under roles: or fix the name`)
+        continue
+      }
+      if (accountRoles.includes(r)) {
+        report(['accounts', i, 'roles', j], `role "${r}" is listed twice; remove one`)
+        continue
+      }
+      accountRoles.push(r)
+    }
+    const hasRoles = roleList.length > 0
+
+    // grants: the hot loop at a million grants; nothing allocated on the good path
+    const grantList = listAt(a, 'grants', path, report)
+    const grantStart = count
+    let mine: Map<number, number> | undefined
+    for (let j = 0; j < grantList.length; j++) {
+      const g = grantList[j]
+      if (!isRecord(g)) {
+        report(['accounts', i, 'grants', j], `each grant must be a mapping with a \`resource\` and, for temporary access, \`expires\` (found ${describe(g)})`)
+        continue
+      }
+      for (const k in g) {
+        if (k !== 'resource' && k !== 'expires' && Object.hasOwn(g, k)) unknownKey(k, POLICY_KEYS.grant, ['accounts', i, 'grants', j, k], report)
+      }
+      const res = g.resource
+      const exp = g.expires
+      let good = true
+      let expiresAt = Infinity
+      if (exp === undefined) {
+        if (hasRoles) {
+          report(['accounts', i, 'grants', j], NO_ROLE_MESSAGE)
+          good = false
+        }
+      } else if (typeof exp === 'string') {
+        expiresAt = parseInstant(exp)
+        if (expiresAt !== expiresAt) {
+          report(['accounts', i, 'grants', j, 'expires'], `"${exp}" is not a valid ISO-8601 instant; ${INSTANT_HINT}`)
+          good = false
+        }
+      } else {
+        report(['accounts', i, 'grants', j, 'expires'], `expires must be an ISO-8601 instant (a string); ${INSTANT_HINT} (found ${describe(exp)})`)
+        good = false
+      }
+      let ri: number | undefined
+      if (typeof res !== 'string') {
+        if (res === undefined) report(['accounts', i, 'grants', j], 'missing required key `resource`; add the name of the resource to grant')
+        else report(['accounts', i, 'grants', j, 'resource'], `resource must be a resource name (found ${describe(res)})`)
+        good = false
+      } else {
+        ri = resources.get(res)
+        if (ri === undefined) {
+          report(['accounts', i, 'grants', j, 'resource'], `unknown resource "${res}"${suggest(res, resources)}; add it under resources: or fix the name`)
+          good = false
+        } else if (grantList.length > 1) {
+          mine ??= new Map()
+          const first = mine.get(ri)
+          if (first !== undefined) {
+            report(['accounts', i, 'grants', j, 'resource'], `resource "${res}" is already granted by grants[${first}] of this account; keep one grant per resource`)
+            good = false
+          } else mine.set(ri, j)
+        }
+      }
+      if (good) {
+        grantResource[count] = ri!
+        grantExpires[count] = expiresAt
+        count++
+      }
+    }
+    const grantEnd = count
+
+    // token records
+    const tokenList = listAt(a, 'tokens', path, report)
+    const tokens: ValidatedTokenRecord[] = []
+    let tokenIds: Map<string, number> | undefined
+    for (let j = 0; j < tokenList.length; j++) {
+      const tpath = ['accounts', i, 'tokens', j]
+      const t = tokenList[j]
+      if (!isRecord(t)) {
+        report(tpath, `each token record must be a mapping with id and fingerprint (found ${describe(t)})`)
+        continue
+      }
+      unknownKeys(t, POLICY_KEYS.token, tpath, report)
+      const tid = stringAt(t, 'id', tpath, report, true)
+      const fp = stringAt(t, 'fingerprint', tpath, report, true)
+      let good = tid !== undefined && fp !== undefined
+      if (tid !== undefined) {
+        if (tid === '') {
+          report([...tpath, 'id'], 'token id must not be empty; it is the token\'s `jti`')
+          good = false
+        } else {
+          tokenIds ??= new Map()
+          const first = tokenIds.get(tid)
+          if (first !== undefined) {
+            report([...tpath, 'id'], `token id "${tid}" is already listed by tokens[${first}] of this account; token ids must be unique per account`)
+            good = false
+          } else tokenIds.set(tid, j)
+        }
+      }
+      if (fp !== undefined && !FINGERPRINT.test(fp)) {
+        report([...tpath, 'fingerprint'], `fingerprint ${describe(fp)} must be "sha256:" followed by the first 16 lower-case hex digits of the token's sha256`)
+        good = false
+      }
+      const created = stringAt(t, 'created', tpath, report, false)
+      if (created !== undefined && Number.isNaN(parseInstant(created))) {
+        report([...tpath, 'created'], `"${created}" is not a valid ISO-8601 instant; ${INSTANT_HINT}`)
+        good = false
+      }
+      const expires = stringAt(t, 'expires', tpath, report, false)
+      let expiresAt = Infinity
+      if (expires !== undefined) {
+        expiresAt = parseInstant(expires)
+        if (Number.isNaN(expiresAt)) {
+          report([...tpath, 'expires'], `"${expires}" is not a valid ISO-8601 instant; ${INSTANT_HINT}`)
+          good = false
+        }
+      }
+      if (good) tokens.push({ id: tid!, fingerprint: fp!, expiresAt })
+    }
+
+    if (ok && type !== undefined && id !== undefined && display !== undefined) {
+      valid.push({
+        id,
+        type,
+        name: display,
+        email,
+        roles: accountRoles,
+        suspended,
+        grantStart,
+        grantEnd,
+        tokens,
+        passwordHash: type === 'user' ? hash : undefined,
+      })
+    }
+  }
+  return { valid, grants: { count, resource: grantResource, expiresAt: grantExpires } }
+}
+
+// ---------------------------------------------------------------------------
+// Field checks. Each reports its own problem and returns undefined when the
+// value is missing or wrong, so callers only handle good values.
+// ---------------------------------------------------------------------------
+
+function unknownKeys(o: Record<string, unknown>, allowed: readonly string[], path: PolicyPath, report: Report): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) unknownKey(k, allowed, [...path, k], report)
+}
+
+function unknownKey(key: string, allowed: readonly string[], path: PolicyPath, report: Report): void {
+  const guess = closest(key, allowed)
+  const where = path.length === 1 ? 'top-level key' : 'key'
+  report(path, `unknown ${where} \`${key}\`${guess ? ` (did you mean \`${guess}\`?)` : ''}; remove it or fix its spelling (allowed: ${allowed.join(', ')})`)
+}
+
+function stringAt(o: Record<string, unknown>, key: string, path: PolicyPath, report: Report, required: boolean): string | undefined {
+  const v = o[key]
+  if (typeof v === 'string') return v
+  if (v === undefined) {
+    if (required) report(path, `missing required key \`${key}\`; add it`)
+  } else report([...path, key], `\`${key}\` must be a string (found ${describe(v)})`)
+  return undefined
+}
+
+function nameAt(o: Record<string, unknown>, key: string, path: PolicyPath, report: Report): string | undefined {
+  const v = stringAt(o, key, path, report, true)
+  if (v === undefined) return undefined
+  if (!NAME.test(v)) {
+    report([...path, key], `\`${key}\` ${describe(v)} must be non-empty, without surrounding spaces or line breaks`)
+    return undefined
+  }
+  return v
+}
+
+function booleanAt(o: Record<string, unknown>, key: string, path: PolicyPath, report: Report): boolean | undefined {
+  const v = o[key]
+  if (v === undefined || typeof v === 'boolean') return v
+  report([...path, key], `\`${key}\` must be true or false (found ${describe(v)})`)
+  return undefined
+}
+
+const EMPTY: readonly unknown[] = Object.freeze([])
+
+/** A list value; a missing or empty (`key:` with nothing) list is an empty list. */
+function listAt(o: Record<string, unknown>, key: string, path: PolicyPath, report: Report): readonly unknown[] {
+  const v = o[key]
+  if (Array.isArray(v)) return v
+  if (v !== undefined && v !== null) report([...path, key], `\`${key}\` must be a list (found ${describe(v)})`)
+  return EMPTY
+}
+
+function portValue(v: unknown, path: PolicyPath, report: Report): v is number {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535) return true
+  const last = path[path.length - 1]
+  report(path, `${typeof last === 'string' ? last : 'port'} must be a port number from 1 to 65535 (found ${describe(v)})`)
+  return false
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing'
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object') return 'a mapping'
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  return String(value)
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+// ---------------------------------------------------------------------------
+// Formats
+// ---------------------------------------------------------------------------
+
+const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+/**
+ * Parses an ISO-8601 instant with an explicit zone (`Z` or `±hh:mm`), e.g.
+ * `2026-03-01T00:00:00Z`. Returns epoch ms, or NaN when the text is not a real
+ * instant (month 13, February 30, hour 24, no zone, ...).
+ */
+export function parseInstant(text: string): number {
+  // Fast path for the common `YYYY-MM-DDTHH:MM:SSZ` and `YYYY-MM-DDTHH:MM:SS.sssZ`, without allocating.
+  const len = text.length
+  if ((len === 20 || len === 24) && text.charCodeAt(len - 1) === 90 /* Z */ && text.charCodeAt(10) === 84 /* T */) {
+    const y = digits(text, 0, 4)
+    const mo = digits(text, 5, 2)
+    const d = digits(text, 8, 2)
+    const h = digits(text, 11, 2)
+    const mi = digits(text, 14, 2)
+    const s = digits(text, 17, 2)
+    const ms = len === 24 ? (text.charCodeAt(19) === 46 /* . */ ? digits(text, 20, 3) : -1) : 0
+    const separators =
+      text.charCodeAt(4) === 45 && text.charCodeAt(7) === 45 && text.charCodeAt(13) === 58 && text.charCodeAt(16) === 58
+    if (separators && y >= 1000 && mo >= 0 && d >= 0 && h >= 0 && mi >= 0 && s >= 0 && ms >= 0) {
+      return validDate(y, mo, d, h, mi, s) ? Date.UTC(y, mo - 1, d, h, mi, s, ms) : NaN
+    }
+  }
+  const m = INSTANT.exec(text)
+  if (m === null) return NaN
+  const y = +m[1]!
+  const mo = +m[2]!
+  const d = +m[3]!
+  const h = +m[4]!
+  const mi = +m[5]!
+  const s = m[6] === undefined ? 0 : +m[6]
+  if (!validDate(y, mo, d, h, mi, s)) return NaN
+  const ms = m[7] === undefined ? 0 : Math.floor(+`0.${m[7]}` * 1000)
+  let offset = 0
+  if (m[8] === undefined) {
+    const oh = +m[10]!
+    const om = +m[11]!
+    if (oh > 23 || om > 59) return NaN
+    offset = (oh * 60 + om) * 60000 * (m[9] === '-' ? -1 : 1)
+  }
+  if (y >= 100) return Date.UTC(y, mo - 1, d, h, mi, s, ms) - offset
+  // Date.UTC maps years 0–99 to 1900–1999.
+  const date = new Date(0)
+  date.setUTCFullYear(y, mo - 1, d)
+  date.setUTCHours(h, mi, s, ms)
+  return date.getTime() - offset
+}
+
+function validDate(y: number, mo: number, d: number, h: number, mi: number, s: number): boolean {
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || s > 59) return false
+  const leap = mo === 2 && ((y % 4 === 0 && y % 100 !== 0) || y % 400 === 0)
+  return d <= DAYS[mo - 1]! + (leap ? 1 : 0)
+}
+
+/** The decimal number in text[at, at + n), or -1 when a character is not a digit. */
+function digits(text: string, at: number, n: number): number {
+  let v = 0
+  for (let i = at; i < at + n; i++) {
+    const c = text.charCodeAt(i) - 48
+    if (c < 0 || c > 9) return -1
+    v = v * 10 + c
+  }
+  return v
+}
+
+/**
+ * Splits `host:port` (IPv6 as `[::1]:5432`). Returns the host (without
+ * brackets) and port, or a message naming the fix.
+ */
+export function parseAddress(text: string): { host: string; port: number } | string {
+  const example = 'write it as host:port, e.g. db.internal:5432 or [::1]:5432'
+  let host: string
+  let portText: string
+  if (text.startsWith('[')) {
+    const end = text.indexOf(']')
+    if (end < 0) return `address "${text}" has an unclosed "["; ${example}`
+    host = text.slice(1, end)
+    if (!isIPv6(host)) return `"${host}" in address "${text}" is not an IPv6 address; ${example}`
+    if (text[end + 1] !== ':') return `address "${text}" has no port; ${example}`
+    portText = text.slice(end + 2)
+  } else {
+    const colon = text.lastIndexOf(':')
+    if (colon < 0) return `address "${text}" has no port; ${example}`
+    host = text.slice(0, colon)
+    portText = text.slice(colon + 1)
+    if (host.includes(':')) return `address "${text}" looks like an IPv6 address without brackets; put it in brackets: [${host}]:${portText}`
+    if (!isHostname(host)) return `"${host}" in address "${text}" is not a valid host name or IPv4 address; ${example}`
+  }
+  const port = DIGITS.test(portText) ? +portText : NaN
+  if (!(port >= 1 && port <= 65535)) return `port "${portText}" in address "${text}" must be a number from 1 to 65535`
+  return { host, port }
+}
+
+function isHostname(host: string): boolean {
+  if (host.length === 0 || host.length > 253) return false
+  if (/^[\d.]+$/.test(host)) return isIPv4(host)
+  const labels = host.endsWith('.') ? host.slice(0, -1).split('.') : host.split('.')
+  return labels.every((l) => HOSTNAME_LABEL.test(l))
+}
+
+// ---------------------------------------------------------------------------
+// "Did you mean"
+// ---------------------------------------------------------------------------
+
+type Suggester = (name: string, known: ReadonlyMap<string, number>) => string
+
+/** Suggestions for unknown names; bounded so a document with thousands of typos stays fast. */
+function suggester(): Suggester {
+  let budget = 50
+  return (name, known) => {
+    if (budget <= 0 || known.size > 20000) return ''
+    budget--
+    const guess = closest(name, known.keys())
+    return guess ? ` (did you mean "${guess}"?)` : ''
+  }
+}
+
+function closest(word: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined
+  let bestD = Math.max(1, Math.min(3, Math.floor(word.length / 3)))
+  const w = word.toLowerCase()
+  for (const c of candidates) {
+    if (Math.abs(c.length - word.length) > bestD) continue
+    const d = distance(w, c.toLowerCase())
+    if (d < bestD || (d === bestD && best === undefined)) {
+      best = c
+      bestD = d
+    }
+  }
+  return best
+}
+
+/** Edit distance counting a swap of two neighbours as one edit (optimal string alignment). */
+function distance(a: string, b: string): number {
+  let prev2: number[] = []
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let d = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d = Math.min(d, prev2[j - 2]! + 1)
+      row.push(d)
+    }
+    prev2 = prev
+    prev = row
+  }
+  return prev[b.length]!
+}

@@ -1,0 +1,20 @@
+/**
+ * The sidecar (`keyway listen`): binds granted resources on 127.0.0.1 and
+ * tunnels each local connection over TLS to a gateway; its control endpoint;
+ * and the client the CLI uses to drive it.
+ */
+export { Sidecar, type SidecarDeps, type SidecarConfig, type ResourceStatus, type SidecarSnapshot, type ConnectResult } from './sidecar.js'
+export {
+  GatewayClient,
+  type GatewayClientOptions,
+  type GatewayState,
+  type ConnectTls,
+  type TlsDialOptions,
+  type Tunnel,
+  type ApiResult,
+  type ApiCallOptions,
+} from './gateway-client.js'
+export { startControlServer, controlRoutes, CONTROL_PATHS, type ControlServerOptions, type ControlTarget } from './control.js'
+export { ControlClient, resolveControlAddress, type ControlClientOptions, type Readiness } from './control-client.js'
+export { createSidecarMetrics, type SidecarMetrics, type SessionResult, type SyncResult } from './metrics.js'
+export { assertLoopback, LOOPBACK_HOST } from './loopback.js'

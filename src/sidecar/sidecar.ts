@@ -1,0 +1,678 @@
+import * as net from 'node:net'
+import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import { tokenFingerprint } from '../auth/index.js'
+import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+import type { KeywayConfig } from '../config/index.js'
+import { KeywayError, toKeywayError } from '../errors.js'
+import { forward, type ForwardSession } from '../forward/index.js'
+import { formatHostPort } from '../net/index.js'
+import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
+import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
+import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
+import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
+
+/** The `sidecar` section of the configuration. */
+export type SidecarConfig = KeywayConfig['sidecar']
+
+/** What a {@link Sidecar} needs from the outside world. */
+export interface SidecarDeps {
+  config: SidecarConfig
+  /** PEM text of the CA named by `config.ca` (the sidecar reads no files). */
+  ca: string | Buffer
+  /** The service token. Logged only as its fingerprint. */
+  token: string
+  /** Default: a {@link GatewayClient} built from `config` (closed by {@link Sidecar.close}). */
+  client?: GatewayClient
+  /** Dial function for the default client. */
+  connectTls?: ConnectTls
+  logger: Logger
+  registry: Registry
+  /** Default {@link systemClock}. */
+  clock?: Clock
+  /** Address resources are bound on. Loopback only; default 127.0.0.1. */
+  bindHost?: string
+}
+
+/** One row of {@link Sidecar.status}, like a line of `sdm status`. */
+export interface ResourceStatus {
+  name: string
+  kind: string
+  type: string
+  /** `127.0.0.1:15432` when bound, else ''. */
+  localAddress: string
+  state: 'bound' | 'not connected' | `error: ${string}`
+  /** Sessions being forwarded now. */
+  sessions: number
+  /** Why binding failed, when `state` is an error. */
+  error?: string
+}
+
+/** Everything `GET /v1/status` of the control API reports. */
+export interface SidecarSnapshot {
+  account: { id: string; name: string } | null
+  tokenFingerprint: string
+  gateway: GatewayState
+  settings: ResourcesResponse['settings'] | null
+  /** The last poll of the gateway: when it succeeded last, and its error if the last one failed. */
+  sync: { lastOkAt: string | null; error: { code: string; message: string } | null }
+  ready: boolean
+  /** Why the sidecar is not ready; null when it is. */
+  reason: string | null
+  resources: ResourceStatus[]
+}
+
+/** Answer of {@link Sidecar.connect}. */
+export interface ConnectResult {
+  resource: string
+  localAddress: string
+}
+
+interface Entry {
+  readonly name: string
+  resource: ApiResource
+  server: net.Server | undefined
+  /** The port asked for when binding (0: ephemeral), to notice setting changes. */
+  requestedPort: number | undefined
+  localAddress: string
+  error: KeywayError | undefined
+  readonly sessions: Set<ForwardSession>
+  /** Accepted local sockets waiting for their tunnel. */
+  readonly pending: Set<net.Socket>
+}
+
+interface LiveSession {
+  readonly resource: string
+  /** Bytes already added to the counter, per direction. */
+  countedToGateway: number
+  countedToClient: number
+}
+
+function noop(): void {}
+
+/**
+ * The sidecar (`keyway listen`): binds the resources granted to its service
+ * token on 127.0.0.1 and tunnels every local connection to the gateway.
+ *
+ * - Grants and settings come from `GET /v1/resources`, polled every
+ *   `syncInterval` with `If-None-Match`. With port overrides and auto-connect
+ *   every granted resource is bound on its override port; otherwise nothing
+ *   is bound until {@link Sidecar.connect}, which uses the override port or,
+ *   with port overrides off, an ephemeral one.
+ * - A grant that disappears is unbound and its live sessions are closed; a
+ *   new one is bound (auto-connect). A port in use is reported in status and
+ *   readiness and retried on every sync; the other resources stay bound.
+ * - While no gateway answers, the sidecar keeps running and retrying with
+ *   backoff; new local connections are closed at once.
+ */
+export class Sidecar {
+  readonly #config: SidecarConfig
+  #token: string
+  readonly #client: GatewayClient
+  readonly #ownsClient: boolean
+  readonly #logger: Logger
+  readonly #clock: Clock
+  readonly #bindHost: string
+  readonly #metrics: SidecarMetrics
+  readonly #entries = new Map<string, Entry>()
+  /** Resources bound by connect() (kept across syncs while granted). */
+  readonly #connected = new Set<string>()
+  /** Resources unbound by disconnect(): auto-connect leaves them alone until connect(). */
+  readonly #disconnected = new Set<string>()
+  readonly #live = new Map<ForwardSession, LiveSession>()
+  #view: ResourcesResponse | undefined
+  #etag: string | undefined
+  #syncError: KeywayError | undefined
+  #lastSyncOkAt: number | undefined
+  #account: WhoamiResponse['account'] | undefined
+  /** whoami answered (even with an error): do not ask again on every sync. */
+  #whoamiDone = false
+  #syncing: Promise<SyncResult> | undefined
+  #syncTimer: TimerHandle | undefined
+  #queue: Promise<unknown> = Promise.resolve()
+  #started = false
+  #closed = false
+  #closing: Promise<void> | undefined
+
+  constructor(deps: SidecarDeps) {
+    this.#config = deps.config
+    this.#token = deps.token
+    this.#logger = deps.logger
+    this.#clock = deps.clock ?? systemClock
+    this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
+    assertLoopback(this.#bindHost, 'the sidecar bind address')
+    if (!deps.token) throw new KeywayError('ERR_TOKEN_MISSING', 'the sidecar needs a service token (KEYWAY_TOKEN or sidecar.tokenFile)')
+    this.#ownsClient = deps.client === undefined
+    this.#client =
+      deps.client ??
+      new GatewayClient({
+        gateways: deps.config.gateways,
+        ca: deps.ca,
+        servername: deps.config.servername,
+        connectTimeoutMs: deps.config.connectTimeout,
+        clock: this.#clock,
+        logger: deps.logger,
+        ...(deps.connectTls ? { connectTls: deps.connectTls } : {}),
+      })
+    this.#metrics = createSidecarMetrics(deps.registry, {
+      resourcesBound: () => [...this.#entries.values()].filter((e) => e.server !== undefined).length,
+      gatewayUp: () => this.#client.state().up,
+      flushBytes: () => {
+        for (const [session, live] of this.#live) this.#countBytes(live, session.bytesBToA, session.bytesAToB)
+      },
+    })
+  }
+
+  /**
+   * Polls the gateway once (binding what is granted) and starts the sync
+   * loop. Never fails because the gateway is down or a port is taken: that is
+   * reported by {@link Sidecar.status} and {@link Sidecar.ready}, and retried.
+   */
+  async start(): Promise<void> {
+    if (this.#closed) throw new KeywayError('ERR_SHUTTING_DOWN', 'the sidecar is closed')
+    if (this.#started) return
+    this.#started = true
+    this.#logger.info(
+      { event: 'sidecar_start', gateways: this.#config.gateways.map(formatHostPort), token_fp: tokenFingerprint(this.#token) },
+      'sidecar starting',
+    )
+    await this.sync()
+    this.#scheduleSync()
+  }
+
+  /**
+   * Polls `GET /v1/resources` now and applies the answer (also re-trying
+   * failed binds). Joins a poll already in flight. Never rejects.
+   */
+  sync(): Promise<SyncResult> {
+    if (this.#syncing) return this.#syncing
+    const run = this.#doSync()
+    this.#syncing = run
+    void run.finally(() => {
+      if (this.#syncing === run) this.#syncing = undefined
+    })
+    return run
+  }
+
+  /** Replaces the token (after a rotation); the next sync and new tunnels use it. */
+  setToken(token: string): void {
+    if (!token) throw new KeywayError('ERR_TOKEN_MISSING', 'the new token is empty')
+    if (token === this.#token) return
+    this.#token = token
+    this.#etag = undefined
+    this.#account = undefined
+    this.#whoamiDone = false
+    this.#logger.info({ event: 'token_replaced', token_fp: tokenFingerprint(token) }, 'service token replaced')
+  }
+
+  /**
+   * Binds `resource` on 127.0.0.1 (its override port, or an ephemeral one
+   * with port overrides off) and keeps it bound while it is granted.
+   * Rejects with `ERR_GRANT_DENIED` when the token holds no grant for it,
+   * `ERR_PORT_IN_USE` when its port is taken, `ERR_GATEWAY_UNAVAILABLE` when
+   * the grants could never be fetched.
+   */
+  async connect(resource: string): Promise<ConnectResult> {
+    this.#assertOpen()
+    if (!this.#granted(resource)) await this.sync()
+    return this.#serial(async () => {
+      this.#assertOpen()
+      const view = this.#view
+      const granted = this.#granted(resource)
+      if (!view || !granted) {
+        if (!view && this.#syncError) {
+          throw new KeywayError(this.#syncError.code, `cannot connect "${resource}": ${this.#syncError.message}`, { cause: this.#syncError })
+        }
+        throw new KeywayError('ERR_GRANT_DENIED', `resource "${resource}" is not granted to this service account (or does not exist)`, {
+          detail: { resource },
+        })
+      }
+      this.#disconnected.delete(resource)
+      this.#connected.add(resource)
+      const entry = this.#entry(granted)
+      if (entry.server) return { resource, localAddress: entry.localAddress }
+      try {
+        await this.#bind(entry, this.#desiredPort(granted))
+      } catch (err) {
+        this.#connected.delete(resource)
+        if (!this.#wants(granted)) entry.error = undefined
+        throw err
+      }
+      return { resource, localAddress: entry.localAddress }
+    })
+  }
+
+  /**
+   * Unbinds `resource` and closes its live sessions; auto-connect leaves it
+   * unbound until {@link Sidecar.connect}. `ERR_NOT_CONNECTED` if not bound.
+   */
+  async disconnect(resource: string): Promise<{ resource: string }> {
+    this.#assertOpen()
+    return this.#serial(async () => {
+      const entry = this.#entries.get(resource)
+      if (!entry?.server) throw new KeywayError('ERR_NOT_CONNECTED', `resource "${resource}" is not connected`, { detail: { resource } })
+      this.#connected.delete(resource)
+      this.#disconnected.add(resource)
+      this.#unbind(entry, 'disconnected', true)
+      entry.error = undefined
+      return { resource }
+    })
+  }
+
+  /** One row per granted resource, sorted by name. */
+  status(): ResourceStatus[] {
+    return [...this.#entries.values()]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((e) => {
+        const row: ResourceStatus = {
+          name: e.name,
+          kind: e.resource.kind,
+          type: e.resource.type,
+          localAddress: e.server ? e.localAddress : '',
+          state: e.server ? 'bound' : e.error ? `error: ${e.error.code}` : 'not connected',
+          sessions: e.sessions.size,
+        }
+        if (!e.server && e.error) row.error = e.error.message
+        return row
+      })
+  }
+
+  /** Status, gateway state, account and readiness, for the control API. */
+  snapshot(): SidecarSnapshot {
+    const reason = this.ready()
+    return {
+      account: this.#account ? { id: this.#account.id, name: this.#account.name } : null,
+      tokenFingerprint: tokenFingerprint(this.#token),
+      gateway: this.#client.state(),
+      settings: this.#view ? { ...this.#view.settings } : null,
+      sync: {
+        lastOkAt: this.#lastSyncOkAt === undefined ? null : new Date(this.#lastSyncOkAt).toISOString(),
+        error: this.#syncError ? { code: this.#syncError.code, message: this.#syncError.message } : null,
+      },
+      ready: reason === undefined,
+      reason: reason ?? null,
+      resources: this.status(),
+    }
+  }
+
+  /**
+   * Readiness for `/readyz` and `keyway wait`: undefined once the last poll
+   * of the gateway succeeded and every resource that should be bound is;
+   * otherwise why not.
+   */
+  ready(): string | undefined {
+    if (this.#closed) return 'shutting down'
+    const gateway = this.#client.state()
+    if (this.#syncError) return syncReason(this.#syncError)
+    if (!this.#view) return 'waiting for the first answer from the gateway'
+    if (!gateway.up) return `gateway unreachable: ${gateway.lastError ?? 'unknown error'}`
+    for (const entry of [...this.#entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (!entry.server && this.#wants(entry.resource)) {
+        return `resource ${entry.name} not bound: ${entry.error?.message ?? 'binding'}`
+      }
+    }
+    return undefined
+  }
+
+  /**
+   * Stops polling and listening, lets live sessions finish for up to
+   * `drainGrace`, then closes the rest. Idempotent; resolves when every
+   * session is closed.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose()
+    return this.#closing
+  }
+
+  async #doClose(): Promise<void> {
+    this.#closed = true
+    if (this.#syncTimer !== undefined) this.#clock.clearTimeout(this.#syncTimer)
+    await this.#serial(async () => {
+      for (const entry of this.#entries.values()) {
+        this.#unbind(entry, 'shutdown', false)
+        // Not yet forwarding: nothing to drain.
+        for (const socket of entry.pending) socket.destroy()
+        entry.pending.clear()
+      }
+    })
+    const sessions = [...this.#live.keys()]
+    if (sessions.length > 0) {
+      this.#logger.info({ event: 'sidecar_drain', sessions: sessions.length, grace_ms: this.#config.drainGrace }, 'draining sessions')
+      let timer: TimerHandle | undefined
+      const grace = new Promise<void>((resolve) => {
+        timer = this.#clock.setTimeout(resolve, this.#config.drainGrace)
+      })
+      await Promise.race([Promise.all(sessions.map((s) => s.done)), grace])
+      if (timer !== undefined) this.#clock.clearTimeout(timer)
+      for (const session of this.#live.keys()) session.close('shutdown')
+      await Promise.all(sessions.map((s) => s.done))
+    }
+    await this.#syncing
+    if (this.#ownsClient) this.#client.close()
+    this.#logger.info({ event: 'sidecar_stopped' }, 'sidecar stopped')
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new KeywayError('ERR_SHUTTING_DOWN', 'the sidecar is shutting down')
+  }
+
+  // Binds and unbinds are asynchronous; one queue keeps sync, connect and
+  // disconnect from interleaving on the same listener.
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn)
+    this.#queue = run.catch(noop)
+    return run
+  }
+
+  #scheduleSync(): void {
+    if (this.#closed) return
+    const delay = Math.max(this.#config.syncInterval, this.#client.retryInMs())
+    this.#syncTimer = this.#clock.setTimeout(() => {
+      this.#syncTimer = undefined
+      void this.sync().then(() => this.#scheduleSync())
+    }, delay)
+  }
+
+  async #doSync(): Promise<SyncResult> {
+    let result: SyncResult
+    try {
+      const answer = await this.#client.api<ResourcesResponse>('GET', API_PATHS.resources, {
+        token: this.#token,
+        ...(this.#etag === undefined ? {} : { etag: this.#etag }),
+      })
+      if (this.#syncError) this.#logger.info({ event: 'sync_recovered' }, 'gateway answering again')
+      this.#syncError = undefined
+      this.#lastSyncOkAt = this.#clock.now()
+      if (answer.status === 304) {
+        result = 'not_modified'
+      } else {
+        result = 'ok'
+        this.#applyView(checkView((answer as { body: unknown }).body))
+        this.#etag = answer.etag
+      }
+      if (!this.#whoamiDone) await this.#whoami()
+    } catch (err) {
+      const e = toKeywayError(err)
+      const fields = { event: 'sync_failed', code: e.code, reason: e.message }
+      if (this.#syncError?.message !== e.message) this.#logger.warn(fields, 'cannot fetch grants from the gateway')
+      else this.#logger.debug(fields, 'cannot fetch grants from the gateway')
+      this.#syncError = e
+      result = 'error'
+    }
+    this.#metrics.syncTotal.inc({ result })
+    if (!this.#closed) await this.#serial(() => this.#reconcile())
+    return result
+  }
+
+  async #whoami(): Promise<void> {
+    try {
+      const answer = await this.#client.api<WhoamiResponse>('GET', API_PATHS.whoami, { token: this.#token })
+      this.#whoamiDone = true
+      if (answer.status === 304) return
+      const who = (answer as { body: WhoamiResponse }).body
+      this.#account = who.account
+      this.#logger.info(
+        {
+          event: 'sidecar_authenticated',
+          account: who.account?.id,
+          account_name: who.account?.name,
+          token_fp: who.token?.fingerprint ?? tokenFingerprint(this.#token),
+          token_expires_at: who.token?.expiresAt ?? null,
+        },
+        'authenticated to the gateway',
+      )
+    } catch (err) {
+      const e = toKeywayError(err)
+      // Only for the logs: an answered failure is not worth asking again each sync.
+      if (e.code !== 'ERR_GATEWAY_UNAVAILABLE') this.#whoamiDone = true
+      this.#logger.debug({ event: 'whoami_failed', code: e.code, reason: e.message }, 'whoami failed')
+    }
+  }
+
+  #applyView(view: ResourcesResponse): void {
+    const before = this.#view
+    const oldNames = new Set(before?.resources.map((r) => r.name) ?? [])
+    const newNames = new Set(view.resources.map((r) => r.name))
+    const added = [...newNames].filter((n) => !oldNames.has(n))
+    const removed = [...oldNames].filter((n) => !newNames.has(n))
+    const settingsChanged =
+      !before || before.settings.autoConnect !== view.settings.autoConnect || before.settings.portOverrides !== view.settings.portOverrides
+    if (added.length > 0 || removed.length > 0 || settingsChanged) {
+      this.#logger.info(
+        { event: 'grants_changed', added, removed, settings: view.settings, generation: view.generation },
+        `${view.resources.length} resource${view.resources.length === 1 ? '' : 's'} granted`,
+      )
+    }
+    this.#view = view
+  }
+
+  #granted(name: string): ApiResource | undefined {
+    return this.#view?.resources.find((r) => r.name === name)
+  }
+
+  #wants(resource: ApiResource): boolean {
+    if (this.#disconnected.has(resource.name)) return false
+    if (this.#connected.has(resource.name)) return true
+    const settings = this.#view?.settings
+    // Auto-connect depends on port overrides: without them there is no port to bind at start.
+    return settings !== undefined && settings.autoConnect && settings.portOverrides
+  }
+
+  #desiredPort(resource: ApiResource): number {
+    return this.#view?.settings.portOverrides && resource.portOverride ? resource.portOverride : 0
+  }
+
+  #entry(resource: ApiResource): Entry {
+    let entry = this.#entries.get(resource.name)
+    if (!entry) {
+      entry = {
+        name: resource.name,
+        resource,
+        server: undefined,
+        requestedPort: undefined,
+        localAddress: '',
+        error: undefined,
+        sessions: new Set(),
+        pending: new Set(),
+      }
+      this.#entries.set(resource.name, entry)
+    }
+    entry.resource = resource
+    return entry
+  }
+
+  async #reconcile(): Promise<void> {
+    const view = this.#view
+    if (this.#closed || !view) return
+    const granted = new Map(view.resources.map((r) => [r.name, r]))
+    for (const [name, entry] of this.#entries) {
+      if (granted.has(name)) continue
+      this.#unbind(entry, 'grant_removed', true)
+      this.#entries.delete(name)
+      this.#connected.delete(name)
+      this.#disconnected.delete(name)
+    }
+    for (const resource of view.resources) {
+      const entry = this.#entry(resource)
+      if (!this.#wants(resource)) {
+        // Live sessions keep running: only new connections need the listener.
+        if (entry.server) this.#unbind(entry, 'auto_connect_off', false)
+        entry.error = undefined
+        continue
+      }
+      const port = this.#desiredPort(resource)
+      if (entry.server && entry.requestedPort !== port) this.#unbind(entry, 'port_changed', false)
+      if (!entry.server) await this.#bind(entry, port).catch(noop)
+    }
+  }
+
+  async #bind(entry: Entry, port: number): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(entry, socket))
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen({ host: this.#bindHost, port, exclusive: true }, () => {
+          server.off('error', reject)
+          resolve()
+        })
+      })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      const where = formatHostPort({ host: this.#bindHost, port })
+      const e =
+        code === 'EADDRINUSE'
+          ? new KeywayError('ERR_PORT_IN_USE', `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`, {
+              cause: err,
+              detail: { resource: entry.name, port },
+            })
+          : new KeywayError('ERR_INTERNAL', `cannot bind resource "${entry.name}" on ${where}: ${(err as Error).message}`, {
+              cause: err,
+              detail: { resource: entry.name, port, code },
+            })
+      // Retried on every sync: say it once, not every second.
+      const fields = { event: 'bind_failed', resource: entry.name, port, code: e.code, reason: e.message }
+      if (entry.error?.message !== e.message) this.#logger.warn(fields, e.message)
+      else this.#logger.debug(fields, e.message)
+      entry.error = e
+      throw e
+    }
+    server.on('error', (err) => this.#logger.error({ event: 'listener_error', resource: entry.name, err }, 'local listener failed'))
+    const address = server.address() as net.AddressInfo
+    entry.server = server
+    entry.requestedPort = port
+    entry.localAddress = formatHostPort({ host: address.address, port: address.port })
+    entry.error = undefined
+    this.#logger.info({ event: 'resource_bound', resource: entry.name, address: entry.localAddress }, `${entry.name} bound on ${entry.localAddress}`)
+  }
+
+  #unbind(entry: Entry, reason: string, closeSessions: boolean): void {
+    if (entry.server) {
+      // close() stops accepting at once; its callback would wait for live connections.
+      entry.server.close()
+      entry.server = undefined
+      entry.requestedPort = undefined
+      this.#logger.info(
+        { event: 'resource_unbound', resource: entry.name, address: entry.localAddress, reason, sessions: closeSessions ? entry.sessions.size : 0 },
+        `${entry.name} unbound (${reason})`,
+      )
+    }
+    if (closeSessions) {
+      for (const socket of entry.pending) socket.destroy()
+      entry.pending.clear()
+      for (const session of entry.sessions) session.close(reason)
+    }
+  }
+
+  #accept(entry: Entry, local: net.Socket): void {
+    if (this.#closed || entry.server === undefined) {
+      local.destroy()
+      return
+    }
+    local.on('error', noop)
+    entry.pending.add(local)
+    const resource = entry.name
+    this.#client.openTunnel(resource, this.#token, { timeoutMs: this.#config.connectTimeout }).then(
+      (tunnel) => {
+        entry.pending.delete(local)
+        // The client gave up, or the grant went, while the tunnel was opening.
+        if (local.destroyed || this.#closed) {
+          tunnel.socket.destroy()
+          local.destroy()
+          this.#metrics.sessionsTotal.inc({ resource, result: 'error' })
+          this.#logger.debug({ event: 'session_abandoned', resource, session: tunnel.session }, 'local connection gone before the tunnel opened')
+          return
+        }
+        this.#startSession(entry, local, tunnel)
+      },
+      (err: unknown) => {
+        entry.pending.delete(local)
+        local.destroy()
+        const e = toKeywayError(err)
+        const result: SessionResult = e.detail?.refused === true ? 'refused' : e.code === 'ERR_GATEWAY_UNAVAILABLE' ? 'gateway_unavailable' : 'error'
+        this.#metrics.sessionsTotal.inc({ resource, result })
+        this.#logger.warn({ event: 'tunnel_failed', resource, code: e.code, result, reason: e.message }, `tunnel to ${resource} failed: ${e.code}`)
+        // A refusal for want of a grant means our view is stale: fetch it now.
+        if (result === 'refused' && (e.code === 'ERR_GRANT_DENIED' || e.code === 'ERR_GRANT_EXPIRED' || e.code === 'ERR_RESOURCE_UNKNOWN')) {
+          if (!this.#closed) void this.sync()
+        }
+      },
+    )
+  }
+
+  #startSession(entry: Entry, local: net.Socket, tunnel: Tunnel): void {
+    // The tunnel is `a` so that bytes the gateway sent right after its reply
+    // reach the client first and are counted, with no stream tricks.
+    const session = forward(tunnel.socket, local, {
+      initialAToB: tunnel.rest,
+      idleTimeoutMs: this.#config.idleTimeout,
+      halfCloseTimeoutMs: this.#config.halfCloseTimeout,
+      clock: this.#clock,
+    })
+    const live: LiveSession = { resource: entry.name, countedToGateway: 0, countedToClient: 0 }
+    entry.sessions.add(session)
+    this.#live.set(session, live)
+    this.#metrics.sessionsActive.inc()
+    this.#metrics.sessionsTotal.inc({ resource: entry.name, result: 'ok' })
+    this.#logger.debug({ event: 'session_open', resource: entry.name, session: tunnel.session, gateway: tunnel.gateway }, 'session open')
+    void session.done.then((r) => {
+      entry.sessions.delete(session)
+      this.#live.delete(session)
+      this.#metrics.sessionsActive.dec()
+      this.#countBytes(live, r.bToA, r.aToB)
+      this.#logger.debug(
+        {
+          event: 'session_end',
+          resource: entry.name,
+          session: tunnel.session,
+          reason: r.reason,
+          bytes_in: r.bToA,
+          bytes_out: r.aToB,
+          duration_ms: r.durationMs,
+          ...(r.error ? { error: r.error } : {}),
+        },
+        'session end',
+      )
+    })
+  }
+
+  #countBytes(live: LiveSession, toGateway: number, toClient: number): void {
+    if (toGateway > live.countedToGateway) {
+      this.#metrics.bytesTotal.inc({ resource: live.resource, direction: 'client_to_gateway' }, toGateway - live.countedToGateway)
+      live.countedToGateway = toGateway
+    }
+    if (toClient > live.countedToClient) {
+      this.#metrics.bytesTotal.inc({ resource: live.resource, direction: 'gateway_to_client' }, toClient - live.countedToClient)
+      live.countedToClient = toClient
+    }
+  }
+}
+
+function syncReason(err: KeywayError): string {
+  if (err.code === 'ERR_GATEWAY_UNAVAILABLE') return `gateway unreachable: ${err.message}`
+  return `gateway refused the sync: ${err.code}: ${err.message}`
+}
+
+/** Checks the shape of `GET /v1/resources` so a bad answer fails the sync, not a bind. */
+function checkView(body: unknown): ResourcesResponse {
+  const v = body as Partial<ResourcesResponse> | null
+  const ok =
+    v !== null &&
+    typeof v === 'object' &&
+    typeof v.settings === 'object' &&
+    v.settings !== null &&
+    typeof v.settings.autoConnect === 'boolean' &&
+    typeof v.settings.portOverrides === 'boolean' &&
+    Array.isArray(v.resources) &&
+    v.resources.every(
+      (r) =>
+        r !== null &&
+        typeof r === 'object' &&
+        typeof r.name === 'string' &&
+        r.name !== '' &&
+        typeof r.kind === 'string' &&
+        typeof r.type === 'string' &&
+        (r.portOverride === null || r.portOverride === undefined || (Number.isInteger(r.portOverride) && r.portOverride > 0 && r.portOverride < 65536)),
+    )
+  if (!ok) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/resources with an unexpected shape')
+  return v as ResourcesResponse
+}

@@ -1,0 +1,54 @@
+import t from 'tap'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { loadConfig, envNameOf, DEFAULT_CONFIG_FILE } from '../../src/config/index.js'
+import { DocumentError, isKeywayError } from '../../src/errors.js'
+
+t.test('the embedded default configuration loads', async (t) => {
+  const config = loadConfig({ env: {} })
+  t.equal(config.file, DEFAULT_CONFIG_FILE)
+  t.same(config.gateway.listen, { host: '127.0.0.1', port: 7443 })
+  t.equal(config.gateway.connectTimeout, 5000)
+  t.ok(config.policy.endsWith('/config/policy.yaml'))
+  t.ok(Object.isFrozen(config) && Object.isFrozen(config.gateway))
+})
+
+t.test('problems name the key, the position and the fix', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'keyway.yaml')
+  writeFileSync(file, 'gateway:\n  listen: 127.0.0.1:99999\n  conectTimeout: 5s\n  idleTimeout: soon\n')
+  const err = t.throws(() => loadConfig({ file, env: {} })) as unknown as DocumentError
+  t.equal(err.code, 'ERR_CONFIG_INVALID')
+  const byKey = new Map(err.problems.map((p) => [p.key, p]))
+  t.match(byKey.get('gateway.listen'), { line: 2, col: 11, message: /65535/ })
+  t.match(byKey.get('gateway.conectTimeout'), { line: 3, message: /unknown setting "conectTimeout"/ })
+  t.match(byKey.get('gateway.idleTimeout'), { line: 4, message: /not a duration/ })
+})
+
+t.test('YAML syntax errors are located', async (t) => {
+  const dir = t.testdir({ 'keyway.yaml': 'gateway: [\n' })
+  const err = t.throws(() => loadConfig({ file: join(dir, 'keyway.yaml'), env: {} })) as unknown as DocumentError
+  t.equal(err.code, 'ERR_CONFIG_INVALID')
+  t.ok(err.problems.length > 0 && err.problems[0]!.line >= 1)
+})
+
+t.test('precedence: flag over environment over file over default', async (t) => {
+  const dir = t.testdir({ 'keyway.yaml': 'gateway:\n  connectTimeout: 2s\n' })
+  const file = join(dir, 'keyway.yaml')
+  t.equal(loadConfig({ file, env: {} }).gateway.connectTimeout, 2000)
+  t.equal(loadConfig({ file, env: { KEYWAY_GATEWAY_CONNECT_TIMEOUT: '3s' } }).gateway.connectTimeout, 3000)
+  t.equal(
+    loadConfig({ file, env: { KEYWAY_GATEWAY_CONNECT_TIMEOUT: '3s' }, overrides: { 'gateway.connectTimeout': '4s' } }).gateway.connectTimeout,
+    4000,
+  )
+  const aliases = loadConfig({ file, env: { KEYWAY_GATEWAY: '127.0.0.1:1,127.0.0.1:2', KEYWAY_CONFIG: 'ignored-when-file-given' } })
+  t.same(aliases.sidecar.gateways, [{ host: '127.0.0.1', port: 1 }, { host: '127.0.0.1', port: 2 }])
+  t.equal(envNameOf('gateway.maxConnectionsPerAccount'), 'KEYWAY_GATEWAY_MAX_CONNECTIONS_PER_ACCOUNT')
+  const bad = t.throws(() => loadConfig({ file, env: { KEYWAY_GATEWAY_LISTEN: 'nowhere' } })) as unknown as DocumentError
+  t.match(bad.problems[0], { file: 'environment KEYWAY_GATEWAY_LISTEN', key: 'gateway.listen' })
+})
+
+t.test('an unreadable file is ERR_CONFIG_IO', async (t) => {
+  const err = t.throws(() => loadConfig({ file: '/nonexistent/keyway.yaml', env: {} }))
+  t.ok(isKeywayError(err, 'ERR_CONFIG_IO'))
+})

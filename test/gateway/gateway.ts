@@ -1,0 +1,242 @@
+import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import { request, type RequestOptions } from 'node:https'
+import { encodeHello } from '../../src/protocol/index.js'
+import type { PolicyDoc } from '../../src/policy/index.js'
+import { fullBacklogServer, freePort, readAll } from '../helpers/net.js'
+import { countingUpstream } from '../helpers/upstream.js'
+import { until } from '../helpers/until.js'
+import { connectTls, createWorld, ManualClock, openTunnel, readReply, type World } from '../helpers/world.js'
+
+function policyFor(port: number, extra: Partial<PolicyDoc> = {}): PolicyDoc {
+  return {
+    version: 1,
+    settings: { portOverrides: true, autoConnect: true },
+    resources: [
+      { name: 'db', kind: 'datasource', type: 'postgres', address: `127.0.0.1:${port}`, portOverride: 15432 },
+      { name: 'cache', kind: 'datasource', type: 'redis', address: `127.0.0.1:${port}`, portOverride: 16379 },
+    ],
+    roles: [{ name: 'etl', grants: ['db'] }],
+    accounts: [
+      { id: 'svc_etl', type: 'service', name: 'etl', roles: ['etl'] },
+      { id: 'svc_bi', type: 'service', name: 'bi', roles: [] },
+    ],
+    ...extra,
+  }
+}
+
+async function setup(t: Test, options: { clock?: ManualClock; gateway?: Record<string, unknown> } = {}) {
+  const upstream = await countingUpstream(t)
+  const world = await createWorld(t, { policy: policyFor(upstream.port), ...options })
+  const etl = await world.serviceToken('svc_etl')
+  const bi = await world.serviceToken('svc_bi')
+  const running = await world.startGateway()
+  const port = running.gateway.address()!.port
+  return { upstream, world, etl, bi, running, port }
+}
+
+async function echoes(socket: import('node:tls').TLSSocket, text: string): Promise<string> {
+  socket.resume()
+  socket.end(text)
+  return (await readAll(socket)).toString()
+}
+
+t.test('an account with a role grant reaches the resource; bytes sent with the hello arrive first and exactly', async (t) => {
+  const { upstream, world, etl, port } = await setup(t)
+  const tunnel = await openTunnel(t, port, world.caPem, etl, 'db', Buffer.from('early-'))
+  t.match(tunnel.reply, { ok: true })
+  t.equal(await echoes(tunnel.socket, 'late'), 'early-late')
+  t.equal(upstream.accepted, 1)
+  const end = await world.logs.waitFor((l) => l.event === 'session_end')
+  t.match(end, { account: 'svc_etl', resource: 'db', bytes_in: 10, bytes_out: 10, reason: 'done' })
+  t.match(world.logs.events('session_start')[0], { account: 'svc_etl', account_name: 'etl', resource: 'db', token_fp: /^sha256:[0-9a-f]{16}$/ })
+})
+
+t.test('a refused tunnel never dials the upstream', async (t) => {
+  const { upstream, world, etl, bi, port } = await setup(t)
+  const noGrant = await openTunnel(t, port, world.caPem, bi, 'db')
+  t.match(noGrant.reply, { ok: false, code: 'ERR_GRANT_DENIED' })
+  const otherResource = await openTunnel(t, port, world.caPem, etl, 'cache')
+  t.match(otherResource.reply, { ok: false, code: 'ERR_GRANT_DENIED' }, 'a grant for db does not reach cache')
+  const unknown = await openTunnel(t, port, world.caPem, etl, 'nope')
+  t.match(unknown.reply, { ok: false, code: 'ERR_RESOURCE_UNKNOWN' })
+  const forged = await openTunnel(t, port, world.caPem, etl.slice(0, -4) + 'AAAA', 'db')
+  t.match(forged.reply, { ok: false, code: /^ERR_TOKEN_(SIGNATURE|MALFORMED)$/ })
+  t.equal(upstream.accepted, 0)
+  const denied = world.logs.events('tunnel_denied')
+  t.equal(denied.length, 4)
+  t.notOk(world.logs.text().includes(etl) || world.logs.text().includes(bi), 'no token in the logs')
+})
+
+t.test('garbage and oversized handshakes get a code and no dial', async (t) => {
+  const { upstream, world, port } = await setup(t)
+  const garbage = await connectTls(t, port, world.caPem)
+  garbage.write('GET / HTTP/1.1\r\n\r\n')
+  t.match((await readReply(garbage)).reply, { ok: false, code: 'ERR_HANDSHAKE_MALFORMED' })
+  const big = await connectTls(t, port, world.caPem)
+  big.write(encodeHello({ token: 'x'.repeat(9000), resource: 'db' }))
+  t.match((await readReply(big)).reply, { ok: false, code: 'ERR_HANDSHAKE_TOO_LARGE' })
+  t.equal(upstream.accepted, 0)
+})
+
+t.test('a handshake that never finishes is closed at the deadline (injected clock)', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { upstream, world, port, running } = await setup(t, { clock })
+  const slow = await connectTls(t, port, world.caPem)
+  slow.write(encodeHello({ token: 'abc', resource: 'db' }).subarray(0, 5))
+  const replied = readReply(slow)
+  await until(() => running.gateway.openTunnels === 1, 5_000, 'the gateway to accept the tunnel')
+  clock.advance(4_999)
+  t.equal(running.gateway.openTunnels, 1, 'still open before the deadline')
+  clock.advance(2)
+  t.match((await replied).reply, { ok: false, code: 'ERR_HANDSHAKE_TIMEOUT' })
+  t.equal(upstream.accepted, 0)
+})
+
+t.test('an expired token and a revoked token are refused with their codes', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { world, port, running } = await setup(t, { clock })
+  const shortLived = await world.serviceToken('svc_etl', { expiresAt: clock.now() + 60_000 })
+  await running.reload()
+  t.match((await openTunnel(t, port, world.caPem, shortLived, 'db')).reply, { ok: true })
+  clock.advance(61_000 + 30_000)
+  t.match((await openTunnel(t, port, world.caPem, shortLived, 'db')).reply, { ok: false, code: 'ERR_TOKEN_EXPIRED' })
+  const revoked = await world.serviceToken('svc_etl')
+  await running.reload()
+  world.editPolicy((doc) => {
+    const etl = doc.accounts!.find((a) => a.id === 'svc_etl')!
+    etl.tokens = etl.tokens!.filter((r) => r.id !== etl.tokens!.at(-1)!.id)
+  })
+  await running.reload()
+  t.match((await openTunnel(t, port, world.caPem, revoked, 'db')).reply, { ok: false, code: 'ERR_TOKEN_REVOKED' })
+})
+
+t.test('an unreachable upstream is reported with a code: refused, and never accepting', async (t) => {
+  const upstream = await countingUpstream(t)
+  const refusedPort = await freePort()
+  const backlog = await fullBacklogServer(t)
+  const world = await createWorld(t, {
+    policy: {
+      ...policyFor(upstream.port),
+      resources: [
+        { name: 'db', kind: 'datasource', type: 'postgres', address: `127.0.0.1:${refusedPort}`, portOverride: 15432 },
+        { name: 'cache', kind: 'datasource', type: 'redis', address: `127.0.0.1:${backlog.port}`, portOverride: 16379 },
+      ],
+      roles: [{ name: 'etl', grants: ['db', 'cache'] }],
+    },
+    gateway: { connectTimeout: '300ms' },
+  })
+  const token = await world.serviceToken('svc_etl')
+  const running = await world.startGateway()
+  const port = running.gateway.address()!.port
+  t.match((await openTunnel(t, port, world.caPem, token, 'db')).reply, { ok: false, code: 'ERR_UPSTREAM_UNREACHABLE' })
+  t.match((await openTunnel(t, port, world.caPem, token, 'cache')).reply, { ok: false, code: 'ERR_UPSTREAM_TIMEOUT' })
+  t.equal(running.gateway.sessions.size, 0)
+})
+
+t.test('revoking a grant ends that session and leaves the other account running', async (t) => {
+  const { world, etl, bi, port, running } = await setup(t)
+  world.editPolicy((doc) => {
+    doc.accounts!.find((a) => a.id === 'svc_bi')!.grants = [{ resource: 'cache' }]
+  })
+  await running.reload()
+  const a = await openTunnel(t, port, world.caPem, etl, 'db')
+  const b = await openTunnel(t, port, world.caPem, bi, 'cache')
+  t.match([a.reply, b.reply], [{ ok: true }, { ok: true }])
+  t.equal(running.gateway.sessions.size, 2)
+  const closed = once(a.socket, 'end')
+  a.socket.resume()
+  world.editPolicy((doc) => {
+    doc.roles = [{ name: 'etl', grants: [] }]
+  })
+  await running.reload()
+  await closed
+  const revoked = await world.logs.waitFor((l) => l.event === 'session_revoked')
+  t.match(revoked, { account: 'svc_etl', resource: 'db', code: 'ERR_GRANT_DENIED' })
+  t.match(await world.logs.waitFor((l) => l.event === 'session_end' && l.account === 'svc_etl'), { reason: 'revoked:ERR_GRANT_DENIED' })
+  t.equal(running.gateway.sessions.size, 1, 'the other session runs on')
+  t.equal(await echoes(b.socket, 'still here'), 'still here')
+})
+
+t.test('a temporary grant ends its session at its expiry (injected clock)', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { world, bi, port, running } = await setup(t, { clock })
+  world.editPolicy((doc) => {
+    doc.accounts!.find((a) => a.id === 'svc_bi')!.grants = [{ resource: 'db', expires: new Date(clock.now() + 60_000).toISOString() }]
+  })
+  await running.reload()
+  const tunnel = await openTunnel(t, port, world.caPem, bi, 'db')
+  t.match(tunnel.reply, { ok: true })
+  const closed = once(tunnel.socket, 'end')
+  tunnel.socket.resume()
+  clock.advance(59_000)
+  t.equal(running.gateway.sessions.size, 1, 'still valid before the expiry')
+  clock.advance(1_001)
+  await closed
+  t.match(await world.logs.waitFor((l) => l.event === 'session_revoked'), { code: 'ERR_GRANT_EXPIRED' })
+  t.match((await openTunnel(t, port, world.caPem, bi, 'db')).reply, { ok: false, code: 'ERR_GRANT_EXPIRED' })
+})
+
+t.test('a broken policy on reload keeps the last good one', async (t) => {
+  const { world, etl, port, running } = await setup(t)
+  const generation = running.store.current().generation
+  world.editPolicy((doc) => {
+    doc.accounts!.push({ id: 'svc_x', type: 'service', name: 'x', roles: ['no-such-role'] })
+  })
+  await running.reload()
+  t.equal(running.store.current().generation, generation)
+  t.ok(running.store.lastError)
+  const failed = await world.logs.waitFor((l) => l.event === 'policy_reload_failed')
+  t.match(failed, { code: 'ERR_POLICY_INVALID', problems: [/policy\.yaml:\d+:\d+: .*no-such-role/] })
+  t.match((await openTunnel(t, port, world.caPem, etl, 'db')).reply, { ok: true })
+  const metrics = await running.registry.metrics()
+  t.match(metrics, /keyway_policy_reloads_total\{result="failed"\} 1/)
+  t.match(metrics, /keyway_policy_last_reload_ok 0/)
+})
+
+function api(port: number, caPem: string, path: string, headers: Record<string, string> = {}, body?: unknown) {
+  return new Promise<{ status: number; headers: Record<string, unknown>; body: unknown }>((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port, path, method: body ? 'POST' : 'GET', ca: caPem, servername: 'localhost', ALPNProtocols: ['http/1.1'], headers, agent: false } as RequestOptions,
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString()
+          resolve({ status: res.statusCode!, headers: res.headers, body: text ? JSON.parse(text) : undefined })
+        })
+      },
+    )
+    req.on('error', reject)
+    req.end(body ? JSON.stringify(body) : undefined)
+  })
+}
+
+t.test('the API answers who am I and my resources, with ETags, on the same port', async (t) => {
+  const { world, etl, port } = await setup(t)
+  const auth = { authorization: `Bearer ${etl}` }
+  const who = await api(port, world.caPem, '/v1/whoami', auth)
+  t.match(who, { status: 200, body: { account: { id: 'svc_etl', name: 'etl', type: 'service', roles: ['etl'] }, token: { kind: 'service' } } })
+  const res = await api(port, world.caPem, '/v1/resources', auth)
+  t.match(res, {
+    status: 200,
+    body: { settings: { portOverrides: true, autoConnect: true }, resources: [{ name: 'db', kind: 'datasource', type: 'postgres', portOverride: 15432 }] },
+  })
+  t.notOk(JSON.stringify(res.body).includes('127.0.0.1'), 'no upstream address leaves the gateway')
+  const again = await api(port, world.caPem, '/v1/resources', { ...auth, 'if-none-match': String(res.headers.etag) })
+  t.equal(again.status, 304)
+  t.match(await api(port, world.caPem, '/v1/whoami'), { status: 401, body: { code: 'ERR_TOKEN_MISSING' } })
+  t.match(await api(port, world.caPem, '/v1/whoami', { authorization: 'Bearer x.y.z' }), { status: 401, body: { code: /^ERR_TOKEN_/ } })
+  t.match(await api(port, world.caPem, '/v1/nope', auth), { status: 404 })
+})
+
+t.test('close() drains: a live session finishes, then the gateway stops', async (t) => {
+  const { world, etl, port, running } = await setup(t)
+  const tunnel = await openTunnel(t, port, world.caPem, etl, 'db')
+  const closing = running.close()
+  // New tunnels are refused while draining.
+  await world.logs.waitFor((l) => l.event === 'gateway_draining')
+  t.equal(await echoes(tunnel.socket, 'finish me'), 'finish me')
+  await closing
+  t.match(await world.logs.waitFor((l) => l.event === 'gateway_closed'), { forced: 0 })
+})

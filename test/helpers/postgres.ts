@@ -1,0 +1,66 @@
+import { execFile } from 'node:child_process'
+import { chownSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+const BIN = process.env.KEYWAY_PG_BIN ?? '/usr/local/bin'
+
+/** A throwaway PostgreSQL cluster on 127.0.0.1. */
+export interface Postgres {
+  readonly host: '127.0.0.1'
+  readonly port: number
+  readonly user: 'postgres'
+  stop(): Promise<void>
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+// PostgreSQL refuses to run as root: as root, run its tools as the postgres user.
+function asPostgres(cmd: string, args: string[]): [string, string[]] {
+  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args]
+}
+
+/**
+ * Starts a fresh cluster (trust auth, no fsync) on a free loopback port.
+ * Call `stop()` in teardown: it stops the server and removes its files.
+ */
+export async function startPostgres(): Promise<Postgres> {
+  const dir = mkdtempSync(join(tmpdir(), 'keyway-pg-'))
+  const data = join(dir, 'data')
+  if (process.getuid?.() === 0) {
+    const { stdout } = await run('id', ['-u', 'postgres'])
+    const { stdout: gid } = await run('id', ['-g', 'postgres'])
+    chownSync(dir, Number(stdout.trim()), Number(gid.trim()))
+  }
+  const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
+  await run(initCmd, initArgs)
+  const port = await freePort()
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off`
+  const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
+  await run(startCmd, startArgs)
+  let stopped = false
+  return {
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    async stop() {
+      if (stopped) return
+      stopped = true
+      const [stopCmd, stopArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'])
+      await run(stopCmd, stopArgs).catch(() => undefined)
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}

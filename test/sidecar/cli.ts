@@ -1,0 +1,237 @@
+import t, { type Test } from 'tap'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import type { CliIo, Command } from '../../src/cli/command.js'
+import { runCli } from '../../src/cli/run.js'
+import { command as listen } from '../../src/cli/listen.js'
+import { command as status } from '../../src/cli/status.js'
+import { command as connect } from '../../src/cli/connect.js'
+import { command as disconnect } from '../../src/cli/disconnect.js'
+import { command as wait } from '../../src/cli/wait.js'
+import { startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
+import { until } from '../helpers/until.js'
+import { LogSink, TOKEN, dial, freeLoopbackPort, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+
+const COMMANDS: Command[] = [listen, status, connect, disconnect, wait]
+
+interface Io extends CliIo {
+  out(): string
+  err: LogSink
+}
+
+function makeIo(env: Record<string, string> = {}, stopSignal?: AbortSignal, onReload?: (fn: () => void) => void): Io {
+  const stdout = new PassThrough()
+  const chunks: Buffer[] = []
+  stdout.on('data', (c: Buffer) => chunks.push(c))
+  const err = new LogSink()
+  return {
+    stdout,
+    stderr: err,
+    stdin: new PassThrough(),
+    env,
+    cwd: process.cwd(),
+    ...(stopSignal ? { stopSignal } : {}),
+    ...(onReload ? { onReload } : {}),
+    out: () => Buffer.concat(chunks).toString('utf8'),
+    err,
+  }
+}
+
+async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  const io = makeIo(env)
+  const code = await runCli(args, COMMANDS, io)
+  return { code, out: io.out(), err: io.err.text() }
+}
+
+const VIEW = (port: number): FakeView => ({
+  settings: { portOverrides: true, autoConnect: true },
+  resources: [{ name: 'pg', kind: 'datasource', type: 'postgres', portOverride: port }],
+})
+
+/** Runs `keyway listen` in-process against a fake gateway; stopped (SIGTERM-like) on teardown. */
+async function runListen(t: Test, options: { view: FakeView; extraArgs?: string[]; env?: Record<string, string>; gateway?: (fakeAddress: string) => string; tokenFile?: string }) {
+  const pki = await testPki()
+  const fake = await startFakeGateway(t, { pki, token: TOKEN, view: options.view })
+  const dir = t.testdir({
+    'keyway.yaml': 'sidecar:\n  servername: localhost\n  syncInterval: 100ms\n  drainGrace: 1s\nlog:\n  level: debug\n',
+    'ca.pem': pki.caCertPem,
+    token: `  ${TOKEN}\n`,
+  })
+  const stop = new AbortController()
+  const reloads: (() => void)[] = []
+  const io = makeIo(options.env ?? {}, stop.signal, (fn) => reloads.push(fn))
+  const args = [
+    'listen',
+    '--config',
+    join(dir, 'keyway.yaml'),
+    '--gateway',
+    options.gateway ? options.gateway(fake.address) : fake.address,
+    '--ca',
+    join(dir, 'ca.pem'),
+    '--token-file',
+    options.tokenFile ?? join(dir, 'token'),
+    '--control',
+    '127.0.0.1:0',
+    ...(options.extraArgs ?? []),
+  ]
+  const exit = runCli(args, COMMANDS, io)
+  let stopped = false
+  const stopNow = async (): Promise<number> => {
+    if (!stopped) {
+      stopped = true
+      stop.abort('SIGTERM')
+    }
+    return exit
+  }
+  t.teardown(stopNow)
+  const line = await Promise.race([
+    io.err.waitFor((l) => l.event === 'control_listening'),
+    exit.then((code) => {
+      throw new Error(`listen exited ${code}: ${io.err.text()}`)
+    }),
+  ])
+  const reload = (): void => {
+    for (const fn of reloads) fn()
+  }
+  return { fake, io, control: String(line.address), stop: stopNow, dir, reload }
+}
+
+t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drains and exits 0', async (t) => {
+  const pgPort = await freeLoopbackPort()
+  const { fake, io, control, stop } = await runListen(t, { view: VIEW(pgPort) })
+  t.match(control, /^127\.0\.0\.1:\d+$/)
+
+  const waited = await cli(['wait', '--control', control, '--timeout', '10'])
+  t.equal(waited.code, 0, waited.err)
+
+  const table = await cli(['status', '--control', control])
+  t.equal(table.code, 0)
+  const lines = table.out.trimEnd().split('\n')
+  t.match(lines[0], /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+STATE$/)
+  t.match(lines[1], new RegExp(`^pg\\s+datasource\\s+postgres\\s+127\\.0\\.0\\.1:${pgPort}\\s+bound$`))
+
+  const socket = await dial(t, pgPort)
+  t.equal((await roundTrip(socket, Buffer.from('through the CLI sidecar'))).toString(), 'through the CLI sidecar')
+
+  // A new grant reaches the running sidecar within a sync interval.
+  fake.setView({
+    settings: { portOverrides: true, autoConnect: false },
+    resources: [...VIEW(pgPort).resources, { name: 'web', kind: 'website', type: 'http', portOverride: null }],
+  })
+  await until(async () => {
+    const s = await cli(['status', '--json'], { KEYWAY_CONTROL: control })
+    return (JSON.parse(s.out) as { resources: { name: string }[] }).resources.some((r) => r.name === 'web')
+  }, 5_000, 'the new grant')
+  const json = JSON.parse((await cli(['status', '--json', '--control', control])).out) as Record<string, unknown>
+  t.match(json, { ready: true, account: { name: 'ci-runner' }, settings: { autoConnect: false }, resources: [{ name: 'pg' }, { name: 'web', state: 'not connected' }] })
+
+  const connected = await cli(['connect', 'web', '--control', control])
+  t.equal(connected.code, 0, connected.err)
+  t.match(connected.out, /^127\.0\.0\.1:\d+\n$/)
+  const webSocket = await dial(t, portOf(connected.out.trim()))
+  t.equal((await roundTrip(webSocket, Buffer.from('GET / HTTP/1.0\r\n\r\n'))).toString(), 'GET / HTTP/1.0\r\n\r\n')
+
+  const disconnected = await cli(['disconnect', 'web'], { KEYWAY_CONTROL: control })
+  t.equal(disconnected.code, 0)
+  t.equal(disconnected.out, 'disconnected web\n')
+  const again = await cli(['disconnect', 'web', '--control', control])
+  t.equal(again.code, 1)
+  t.match(again.err, /^keyway: ERR_NOT_CONNECTED: resource "web" is not connected/)
+  const denied = await cli(['connect', 'nope', '--control', control])
+  t.equal(denied.code, 1)
+  t.match(denied.err, /ERR_GRANT_DENIED/)
+
+  t.equal(await stop(), 0, 'SIGTERM: drains and exits 0')
+  t.ok(io.err.events('sidecar_stopped').length === 1)
+  t.match(io.err.events('sidecar_authenticated')[0], { component: 'sidecar', account_name: 'ci-runner' })
+  t.notOk(io.err.text().includes(TOKEN), 'the token never reaches the logs')
+
+  const gone = await cli(['status', '--control', control])
+  t.equal(gone.code, 1)
+  t.match(gone.err, /^keyway: ERR_SIDECAR_UNREACHABLE: cannot reach the sidecar control endpoint at 127\.0\.0\.1:\d+/)
+})
+
+t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failover from the flag list', async (t) => {
+  const dead = await freeLoopbackPort()
+  const pgPort = await freeLoopbackPort()
+  const deadOnly = await runListen(t, { view: VIEW(pgPort), gateway: () => `127.0.0.1:${dead}` })
+  const notReady = await cli(['wait', '--control', deadOnly.control, '--timeout', '0.3'])
+  t.equal(notReady.code, 1)
+  t.match(notReady.err, /^keyway: ERR_NOT_READY: the sidecar was not ready within 0\.3 s: gateway unreachable: /)
+  t.equal(await deadOnly.stop(), 0, 'a sidecar whose gateway is down still stops cleanly')
+
+  const failover = await runListen(t, { view: VIEW(pgPort), gateway: (fake) => `127.0.0.1:${dead},${fake}` })
+  t.equal((await cli(['wait', '--control', failover.control, '--timeout', '10'])).code, 0)
+  const socket = await dial(t, pgPort)
+  t.equal((await roundTrip(socket, Buffer.from('second gateway'))).toString(), 'second gateway')
+  t.equal(await failover.stop(), 0)
+})
+
+t.test('keyway wait with no sidecar keeps retrying until the timeout', async (t) => {
+  const port = await freeLoopbackPort()
+  const started = Date.now()
+  const r = await cli(['wait', '--control', `127.0.0.1:${port}`, '--timeout', '0.4'])
+  t.equal(r.code, 1)
+  t.ok(Date.now() - started >= 350, 'waited for the timeout')
+  t.match(r.err, /ERR_NOT_READY: .*cannot reach the sidecar control endpoint/)
+})
+
+t.test('listen: KEYWAY_TOKEN wins over the token file', async (t) => {
+  const pgPort = await freeLoopbackPort()
+  const { control, stop } = await runListen(t, { view: VIEW(pgPort), env: { KEYWAY_TOKEN: `${TOKEN}\n` }, tokenFile: '/nonexistent/token' })
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  t.equal(await stop(), 0)
+})
+
+t.test('listen: SIGHUP re-reads a rotated token file', async (t) => {
+  const pgPort = await freeLoopbackPort()
+  const { control, stop, dir, reload, io } = await runListen(t, { view: VIEW(pgPort) })
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  writeFileSync(join(dir, 'token'), 'not-the-token\n')
+  reload()
+  await until(async () => JSON.parse((await cli(['status', '--json', '--control', control])).out).ready === false, 5_000, 'the wrong token to be used')
+  const snapshot = JSON.parse((await cli(['status', '--json', '--control', control])).out) as { reason: string }
+  t.match(snapshot.reason, /^gateway refused the sync: ERR_TOKEN_SIGNATURE/)
+  writeFileSync(join(dir, 'token'), TOKEN)
+  reload()
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  t.equal(io.err.events('token_replaced').length, 2)
+  t.notOk(io.err.text().includes(TOKEN))
+  t.equal(await stop(), 0)
+})
+
+t.test('listen refuses to start without a token, without a CA, or on a non-loopback control address', async (t) => {
+  const pki = await testPki()
+  const dir = t.testdir({ 'ca.pem': pki.caCertPem, empty: '\n' })
+  const base = ['listen', '--gateway', '127.0.0.1:1', '--ca', join(dir, 'ca.pem')]
+
+  const noToken = await cli(base)
+  t.equal(noToken.code, 1)
+  t.match(noToken.err, /keyway: ERR_TOKEN_MISSING: no service token: set KEYWAY_TOKEN/)
+
+  const empty = await cli([...base, '--token-file', join(dir, 'empty')])
+  t.match(empty.err, /ERR_TOKEN_MISSING: the token file .* is empty/)
+
+  const noCa = await cli(['listen', '--gateway', '127.0.0.1:1', '--ca', join(dir, 'missing.pem')], { KEYWAY_TOKEN: TOKEN })
+  t.equal(noCa.code, 1)
+  t.match(noCa.err, /ERR_CONFIG_IO: cannot read the gateway CA certificate/)
+
+  const exposed = await cli([...base, '--control', '0.0.0.0:7070'], { KEYWAY_TOKEN: TOKEN })
+  t.equal(exposed.code, 1)
+  t.match(exposed.err, /ERR_CONFIG_INVALID: sidecar\.control must be a loopback address .*"0\.0\.0\.0"/)
+
+  const badGateway = await cli(['listen', '--gateway', 'nowhere'], { KEYWAY_TOKEN: TOKEN })
+  t.equal(badGateway.code, 1)
+  t.match(badGateway.err, /sidecar\.gateways/)
+})
+
+t.test('usage errors exit 2', async (t) => {
+  t.equal((await cli(['connect'])).code, 2)
+  t.equal((await cli(['disconnect', 'a', 'b'])).code, 2)
+  const badTimeout = await cli(['wait', '--timeout', 'soon'])
+  t.equal(badTimeout.code, 2)
+  t.match(badTimeout.err, /--timeout takes a number of seconds/)
+  t.equal((await cli(['status', '--bogus'])).code, 2)
+  t.equal((await cli(['listen', '--nope'])).code, 2)
+})

@@ -1,0 +1,287 @@
+import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import { randomBytes } from 'node:crypto'
+import { ManualClock } from '../../src/clock.js'
+import { isKeywayError, type KeywayError } from '../../src/errors.js'
+import type { ResourcesResponse, WhoamiResponse } from '../../src/protocol/index.js'
+import { GatewayClient, type ConnectTls, type GatewayClientOptions } from '../../src/sidecar/index.js'
+import { startFakeGateway, LOOPBACK, type FakeView } from '../helpers/fake-gateway.js'
+import { TOKEN, freeLoopbackPort, roundTrip, readExactly, testPki, sinkLogger } from '../fixtures/sidecar/harness.js'
+
+const VIEW: FakeView = {
+  settings: { portOverrides: true, autoConnect: true },
+  resources: [{ name: 'pg', kind: 'datasource', type: 'postgres', portOverride: 15432 }],
+}
+
+/** A connectTls that records the port of every dial. */
+function recordingDial(): { connectTls: ConnectTls; ports: number[] } {
+  const ports: number[] = []
+  return {
+    ports,
+    connectTls: (options) => {
+      ports.push(Number(options.port))
+      return tls.connect(options)
+    },
+  }
+}
+
+async function setup(t: Test, extra: Partial<GatewayClientOptions> = {}, greeting?: Buffer) {
+  const pki = await testPki()
+  const fake = await startFakeGateway(t, { pki, token: TOKEN, view: VIEW, ...(greeting ? { greeting } : {}) })
+  const clock = new ManualClock()
+  const dial = recordingDial()
+  const client = new GatewayClient({
+    gateways: [{ host: LOOPBACK, port: fake.port }],
+    ca: pki.caCertPem,
+    servername: 'localhost',
+    clock,
+    connectTls: dial.connectTls,
+    random: () => 1,
+    ...extra,
+  })
+  t.teardown(() => client.close())
+  return { pki, fake, clock, client, dial }
+}
+
+t.test('openTunnel: hello, OK reply, then bytes echo exactly', async (t) => {
+  const { client, fake } = await setup(t)
+  const tunnel = await client.openTunnel('pg', TOKEN)
+  t.equal(tunnel.socket.alpnProtocol, 'keyway/1')
+  t.equal(tunnel.rest.length, 0)
+  t.match(tunnel.session, /^ses_/)
+  t.equal(tunnel.gateway, fake.address)
+  t.same(fake.hellos, ['pg'])
+  const data = randomBytes(100_000)
+  tunnel.socket.resume()
+  const echoed = await roundTrip(tunnel.socket, data)
+  t.ok(echoed.equals(data), 'echo is byte-exact')
+  t.equal(client.state().up, true)
+})
+
+t.test('openTunnel: bytes sent right after the reply come back as rest', async (t) => {
+  const greeting = Buffer.from('SSH-2.0-fake\r\n')
+  const { client } = await setup(t, {}, greeting)
+  const tunnel = await client.openTunnel('pg', TOKEN)
+  // The reply and greeting went out in one write; whatever the reader did not
+  // return as rest is still buffered on the paused socket.
+  const more = tunnel.rest.length < greeting.length ? await readExactly(tunnel.socket, greeting.length - tunnel.rest.length) : Buffer.alloc(0)
+  t.ok(Buffer.concat([tunnel.rest, more]).equals(greeting))
+  t.ok(tunnel.rest.length > 0, 'the greeting arrived with the reply')
+  tunnel.socket.destroy()
+})
+
+t.test('openTunnel: a refusal rejects with the gateway code and counts as up', async (t) => {
+  const { client, fake } = await setup(t)
+  fake.refuse.set('pg', { code: 'ERR_ACCOUNT_SUSPENDED', message: 'the account is suspended' })
+  const err = (await client.openTunnel('pg', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(err, 'ERR_ACCOUNT_SUSPENDED'))
+  t.equal(err.message, 'the account is suspended')
+  t.equal(err.detail?.refused, true)
+  t.equal(client.state().up, true)
+
+  const denied = (await client.openTunnel('nope', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(denied, 'ERR_GRANT_DENIED'))
+
+  const badToken = (await client.openTunnel('pg', 'wrong-token').catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(badToken, 'ERR_TOKEN_SIGNATURE'))
+
+  fake.refuse.set('pg', { code: 'ERR_SOMETHING_NEW' as never, message: 'from a newer gateway' })
+  const unknown = (await client.openTunnel('pg', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(unknown, 'ERR_INTERNAL'), 'an unknown code maps to ERR_INTERNAL')
+  t.match(unknown.message, /ERR_SOMETHING_NEW/)
+})
+
+t.test('failover: a dead first gateway is skipped, and the good one is remembered', async (t) => {
+  const dead = await freeLoopbackPort()
+  const pki = await testPki()
+  const fake = await startFakeGateway(t, { pki, token: TOKEN, view: VIEW })
+  const dial = recordingDial()
+  const { logger, sink } = sinkLogger()
+  const client = new GatewayClient({
+    gateways: [
+      { host: LOOPBACK, port: dead },
+      { host: LOOPBACK, port: fake.port },
+    ],
+    ca: pki.caCertPem,
+    servername: 'localhost',
+    clock: new ManualClock(),
+    connectTls: dial.connectTls,
+    logger,
+  })
+  t.teardown(() => client.close())
+  const tunnel = await client.openTunnel('pg', TOKEN)
+  tunnel.socket.destroy()
+  t.same(dial.ports, [dead, fake.port])
+  t.equal(client.state().gateway, fake.address)
+  const again = await client.openTunnel('pg', TOKEN)
+  again.socket.destroy()
+  t.same(dial.ports, [dead, fake.port, fake.port], 'the last good gateway is tried first')
+  const view = await client.api<ResourcesResponse>('GET', '/v1/resources', { token: TOKEN })
+  t.equal(view.status, 200)
+  t.same(dial.ports.slice(3), [fake.port])
+  t.ok(sink.events('gateway_attempt_failed').length >= 1)
+  t.notOk(sink.text().includes(TOKEN), 'the token is never logged')
+})
+
+t.test('no gateway: ERR_GATEWAY_UNAVAILABLE, then fail fast during backoff, then retry', async (t) => {
+  const dead1 = await freeLoopbackPort()
+  const dead2 = await freeLoopbackPort()
+  const pki = await testPki()
+  const clock = new ManualClock()
+  const dial = recordingDial()
+  const client = new GatewayClient({
+    gateways: [
+      { host: LOOPBACK, port: dead1 },
+      { host: LOOPBACK, port: dead2 },
+    ],
+    ca: pki.caCertPem,
+    clock,
+    connectTls: dial.connectTls,
+    random: () => 1,
+  })
+  t.teardown(() => client.close())
+  const err = (await client.openTunnel('pg', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(err, 'ERR_GATEWAY_UNAVAILABLE'))
+  t.match(err.message, new RegExp(`127\\.0\\.0\\.1:${dead1}: ECONNREFUSED.*127\\.0\\.0\\.1:${dead2}: ECONNREFUSED`))
+  t.same(dial.ports, [dead1, dead2])
+  t.match(client.state(), { up: false, failures: 1, lastError: /ECONNREFUSED/ })
+  t.equal(client.retryInMs(), 250)
+
+  const fast = (await client.api('GET', '/v1/resources', { token: TOKEN }).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(fast, 'ERR_GATEWAY_UNAVAILABLE'))
+  t.match(fast.message, /next try in 250 ms/)
+  t.equal(dial.ports.length, 2, 'no dial during the backoff')
+
+  // Backoff doubles per failed round and is capped.
+  const delays: number[] = []
+  for (let i = 0; i < 7; i++) {
+    clock.advance(client.retryInMs())
+    await client.openTunnel('pg', TOKEN).catch(() => {})
+    delays.push(client.retryInMs())
+  }
+  t.same(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000])
+})
+
+t.test('backoff has jitter: at least half the exponential delay', async (t) => {
+  const dead = await freeLoopbackPort()
+  const pki = await testPki()
+  const client = new GatewayClient({ gateways: [{ host: LOOPBACK, port: dead }], ca: pki.caCertPem, clock: new ManualClock(), random: () => 0 })
+  await client.openTunnel('pg', TOKEN).catch(() => {})
+  t.equal(client.retryInMs(), 125)
+})
+
+t.test('the certificate is verified against the CA and the server name', async (t) => {
+  const { fake } = await setup(t)
+  const otherPki = await (await import('../helpers/fake-gateway.js')).createTestPki()
+  const wrongCa = new GatewayClient({ gateways: [{ host: LOOPBACK, port: fake.port }], ca: otherPki.caCertPem, servername: 'localhost', clock: new ManualClock() })
+  const e1 = (await wrongCa.openTunnel('pg', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(e1, 'ERR_GATEWAY_UNAVAILABLE'))
+  t.match(e1.message, /certificate/i)
+
+  const pki = await testPki()
+  const wrongName = new GatewayClient({ gateways: [{ host: LOOPBACK, port: fake.port }], ca: pki.caCertPem, servername: 'gateway.example', clock: new ManualClock() })
+  const e2 = (await wrongName.openTunnel('pg', TOKEN).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(e2, 'ERR_GATEWAY_UNAVAILABLE'))
+  t.match(e2.message, /gateway\.example/)
+
+  // No servername: the IP address is checked against the certificate's IP SAN.
+  const byIp = new GatewayClient({ gateways: [{ host: LOOPBACK, port: fake.port }], ca: pki.caCertPem, clock: new ManualClock() })
+  t.teardown(() => byIp.close())
+  const tunnel = await byIp.openTunnel('pg', TOKEN)
+  tunnel.socket.destroy()
+  const who = await byIp.api<WhoamiResponse>('GET', '/v1/whoami', { token: TOKEN })
+  t.equal(who.status, 200)
+})
+
+t.test('a gateway that closes without a reply is skipped like a dead one', async (t) => {
+  const pki = await testPki()
+  const hangUp = tls.createServer({ key: pki.keyPem, cert: pki.certPem, ALPNProtocols: ['keyway/1', 'http/1.1'] }, (s) => s.destroy())
+  hangUp.listen({ host: LOOPBACK, port: 0 })
+  await once(hangUp, 'listening')
+  t.teardown(() => hangUp.close())
+  const fake = await startFakeGateway(t, { pki, token: TOKEN, view: VIEW })
+  const client = new GatewayClient({
+    gateways: [
+      { host: LOOPBACK, port: (hangUp.address() as net.AddressInfo).port },
+      { host: LOOPBACK, port: fake.port },
+    ],
+    ca: pki.caCertPem,
+    servername: 'localhost',
+    clock: new ManualClock(),
+  })
+  const tunnel = await client.openTunnel('pg', TOKEN)
+  t.equal(tunnel.gateway, fake.address)
+  tunnel.socket.destroy()
+})
+
+t.test('a gateway that does not reply in time: ERR_HANDSHAKE_TIMEOUT', async (t) => {
+  const pki = await testPki()
+  const got: Buffer[] = []
+  let onHello!: () => void
+  const helloSeen = new Promise<void>((resolve) => {
+    onHello = resolve
+  })
+  const silent = tls.createServer({ key: pki.keyPem, cert: pki.certPem, ALPNProtocols: ['keyway/1'] }, (s) => {
+    s.on('data', (c: Buffer) => {
+      got.push(c)
+      onHello()
+    })
+    s.on('error', () => {})
+  })
+  silent.listen({ host: LOOPBACK, port: 0 })
+  await once(silent, 'listening')
+  t.teardown(() => {
+    silent.close()
+  })
+  const clock = new ManualClock()
+  const client = new GatewayClient({
+    gateways: [{ host: LOOPBACK, port: (silent.address() as net.AddressInfo).port }],
+    ca: pki.caCertPem,
+    servername: 'localhost',
+    clock,
+    connectTimeoutMs: 3_000,
+  })
+  const pending = client.openTunnel('pg', TOKEN).catch((e: unknown) => e)
+  await helloSeen
+  clock.advance(3_000)
+  const err = (await pending) as KeywayError
+  t.ok(isKeywayError(err, 'ERR_HANDSHAKE_TIMEOUT'))
+  t.match(err.message, /3000 ms/)
+  t.equal(client.state().up, true, 'a slow answer is not a dead gateway')
+})
+
+t.test('api: JSON, ETag and 304, error bodies, keep-alive', async (t) => {
+  const { client, fake, dial } = await setup(t)
+  const first = await client.api<ResourcesResponse>('GET', '/v1/resources', { token: TOKEN })
+  t.equal(first.status, 200)
+  t.ok(first.etag)
+  t.same((first as { body: ResourcesResponse }).body.resources.map((r) => r.name), ['pg'])
+  const second = await client.api<ResourcesResponse>('GET', '/v1/resources', { token: TOKEN, etag: first.etag! })
+  t.equal(second.status, 304)
+  t.equal(fake.counts.notModified, 1)
+  fake.setView({ ...VIEW, resources: [] })
+  const third = await client.api<ResourcesResponse>('GET', '/v1/resources', { token: TOKEN, etag: first.etag! })
+  t.equal(third.status, 200)
+  t.not(third.etag, first.etag)
+  t.equal(dial.ports.length, 1, 'one kept-alive connection served every request')
+
+  const unauthorized = (await client.api('GET', '/v1/resources', { token: 'nope' }).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(unauthorized, 'ERR_TOKEN_SIGNATURE'))
+  t.equal(unauthorized.detail?.status, 401)
+  const missing = (await client.api('GET', '/v1/nothing', { token: TOKEN }).catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(missing, 'ERR_NOT_FOUND'))
+  t.equal(client.state().up, true)
+})
+
+t.test('api: a kept-alive connection the gateway dropped is retried once, not counted as down', async (t) => {
+  const { client, fake, dial } = await setup(t)
+  await client.api('GET', '/v1/resources', { token: TOKEN })
+  await fake.down()
+  await fake.up()
+  const again = await client.api('GET', '/v1/resources', { token: TOKEN })
+  t.equal(again.status, 200)
+  t.equal(client.state().failures, 0)
+  t.equal(dial.ports.length, 2)
+})
