@@ -125,19 +125,27 @@ const bytes = Math.round(gib * 2 ** 30)
 for (const mode of modes) {
   if (mode === 'forward-nagle') continue
   const rounds: number[] = []
+  const cpuMs: number[] = []
   for (let i = 0; i < 3; i++) {
     const server = mode === 'direct' ? undefined : await front(mode, ports.sinkPort)
+    const cpu0 = process.cpuUsage()
     const { ms, got } = await ask<{ ms: number; got: number }>({ cmd: 'bulk', port: server ? port(server) : ports.sinkPort, bytes })
+    const cpu = process.cpuUsage(cpu0)
     if (got < bytes) throw new Error(`${mode}: sink got ${got} of ${bytes}`)
     rounds.push((got * 8) / (ms / 1000) / 1e9)
+    cpuMs.push((cpu.user + cpu.system) / 1000 / (got / 2 ** 30))
     server?.close()
   }
-  rounds.sort((x, y) => x - y)
-  console.log(`bulk ${gib} GiB  ${mode.padEnd(13)} ${rounds[1]!.toFixed(2)} Gb/s (median of 3: ${rounds.map((r) => r.toFixed(2)).join(', ')})`)
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!
+  console.log(
+    `bulk ${gib} GiB  ${mode.padEnd(13)} ${median(rounds).toFixed(2)} Gb/s (rounds ${rounds.map((r) => r.toFixed(2)).join(', ')})` +
+      (mode === 'direct' ? '' : `, forwarder CPU ${median(cpuMs).toFixed(0)} ms/GiB`),
+  )
 }
 
 for (const mode of modes) {
   const server = mode === 'direct' ? undefined : await front(mode, ports.echoPort)
+  const cpu0 = process.cpuUsage()
   const { rps, p99 } = await ask<{ rps: number; p99: number }>({
     cmd: 'pingpong',
     port: server ? port(server) : ports.echoPort,
@@ -145,16 +153,25 @@ for (const mode of modes) {
     ms: pingSeconds * 1000,
     size: 64,
   })
-  console.log(`pingpong 50 conns 64 B  ${mode.padEnd(13)} ${Math.round(rps)} req/s  p99 ${p99.toFixed(2)} ms`)
+  const cpu = process.cpuUsage(cpu0)
+  const perReq = mode === 'direct' ? '' : `, forwarder CPU ${((cpu.user + cpu.system) / (rps * pingSeconds)).toFixed(1)} µs/req`
+  console.log(`pingpong 50 conns 64 B  ${mode.padEnd(13)} ${Math.round(rps)} req/s  p99 ${p99.toFixed(2)} ms${perReq}`)
   server?.close()
 }
 
 const gc = (globalThis as { gc?: () => void }).gc
-for (const mode of ['pipe', 'forward'] as const) {
+// Run forward first: the pipe run's leftovers would otherwise flatter it.
+for (const mode of ['forward', 'pipe'] as const) {
   const server = await front(mode, ports.echoPort)
+  // Warm up code and allocator pools so that they do not count per session.
+  await ask({ cmd: 'idle', port: port(server), n: 200 })
+  await ask({ cmd: 'closeIdle' })
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  gc?.()
   gc?.()
   const before = process.memoryUsage()
   await ask({ cmd: 'idle', port: port(server), n: idleSessions })
+  gc?.()
   gc?.()
   const after = process.memoryUsage()
   const per = (k: 'rss' | 'heapUsed' | 'external') => ((after[k] - before[k]) / idleSessions / 1024).toFixed(1)

@@ -34,7 +34,7 @@ export interface ForwardResult {
    * The first cause wins: a reset after `close('shutdown')` still reports `shutdown`.
    */
   reason: ForwardReason | (string & {})
-  /** The first socket error seen, for debug logging. Present also when the reason is not `reset`/`error`. */
+  /** The first socket error seen, for debug logging (may be present whatever the reason). */
   error?: { code: string; message: string }
 }
 
@@ -50,7 +50,7 @@ export interface ForwardOptions {
   /** Close with `lifetime` this long after the session starts. 0 or undefined: unlimited. */
   maxLifetimeMs?: number
   /**
-   * Once either direction has ended (EOF read), the whole session must finish
+   * Once either direction has ended (EOF read, or {@link ForwardSession.end}), the whole session must finish
    * within this long (the other direction ends and both write sides flush), else
    * both sockets are destroyed with `half_close_timeout`. The limit is absolute,
    * not an inactivity limit. Default 60 000; 0 disables.
@@ -154,9 +154,14 @@ const FLAG_FINISHED = 32
 // TLS sockets offer no public way to reset their TCP connection: they close.
 function resetOrDestroy(socket: net.Socket): void {
   if (socket.destroyed) return
+  if ((socket as { encrypted?: boolean }).encrypted === true) {
+    socket.destroy()
+    return
+  }
   try {
     socket.resetAndDestroy()
   } catch {
+    // Not a TCP handle (a Unix socket, say): ERR_INVALID_HANDLE_TYPE.
     socket.destroy()
   }
 }
@@ -395,8 +400,12 @@ class Session implements ForwardSession {
  * forward() takes ownership of both sockets: it attaches listeners, resumes
  * them (data the caller unshift()ed is forwarded first), replaces their
  * socket timeouts, and destroys both when the session ends. Callers must have
- * removed their own 'data' listeners and must not read or write the sockets
- * afterwards. `a` carries the idle timer; every byte in either direction is
+ * removed their own 'data' and 'timeout' listeners and must not read, write or
+ * destroy the sockets afterwards (use {@link ForwardSession.close}; a socket
+ * destroyed behind the session's back counts as a reset). Server-side TLS
+ * sockets must come from a tls.Server: a bare `new TLSSocket(s, { isServer:
+ * true })` never emits TLS errors, so such a fault would only end the session
+ * at the idle timeout. `a` carries the idle timer; every byte in either direction is
  * read from or written to `a`, so one timer watches both directions.
  *
  * @param a usually the accepted (client-side) socket; net.Socket or tls.TLSSocket

@@ -43,6 +43,7 @@ export class Gateway {
   readonly #tls: TlsServer
   readonly #http: HttpServer
   readonly #tunnels: TunnelContext
+  readonly #apiSockets = new Set<TLSSocket>()
   #closing = false
   #closed: Promise<void> | undefined
 
@@ -92,6 +93,9 @@ export class Gateway {
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
       if (this.#closing) return void socket.destroy()
+      // http.Server tracks connections only when it listens itself, which this one never does.
+      this.#apiSockets.add(socket)
+      socket.once('close', () => this.#apiSockets.delete(socket))
       this.#http.emit('connection', socket)
     })
     this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
@@ -159,7 +163,6 @@ export class Gateway {
     this.#closing = true
     const { logger, settings, clock } = this.#options
     const listening = new Promise<void>((resolve) => this.#tls.close(() => resolve()))
-    this.#http.closeIdleConnections()
     logger.info({ event: 'gateway_draining', sessions: this.sessions.size, grace_ms: settings.drainGrace }, 'draining')
     if (this.sessions.size > 0) {
       await new Promise<void>((resolve) => {
@@ -178,7 +181,7 @@ export class Gateway {
     for (const s of forced) s.forward.close('shutdown')
     await Promise.all(forced.map((s) => s.forward.done))
     this.sessions.close()
-    this.#http.closeAllConnections()
+    for (const socket of this.#apiSockets) socket.destroy()
     await listening
     logger.info({ event: 'gateway_closed', forced: forced.length }, 'gateway closed')
   }

@@ -7,6 +7,7 @@ import { ManualClock } from '../../src/clock.js'
 import { forward, isConnectionReset, type ForwardOptions, type ForwardSession } from '../../src/forward/index.js'
 import {
   LOOPBACK,
+  connect,
   readAll,
   sha256OfStream,
   socketPair,
@@ -520,4 +521,69 @@ t.test('a TLS peer that vanishes mid-stream is a reset', async (t) => {
 t.test('forward() refuses the same socket twice', async (t) => {
   const [client] = await socketPair(t)
   t.throws(() => forward(client, client), TypeError)
+})
+
+t.test('a fault that is not a reset (TLS garbage) is reported as error', async (t) => {
+  const fixtures = new URL('../fixtures/forward/', import.meta.url)
+  const cert = readFileSync(new URL('cert.pem', fixtures))
+  const key = readFileSync(new URL('key.pem', fixtures))
+  // A tls.Server socket: a bare `new TLSSocket(s, { isServer: true })` never
+  // emits TLS errors (Node releases control to the Server only).
+  const server = tls.createServer({ cert, key, allowHalfOpen: true })
+  t.teardown(() => server.close())
+  server.listen({ port: 0, host: LOOPBACK })
+  await once(server, 'listening')
+  const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>
+  const rawClient = await connect(t, (server.address() as net.AddressInfo).port)
+  const client = tls.connect({ socket: rawClient, ca: cert, checkServerIdentity: () => undefined })
+  t.teardown(() => client.destroy())
+  tolerateErrors(client, rawClient)
+  await once(client, 'secureConnect')
+  const [a] = await accepted
+  t.teardown(() => a.destroy())
+  const [b, upstream] = await socketPair(t)
+  const session = forward(a, b)
+  // A TLS record header announcing application data, then nonsense.
+  rawClient.write(Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x40]), Buffer.alloc(64, 0xab)]))
+  const result = await session.done
+  t.equal(result.reason, 'error')
+  t.match(result.error?.code, /^ERR_SSL_/, `TLS error ${result.error?.code}`)
+  t.notOk(isConnectionReset({ code: result.error?.code }))
+  await eof(upstream)
+  t.pass('the upstream is closed with FIN, not reset')
+})
+
+t.test('durationMs comes from the injected now(); noDelay false is accepted', async (t) => {
+  let time = 1_000
+  const { client, upstream, session } = await rig(t, { now: () => (time += 250), noDelay: false })
+  upstream.pipe(upstream)
+  client.end('x')
+  t.equal((await readAll(client)).toString(), 'x')
+  const result = await session.done
+  t.equal(result.durationMs, 250)
+  t.equal(result.reason, 'done')
+})
+
+t.test('an upstream reset reaches a TLS client as a close (TLS sockets cannot be reset)', async (t) => {
+  const fixtures = new URL('../fixtures/forward/', import.meta.url)
+  const cert = readFileSync(new URL('cert.pem', fixtures))
+  const key = readFileSync(new URL('key.pem', fixtures))
+  const server = tls.createServer({ cert, key, allowHalfOpen: true })
+  t.teardown(() => server.close())
+  server.listen({ port: 0, host: LOOPBACK })
+  await once(server, 'listening')
+  const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>
+  const client = tls.connect({ host: LOOPBACK, port: (server.address() as net.AddressInfo).port, ca: cert })
+  t.teardown(() => client.destroy())
+  tolerateErrors(client)
+  await once(client, 'secureConnect')
+  const [a] = await accepted
+  t.teardown(() => a.destroy())
+  const [b, upstream] = await socketPair(t)
+  const session = forward(a, b)
+  upstream.resetAndDestroy()
+  const result = await session.done
+  t.equal(result.reason, 'reset')
+  await waitClosed(client)
+  t.ok(a.destroyed)
 })

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { chownSync, mkdtempSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +13,8 @@ export interface Postgres {
   readonly host: '127.0.0.1'
   readonly port: number
   readonly user: 'postgres'
+  /** Connections the server has received so far (from its log: log_connections is on). */
+  connectionsReceived(): number
   stop(): Promise<void>
 }
 
@@ -47,7 +49,7 @@ export async function startPostgres(): Promise<Postgres> {
   const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
   await run(initCmd, initArgs)
   const port = await freePort()
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off`
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on`
   const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
   await run(startCmd, startArgs)
   let stopped = false
@@ -55,6 +57,9 @@ export async function startPostgres(): Promise<Postgres> {
     host: '127.0.0.1',
     port,
     user: 'postgres',
+    connectionsReceived() {
+      return (readFileSync(join(dir, 'log'), 'utf8').match(/connection received:/g) ?? []).length
+    },
     async stop() {
       if (stopped) return
       stopped = true

@@ -17,7 +17,8 @@ export interface CountingUpstream {
 
 /**
  * Listens on 127.0.0.1:0. `mode` echo: every byte comes back (half-close
- * aware); sink: bytes are hashed and nothing is sent back.
+ * aware); sink: bytes are hashed, nothing is sent back, and the upstream's
+ * side stays open after the client's FIN until the test ends it.
  */
 export async function countingUpstream(t: Teardown, mode: 'echo' | 'sink' = 'echo'): Promise<CountingUpstream> {
   const open = new Set<Socket>()
@@ -40,7 +41,8 @@ export async function countingUpstream(t: Teardown, mode: 'echo' | 'sink' = 'ech
     })
     socket.on('end', () => {
       digests[index] = hash.digest('hex')
-      socket.end()
+      // A sink keeps its side open: the test decides when the upstream ends.
+      if (mode === 'echo') socket.end()
     })
     socket.once('close', () => open.delete(socket))
   })

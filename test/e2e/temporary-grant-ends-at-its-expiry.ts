@@ -1,0 +1,22 @@
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { pgClient, startStack } from '../helpers/stack.js'
+
+t.test('a temporary grant ends its session at its expiry', async (t) => {
+  const stack = await startStack(t)
+  const contractor = await stack.sidecar(await stack.service('contractor'))
+  await stack.admin('grant', 'contractor', 'warehouse', '--for', '3s')
+  const expires = Date.parse(/expires: ['"]?([0-9TZ:.-]+)/.exec(readFileSync(join(stack.dir, 'policy.yaml'), 'utf8'))![1]!)
+  // The sidecar binds the new grant on its next sync (auto-connect).
+  const bound = await contractor.daemon.waitLog((l) => l.event === 'resource_bound' && l.resource === 'warehouse')
+  t.ok(bound)
+  const client = await pgClient(t, stack.overridePort)
+  t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }])
+  const ended = new Promise((resolve) => client.once('end', resolve))
+  await ended
+  const late = Date.now() - expires
+  t.ok(late >= 0 && late < 1_000, `the session ended ${late} ms after the grant's expiry`)
+  t.match(await stack.gateway.waitLog((l) => l.event === 'session_revoked'), { resource: 'warehouse', code: 'ERR_GRANT_EXPIRED' })
+  t.match(await contractor.daemon.waitLog((l) => l.event === 'resource_unbound' && l.resource === 'warehouse'), { resource: 'warehouse' })
+})
