@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import type { Writable } from 'node:stream'
 import { relative } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
@@ -11,6 +12,7 @@ import { dialTcp } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
 import { PolicyStore } from './policy/index.js'
+import { Sidecar, startControlServer } from './sidecar/index.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -173,5 +175,59 @@ export async function runGateway(config: KeywayConfig, io: CliIo): Promise<numbe
   const stop = io.stopSignal
   if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
   await running.close()
+  return 0
+}
+
+/** The sidecar's token: KEYWAY_TOKEN, else the token file. Never logged. */
+export function readToken(env: CliIo['env'], tokenFile: string): string {
+  const fromEnv = env.KEYWAY_TOKEN?.trim()
+  if (fromEnv) return fromEnv
+  if (!tokenFile) throw new KeywayError('ERR_TOKEN_MISSING', 'no service token: set KEYWAY_TOKEN, or --token-file / KEYWAY_TOKEN_FILE / sidecar.tokenFile')
+  let text: string
+  try {
+    text = readFileSync(tokenFile, 'utf8')
+  } catch (err) {
+    throw new KeywayError('ERR_CONFIG_IO', `cannot read the token file ${tokenFile}: ${(err as Error).message}`, { cause: err })
+  }
+  const token = text.trim()
+  if (!token) throw new KeywayError('ERR_TOKEN_MISSING', `the token file ${tokenFile} is empty`)
+  return token
+}
+
+/**
+ * The composition root of the sidecar: token, CA, logger, metrics registry,
+ * the {@link Sidecar} and its control endpoint. Runs until SIGTERM/SIGINT
+ * (then drains); SIGHUP re-reads a rotated token file. Resolves to the exit code.
+ */
+export async function runSidecar(config: KeywayConfig, io: CliIo): Promise<number> {
+  const token = readToken(io.env, config.sidecar.tokenFile)
+  const ca = readPem(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
+  const logger = createLogger({
+    level: config.log.level,
+    base: { component: 'sidecar' },
+    destination: io.stderr as Writable & { write(msg: string): void },
+  })
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const sidecar = new Sidecar({ config: config.sidecar, ca, token, logger, registry })
+  const control = await startControlServer({ address: config.sidecar.control, target: sidecar, registry, logger })
+  const stop = io.stopSignal
+  try {
+    io.onReload?.(() => {
+      // A rotated token file is picked up without a restart.
+      try {
+        sidecar.setToken(readToken(io.env, config.sidecar.tokenFile))
+      } catch (err) {
+        logger.warn({ event: 'token_reload_failed', reason: (err as Error).message }, 'cannot reload the token')
+      }
+    })
+    if (!stop?.aborted) await sidecar.start()
+    if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+    else if (!stop) await new Promise<never>(() => {})
+    logger.info({ event: 'sidecar_stopping', signal: String(stop?.reason ?? '') }, 'stopping')
+  } finally {
+    await sidecar.close()
+    await control.close()
+  }
   return 0
 }
