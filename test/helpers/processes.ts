@@ -37,6 +37,8 @@ export async function keyway(args: string[], env: Record<string, string>, input?
 export interface Daemon {
   readonly child: ChildProcess
   readonly lines: Record<string, unknown>[]
+  /** Everything written to stderr so far, JSON or not. */
+  stderr(): string
   /** Resolves with the first log line (past or future) matching. */
   waitLog(pred: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>
   /** Sends a signal and resolves with the exit code. */
@@ -44,9 +46,13 @@ export interface Daemon {
   readonly exited: Promise<number | null>
 }
 
-/** Starts `keyway ARGS` in the background; killed in teardown. */
-export function startDaemon(t: Teardown, args: string[], env: Record<string, string>): Daemon {
-  const child = spawn(process.execPath, [KEYWAY_BIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Starts `keyway ARGS` in the background (or `command` instead, e.g. a shell
+ * line a person would paste); killed in teardown.
+ */
+export function startDaemon(t: Teardown, args: string[], env: Record<string, string>, command?: string[], cwd?: string): Daemon {
+  const [file, ...rest] = command ?? [process.execPath, KEYWAY_BIN, ...args]
+  const child = spawn(file!, rest, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'], cwd })
   const lines: Record<string, unknown>[] = []
   let waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
   let buffered = ''
@@ -76,6 +82,7 @@ export function startDaemon(t: Teardown, args: string[], env: Record<string, str
     child,
     lines,
     exited,
+    stderr: () => raw,
     waitLog(pred, timeoutMs = 20_000) {
       const seen = lines.find(pred)
       if (seen) return Promise.resolve(seen)

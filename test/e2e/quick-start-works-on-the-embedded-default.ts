@@ -1,0 +1,46 @@
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { fileURLToPath } from 'node:url'
+import { freePort } from '../helpers/net.js'
+import { cleanEnv, KEYWAY_BIN, startDaemon } from '../helpers/processes.js'
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL('../..', import.meta.url))
+
+t.test('npm start on the embedded default: the gateway creates its dev state and the two commands it prints work', async (t) => {
+  // A copy of the package's config/, so the test leaves the working tree alone.
+  const dir = mkdtempSync(join(tmpdir(), 'keyway-quickstart-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  cpSync(join(root, 'config'), join(dir, 'config'), { recursive: true })
+  const [gatewayPort, metricsPort, controlPort] = [await freePort(), await freePort(), await freePort()]
+  const env = {
+    KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
+    KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
+    KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
+    KEYWAY_CONTROL: `127.0.0.1:${controlPort}`,
+  }
+  const gateway = startDaemon(t, ['gateway', '--config', join(dir, 'config/keyway.yaml')], env)
+  const created = await gateway.waitLog((l) => l.event === 'dev_state_created')
+  t.equal((created.files as string[]).length, 6, 'signing key, JWKS, CA, CA key, gateway certificate and key')
+  t.ok(existsSync(join(dir, 'state/ca.pem')))
+  await gateway.waitLog((l) => l.event === 'metrics_listening')
+
+  // The printed commands, as a person would paste them (run from the folder holding config/).
+  const printed = gateway
+    .stderr()
+    .split('\n')
+    .filter((l) => l.startsWith('  node bin/keyway.js') || l.startsWith('  KEYWAY_TOKEN='))
+    .map((l) => l.trim().replace('--config config/', `--config ${dir}/config/`).replaceAll('node bin/keyway.js', `${process.execPath} ${KEYWAY_BIN}`))
+  t.equal(printed.length, 2, 'two commands printed')
+  const [create, listen] = printed as [string, string]
+  await run('bash', ['-c', create], { cwd: dir, env: cleanEnv(env) })
+  const token = readFileSync(join(dir, 'demo-job.token'), 'utf8')
+  t.match(token, /^ey[\w-]+\.[\w-]+\.[\w-]+\n?$/, 'the token alone went to the file')
+  // The listen command runs until stopped: run it through bash as a daemon would be.
+  const sidecar = startDaemon(t, [], env, ['bash', '-c', `exec env ${listen}`], dir)
+  t.match(await sidecar.waitLog((l) => l.event === 'resource_bound'), { resource: 'demo-postgres', address: '127.0.0.1:15432' })
+})
