@@ -1,7 +1,8 @@
 import { isMap, type Document } from 'yaml'
 import { KeywayError } from '../errors.js'
 import { formatHostPort } from '../net/index.js'
-import { parseAddress, RESOURCE_KINDS, type CompiledPolicy, type GrantDoc, type ResourceDoc, type ResourceKind } from '../policy/index.js'
+import { parseHostPort } from '../net/index.js'
+import { RESOURCE_KINDS, type CompiledPolicy, type GrantDoc, type ResourceDoc, type ResourceKind } from '../policy/index.js'
 import { edit, type AdminContext } from './context.js'
 import { compileEdited } from './edit.js'
 import { accountEntry, checkName, compareText, dropIfEmpty, entryOf, existingList, indexWhere, newNode, plain, removeWhere, sectionList } from './document.js'
@@ -56,7 +57,7 @@ export async function addResource(ctx: AdminContext, options: AddResourceOptions
     throw new KeywayError('ERR_USAGE', `--kind must be one of ${RESOURCE_KINDS.join(', ')} (got "${kind}")`)
   }
   if (!TYPE_WORD.test(type)) throw new KeywayError('ERR_USAGE', `--type must be a lower-case word such as postgres, mysql, redis, ssh or http (got "${type}")`)
-  const parsed = parseAddress(address)
+  const parsed = parseHostPort(address)
   if (typeof parsed === 'string') throw new KeywayError('ERR_USAGE', `--address: ${parsed}`)
   if (portOverride !== undefined && !(Number.isInteger(portOverride) && portOverride >= 1 && portOverride <= 65535)) {
     throw new KeywayError('ERR_USAGE', `--port-override must be a port number from 1 to 65535 (got ${portOverride})`)

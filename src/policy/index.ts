@@ -26,7 +26,8 @@ export type {
 export { parsePolicyText, locateIn } from './parse.js'
 export { loadPolicyFile } from './load.js'
 export type { ParsedPolicy } from './parse.js'
-export { validatePolicy, formatPath, parseInstant, parseAddress, DEFAULT_PORT_RANGE, NO_ROLE_MESSAGE, POLICY_KEYS } from './validate.js'
+export { formatPath } from '../yaml/document.js'
+export { validatePolicy, parseInstant, DEFAULT_PORT_RANGE, NO_ROLE_MESSAGE, POLICY_KEYS } from './validate.js'
 export type {
   Locate,
   PolicyPath,

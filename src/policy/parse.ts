@@ -1,6 +1,9 @@
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml'
+import { LineCounter, parseDocument, type Document } from 'yaml'
+import { locateIn } from '../yaml/document.js'
 import { DocumentError, type Problem } from '../errors.js'
 import type { PolicyPath, SourcePosition } from './validate.js'
+
+export { locateIn }
 
 /** A policy file parsed into YAML, not yet validated. */
 export interface ParsedPolicy {
@@ -49,28 +52,4 @@ export function parsePolicyText(text: string, file: string): ParsedPolicy {
     value,
     locate: (path: PolicyPath) => locateIn(document, lineCounter, path),
   })
-}
-
-/**
- * Position of `path` in a parsed YAML document (see {@link ParsedPolicy.locate}).
- * Points at the key of a mapping entry, or at a sequence item.
- */
-export function locateIn(document: Document, lineCounter: LineCounter, path: PolicyPath): SourcePosition {
-  let node: unknown = document.contents
-  let offset = (document.contents as Node | null)?.range?.[0] ?? 0
-  for (const seg of path) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value === seg || String(p.key.value) === String(seg) : p.key === seg))
-      if (pair === undefined) break
-      const keyNode = pair.key as Node | null
-      if (keyNode?.range) offset = keyNode.range[0]
-      node = pair.value
-    } else if (isSeq(node) && typeof seg === 'number') {
-      const item = node.items[seg] as Node | null | undefined
-      if (item === undefined || item === null || !item.range) break
-      offset = item.range[0]
-      node = item
-    } else break
-  }
-  return lineCounter.linePos(offset)
 }

@@ -1,4 +1,5 @@
-import { isIPv4, isIPv6 } from 'node:net'
+import { parseHostPort } from '../net/index.js'
+import { formatPath, type SourcePosition, type YamlPath } from '../yaml/document.js'
 import type { Problem } from '../errors.js'
 import { RESOURCE_KINDS, type AccountType, type ResourceKind, type Settings } from './types.js'
 
@@ -9,13 +10,9 @@ import { RESOURCE_KINDS, type AccountType, type ResourceKind, type Settings } fr
 // does both; see bench/policy-compile.ts.
 
 /** A path into the policy document: keys and sequence indexes, e.g. `['accounts', 3, 'roles', 0]`. */
-export type PolicyPath = readonly (string | number)[]
+export type PolicyPath = YamlPath
 
-/** A 1-based line and column in the policy source. */
-export interface SourcePosition {
-  line: number
-  col: number
-}
+export type { SourcePosition }
 
 /** Maps a document path to its position in the source (see `ParsedPolicy.locate`). */
 export type Locate = (path: PolicyPath) => SourcePosition
@@ -126,8 +123,6 @@ const SERVICE_ID = /^svc_[A-Za-z0-9._-]+$/
 const USER_ID = /^usr_[A-Za-z0-9._-]+$/
 const PASSWORD_HASH = /^scrypt\$/
 const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:(Z)|([+-])(\d{2}):(\d{2}))$/i
-const HOSTNAME_LABEL = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/
-const DIGITS = /^\d{1,5}$/
 const KIND_SET: ReadonlySet<string> = new Set(RESOURCE_KINDS)
 const INSTANT_HINT = 'write it like 2026-03-01T00:00:00Z'
 
@@ -185,16 +180,6 @@ function fail(raw: RawProblem[], options: ValidateOptions): ValidationResult {
   // Document order reads best; the sort is stable, so equal positions keep report order.
   if (locate) problems.sort((a, b) => a.line - b.line || a.col - b.col)
   return { ok: false, policy: undefined, problems }
-}
-
-/** Formats a path as a dotted key: `['accounts', 3, 'roles', 0]` → `accounts[3].roles[0]`. */
-export function formatPath(path: PolicyPath): string {
-  let out = ''
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`
-    else out += out === '' ? seg : `.${seg}`
-  }
-  return out
 }
 
 // ---------------------------------------------------------------------------
@@ -272,7 +257,7 @@ function checkResources(
     const address = stringAt(r, 'address', path, report, true)
     let addr: { host: string; port: number } | undefined
     if (address !== undefined) {
-      const a = parseAddress(address)
+      const a = parseHostPort(address)
       if (typeof a === 'string') report([...path, 'address'], a)
       else addr = a
     }
@@ -769,40 +754,6 @@ function digits(text: string, at: number, n: number): number {
   return v
 }
 
-/**
- * Splits `host:port` (IPv6 as `[::1]:5432`). Returns the host (without
- * brackets) and port, or a message naming the fix.
- */
-export function parseAddress(text: string): { host: string; port: number } | string {
-  const example = 'write it as host:port, e.g. db.internal:5432 or [::1]:5432'
-  let host: string
-  let portText: string
-  if (text.startsWith('[')) {
-    const end = text.indexOf(']')
-    if (end < 0) return `address "${text}" has an unclosed "["; ${example}`
-    host = text.slice(1, end)
-    if (!isIPv6(host)) return `"${host}" in address "${text}" is not an IPv6 address; ${example}`
-    if (text[end + 1] !== ':') return `address "${text}" has no port; ${example}`
-    portText = text.slice(end + 2)
-  } else {
-    const colon = text.lastIndexOf(':')
-    if (colon < 0) return `address "${text}" has no port; ${example}`
-    host = text.slice(0, colon)
-    portText = text.slice(colon + 1)
-    if (host.includes(':')) return `address "${text}" looks like an IPv6 address without brackets; put it in brackets: [${host}]:${portText}`
-    if (!isHostname(host)) return `"${host}" in address "${text}" is not a valid host name or IPv4 address; ${example}`
-  }
-  const port = DIGITS.test(portText) ? +portText : NaN
-  if (!(port >= 1 && port <= 65535)) return `port "${portText}" in address "${text}" must be a number from 1 to 65535`
-  return { host, port }
-}
-
-function isHostname(host: string): boolean {
-  if (host.length === 0 || host.length > 253) return false
-  if (/^[\d.]+$/.test(host)) return isIPv4(host)
-  const labels = host.endsWith('.') ? host.slice(0, -1).split('.') : host.split('.')
-  return labels.every((l) => HOSTNAME_LABEL.test(l))
-}
 
 // ---------------------------------------------------------------------------
 // "Did you mean"

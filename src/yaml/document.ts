@@ -1,4 +1,4 @@
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import type { Problem } from '../errors.js'
 
 /** A parsed YAML file that can point at any of its keys. */
@@ -11,8 +11,17 @@ export interface LocatedDocument {
   readonly doc: Document
   /** Syntax problems; empty when the text parsed. */
   readonly problems: Problem[]
-  /** Position of the node at `path`, or of its nearest existing parent. */
-  locate(path: readonly (string | number)[]): { line: number; col: number }
+  /** Position of the key at `path`, or of its nearest existing parent. */
+  locate(path: YamlPath): SourcePosition
+}
+
+/** A path into a YAML document: keys and sequence indexes. */
+export type YamlPath = readonly (string | number)[]
+
+/** A 1-based position in a file. */
+export interface SourcePosition {
+  readonly line: number
+  readonly col: number
 }
 
 /** Formats a path such as `['accounts', 3, 'roles', 0]` as `accounts[3].roles[0]`. */
@@ -23,6 +32,31 @@ export function formatPath(path: readonly PropertyKey[]): string {
     else out += out ? `.${String(part)}` : String(part)
   }
   return out
+}
+
+/**
+ * Position of `path` in a parsed YAML document: the key of a mapping entry,
+ * or a sequence item. A path that does not exist (a missing key) resolves to
+ * its nearest existing ancestor.
+ */
+export function locateIn(document: Document, lineCounter: LineCounter, path: YamlPath): SourcePosition {
+  let node: unknown = document.contents
+  let offset = (document.contents as Node | null)?.range?.[0] ?? 0
+  for (const seg of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (isScalar(p.key) ? p.key.value === seg || String(p.key.value) === String(seg) : p.key === seg))
+      if (pair === undefined) break
+      const keyNode = pair.key as Node | null
+      if (keyNode?.range) offset = keyNode.range[0]
+      node = pair.value
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg] as Node | null | undefined
+      if (item === undefined || item === null || !item.range) break
+      offset = item.range[0]
+      node = item
+    } else break
+  }
+  return lineCounter.linePos(offset)
 }
 
 /**
@@ -37,16 +71,7 @@ export function parseLocated(text: string, file: string): LocatedDocument {
     const pos = lineCounter.linePos(err.pos[0])
     problems.push({ file, line: pos.line, col: pos.col, key: '', message: err.message.split('\n')[0] ?? err.message })
   }
-  const locate = (path: readonly (string | number)[]): { line: number; col: number } => {
-    for (let n = path.length; n >= 0; n--) {
-      const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)
-      if (isNode(node) && node.range) {
-        const pos = lineCounter.linePos(node.range[0])
-        return { line: pos.line, col: pos.col }
-      }
-    }
-    return { line: 1, col: 1 }
-  }
+  const locate = (path: YamlPath): SourcePosition => locateIn(doc, lineCounter, path)
   const value = problems.length === 0 ? doc.toJS({ maxAliasCount: 100 }) : undefined
   return { file, value, doc, problems, locate }
 }

@@ -20,7 +20,7 @@ t.test('problems name the key, the position and the fix', async (t) => {
   const err = t.throws(() => loadConfig({ file, env: {} })) as unknown as DocumentError
   t.equal(err.code, 'ERR_CONFIG_INVALID')
   const byKey = new Map(err.problems.map((p) => [p.key, p]))
-  t.match(byKey.get('gateway.listen'), { line: 2, col: 11, message: /65535/ })
+  t.match(byKey.get('gateway.listen'), { line: 2, col: 3, message: /65535/ })
   t.match(byKey.get('gateway.conectTimeout'), { line: 3, message: /unknown setting "conectTimeout"/ })
   t.match(byKey.get('gateway.idleTimeout'), { line: 4, message: /not a duration/ })
 })

@@ -1,11 +1,10 @@
 import t, { type Test } from 'tap'
+import { parseHostPort } from '../../src/net/index.js'
 import type { Problem } from '../../src/errors.js'
 import type { PolicyDoc } from '../../src/policy/types.js'
 import {
   DEFAULT_PORT_RANGE,
   NO_ROLE_MESSAGE,
-  formatPath,
-  parseAddress,
   parseInstant,
   validatePolicy,
   type ValidatedPolicy,
@@ -155,7 +154,7 @@ t.test('address is host:port, port 1–65535, IPv6 in brackets', async (t) => {
     ['my_db.svc.cluster.local.:6379', 'my_db.svc.cluster.local.', 6379],
   ]
   for (const [address, host, port] of ok) {
-    t.same(parseAddress(address), { host, port }, address)
+    t.same(parseHostPort(address), { host, port }, address)
     const v = valid(t, edit((d) => (d.resources![0]!.address = address)))
     t.equal(v.resources[0]?.host, host)
     t.equal(v.resources[0]?.port, port)
@@ -176,7 +175,7 @@ t.test('address is host:port, port 1–65535, IPv6 in brackets', async (t) => {
     [':80', /not a valid host name/],
   ]
   for (const [address, message] of bad) {
-    t.type(parseAddress(address), 'string', address)
+    t.type(parseHostPort(address), 'string', address)
     one(t, edit((d) => (d.resources![0]!.address = address)), 'resources[0].address', message)
   }
   one(t, edit((d) => ((d.resources![0] as unknown as Doc).address = 5432)), 'resources[0].address', /`address` must be a string \(found 5432\)/)
@@ -394,9 +393,3 @@ t.test('every problem is reported at once', async (t) => {
   for (const p of ps) t.ok(p.message.length > 20, `message names the fix: ${p.message}`)
 })
 
-t.test('formatPath writes dotted keys', async (t) => {
-  t.equal(formatPath([]), '')
-  t.equal(formatPath(['version']), 'version')
-  t.equal(formatPath(['accounts', 3, 'roles', 0]), 'accounts[3].roles[0]')
-  t.equal(formatPath(['settings', 'portRange', 1]), 'settings.portRange[1]')
-})
