@@ -2,7 +2,20 @@ import { COMMANDS } from './cli/commands.js'
 import type { CliIo } from './cli/command.js'
 import { runCli } from './cli/run.js'
 
+const argv = process.argv.slice(2)
+const daemon = argv[0] === 'gateway' || argv[0] === 'listen'
 let stop: AbortController | undefined
+let reload: (() => void) | undefined
+let hupPending = false
+// A daemon must not die of a SIGHUP that arrives while it starts (a config
+// reloader may send one then): hold it until the daemon can reload.
+if (daemon) {
+  process.on('SIGHUP', () => {
+    if (reload) reload()
+    else hupPending = true
+  })
+}
+
 const io: CliIo = {
   stdout: process.stdout,
   stderr: process.stderr,
@@ -20,8 +33,13 @@ const io: CliIo = {
     return stop.signal
   },
   onReload: (fn) => {
-    process.on('SIGHUP', fn)
+    if (!daemon) return void process.on('SIGHUP', fn)
+    reload = fn
+    if (hupPending) {
+      hupPending = false
+      fn()
+    }
   },
 }
 
-process.exitCode = await runCli(process.argv.slice(2), COMMANDS, io)
+process.exitCode = await runCli(argv, COMMANDS, io)

@@ -22,6 +22,9 @@ export interface ApiContext {
   readonly loginTtl: number
 }
 
+/** Password checks running at once; more are answered 429. */
+const MAX_CONCURRENT_LOGINS = 4
+
 const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   ERR_USAGE: 400,
   ERR_NOT_FOUND: 404,
@@ -61,6 +64,9 @@ export function resourcesView(policy: CompiledPolicy, accountId: string, now: nu
 export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: ServerResponse) => void {
   // Constant work for unknown emails, so timing does not tell which accounts exist.
   let dummyHash: Promise<string> | undefined
+  // scrypt runs on libuv's small thread pool, which policy reads and DNS
+  // lookups share: unauthenticated logins get a bounded share of it.
+  let loginsRunning = 0
   const authenticate = async (req: IncomingMessage): Promise<VerifiedToken> => {
     try {
       return await ctx.verifier.verify(bearer(req))
@@ -108,14 +114,24 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
       if (typeof body.email !== 'string' || typeof body.password !== 'string') {
         throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
       }
+      if (loginsRunning >= MAX_CONCURRENT_LOGINS) {
+        res.setHeader('retry-after', '1')
+        throw new KeywayError('ERR_LOGIN_FAILED', 'too many logins at once; retry in a second', { detail: { status: 429 } })
+      }
       const account = ctx.policy().accountByName(body.email)
       const usable = account && account.type === 'user' && !account.suspended && account.passwordHash
-      const ok = usable
-        ? await verifyPassword(body.password, account.passwordHash!)
-        : await verifyPassword(body.password, await (dummyHash ??= hashPassword('keyway-dummy-password'))).then(() => false)
+      let ok: boolean
+      loginsRunning++
+      try {
+        ok = usable
+          ? await verifyPassword(body.password, account.passwordHash!)
+          : await verifyPassword(body.password, await (dummyHash ??= hashPassword('keyway-dummy-password'))).then(() => false)
+      } finally {
+        loginsRunning--
+      }
       if (!ok || !account) {
         ctx.metrics.authFailures.inc({ code: 'ERR_LOGIN_FAILED' })
-        ctx.logger.warn({ event: 'login_failed', email: body.email }, 'login failed')
+        ctx.logger.warn({ event: 'login_failed', email: body.email.slice(0, 100) }, 'login failed')
         throw new KeywayError('ERR_LOGIN_FAILED', 'email or password is wrong, or the account cannot log in')
       }
       const now = ctx.clock.now()
@@ -142,7 +158,8 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     route(req, res).catch((err: unknown) => {
       const e = toKeywayError(err)
       if (e.code === 'ERR_INTERNAL') ctx.logger.error({ event: 'api_error', err: e }, 'API request failed')
-      if (!res.headersSent) sendJson(res, statusOf(e.code), { code: e.code, message: e.message })
+      const status = typeof e.detail?.status === 'number' ? e.detail.status : statusOf(e.code)
+      if (!res.headersSent) sendJson(res, status, { code: e.code, message: e.message })
       else res.destroy()
     })
   }

@@ -18,6 +18,8 @@ export interface PolicyStoreOptions {
   onReload?: (result: ReloadResult) => void
   /** Debounce for file-change events, ms. */
   debounceMs?: number
+  /** Errors of observers and of the file watcher (log them); reloading goes on. */
+  onError?: (err: unknown) => void
 }
 
 /**
@@ -32,7 +34,7 @@ export class PolicyStore {
   #watcher: FSWatcher | undefined
   #debounce: NodeJS.Timeout | undefined
   #reloading: Promise<ReloadResult> | undefined
-  #again = false
+  #queued: Promise<ReloadResult> | undefined
   #generation = 0
 
   constructor(options: PolicyStoreOptions) {
@@ -64,22 +66,22 @@ export class PolicyStore {
   }
 
   /**
-   * Reads and compiles the file again. Concurrent calls coalesce: a reload
-   * asked for while one runs runs once more after it.
+   * Reads and compiles the file again. A reload asked for while one runs is
+   * queued to run once after it (it must see the file as it is now, not as
+   * the running one read it); any further asks share that queued one.
    */
   reload(): Promise<ReloadResult> {
-    if (this.#reloading) {
-      this.#again = true
+    if (!this.#reloading) {
+      this.#reloading = this.#reloadOnce().finally(() => {
+        this.#reloading = undefined
+      })
       return this.#reloading
     }
-    this.#reloading = this.#reloadOnce().finally(() => {
-      this.#reloading = undefined
-      if (this.#again) {
-        this.#again = false
-        void this.reload()
-      }
+    this.#queued ??= this.#reloading.then(() => {
+      this.#queued = undefined
+      return this.reload()
     })
-    return this.#reloading
+    return this.#queued
   }
 
   async #reloadOnce(): Promise<ReloadResult> {
@@ -104,8 +106,21 @@ export class PolicyStore {
       this.#lastError = error
       result = { ok: false, error, problems: error instanceof DocumentError ? error.problems : [] }
     }
-    this.#options.onReload?.(result)
-    if (result.ok && result.changed) for (const fn of this.#listeners) fn(result.policy)
+    // A throwing observer must not turn a reload into an unhandled rejection.
+    try {
+      this.#options.onReload?.(result)
+    } catch (err) {
+      this.#options.onError?.(err)
+    }
+    if (result.ok && result.changed) {
+      for (const fn of this.#listeners) {
+        try {
+          fn(result.policy)
+        } catch (err) {
+          this.#options.onError?.(err)
+        }
+      }
+    }
     return result
   }
 
@@ -123,10 +138,15 @@ export class PolicyStore {
         this.#debounce = setTimeout(() => void this.reload(), this.#options.debounceMs ?? 100)
         this.#debounce.unref()
       })
-      this.#watcher.on('error', () => this.#watcher?.close())
+      this.#watcher.on('error', (err) => {
+        this.#options.onError?.(err)
+        this.#watcher?.close()
+        this.#watcher = undefined
+      })
       this.#watcher.unref()
-    } catch {
-      // Watching is best effort (SIGHUP always reloads).
+    } catch (err) {
+      // Watching is best effort (SIGHUP always reloads), but say why it is off (e.g. ENOSPC: the inotify limit).
+      this.#options.onError?.(err)
     }
   }
 

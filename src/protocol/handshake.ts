@@ -79,7 +79,11 @@ function checkPrefix(buf: Buffer): ParseResult<never> | undefined {
  */
 export class HelloParser {
   readonly #maxBytes: number
-  #buf: Buffer = Buffer.alloc(0)
+  // Chunks are kept apart and joined once: a peer sending one byte per TLS
+  // record must not cost a copy of everything so far per byte.
+  #chunks: Buffer[] = []
+  #length = 0
+  #header: Buffer | undefined
 
   constructor(maxBytes: number) {
     this.#maxBytes = maxBytes
@@ -87,31 +91,42 @@ export class HelloParser {
 
   /** Bytes buffered so far. */
   get buffered(): number {
-    return this.#buf.length
+    return this.#length
   }
 
   push(chunk: Buffer): ParseResult<Hello> {
-    const buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
-    const bad = checkPrefix(buf)
-    if (bad) return bad
-    if (buf.length >= HELLO_HEADER) {
-      if (buf[4] !== 0) return fail('ERR_HANDSHAKE_MALFORMED', 'reserved flags must be 0')
-      const resourceLen = buf[5]!
-      const tokenLen = buf.readUInt16BE(6)
+    this.#chunks.push(chunk)
+    this.#length += chunk.length
+    if (this.#header === undefined) {
+      const head = this.#chunks.length === 1 ? chunk : Buffer.concat(this.#chunks, this.#length)
+      if (this.#chunks.length > 1) this.#chunks = [head]
+      const bad = checkPrefix(head)
+      if (bad) return bad
+      if (head.length < HELLO_HEADER) return this.#length > this.#maxBytes ? tooLarge(this.#maxBytes) : NEED
+      if (head[4] !== 0) return fail('ERR_HANDSHAKE_MALFORMED', 'reserved flags must be 0')
+      const resourceLen = head[5]!
+      const tokenLen = head.readUInt16BE(6)
       const total = HELLO_HEADER + resourceLen + tokenLen
       if (total > this.#maxBytes) return fail('ERR_HANDSHAKE_TOO_LARGE', `handshake of ${total} bytes exceeds the limit of ${this.#maxBytes}`)
       if (resourceLen === 0 || tokenLen === 0) return fail('ERR_HANDSHAKE_MALFORMED', 'empty resource or token')
-      if (buf.length >= total) {
-        const resource = buf.toString('utf8', HELLO_HEADER, HELLO_HEADER + resourceLen)
-        const token = buf.toString('latin1', HELLO_HEADER + resourceLen, total)
-        this.#buf = Buffer.alloc(0)
-        return { state: 'done', value: { resource, token }, rest: buf.subarray(total) }
-      }
+      this.#header = head.subarray(0, HELLO_HEADER)
     }
-    if (buf.length > this.#maxBytes) return fail('ERR_HANDSHAKE_TOO_LARGE', `handshake exceeds the limit of ${this.#maxBytes} bytes`)
-    this.#buf = buf === chunk ? Buffer.from(chunk) : buf
-    return NEED
+    const header = this.#header
+    const resourceLen = header[5]!
+    const total = HELLO_HEADER + resourceLen + header.readUInt16BE(6)
+    if (this.#length < total) return NEED
+    const buf = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#length)
+    this.#chunks = []
+    this.#length = 0
+    this.#header = undefined
+    const resource = buf.toString('utf8', HELLO_HEADER, HELLO_HEADER + resourceLen)
+    const token = buf.toString('latin1', HELLO_HEADER + resourceLen, total)
+    return { state: 'done', value: { resource, token }, rest: buf.subarray(total) }
   }
+}
+
+function tooLarge(maxBytes: number): ParseResult<never> {
+  return fail('ERR_HANDSHAKE_TOO_LARGE', `handshake exceeds the limit of ${maxBytes} bytes`)
 }
 
 /** Encodes a reply frame: `"KWY" ver:u8 status:u8 len:u16be body(JSON)`. */
