@@ -6,7 +6,7 @@ import { pgClient, startStack } from '../helpers/stack.js'
 t.test('a temporary grant ends its session at its expiry', async (t) => {
   const stack = await startStack(t)
   const contractor = await stack.sidecar(await stack.service('contractor'))
-  await stack.admin('grant', 'contractor', 'warehouse', '--for', '3s')
+  await stack.admin('grant', 'contractor', 'warehouse', '--for', '6s')
   const expires = Date.parse(/expires: ['"]?([0-9TZ:.-]+)/.exec(readFileSync(join(stack.dir, 'policy.yaml'), 'utf8'))![1]!)
   // The sidecar binds the new grant on its next sync (auto-connect).
   const bound = await contractor.daemon.waitLog((l) => l.event === 'resource_bound' && l.resource === 'warehouse')

@@ -8,21 +8,21 @@ t.test('a user logs in with email and password, gets a short-lived token of the 
   const created = await stack.run(['admin', 'users', 'create', 'ada@example.com', '--password-stdin'], {})
   t.equal(created.code, 2, 'an empty password on stdin is refused')
   t.equal((await stack.run(['admin', 'users', 'create', 'ada@example.com'])).code, 0)
-  const set = await keywayWithInput(stack, ['admin', 'users', 'set-password', 'ada@example.com', '--password-stdin'], 'correct horse battery\n')
+  const set = await stack.run(['admin', 'users', 'set-password', 'ada@example.com', '--password-stdin'], {}, 'correct horse battery\n')
   t.equal(set.code, 0, set.stderr)
   await stack.admin('roles', 'assign', 'ada@example.com', 'etl')
   const policy = readFileSync(join(stack.dir, 'policy.yaml'), 'utf8')
   t.match(policy, /passwordHash: scrypt\$/)
   t.notMatch(policy, /correct horse battery/, 'the password is stored only as a scrypt hash')
 
-  const wrong = await keywayWithInput(stack, ['login', '--email', 'ada@example.com', '--password-stdin'], 'wrong password\n')
+  const wrong = await stack.run(['login', '--email', 'ada@example.com', '--password-stdin'], {}, 'wrong password\n')
   t.equal(wrong.code, 1)
   t.match(wrong.stderr, /ERR_LOGIN_FAILED/)
   t.equal(wrong.stdout, '')
-  const unknown = await keywayWithInput(stack, ['login', '--email', 'nobody@example.com', '--password-stdin'], 'correct horse battery\n')
+  const unknown = await stack.run(['login', '--email', 'nobody@example.com', '--password-stdin'], {}, 'correct horse battery\n')
   t.match(unknown.stderr, /ERR_LOGIN_FAILED/, 'an unknown email gets the same answer')
 
-  const login = await keywayWithInput(stack, ['login', '--email', 'ada@example.com', '--password-stdin'], 'correct horse battery\n')
+  const login = await stack.run(['login', '--email', 'ada@example.com', '--password-stdin'], {}, 'correct horse battery\n')
   t.equal(login.code, 0, login.stderr)
   const token = login.stdout.trim()
   const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number; iat: number; kw: string }
@@ -36,7 +36,3 @@ t.test('a user logs in with email and password, gets a short-lived token of the 
   t.ok(stack.gateway.lines.some((l) => l.event === 'login_failed'))
   t.notOk(JSON.stringify(stack.gateway.lines).includes('correct horse'), 'no password in the logs')
 })
-
-function keywayWithInput(stack: Awaited<ReturnType<typeof startStack>>, args: string[], input: string) {
-  return import('../helpers/processes.js').then(({ keyway }) => keyway(args, stack.env, input))
-}

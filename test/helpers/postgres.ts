@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process'
 import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { freePort } from './net.js'
 
 const run = promisify(execFile)
 const BIN = process.env.KEYWAY_PG_BIN ?? '/usr/local/bin'
@@ -18,16 +18,6 @@ export interface Postgres {
   stop(): Promise<void>
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 // PostgreSQL refuses to run as root: as root, run its tools as the postgres user.
 function asPostgres(cmd: string, args: string[]): [string, string[]] {

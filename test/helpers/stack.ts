@@ -16,8 +16,8 @@ export interface Stack {
   readonly gatewayMetricsPort: number
   /** Runs `keyway admin ARGS`; fails the call on a non-zero exit. */
   admin(...args: string[]): Promise<Ran>
-  /** Runs `keyway ARGS` with the stack's environment. */
-  run(args: string[], extraEnv?: Record<string, string>): Promise<Ran>
+  /** Runs `keyway ARGS` with the stack's environment (and `input` on stdin). */
+  run(args: string[], extraEnv?: Record<string, string>, input?: string): Promise<Ran>
   /** Creates a service account (with a role, or none) and returns its token. */
   service(name: string, role?: string): Promise<string>
   /** Starts `keyway listen` with `token`; resolves once `keyway wait` says it is ready. */
@@ -58,7 +58,7 @@ export async function startStack(t: Teardown, options: StackOptions = {}): Promi
     KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
     KEYWAY_LOG_LEVEL: 'debug',
   }
-  const run = async (args: string[], extraEnv: Record<string, string> = {}) => keyway(args, { ...env, ...extraEnv })
+  const run = async (args: string[], extraEnv: Record<string, string> = {}, input?: string) => keyway(args, { ...env, ...extraEnv }, input)
   const must = async (args: string[]) => {
     const r = await run(args)
     if (r.code !== 0) throw new Error(`keyway ${args.join(' ')} exited ${r.code}: ${r.stderr}`)

@@ -13,11 +13,9 @@ import type { Logger } from '../../src/observe/index.js'
 import { createDevPki } from '../../src/pki/index.js'
 import type { AccountDoc, PolicyDoc } from '../../src/policy/index.js'
 import { ALPN_TUNNEL, encodeHello, ReplyParser, type Reply } from '../../src/protocol/index.js'
+import type { Teardown } from './net.js'
 
-/** Something with a teardown, like tap's `t`. */
-export interface Teardown {
-  teardown(fn: () => unknown): void
-}
+export type { Teardown }
 
 /** A log line as the gateway wrote it. */
 export type LogLine = Record<string, unknown> & { event?: string; msg?: string; level?: string }
