@@ -8,7 +8,7 @@ import type { CliIo } from './cli/command.js'
 import { systemClock, type Clock } from './clock.js'
 import type { KeywayConfig } from './config/index.js'
 import { formatProblem, KeywayError } from './errors.js'
-import { dialTcp } from './forward/index.js'
+import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
 import { PolicyStore } from './policy/index.js'
@@ -30,6 +30,8 @@ export interface RunningGateway {
 export interface GatewayWorld {
   logger?: Logger
   clock?: Clock
+  /** How upstreams are dialled; default {@link dialTcp}. */
+  dial?: DialFunc
 }
 
 function readPem(path: string, what: string): string {
@@ -56,6 +58,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   let gateway: Gateway | undefined
   const store = new PolicyStore({
     file: config.policy,
+    onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return
       const m = gateway.metrics
@@ -105,25 +108,33 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     logger,
     registry,
     clock,
-    dial: dialTcp,
+    dial: world.dial ?? dialTcp,
+    tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
   store.onChange(() => gateway!.policyChanged())
   if (g.watchPolicy) store.watch()
-  await gateway.start()
-
   let observability: ObservabilityServer | undefined
-  if (g.metrics !== '') {
-    observability = new ObservabilityServer({
-      host: g.metrics.host,
-      port: g.metrics.port,
-      registry,
-      logger,
-      ready: () => (gateway!.accepting ? undefined : 'shutting down'),
-    })
-    const at = await observability.start()
-    logger.info({ event: 'metrics_listening', address: `${at.address}:${at.port}` }, 'metrics listening')
+  try {
+    await gateway.start()
+    if (g.metrics !== '') {
+      observability = new ObservabilityServer({
+        host: g.metrics.host,
+        port: g.metrics.port,
+        registry,
+        logger,
+        ready: () => (gateway!.accepting ? undefined : 'shutting down'),
+        setting: 'gateway.metrics',
+      })
+      const at = await observability.start()
+      logger.info({ event: 'metrics_listening', address: `${at.address}:${at.port}` }, 'metrics listening')
+    }
+  } catch (err) {
+    // A half-started gateway (say, the metrics port is taken) must not keep serving after reporting failure.
+    store.close()
+    await gateway.close()
+    throw err
   }
 
   let closed: Promise<void> | undefined
@@ -142,9 +153,10 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
       }
     },
     close() {
+      // The store keeps reloading while sessions drain: a revocation during the grace still ends them.
       closed ??= (async () => {
-        store.close()
         await gateway!.close()
+        store.close()
         await observability?.close()
       })()
       return closed

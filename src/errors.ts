@@ -46,7 +46,7 @@ export const ERROR_CODES = {
   ERR_INTERNAL: 'An unexpected internal error; the message says more.',
 
   // sidecar and command line
-  ERR_PORT_IN_USE: 'A local port the sidecar must bind is already in use.',
+  ERR_PORT_IN_USE: 'A port that must be bound (a sidecar resource, a gateway or control listener) is already in use.',
   ERR_NOT_CONNECTED: 'The resource is not connected in this sidecar.',
   ERR_SIDECAR_UNREACHABLE: 'The sidecar control endpoint could not be reached.',
   ERR_NOT_READY: 'The sidecar did not become ready in time.',

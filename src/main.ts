@@ -7,9 +7,20 @@ const daemon = argv[0] === 'gateway' || argv[0] === 'listen'
 let stop: AbortController | undefined
 let reload: (() => void) | undefined
 let hupPending = false
-// A daemon must not die of a SIGHUP that arrives while it starts (a config
-// reloader may send one then): hold it until the daemon can reload.
+function stopController(): AbortController {
+  if (!stop) {
+    const controller = new AbortController()
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => controller.abort(sig))
+    stop = controller
+  }
+  return stop
+}
+
+// A daemon must not die of a signal that arrives while it starts (as PID 1 in
+// a container, or from a config reloader): SIGTERM is remembered and honoured
+// once started, SIGHUP is held until the daemon can reload.
 if (daemon) {
+  stopController()
   process.on('SIGHUP', () => {
     if (reload) reload()
     else hupPending = true
@@ -25,12 +36,7 @@ const io: CliIo = {
   // Signal handlers are installed only by the long-running commands that ask
   // for them, so a short command still dies on SIGTERM as usual.
   get stopSignal() {
-    if (!stop) {
-      const controller = new AbortController()
-      for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => controller.abort(sig))
-      stop = controller
-    }
-    return stop.signal
+    return stopController().signal
   },
   onReload: (fn) => {
     if (!daemon) return void process.on('SIGHUP', fn)

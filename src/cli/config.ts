@@ -6,6 +6,7 @@ import { ENV_ALIASES, envNameOf, loadConfig, settingPaths, type KeywayConfig } f
 import { DocumentError, KeywayError } from '../errors.js'
 import { formatHostPort } from '../net/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
+import { MASK, redact } from './redact.js'
 
 const usage = `Usage: keyway config print [--config FILE] [--json] [--sources]
 
@@ -29,25 +30,9 @@ export function loadCliConfig(file: string | undefined, io: CliIo): KeywayConfig
   return loadConfig({ file: file === undefined ? undefined : resolve(io.cwd, file), env: io.env })
 }
 
-/** What replaces a secret in printed configuration. */
-export const MASK = '********'
-
 // Names of settings that would hold a secret inline; paths to files (`tokenFile`) are not secrets.
 const SECRET_KEY = /^(token|password|passphrase|secret|privateKey|apiKey|clientSecret)$|(Token|Password|Secret|PrivateKey)$/
 const SECRET_VALUE = /-----BEGIN [A-Z ]*PRIVATE KEY-----|^eyJ[\w-]*\.[\w-]*\.[\w-]*$|^scrypt\$/
-// A compact JWS anywhere in a value: a token pasted where a path belongs
-// (KEYWAY_TOKEN_FILE=$(cat token)) ends up inside an absolute path.
-const JWS_INSIDE = /eyJ[\w-]*\.[\w-]+\.[\w-]+/g
-
-/**
- * Replaces every known secret (`secrets`, e.g. the KEYWAY_TOKEN value) and
- * every compact-JWS-shaped piece of `text` with {@link MASK}.
- */
-export function redact(text: string, secrets: readonly string[] = []): string {
-  let out = text
-  for (const s of secrets) if (s.length >= 8) out = out.split(s).join(MASK)
-  return out.replace(JWS_INSIDE, MASK)
-}
 
 /**
  * The configuration as plain data for printing: addresses as `host:port`,

@@ -2,6 +2,7 @@ import { DocumentError, isKeywayError, toKeywayError } from '../errors.js'
 import { VERSION } from '../package.js'
 import type { CliIo, Command } from './command.js'
 import { HelpRequested, println } from './command.js'
+import { redact } from './redact.js'
 
 /** Exit codes, documented in the README. */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const
@@ -33,11 +34,13 @@ export async function runCli(argv: string[], commands: readonly Command[], io: C
       return EXIT.ok
     }
     const e = toKeywayError(err)
+    // Messages may echo what the user passed (a token pasted where a path belongs): never print a token.
+    const say = (text: string) => println(io.stderr, redact(text, [io.env.KEYWAY_TOKEN]))
     if (e instanceof DocumentError) {
-      for (const p of e.problems) println(io.stderr, `${p.file}:${p.line}:${p.col}: ${p.message}${p.key ? ` (${p.key})` : ''}`)
-      println(io.stderr, `keyway: ${e.code}: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}`)
+      for (const p of e.problems) say(`${p.file}:${p.line}:${p.col}: ${p.message}${p.key ? ` (${p.key})` : ''}`)
+      say(`keyway: ${e.code}: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}`)
     } else {
-      println(io.stderr, `keyway: ${e.code}: ${e.message}`)
+      say(`keyway: ${e.code}: ${e.message}`)
     }
     return isKeywayError(e, 'ERR_USAGE') ? EXIT.usage : EXIT.failure
   }

@@ -4,7 +4,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { Registry } from 'prom-client'
 import type { SigningKey, TokenVerifier } from '../auth/index.js'
 import type { Clock } from '../clock.js'
-import type { ErrorCode } from '../errors.js'
+import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
 import type { Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
@@ -29,6 +29,11 @@ export interface GatewayOptions {
   registry: Registry
   clock: Clock
   dial: DialFunc
+  /**
+   * How long a live session's token stays valid past its `exp`: the verifier's
+   * clock tolerance, so admission and the revocation sweep agree. Default 0.
+   */
+  tokenExpiryGraceMs?: number
 }
 
 /**
@@ -55,6 +60,7 @@ export class Gateway {
       clock: options.clock,
       policy: options.policy,
       onRevoke: (session, code) => this.#revoke(session, code),
+      expiryGraceMs: options.tokenExpiryGraceMs ?? 0,
     })
     this.#tunnels = {
       settings: options.settings,
@@ -111,9 +117,17 @@ export class Gateway {
   /** Listens on the configured address. */
   async start(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
-      this.#tls.once('error', reject)
+      const onError = (err: NodeJS.ErrnoException) => {
+        const at = `${this.#options.host}:${this.#options.port}`
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new KeywayError('ERR_PORT_IN_USE', `the gateway cannot listen on ${at} (gateway.listen): the port is already in use`, { cause: err })
+            : new KeywayError('ERR_CONFIG_INVALID', `the gateway cannot listen on ${at} (gateway.listen): ${err.message}`, { cause: err }),
+        )
+      }
+      this.#tls.once('error', onError)
       this.#tls.listen({ host: this.#options.host, port: this.#options.port, backlog: 1024 }, () => {
-        this.#tls.off('error', reject)
+        this.#tls.off('error', onError)
         resolve()
       })
     })

@@ -21,15 +21,18 @@ export class SessionRegistry {
   readonly #clock: Clock
   readonly #policy: () => CompiledPolicy
   readonly #onRevoke: (session: LiveSession, code: ErrorCode) => void
+  /** A token stays valid this long past its `exp` (`tokens.clockTolerance`), as when it was verified. */
+  readonly expiryGraceMs: number
   readonly #sessions = new Map<string, LiveSession>()
   readonly #byAccount = new Map<string, Set<LiveSession>>()
   #timer: TimerHandle | undefined
   #timerAt = Infinity
 
-  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void }) {
+  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void; expiryGraceMs?: number }) {
     this.#clock = options.clock
     this.#policy = options.policy
     this.#onRevoke = options.onRevoke
+    this.expiryGraceMs = options.expiryGraceMs ?? 0
   }
 
   get size(): number {
@@ -47,7 +50,7 @@ export class SessionRegistry {
     if (!set) this.#byAccount.set(session.token.accountId, (set = new Set()))
     set.add(session)
     const now = this.#clock.now()
-    const at = Math.min(session.token.expiresAt, this.#policy().nextExpiry(now))
+    const at = Math.min(session.token.expiresAt + this.expiryGraceMs, this.#policy().nextExpiry(now))
     if (at < this.#timerAt) this.#setTimer(at, now)
   }
 
@@ -63,9 +66,12 @@ export class SessionRegistry {
     return this.#sessions.values()
   }
 
-  /** Why `session` may no longer run under `policy` at `now`, or undefined. */
-  static revocationOf(session: LiveSession, policy: CompiledPolicy, now: number): ErrorCode | undefined {
-    if (!(session.token.expiresAt > now)) return 'ERR_TOKEN_EXPIRED'
+  /**
+   * Why `session` may no longer run under `policy` at `now`, or undefined.
+   * `expiryGraceMs`: the clock tolerance the token was verified with.
+   */
+  static revocationOf(session: LiveSession, policy: CompiledPolicy, now: number, expiryGraceMs = 0): ErrorCode | undefined {
+    if (!(session.token.expiresAt + expiryGraceMs > now)) return 'ERR_TOKEN_EXPIRED'
     const tokenCode = checkTokenStillValid(session.token, policy, now)
     if (tokenCode) return tokenCode
     const decision = policy.decide(session.token.accountId, session.resource, now)
@@ -78,7 +84,7 @@ export class SessionRegistry {
     const now = this.#clock.now()
     let closed = 0
     for (const session of [...this.#sessions.values()]) {
-      const code = SessionRegistry.revocationOf(session, policy, now)
+      const code = SessionRegistry.revocationOf(session, policy, now, this.expiryGraceMs)
       if (code) {
         closed++
         this.delete(session)
@@ -93,7 +99,7 @@ export class SessionRegistry {
     if (this.#sessions.size === 0) return this.#setTimer(Infinity, 0)
     const now = this.#clock.now()
     let at = this.#policy().nextExpiry(now)
-    for (const s of this.#sessions.values()) if (s.token.expiresAt < at) at = s.token.expiresAt
+    for (const s of this.#sessions.values()) if (s.token.expiresAt + this.expiryGraceMs < at) at = s.token.expiresAt + this.expiryGraceMs
     this.#setTimer(at, now)
   }
 

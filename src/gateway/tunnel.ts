@@ -69,6 +69,8 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   const client = clientOf(socket)
   const parser = new HelloParser(ctx.settings.handshakeMaxBytes)
   let answered = false
+  // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
+  let helloDone = false
   ctx.open++
   let counted = true
   const release = () => {
@@ -111,6 +113,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     const parsed = parser.push(chunk)
     if (parsed.state === 'need') return
     if (parsed.state === 'error') return refuse(parsed.error.code, parsed.error.message)
+    helloDone = true
     socket.removeListener('data', onData)
     socket.pause()
     ctx.clock.clearTimeout(timer)
@@ -153,7 +156,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
       resource: hello.resource,
       forward: undefined as never,
     }
-    const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now())
+    const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
     if (late) {
       upstream.destroy()
       return refuse(late, `access to "${hello.resource}" ended: ${late}`, hello, token)
@@ -166,6 +169,8 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
       maxLifetimeMs: ctx.settings.maxLifetime,
       halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
       initialAToB: rest.length > 0 ? rest : undefined,
+      // The gateway's clock decides the lifetime and half-close limits too (tests inject one).
+      clock: ctx.clock,
     })
     ;(session as { forward: typeof fwd }).forward = fwd
     socket.resume()
@@ -220,7 +225,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   })
   socket.on('end', () => {
     // A peer that ends its side before the hello is complete will never finish it.
-    if (!answered) refuse('ERR_HANDSHAKE_MALFORMED', 'peer ended the stream before the handshake completed')
+    if (!answered && !helloDone) refuse('ERR_HANDSHAKE_MALFORMED', 'peer ended the stream before the handshake completed')
   })
   if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
   if (ctx.open > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from 'pino'
+import { KeywayError } from '../errors.js'
 
 /** A route beyond the built-in /healthz, /readyz and /metrics. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean
@@ -16,6 +17,8 @@ export interface ObservabilityServerOptions {
   ready: () => string | undefined
   /** Extra routes tried first (the sidecar's control API). */
   routes?: Route[]
+  /** The setting that names the address, for errors (`gateway.metrics`, `sidecar.control`). */
+  setting?: string
 }
 
 /** Writes a JSON answer. */
@@ -63,7 +66,14 @@ export class ObservabilityServer {
   /** Listens; rejects with the listen error (EADDRINUSE…). */
   async start(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(err)
+      const onError = (err: NodeJS.ErrnoException) => {
+        const at = `${this.#options.host}:${this.#options.port}`
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new KeywayError('ERR_PORT_IN_USE', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): the port is already in use`, { cause: err })
+            : new KeywayError('ERR_CONFIG_INVALID', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): ${err.message}`, { cause: err }),
+        )
+      }
       this.#server.once('error', onError)
       this.#server.listen({ host: this.#options.host, port: this.#options.port }, () => {
         this.#server.off('error', onError)

@@ -109,6 +109,7 @@ export async function startControlServer(options: ControlServerOptions): Promise
     logger: options.logger,
     ready: () => options.target.ready(),
     routes: controlRoutes(options.target),
+    setting: 'sidecar.control (the sidecar control endpoint)',
   })
   try {
     const bound = await server.start()
@@ -117,14 +118,8 @@ export async function startControlServer(options: ControlServerOptions): Promise
       `control endpoint on ${formatHostPort({ host: bound.address, port: bound.port })}`,
     )
   } catch (err) {
-    const where = formatHostPort(options.address)
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new KeywayError('ERR_PORT_IN_USE', `cannot listen on ${where} for the sidecar control endpoint: the port is already in use`, {
-        cause: err,
-        detail: { port: options.address.port },
-      })
-    }
-    throw new KeywayError('ERR_INTERNAL', `cannot listen on ${where} for the sidecar control endpoint: ${(err as Error).message}`, { cause: err })
+    await server.close()
+    throw err
   }
   return server
 }

@@ -39,6 +39,13 @@ export interface GatewayClientOptions {
   backoffBaseMs?: number
   /** Backoff cap. Default 5000. */
   backoffMaxMs?: number
+  /**
+   * Resume TLS sessions for tunnels: the last session ticket each gateway
+   * issued is offered on the next tunnel to it, which skips the certificate
+   * chain check and the gateway's signature (an abbreviated handshake; a
+   * ticket the gateway no longer accepts falls back to a full one). Default true.
+   */
+  tlsSessionResumption?: boolean
 }
 
 /** What the client knows about its gateways, for status and readiness. */
@@ -129,6 +136,11 @@ export class GatewayClient {
   readonly #backoffBase: number
   readonly #backoffMax: number
   readonly #agent: DialAgent
+  readonly #resume: boolean
+  /** One TLS context for every tunnel: tls.connect would otherwise build one (parsing the CA) per connection. */
+  readonly #tunnelContext: tls.SecureContext
+  /** Last TLS session ticket per gateway (`host:port`), for tunnels only. */
+  readonly #tlsSessions = new Map<string, Buffer>()
   #good = 0
   #up = false
   #failures = 0
@@ -147,6 +159,8 @@ export class GatewayClient {
     this.#random = options.random ?? Math.random
     this.#backoffBase = options.backoffBaseMs ?? 250
     this.#backoffMax = options.backoffMaxMs ?? 5_000
+    this.#resume = options.tlsSessionResumption ?? true
+    this.#tunnelContext = tls.createSecureContext({ ca: this.#ca, minVersion: 'TLSv1.2' })
     this.#agent = new DialAgent({ keepAlive: true, maxSockets: 4, ca: this.#ca, ALPNProtocols: [ALPN_HTTP] }, this.#connectTls)
   }
 
@@ -266,12 +280,21 @@ export class GatewayClient {
   #connect(gw: HostPort, alpn: string, timeoutMs: number): Promise<tls.TLSSocket> {
     return new Promise((resolve, reject) => {
       let socket: tls.TLSSocket
+      const resume = this.#resume && alpn === ALPN_TUNNEL
+      const key = resume ? formatHostPort(gw) : ''
+      const session = resume ? this.#tlsSessions.get(key) : undefined
       try {
-        socket = this.#connectTls({ ...this.#tlsOptions(gw), ALPNProtocols: [alpn], allowHalfOpen: true })
+        const options: TlsDialOptions = { ...this.#tlsOptions(gw), ALPNProtocols: [alpn], allowHalfOpen: true }
+        if (alpn === ALPN_TUNNEL) options.secureContext = this.#tunnelContext
+        if (session !== undefined) options.session = session
+        socket = this.#connectTls(options)
       } catch (err) {
         reject(new Unreachable((err as Error).message))
         return
       }
+      // Every tunnel takes the newest ticket: TLS 1.3 tickets arrive after the handshake.
+      if (resume) socket.once('session', (ticket: Buffer) => this.#tlsSessions.set(key, ticket))
+      const tlsSessions = this.#tlsSessions
       const timer = timeoutMs > 0 ? this.#clock.setTimeout(() => fail(new Error(`no TLS connection within ${timeoutMs} ms`)), timeoutMs) : undefined
       const cleanup = (): void => {
         if (timer !== undefined) this.#clock.clearTimeout(timer)
@@ -281,6 +304,8 @@ export class GatewayClient {
       }
       function fail(err: Error): void {
         cleanup()
+        // Never offer a ticket again to a gateway whose handshake just failed.
+        if (resume) tlsSessions.delete(key)
         socket.on('error', ignoreError)
         socket.destroy()
         reject(new Unreachable((err as NodeJS.ErrnoException).code ? `${(err as NodeJS.ErrnoException).code}: ${err.message}` : err.message))

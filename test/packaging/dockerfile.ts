@@ -15,7 +15,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -210,8 +210,14 @@ interface Ran {
   stderr: string
 }
 
-async function run(argv: string[], options: { cwd: string; env: Record<string, string> }): Promise<Ran> {
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] })
+/** The uid and gid to run image commands as: the Dockerfile's USER when the test can switch to it (as root). */
+interface RunAs {
+  uid?: number
+  gid?: number
+}
+
+async function run(argv: string[], options: { cwd: string; env: Record<string, string> } & RunAs): Promise<Ran> {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, uid: options.uid, gid: options.gid, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
@@ -285,6 +291,11 @@ async function buildStages(df: Dockerfile, scratch: string, context: string): Pr
 
 // ------------------------------------------------------------------ tests
 
+// Two npm installs and a compile take about 30 s on an idle machine; a busy CI
+// runner running other files in parallel can take several times that, beyond
+// the 120 s of .taprc. The root timeout tells the runner.
+if (!SKIP) t.setTimeout(300_000)
+
 const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
 const runtime = dockerfile.stages.at(-1)!
 const build = dockerfile.stages[0]!
@@ -354,7 +365,6 @@ t.test('.dockerignore keeps secrets, state and local builds out of the context',
 })
 
 t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SKIP_PACKAGING=1' : false }, async (t) => {
-  t.setTimeout(240_000)
   const scratch = mkdtempSync(join(tmpdir(), 'keyway-image-'))
   t.teardown(() => rmSync(scratch, { recursive: true, force: true }))
   const context = join(scratch, 'context')
@@ -365,6 +375,11 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
   const built = await buildStages(dockerfile, scratch, context)
   const root = built.runtime
   const app = join(root, 'app')
+  // Run the image's commands as its USER when this test runs as root (CI does), as Docker would:
+  // proves the unprivileged user can read everything and needs to write nothing.
+  const [uid, gid] = (last(runtime, 'USER')?.rest ?? '0').split(':').map(Number) as [number, number | undefined]
+  const as: RunAs = process.getuid?.() === 0 && uid > 0 ? { uid, gid: gid ?? uid } : {}
+  if (as.uid !== undefined) chmodSync(scratch, 0o755) // mkdtemp makes it 0700
 
   // The image's environment, with its absolute paths inside the scratch root.
   const imageEnv: Record<string, string> = { ...baseEnv() }
@@ -377,7 +392,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     const health = last(runtime, 'HEALTHCHECK')!
     return inImage(execForm({ ...health, rest: health.rest.replace(/^CMD\s+/, '') }))
   }
-  const keyway = (args: string[], env: Record<string, string> = {}) => run(inImage([...entrypoint, ...args]), { cwd: app, env: { ...imageEnv, ...env } })
+  const keyway = (args: string[], env: Record<string, string> = {}) => run(inImage([...entrypoint, ...args]), { cwd: app, env: { ...imageEnv, ...env }, ...as })
 
   t.test('no TypeScript and no dev dependency at run time', async (t) => {
     for (const dev of Object.keys(PKG.devDependencies)) {
@@ -422,6 +437,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     t.equal(config.sidecar.control, '127.0.0.1:7070')
     t.equal(config.gateway.listen, '0.0.0.0:7443', 'the gateway listens on the container network')
     t.equal(config.gateway.metrics, '127.0.0.1:9464')
+    // Any readable file passes for the CA here: the control address is refused before any TLS.
     const refused = await keyway(['listen'], { KEYWAY_TOKEN: TOKEN, KEYWAY_CA: join(root, 'etc/keyway/keyway.yaml'), KEYWAY_CONTROL: '0.0.0.0:7070' })
     t.equal(refused.code, 1, 'the sidecar control endpoint never leaves loopback')
     t.match(refused.stderr, /ERR_CONFIG_INVALID.*loopback/)
@@ -434,7 +450,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     writeFileSync(caFile, pki.caCertPem)
     const env = { ...imageEnv, KEYWAY_TOKEN: TOKEN, KEYWAY_GATEWAY: gateway.address, KEYWAY_CA: caFile, KEYWAY_CONTROL: '127.0.0.1:0' }
     const [command, ...args] = inImage([...entrypoint, ...execForm(last(runtime, 'CMD')!)])
-    const child = spawn(command!, args, { cwd: app, env, stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(command!, args, { cwd: app, env, ...as, stdio: ['ignore', 'ignore', 'pipe'] })
     const exited = once(child, 'exit') as Promise<[number | null, string | null]>
     t.teardown(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -448,17 +464,20 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
       })
       void exited.then(([code]) => reject(new Error(`keyway listen exited ${code} before listening:\n${log}`)))
     })
+    if (as.uid !== undefined && existsSync(`/proc/${child.pid}/status`)) {
+      t.match(readFileSync(`/proc/${child.pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${as.uid}\\s`, 'm'), `runs as the image's user ${as.uid}`)
+    }
     // In the container the address is the fixed 127.0.0.1:7070; here port 0 picked one.
     // Only the sidecar's endpoint: whatever else listens on this machine's 9464 must not count.
     const probeEnv = { ...imageEnv, KEYWAY_CONTROL: control, KEYWAY_GATEWAY_METRICS: '' }
     const healthcheck = healthcheckCommand()
-    const healthy = await run(healthcheck, { cwd: app, env: probeEnv })
+    const healthy = await run(healthcheck, { cwd: app, env: probeEnv, ...as })
     t.equal(healthy.code, 0, `HEALTHCHECK passes: ${healthy.stdout}${healthy.stderr}`)
 
     const job = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/job-with-sidecar.yaml'), 'utf8')).map((d) => d.toJS() as any)
     const sidecar = job.find((d) => d.kind === 'Job').spec.template.spec.initContainers.find((c: any) => c.restartPolicy === 'Always')
     const startup = inImage(sidecar.startupProbe.exec.command as string[])
-    const ready = await run(startup, { cwd: app, env: probeEnv })
+    const ready = await run(startup, { cwd: app, env: probeEnv, ...as })
     t.equal(ready.code, 0, `the Kubernetes startupProbe command passes once the sidecar is ready: ${ready.stderr}`)
     t.ok(gateway.counts.resourcePolls > 0, 'the sidecar asked the gateway for its resources')
 
@@ -466,9 +485,9 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     const [code, signal] = await exited
     t.equal(code, 0, `SIGTERM drains and exits 0 (signal ${signal})`)
     t.match(log, /"event":"sidecar_stopping"/)
-    const unhealthy = await run(healthcheck, { cwd: app, env: probeEnv })
+    const unhealthy = await run(healthcheck, { cwd: app, env: probeEnv, ...as })
     t.equal(unhealthy.code, 1, `HEALTHCHECK fails when nothing answers: ${unhealthy.stdout}`)
-    const notReady = await run(inImage(['node', '/app/bin/keyway.js', 'wait', '--timeout', '0.2']), { cwd: app, env: probeEnv })
+    const notReady = await run(inImage(['node', '/app/bin/keyway.js', 'wait', '--timeout', '0.2']), { cwd: app, env: probeEnv, ...as })
     t.equal(notReady.code, 1, 'keyway wait fails without a sidecar')
     t.match(notReady.stderr, /ERR_NOT_READY/)
   })
@@ -490,14 +509,14 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     await new Promise<void>((resolve) => closed.close(() => resolve()))
     const healthcheck = healthcheckCommand()
     const env = { ...imageEnv, KEYWAY_CONTROL: `127.0.0.1:${nobody}`, KEYWAY_GATEWAY_METRICS: `0.0.0.0:${port}` }
-    const ok = await run(healthcheck, { cwd: app, env })
+    const ok = await run(healthcheck, { cwd: app, env, ...as })
     t.equal(ok.code, 0, `a wildcard metrics address is probed on loopback: ${ok.stdout}`)
-    const gatewayOnly = await run([...healthcheck, 'gateway'], { cwd: app, env })
+    const gatewayOnly = await run([...healthcheck, 'gateway'], { cwd: app, env, ...as })
     t.equal(gatewayOnly.code, 0, gatewayOnly.stdout)
-    const listenOnly = await run([...healthcheck, 'listen'], { cwd: app, env })
+    const listenOnly = await run([...healthcheck, 'listen'], { cwd: app, env, ...as })
     t.equal(listenOnly.code, 1, `asked for the sidecar only, the gateway's answer does not count: ${listenOnly.stdout}`)
     status = 500
-    const failing = await run(healthcheck, { cwd: app, env })
+    const failing = await run(healthcheck, { cwd: app, env, ...as })
     t.equal(failing.code, 1, `a non-200 /healthz is unhealthy: ${failing.stdout}`)
   })
 })

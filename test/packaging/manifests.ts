@@ -6,8 +6,9 @@
  * loopback only), grace periods exceed the drain grace, and the example
  * policy compiles and grants the port the job dials.
  */
-import t, { type Test } from 'tap'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import t from 'tap'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { basename, dirname, join, posix } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseAllDocuments } from 'yaml'
@@ -84,15 +85,19 @@ function mountedFile(pod: Pod, c: Doc, path: string): { volume: Doc; text?: stri
   return { volume }
 }
 
+const scratch = mkdtempSync(join(tmpdir(), 'keyway-manifests-'))
+t.teardown(() => rmSync(scratch, { recursive: true, force: true }))
+let written = 0
+
 /** Loads a Keyway container's configuration as the process would: its file, then its KEYWAY_* variables. */
-function effectiveConfig(t: Test, pod: Pod, c: Doc): KeywayConfig {
+function effectiveConfig(pod: Pod, c: Doc): KeywayConfig {
   const env = envOf(c)
   const file = env.KEYWAY_CONFIG ?? IMAGE_CONFIG_PATH
   let local = IMAGE_CONFIG
   if (file !== IMAGE_CONFIG_PATH) {
     const found = mountedFile(pod, c, file)
     if (typeof found === 'string' || found.text === undefined) throw new Error(`${c.name}: KEYWAY_CONFIG ${file}: ${typeof found === 'string' ? found : 'not in these manifests'}`)
-    local = join(t.testdir(), basename(file))
+    local = join(scratch, `${++written}-${basename(file)}`)
     writeFileSync(local, found.text)
   }
   return loadConfig({ file: local, env })
@@ -121,7 +126,7 @@ t.test('every KEYWAY_* variable is a real setting, and every value is valid', as
       for (const e of c.env ?? []) {
         if (String(e.name).startsWith('KEYWAY_')) t.ok(KNOWN_ENV.has(e.name), `${pod.owner._file} ${c.name}: ${e.name} is read by Keyway`)
       }
-      if (isKeyway(c)) t.doesNotThrow(() => effectiveConfig(t, pod, c), `${pod.owner._file} ${c.name}: the configuration loads`)
+      if (isKeyway(c)) t.doesNotThrow(() => effectiveConfig(pod, c), `${pod.owner._file} ${c.name}: the configuration loads`)
     }
   }
 })
@@ -149,7 +154,7 @@ t.test('volumes and mounts agree', async (t) => {
 t.test('every file a Keyway container reads is mounted', async (t) => {
   for (const pod of pods) {
     for (const c of containersOf(pod).filter(isKeyway)) {
-      const config = effectiveConfig(t, pod, c)
+      const config = effectiveConfig(pod, c)
       const command = keywayCommand(c)
       t.ok(COMMANDS.some((k) => k.name === command), `${c.name}: keyway ${command} is a command`)
       t.equal(c.command, undefined, `${c.name}: the image's entrypoint runs (no command override)`)
@@ -202,7 +207,7 @@ t.test('the gateway: ports, probes, Service, disruption budget, grace', async (t
   const deployment = deployments[0]!
   const pod = pods.find((p) => p.owner === deployment)!
   const c = deployment.spec.template.spec.containers.find(isKeyway)
-  const config = effectiveConfig(t, pod, c)
+  const config = effectiveConfig(pod, c)
   t.ok(deployment.spec.replicas >= 2, 'at least two replicas')
   t.equal(config.gateway.listen.host, '0.0.0.0', 'the tunnel listener is reachable from the Service')
   t.not(config.gateway.metrics, '', 'the metrics listener is on')
@@ -242,7 +247,7 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
   t.equal(sidecar.restartPolicy, 'Always', 'restartPolicy: Always makes it a native sidecar')
   t.ok(['Never', 'OnFailure'].includes(pod.spec.restartPolicy), 'the pod runs to completion')
   t.notOk(pod.spec.containers.some(isKeyway), 'the sidecar is not a regular container (it would keep the Job from completing)')
-  const config = effectiveConfig(t, pod, sidecar)
+  const config = effectiveConfig(pod, sidecar)
 
   t.ok(sidecar.startupProbe, 'a startupProbe gates the job containers')
   for (const [name, probe] of probesOf(sidecar)) {
@@ -274,7 +279,7 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
   // The job dials 127.0.0.1 on a port the policy assigns to a resource its role grants.
   const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
   const gw = gatewayPod.spec.containers.find(isKeyway)
-  const gwConfig = effectiveConfig(t, gatewayPod, gw)
+  const gwConfig = effectiveConfig(gatewayPod, gw)
   const policyFile = mountedFile(gatewayPod, gw, gwConfig.policy)
   t.ok(typeof policyFile !== 'string' && policyFile.text, 'the policy is in deploy/kubernetes')
   if (typeof policyFile === 'string' || policyFile.text === undefined) return

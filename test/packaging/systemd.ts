@@ -7,7 +7,7 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { COMMANDS } from '../../src/cli/commands.js'
 import { ENV_ALIASES, envNameOf, loadConfig, settingPaths } from '../../src/config/index.js'
@@ -110,11 +110,12 @@ t.test('every KEYWAY_* variable is a real setting; secrets come as credentials',
 })
 
 t.test('TimeoutStopSec exceeds the drain grace of the example configuration', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'keyway.yaml')
+  writeFileSync(file, readFileSync(join(DIR, 'keyway.yaml'), 'utf8'))
   for (const u of units) {
-    const credentials = t.testdir()
-    const env = Object.fromEntries(Object.entries(u.env).map(([k, v]) => [k, v.replace('%d', credentials).replace('%S', '/var/lib')]))
-    const file = join(t.testdir(), 'keyway.yaml')
-    writeFileSync(file, readFileSync(join(DIR, 'keyway.yaml'), 'utf8'))
+    // %d is the service's credentials folder, %S /var/lib: only the paths matter, nothing is read.
+    const env = Object.fromEntries(Object.entries(u.env).map(([k, v]) => [k, v.replace('%d', '/run/credentials/unit').replace('%S', '/var/lib')]))
     const config = loadConfig({ file, env })
     const drain = u.command === 'gateway' ? config.gateway.drainGrace : config.sidecar.drainGrace
     const stop = unitSeconds(u.one('TimeoutStopSec') ?? '90s')
@@ -160,17 +161,21 @@ t.test('systemd-analyze verify and security', { skip: analyze.status === 0 ? fal
     writeFileSync(join(dir, name), readFileSync(join(DIR, u.file), 'utf8').replaceAll('/usr/bin/keyway', join(ROOT, 'bin/keyway.js')))
     return join(dir, name)
   })
-  const verify = spawnSync('systemd-analyze', ['verify', ...paths], { encoding: 'utf8' })
-  t.equal(verify.status, 0, verify.stderr)
-  // verify exits 0 on unknown keys and bad values, but says so.
-  t.equal((verify.stdout + verify.stderr).trim(), '', 'no warning')
+  const verify = spawnSync('systemd-analyze', ['verify', ...paths], { encoding: 'utf8', timeout: 60_000 })
+  const output = `${verify.stdout ?? ''}${verify.stderr ?? ''}`
+  // verify exits 0 on unknown keys and bad values, but names the unit and line. Lines about
+  // other units or the machine (no running systemd, ...) are not this test's business.
+  const ours = output.split('\n').filter((l) => paths.some((p) => l.includes(basename(p))))
+  t.same(ours, [], 'no warning about these units')
+  if (ours.length === 0 && verify.status !== 0) t.comment(`systemd-analyze verify exited ${verify.status} for reasons outside these units:\n${output}`)
+  else if (output.trim() !== '') t.comment(output)
   for (const path of paths) {
-    const security = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=25', path], { encoding: 'utf8' })
+    const security = spawnSync('systemd-analyze', ['security', '--offline=true', '--threshold=25', path], { encoding: 'utf8', timeout: 60_000 })
     if (/unrecognized option|Unknown option/i.test(security.stderr)) {
       t.comment('systemd-analyze security --offline needs systemd 250 or later')
       break
     }
     const score = /Overall exposure level for \S+: ([\d.]+)/.exec(security.stdout)
-    t.ok(score && Number(score[1]) <= 2.5, `${path}: exposure ${score?.[1]} (0 best, 10 worst)`)
+    t.ok(score && Number(score[1]) <= 2.5, `${basename(path)}: exposure ${score?.[1]} (0 best, 10 worst)${score ? '' : `\n${security.stdout}${security.stderr}`}`)
   }
 })
