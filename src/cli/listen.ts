@@ -17,13 +17,15 @@ Options:
   --gateway LIST      gateways to try in order (sidecar.gateways, KEYWAY_GATEWAY)
   --ca FILE           CA certificate of the gateways (sidecar.ca, KEYWAY_CA)
   --token-file FILE   file holding the service token (sidecar.tokenFile, KEYWAY_TOKEN_FILE)
-  --control HOST:PORT control endpoint, loopback only (sidecar.control, KEYWAY_CONTROL; default 127.0.0.1:7070)`
+  --control HOST:PORT control endpoint, loopback only (sidecar.control, KEYWAY_CONTROL; default 127.0.0.1:7070)
+  --log-level LEVEL   fatal, error, warn, info, debug, trace, silent (log.level, KEYWAY_LOG_LEVEL)`
 
 const OPTIONS = {
   gateway: { type: 'string' },
   ca: { type: 'string' },
   'token-file': { type: 'string' },
   control: { type: 'string' },
+  'log-level': { type: 'string' },
 } as const
 
 /** `keyway listen`: the sidecar. */
@@ -41,6 +43,7 @@ export const command: Command = {
         'sidecar.ca': values.ca,
         'sidecar.tokenFile': values['token-file'],
         'sidecar.control': values.control,
+        'log.level': values['log-level'],
       },
     })
     return runSidecar(config, io)
