@@ -60,6 +60,30 @@ t.test('openTunnel: hello, OK reply, then bytes echo exactly', async (t) => {
   t.equal(client.state().up, true)
 })
 
+t.test('openTunnel: later tunnels resume the TLS session; resumption can be turned off', async (t) => {
+  const { client } = await setup(t)
+  const first = await client.openTunnel('pg', TOKEN)
+  t.equal(first.socket.isSessionReused(), false, 'the first tunnel does a full handshake')
+  // TLS 1.3 tickets arrive after the handshake, with the first bytes read.
+  first.socket.resume()
+  await roundTrip(first.socket, Buffer.from('ping'))
+  first.socket.destroy()
+  const second = await client.openTunnel('pg', TOKEN)
+  t.equal(second.socket.isSessionReused(), true, 'the next one resumes')
+  second.socket.resume()
+  t.ok((await roundTrip(second.socket, Buffer.from('pong'))).equals(Buffer.from('pong')))
+  second.socket.destroy()
+
+  const { client: plain } = await setup(t, { tlsSessionResumption: false })
+  const a = await plain.openTunnel('pg', TOKEN)
+  a.socket.resume()
+  await roundTrip(a.socket, Buffer.from('ping'))
+  a.socket.destroy()
+  const b = await plain.openTunnel('pg', TOKEN)
+  t.equal(b.socket.isSessionReused(), false)
+  b.socket.destroy()
+})
+
 t.test('openTunnel: bytes sent right after the reply come back as rest', async (t) => {
   const greeting = Buffer.from('SSH-2.0-fake\r\n')
   const { client } = await setup(t, {}, greeting)

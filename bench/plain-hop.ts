@@ -1,0 +1,47 @@
+/**
+ * BENCHMARK ONLY: "Keyway's gateway alone as one plaintext hop".
+ *
+ * A plain TCP listener whose accepted connections take the gateway's data
+ * path after the handshake: `dialTcp` to a fixed upstream with the gateway's
+ * connect timeout, then `forward()` with the gateway's default idle,
+ * lifetime and half-close settings (from the configuration schema). What it
+ * leaves out is exactly what HAProxy's one TCP hop does not do either: TLS,
+ * the hello, token verification, the policy decision, the session registry,
+ * metrics and logs. It is not a mode of `keyway gateway` and is never used
+ * outside bench/run.ts.
+ *
+ *   node dist/bench/plain-hop.js LISTEN_PORT:UPSTREAM_PORT [...]
+ *
+ * Prints `ready` on stdout once every listener is bound.
+ */
+import * as net from 'node:net'
+import { configSchema } from '../src/config/schema.js'
+import { dialTcp, forward } from '../src/forward/index.js'
+
+const settings = configSchema.parse({}).gateway
+
+function serve(listenPort: number, upstreamPort: number): Promise<void> {
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
+    socket.on('error', () => {})
+    dialTcp('127.0.0.1', upstreamPort, { timeoutMs: settings.connectTimeout }).then(
+      (upstream) => {
+        if (socket.destroyed) return void upstream.destroy()
+        forward(socket, upstream, {
+          idleTimeoutMs: settings.idleTimeout,
+          maxLifetimeMs: settings.maxLifetime,
+          halfCloseTimeoutMs: settings.halfCloseTimeout,
+        })
+      },
+      () => socket.destroy(),
+    )
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ host: '127.0.0.1', port: listenPort, backlog: 1024 }, () => resolve())
+  })
+}
+
+const pairs = process.argv.slice(2).map((a) => a.split(':').map(Number) as [number, number])
+await Promise.all(pairs.map(([l, u]) => serve(l, u)))
+process.stdout.write('ready\n')
+process.on('SIGTERM', () => process.exit(0))
