@@ -186,6 +186,7 @@ const keywayHop: Forwarder = {
   async start(ctx) {
     const ports = { iperf: await freePort(), redis: await freePort() }
     const [cmd, args] = pinned(ctx.cores, process.execPath, [
+      ...benchNodeArgs,
       join(ROOT, 'dist', 'bench', 'plain-hop.js'),
       `${ports.iperf}:${ctx.up.iperf}`,
       `${ports.redis}:${ctx.up.redis}`,
@@ -239,6 +240,13 @@ export async function setupKeyway(dir: string, up: Upstreams): Promise<KeywaySet
   return { stateDir, config, token, ports, env }
 }
 
+/**
+ * Extra node flags for the keyway processes (gateway and listen) and the
+ * plaintext hop, from KEYWAY_BENCH_NODE_ARGS (space-separated), e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` (NODE_OPTIONS refuses --cpu-prof).
+ */
+export const benchNodeArgs: string[] = (process.env.KEYWAY_BENCH_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '')
+
 /** Extra gateway settings for the keyway chain, e.g. `KEYWAY_GATEWAY_WORKERS`. */
 export const keywayGatewayEnv: Record<string, string> = {}
 
@@ -265,10 +273,10 @@ const keyway: Forwarder = {
       KEYWAY_TOKEN: k.token,
       ...keywayGatewayEnv,
     }
-    const [gcmd, gargs] = pinned(ctx.cores, process.execPath, [KEYWAY_BIN, 'gateway'])
+    const [gcmd, gargs] = pinned(ctx.cores, process.execPath, [...benchNodeArgs, KEYWAY_BIN, 'gateway'])
     const g = startDaemon('keyway-gateway', gcmd, gargs, { env, log: join(ctx.dir, 'keyway-gateway.log') })
     await waitPort(gatewayPort)
-    const [scmd, sargs] = pinned(ctx.cores, process.execPath, [KEYWAY_BIN, 'listen'])
+    const [scmd, sargs] = pinned(ctx.cores, process.execPath, [...benchNodeArgs, KEYWAY_BIN, 'listen'])
     const s = startDaemon('keyway-listen', scmd, sargs, { env, log: join(ctx.dir, 'keyway-listen.log') })
     const ready = await run(process.execPath, [KEYWAY_BIN, 'wait', '--timeout', '20', '--control', control], { timeoutMs: 30_000, env })
     if (ready.code !== 0) {

@@ -126,6 +126,11 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         logger,
         ready: () => (gateway!.accepting ? undefined : 'shutting down'),
         setting: 'gateway.metrics',
+        // Ready while accepting, even on a kept last good policy; the body says which policy is in force.
+        readyDetail: () => {
+          const error = store.lastError
+          return { policy: { generation: store.current().generation, lastReloadOk: error === undefined, ...(error ? { code: error.code, error: error.message } : {}) } }
+        },
       })
       const at = await observability.start()
       logger.info({ event: 'metrics_listening', address: `${at.address}:${at.port}` }, 'metrics listening')

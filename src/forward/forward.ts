@@ -154,7 +154,10 @@ const FLAG_FINISHED = 32
 // TLS sockets offer no public way to reset their TCP connection: they close.
 function resetOrDestroy(socket: net.Socket): void {
   if (socket.destroyed) return
-  if ((socket as { encrypted?: boolean }).encrypted === true) {
+  // After end() libuv has a shutdown in flight, and uv_tcp_close_reset then
+  // fails (EINVAL): Node emits 'error' and never 'close', which would leave
+  // the session unfinished. The FIN is already on its way: just close.
+  if ((socket as { encrypted?: boolean }).encrypted === true || socket.writableEnded) {
     socket.destroy()
     return
   }

@@ -14,6 +14,11 @@ import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
+/** API connections (sidecar polls, logins) held at once; more are closed at once. */
+const MAX_API_SOCKETS = 4_096
+/** An API connection idle this long is closed. */
+const API_SOCKET_TIMEOUT_MS = 30_000
+
 /** Everything the gateway uses from the outside world, injected. */
 export interface GatewayOptions {
   host: string
@@ -60,6 +65,7 @@ export class Gateway {
       clock: options.clock,
       policy: options.policy,
       onRevoke: (session, code) => this.#revoke(session, code),
+      onError: (err) => logger.error({ event: 'sweep_error', err }, 'revocation sweep failed'),
       expiryGraceMs: options.tokenExpiryGraceMs ?? 0,
     })
     this.#tunnels = {
@@ -73,6 +79,8 @@ export class Gateway {
       dial: options.dial,
       closing: () => this.#closing,
       open: 0,
+      sockets: new Set(),
+      dialing: new Map(),
     }
     this.#http = createHttpServer(
       createApiHandler({
@@ -87,6 +95,9 @@ export class Gateway {
     )
     this.#http.on('clientError', (_err, socket) => socket.destroy())
     this.#http.keepAliveTimeout = 30_000
+    // headersTimeout and requestTimeout need a listening http.Server; this one
+    // only receives sockets, so an idle-socket timeout bounds slow API peers.
+    this.#http.timeout = API_SOCKET_TIMEOUT_MS
     this.#tls = createTlsServer({
       cert: options.tls.cert,
       key: options.tls.key,
@@ -98,7 +109,8 @@ export class Gateway {
     })
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
       if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
-      if (this.#closing) return void socket.destroy()
+      // The API is served only to peers that asked for HTTP (docs/protocol.md), and to a bounded number of them.
+      if (socket.alpnProtocol !== ALPN_HTTP || this.#closing || this.#apiSockets.size >= MAX_API_SOCKETS) return void socket.destroy()
       // http.Server tracks connections only when it listens itself, which this one never does.
       this.#apiSockets.add(socket)
       socket.once('close', () => this.#apiSockets.delete(socket))
@@ -107,6 +119,10 @@ export class Gateway {
     this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
       logger.debug({ event: 'tls_error', code: err.code, client: `${socket.remoteAddress}:${socket.remotePort}` }, err.message)
       this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+      // Node leaves the socket open after a TLS error before the handshake
+      // completes (ERR_TLS_HANDSHAKE_TIMEOUT included): without this a client
+      // that never sends a ClientHello holds its descriptor forever.
+      socket.destroy()
     })
     this.#tls.on('error', (err: NodeJS.ErrnoException) => {
       // Accept errors (EMFILE, ENFILE) land here; libuv retries the accept by itself.
@@ -178,23 +194,23 @@ export class Gateway {
     const { logger, settings, clock } = this.#options
     const listening = new Promise<void>((resolve) => this.#tls.close(() => resolve()))
     logger.info({ event: 'gateway_draining', sessions: this.sessions.size, grace_ms: settings.drainGrace }, 'draining')
-    if (this.sessions.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = clock.setTimeout(done, settings.drainGrace)
-        const poll = setInterval(() => {
-          if (this.sessions.size === 0) done()
-        }, 50)
-        function done() {
-          clock.clearTimeout(timer)
-          clearInterval(poll)
-          resolve()
-        }
-      })
+    const live = [...this.sessions.values()]
+    if (live.length > 0) {
+      let timer: ReturnType<Clock['setTimeout']> | undefined
+      await Promise.race([
+        Promise.all(live.map((session) => session.forward.done)),
+        new Promise<void>((resolve) => {
+          timer = clock.setTimeout(resolve, settings.drainGrace)
+        }),
+      ])
+      if (timer) clock.clearTimeout(timer)
     }
     const forced = [...this.sessions.values()]
     for (const s of forced) s.forward.close('shutdown')
     await Promise.all(forced.map((s) => s.forward.done))
     this.sessions.close()
+    // Tunnels still handshaking or dialing now would only be refused: close them with the API sockets.
+    for (const socket of this.#tunnels.sockets) socket.destroy()
     for (const socket of this.#apiSockets) socket.destroy()
     await listening
     logger.info({ event: 'gateway_closed', forced: forced.length }, 'gateway closed')

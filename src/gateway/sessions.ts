@@ -21,6 +21,7 @@ export class SessionRegistry {
   readonly #clock: Clock
   readonly #policy: () => CompiledPolicy
   readonly #onRevoke: (session: LiveSession, code: ErrorCode) => void
+  readonly #onError: ((err: unknown) => void) | undefined
   /** A token stays valid this long past its `exp` (`tokens.clockTolerance`), as when it was verified. */
   readonly expiryGraceMs: number
   readonly #sessions = new Map<string, LiveSession>()
@@ -28,10 +29,11 @@ export class SessionRegistry {
   #timer: TimerHandle | undefined
   #timerAt = Infinity
 
-  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void; expiryGraceMs?: number }) {
+  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void; expiryGraceMs?: number; onError?: (err: unknown) => void }) {
     this.#clock = options.clock
     this.#policy = options.policy
     this.#onRevoke = options.onRevoke
+    this.#onError = options.onError
     this.expiryGraceMs = options.expiryGraceMs ?? 0
   }
 
@@ -109,16 +111,22 @@ export class SessionRegistry {
     this.#timerAt = at
     if (at === Infinity) return
     // +1 ms: expiry is exclusive (valid while now < expiresAt).
+    // Capped: wall-clock steps (NTP) must not push an expiry sweep far past its instant; an early wake-up just re-arms.
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined
       this.#timerAt = Infinity
-      this.sweep()
-    }, Math.max(0, at - now) + 1)
+      try {
+        this.sweep()
+      } catch (err) {
+        this.#onError?.(err)
+      }
+    }, Math.min(Math.max(0, at - now) + 1, 60_000))
   }
 
   /** Stops the sweep timer. */
   close(): void {
     if (this.#timer) this.#clock.clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#timerAt = Infinity
   }
 }

@@ -37,9 +37,13 @@ export interface TunnelContext {
   readonly closing: () => boolean
   /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
   open: number
+  /** Their sockets, so that shutdown can close whatever the drain left. */
+  readonly sockets: Set<TLSSocket>
+  /** Admitted tunnels still dialling, by account: they hold a slot of the per-account limit. */
+  readonly dialing: Map<string, number>
 }
 
-type Result = 'ok' | 'denied' | 'handshake_error' | 'upstream_error' | 'limited' | 'shutting_down'
+type Result = 'ok' | 'denied' | 'handshake_error' | 'upstream_error' | 'limited' | 'shutting_down' | 'error'
 
 const RESULT_OF: Partial<Record<ErrorCode, Result>> = {
   ERR_HANDSHAKE_MALFORMED: 'handshake_error',
@@ -51,7 +55,7 @@ const RESULT_OF: Partial<Record<ErrorCode, Result>> = {
   ERR_CONN_LIMIT: 'limited',
   ERR_ACCOUNT_CONN_LIMIT: 'limited',
   ERR_SHUTTING_DOWN: 'shutting_down',
-  ERR_INTERNAL: 'upstream_error',
+  ERR_INTERNAL: 'error',
 }
 
 function clientOf(socket: Socket): string {
@@ -72,6 +76,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
   let helloDone = false
   ctx.open++
+  ctx.sockets.add(socket)
   let counted = true
   const release = () => {
     if (counted) {
@@ -82,7 +87,8 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
 
   const observeHandshake = () => ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9)
 
-  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken): void => {
+  /** Answers `code` with `message` to the peer; `logMessage` (default `message`) may say more, for operators only. */
+  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
     if (answered) return
     answered = true
     ctx.clock.clearTimeout(timer)
@@ -100,7 +106,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
         account: token?.accountId,
         token_fp: hello ? tokenFingerprint(hello.token) : undefined,
       },
-      message,
+      logMessage,
     )
     if (socket.destroyed) return
     // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
@@ -119,7 +125,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     ctx.clock.clearTimeout(timer)
     authorize(parsed.value, parsed.rest).catch((err: unknown) => {
       const e = toKeywayError(err)
-      refuse(e.code, e.message, parsed.value)
+      refuse(e.code, 'internal error', parsed.value, undefined, e.message)
     })
   }
 
@@ -134,20 +140,36 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     }
     const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
     if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
-    if (ctx.sessions.countFor(token.accountId) >= ctx.settings.maxConnectionsPerAccount) {
+    // Sessions being dialled count too: a burst of concurrent tunnels must not all pass the check.
+    const account = token.accountId
+    if (ctx.sessions.countFor(account) + (ctx.dialing.get(account) ?? 0) >= ctx.settings.maxConnectionsPerAccount) {
       return refuse('ERR_ACCOUNT_CONN_LIMIT', `account is at its limit of ${ctx.settings.maxConnectionsPerAccount} sessions`, hello, token)
     }
     const resource = ctx.policy().resources.get(hello.resource)!
+    // The peer may have left while the token was checked: no dial for nobody.
+    if (answered || socket.destroyed) return
     let upstream: Socket
+    ctx.dialing.set(account, (ctx.dialing.get(account) ?? 0) + 1)
     try {
       upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
     } catch (err) {
       const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
-      return refuse(e.code, `resource "${hello.resource}": ${e.message}`, hello, token)
+      // The peer learns that the resource is unreachable, never where it is: the address stays in the log.
+      const said = e.code === 'ERR_UPSTREAM_TIMEOUT' ? 'did not accept the connection in time' : 'is unreachable'
+      return refuse(e.code, `resource "${hello.resource}" ${said}`, hello, token, `resource "${hello.resource}": ${e.message}`)
+    } finally {
+      // From here to sessions.add() nothing awaits: the slot passes straight to the session.
+      const n = (ctx.dialing.get(account) ?? 1) - 1
+      if (n > 0) ctx.dialing.set(account, n)
+      else ctx.dialing.delete(account)
     }
     if (socket.destroyed || answered) {
       upstream.destroy()
       return
+    }
+    if (ctx.closing()) {
+      upstream.destroy()
+      return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello, token)
     }
     // The policy may have changed while we dialed: decide again on the current one.
     const session: LiveSession = {
@@ -182,7 +204,8 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
       { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint },
       'session started',
     )
-    void fwd.done.then((r) => {
+    void fwd.done
+      .then((r) => {
       ctx.sessions.delete(session)
       ctx.metrics.sessionsActive.dec()
       ctx.metrics.sessionsClosed.inc({ reason: r.reason.startsWith('revoked:') ? 'revoked' : r.reason })
@@ -204,7 +227,8 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
         },
         'session ended',
       )
-    })
+      })
+      .catch((err: unknown) => ctx.logger.error({ event: 'session_error', session: session.id, err }, 'session bookkeeping failed'))
   }
 
   const timer = ctx.clock.setTimeout(
@@ -216,6 +240,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   })
   socket.once('close', () => {
     release()
+    ctx.sockets.delete(socket)
     if (!answered) {
       answered = true
       ctx.clock.clearTimeout(timer)

@@ -15,6 +15,8 @@ export interface ObservabilityServerOptions {
   logger: Logger
   /** Readiness: undefined when ready, else the reason it is not. */
   ready: () => string | undefined
+  /** Extra fields of the `/readyz` body, ready or not (e.g. the policy in force). */
+  readyDetail?: () => Record<string, unknown>
   /** Extra routes tried first (the sidecar's control API). */
   routes?: Route[]
   /** The setting that names the address, for errors (`gateway.metrics`, `sidecar.control`). */
@@ -111,7 +113,8 @@ export class ObservabilityServer {
         return sendJson(res, 200, { status: 'ok' })
       case '/readyz': {
         const reason = this.#options.ready()
-        return reason === undefined ? sendJson(res, 200, { status: 'ready' }) : sendJson(res, 503, { status: 'not ready', reason })
+        const detail = this.#options.readyDetail?.() ?? {}
+        return reason === undefined ? sendJson(res, 200, { status: 'ready', ...detail }) : sendJson(res, 503, { status: 'not ready', reason, ...detail })
       }
       case '/metrics': {
         const text = await this.#options.registry.metrics()

@@ -37,6 +37,13 @@ export function parsePolicyText(text: string, file: string): ParsedPolicy {
     })
     throw new DocumentError('ERR_POLICY_INVALID', problems)
   }
+  // An empty file is a truncated write far more often than a wish to revoke
+  // everything: refuse it, so a reload keeps the last good policy.
+  if (document.contents === null) {
+    throw new DocumentError('ERR_POLICY_INVALID', [
+      { file, line: 1, col: 1, key: '', message: 'the policy file is empty: write at least "version: 1" (an empty policy must say so)' },
+    ])
+  }
   let value: unknown
   try {
     value = document.toJS({ maxAliasCount: 100 })

@@ -94,6 +94,10 @@ class Unreachable extends Error {
 
 const MAX_API_BODY = 4 * 1024 * 1024
 
+/** `TLSSocket#setSession` (undocumented, present since Node 0.11; tls.connect() uses it). */
+type SessionSettable = tls.TLSSocket & { setSession(session: Buffer): void }
+const CAN_SET_SESSION = typeof (tls.TLSSocket.prototype as Partial<SessionSettable>).setSession === 'function'
+
 function ignoreError(): void {}
 
 function toErrorCode(code: unknown): ErrorCode | undefined {
@@ -286,8 +290,14 @@ export class GatewayClient {
       try {
         const options: TlsDialOptions = { ...this.#tlsOptions(gw), ALPNProtocols: [alpn], allowHalfOpen: true }
         if (alpn === ALPN_TUNNEL) options.secureContext = this.#tunnelContext
-        if (session !== undefined) options.session = session
+        // Not through options.session where possible: tls.connect() would then
+        // parse the ticket twice (TLSSocket's constructor and connect() both
+        // call setSession), and each parse decodes the gateway's certificate,
+        // ~400 µs of CPU with OpenSSL 3. Set once before 'connect', so the
+        // ClientHello offers it (what connect() itself does).
+        if (session !== undefined && !CAN_SET_SESSION) options.session = session
         socket = this.#connectTls(options)
+        if (session !== undefined && CAN_SET_SESSION) (socket as SessionSettable).setSession(session)
       } catch (err) {
         reject(new Unreachable((err as Error).message))
         return

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -16,7 +16,10 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
   const dir = mkdtempSync(join(tmpdir(), 'keyway-quickstart-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   cpSync(join(root, 'config'), join(dir, 'config'), { recursive: true })
-  const [gatewayPort, metricsPort, controlPort] = [await freePort(), await freePort(), await freePort()]
+  const [gatewayPort, metricsPort, controlPort, demoPort] = [await freePort(), await freePort(), await freePort(), await freePort()]
+  // The demo resource's fixed port may be taken on a busy machine: move it, the commands stay as printed.
+  const policyFile = join(dir, 'config/policy.yaml')
+  writeFileSync(policyFile, readFileSync(policyFile, 'utf8').replace('portOverride: 15432', `portOverride: ${demoPort}`))
   const env = {
     KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
@@ -42,5 +45,5 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
   t.match(token, /^ey[\w-]+\.[\w-]+\.[\w-]+\n?$/, 'the token alone went to the file')
   // The listen command runs until stopped: run it through bash as a daemon would be.
   const sidecar = startDaemon(t, [], env, ['bash', '-c', `exec env ${listen}`], dir)
-  t.match(await sidecar.waitLog((l) => l.event === 'resource_bound'), { resource: 'demo-postgres', address: '127.0.0.1:15432' })
+  t.match(await sidecar.waitLog((l) => l.event === 'resource_bound'), { resource: 'demo-postgres', address: `127.0.0.1:${demoPort}` })
 })

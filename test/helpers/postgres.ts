@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -43,6 +43,16 @@ export async function startPostgres(): Promise<Postgres> {
   const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
   await run(startCmd, startArgs)
   let stopped = false
+  // A test killed at its timeout skips its teardown: stop the cluster on the way out anyway.
+  const onExit = () => {
+    if (stopped) return
+    const [cmd, args] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', 'stop'])
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore' })
+    } catch {}
+    rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', onExit)
   return {
     host: '127.0.0.1',
     port,
@@ -53,6 +63,7 @@ export async function startPostgres(): Promise<Postgres> {
     async stop() {
       if (stopped) return
       stopped = true
+      process.off('exit', onExit)
       const [stopCmd, stopArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'])
       await run(stopCmd, stopArgs).catch(() => undefined)
       rmSync(dir, { recursive: true, force: true })

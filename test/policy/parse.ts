@@ -25,9 +25,10 @@ t.test('parses YAML into a plain value and keeps the document', async (t) => {
   t.ok(Object.isFrozen(parsed))
 })
 
-t.test('an empty file is an empty document', async (t) => {
-  t.equal(parsePolicyText('', 'empty.yaml').value, null)
-  t.equal(parsePolicyText('# only a comment\n', 'empty.yaml').value, null)
+t.test('an empty file is refused: a truncated write must not revoke everything', async (t) => {
+  t.throws(() => parsePolicyText('', 'empty.yaml'), { code: 'ERR_POLICY_INVALID', problems: [{ file: 'empty.yaml', line: 1, col: 1 }] })
+  t.throws(() => parsePolicyText('# only a comment\n', 'empty.yaml'), { code: 'ERR_POLICY_INVALID' })
+  t.equal((parsePolicyText('version: 1\n', 'min.yaml').value as { version: number }).version, 1)
 })
 
 t.test('YAML syntax errors become located problems, all of them', async (t) => {

@@ -309,3 +309,18 @@ t.test('api: a kept-alive connection the gateway dropped is retried once, not co
   t.equal(client.state().failures, 0)
   t.equal(dial.ports.length, 2)
 })
+
+t.test('openTunnel: the next tunnel resumes the TLS session, offering the ticket once', async (t) => {
+  const { client } = await setup(t)
+  const first = await client.openTunnel('pg', TOKEN)
+  t.equal(first.socket.isSessionReused(), false, 'the first tunnel makes a full handshake')
+  first.socket.destroy()
+  const second = await client.openTunnel('pg', TOKEN)
+  t.equal(second.socket.isSessionReused(), true, 'the second tunnel resumes with the first ticket')
+  second.socket.destroy()
+  const off = await setup(t, { tlsSessionResumption: false })
+  ;(await off.client.openTunnel('pg', TOKEN)).socket.destroy()
+  const again = await off.client.openTunnel('pg', TOKEN)
+  t.equal(again.socket.isSessionReused(), false, 'tlsSessionResumption: false never resumes')
+  again.socket.destroy()
+})
