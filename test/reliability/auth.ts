@@ -16,11 +16,9 @@ import { SignJWT } from 'jose'
 import fc from 'fast-check'
 import { Registry } from 'prom-client'
 import {
-  createTokenVerifier,
   generateSigningKey,
   importSigningKey,
   issueToken,
-  loadKeySet,
   newTokenId,
   tokenFingerprint,
   type SigningKey,
@@ -32,7 +30,7 @@ import { connect, freePort, readAll } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, openTunnel, type World } from '../helpers/world.js'
-import { scale, twoResourcePolicy } from './kit.js'
+import { scale, twoResourcePolicy, worldVerifier } from './kit.js'
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
 
@@ -124,13 +122,7 @@ t.test('property 5: alg none, algorithms outside the allowlist, HS256 keyed with
 
   // The verifier alone, watched: no file-system request, no socket connect,
   // no DNS look-up, and no synchronous file read while each token is checked.
-  const verifier = createTokenVerifier({
-    keySet: await loadKeySet(world.config.keys.jwks),
-    issuer: 'keyway-test',
-    audience: 'keyway-test',
-    clock: world.clock,
-    policy: () => running.store.current(),
-  })
+  const verifier = await worldVerifier(world, running)
   const watched = new Set(['FSREQCALLBACK', 'FSREQPROMISE', 'FILEHANDLE', 'FILEHANDLECLOSEREQ', 'STATWATCHER', 'FSEVENTWRAP', 'TCPCONNECTWRAP', 'PIPECONNECTWRAP', 'GETADDRINFOREQWRAP', 'GETNAMEINFOREQWRAP', 'QUERYWRAP', 'TCPWRAP', 'PIPEWRAP'])
   const seen: string[] = []
   const hook = createHook({

@@ -6,13 +6,12 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { ERROR_CODES } from '../../src/errors.js'
-import { createTokenVerifier, loadKeySet } from '../../src/auth/index.js'
 import { encodeHello } from '../../src/protocol/index.js'
 import { readAll, writeRandom } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel, readReply } from '../helpers/world.js'
-import { fdsBackTo, memory, MiB, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes } from './kit.js'
+import { fdsBackTo, memory, MiB, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes, worldVerifier } from './kit.js'
 
 async function setup(t: Test, gateway: Record<string, unknown> = {}) {
   const upA = await countingUpstream(t)
@@ -229,13 +228,7 @@ t.test('property 4: malformed tokens are rejected with a code and no exception e
   mega.write(Buffer.concat([head, Buffer.from('res-a'), Buffer.from(megaToken.slice(0, 65_535))]))
   t.match((await readReply(mega)).reply, { ok: false, code: 'ERR_HANDSHAKE_TOO_LARGE' }, '1 MB header over the tunnel: refused at the size cap')
   // The verifier on its own refuses it before parsing.
-  const verifier = createTokenVerifier({
-    keySet: await loadKeySet(world.config.keys.jwks),
-    issuer: 'keyway-test',
-    audience: 'keyway-test',
-    clock: world.clock,
-    policy: () => running.store.current(),
-  })
+  const verifier = await worldVerifier(world, running)
   await t.rejects(verifier.verify(megaToken), { code: 'ERR_TOKEN_MALFORMED' }, '1 MB header to the verifier: ERR_TOKEN_MALFORMED')
   for (const [name, token] of Object.entries(cases)) {
     await t.rejects(verifier.verify(token), { code: /^ERR_TOKEN_/ }, `verifier: ${name}`)

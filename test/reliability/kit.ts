@@ -9,6 +9,7 @@ import { Duplex } from 'node:stream'
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { createTokenVerifier, loadKeySet, type TokenVerifier } from '../../src/auth/index.js'
 import type { Clock } from '../../src/clock.js'
 import { startGateway, type RunningGateway } from '../../src/daemon.js'
 import type { DialFunc } from '../../src/forward/index.js'
@@ -215,4 +216,15 @@ export function cpuMs(pid: number | 'self'): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // fields[11] utime, fields[12] stime (clock ticks; 100 per second on Linux)
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+}
+
+/** A token verifier configured like a test world's gateway, reading its current policy. */
+export async function worldVerifier(world: { config: { keys: { jwks: string } }; clock: Clock }, running: RunningGateway): Promise<TokenVerifier> {
+  return createTokenVerifier({
+    keySet: await loadKeySet(world.config.keys.jwks),
+    issuer: 'keyway-test',
+    audience: 'keyway-test',
+    clock: world.clock,
+    policy: () => running.store.current(),
+  })
 }
