@@ -46,6 +46,18 @@ function eof(socket: net.Socket): Promise<unknown> {
   return ended
 }
 
+/** A tls.Server on 127.0.0.1 with the fixture certificate; `accepted` is its first secure connection. */
+async function listenTls(t: Teardown): Promise<{ server: tls.Server; cert: Buffer; accepted: Promise<[tls.TLSSocket]> }> {
+  const fixtures = new URL('../fixtures/forward/', import.meta.url)
+  const cert = readFileSync(new URL('cert.pem', fixtures))
+  const key = readFileSync(new URL('key.pem', fixtures))
+  const server = tls.createServer({ cert, key, allowHalfOpen: true })
+  t.teardown(() => server.close())
+  server.listen({ port: 0, host: LOOPBACK })
+  await once(server, 'listening')
+  return { server, cert, accepted: once(server, 'secureConnection') as Promise<[tls.TLSSocket]> }
+}
+
 /** The test side of a connection may be reset by the forwarder; that is expected. */
 function tolerateErrors(...sockets: net.Socket[]): void {
   for (const s of sockets) s.on('error', () => {})
@@ -524,16 +536,9 @@ t.test('forward() refuses the same socket twice', async (t) => {
 })
 
 t.test('a fault that is not a reset (TLS garbage) is reported as error', async (t) => {
-  const fixtures = new URL('../fixtures/forward/', import.meta.url)
-  const cert = readFileSync(new URL('cert.pem', fixtures))
-  const key = readFileSync(new URL('key.pem', fixtures))
   // A tls.Server socket: a bare `new TLSSocket(s, { isServer: true })` never
   // emits TLS errors (Node releases control to the Server only).
-  const server = tls.createServer({ cert, key, allowHalfOpen: true })
-  t.teardown(() => server.close())
-  server.listen({ port: 0, host: LOOPBACK })
-  await once(server, 'listening')
-  const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>
+  const { server, cert, accepted } = await listenTls(t)
   const rawClient = await connect(t, (server.address() as net.AddressInfo).port)
   const client = tls.connect({ socket: rawClient, ca: cert, checkServerIdentity: () => undefined })
   t.teardown(() => client.destroy())
@@ -565,14 +570,7 @@ t.test('durationMs comes from the injected now(); noDelay false is accepted', as
 })
 
 t.test('an upstream reset reaches a TLS client as a close (TLS sockets cannot be reset)', async (t) => {
-  const fixtures = new URL('../fixtures/forward/', import.meta.url)
-  const cert = readFileSync(new URL('cert.pem', fixtures))
-  const key = readFileSync(new URL('key.pem', fixtures))
-  const server = tls.createServer({ cert, key, allowHalfOpen: true })
-  t.teardown(() => server.close())
-  server.listen({ port: 0, host: LOOPBACK })
-  await once(server, 'listening')
-  const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>
+  const { server, cert, accepted } = await listenTls(t)
   const client = tls.connect({ host: LOOPBACK, port: (server.address() as net.AddressInfo).port, ca: cert })
   t.teardown(() => client.destroy())
   tolerateErrors(client)
