@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import type { Writable } from 'node:stream'
 import { relative } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
@@ -6,7 +5,7 @@ import { ensureDevState } from './admin/index.js'
 import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from './auth/index.js'
 import type { CliIo } from './cli/command.js'
 import { systemClock, type Clock } from './clock.js'
-import type { KeywayConfig } from './config/index.js'
+import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
@@ -34,13 +33,6 @@ export interface GatewayWorld {
   dial?: DialFunc
 }
 
-function readPem(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (err) {
-    throw new KeywayError('ERR_CONFIG_IO', `cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err })
-  }
-}
 
 /**
  * The composition root of the gateway: wires configuration, policy store,
@@ -99,7 +91,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   gateway = new Gateway({
     host: g.listen.host,
     port: g.listen.port,
-    tls: { cert: readPem(g.tls.cert, 'gateway certificate'), key: readPem(g.tls.key, 'gateway key') },
+    tls: { cert: readConfiguredFile(g.tls.cert, 'gateway certificate'), key: readConfiguredFile(g.tls.key, 'gateway key') },
     settings: g,
     policy: () => store.current(),
     verifier,
@@ -200,13 +192,7 @@ export function readToken(env: CliIo['env'], tokenFile: string): string {
   const fromEnv = env.KEYWAY_TOKEN?.trim()
   if (fromEnv) return fromEnv
   if (!tokenFile) throw new KeywayError('ERR_TOKEN_MISSING', 'no service token: set KEYWAY_TOKEN, or --token-file / KEYWAY_TOKEN_FILE / sidecar.tokenFile')
-  let text: string
-  try {
-    text = readFileSync(tokenFile, 'utf8')
-  } catch (err) {
-    throw new KeywayError('ERR_CONFIG_IO', `cannot read the token file ${tokenFile}: ${(err as Error).message}`, { cause: err })
-  }
-  const token = text.trim()
+  const token = readConfiguredFile(tokenFile, 'token file').trim()
   if (!token) throw new KeywayError('ERR_TOKEN_MISSING', `the token file ${tokenFile} is empty`)
   return token
 }
@@ -218,7 +204,7 @@ export function readToken(env: CliIo['env'], tokenFile: string): string {
  */
 export async function runSidecar(config: KeywayConfig, io: CliIo): Promise<number> {
   const token = readToken(io.env, config.sidecar.tokenFile)
-  const ca = readPem(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
+  const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
   const logger = createLogger({
     level: config.log.level,
     base: { component: 'sidecar' },

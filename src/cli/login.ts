@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { Writable } from 'node:stream'
-import { loadConfig } from '../config/index.js'
+import { loadConfig, readConfiguredFile } from '../config/index.js'
 import { KeywayError } from '../errors.js'
 import type { LoginResponse } from '../protocol/index.js'
 import { API_PATHS } from '../protocol/index.js'
@@ -51,12 +50,7 @@ export const command: Command = {
     )
     if (!values.email) throw new KeywayError('ERR_USAGE', `--email is required\n${usage}`)
     const config = loadConfig({ file: values.config, env: io.env, overrides: { 'sidecar.gateways': values.gateway, 'sidecar.ca': values.ca } })
-    let ca: string
-    try {
-      ca = readFileSync(config.sidecar.ca, 'utf8')
-    } catch (err) {
-      throw new KeywayError('ERR_CONFIG_IO', `cannot read the CA ${config.sidecar.ca}: ${(err as Error).message}`, { cause: err })
-    }
+    const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
     const password = await readPassword(io, values['password-stdin'] === true)
     const client = new GatewayClient({
       gateways: config.sidecar.gateways,

@@ -78,7 +78,6 @@ export class Gateway {
       clock: options.clock,
       dial: options.dial,
       closing: () => this.#closing,
-      open: 0,
       sockets: new Set(),
       dialing: new Map(),
     }
@@ -159,7 +158,7 @@ export class Gateway {
 
   /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
   get openTunnels(): number {
-    return this.#tunnels.open
+    return this.#tunnels.sockets.size
   }
 
   /** True until close() begins. */

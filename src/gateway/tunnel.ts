@@ -35,9 +35,7 @@ export interface TunnelContext {
   readonly dial: DialFunc
   /** True once the gateway stops accepting. */
   readonly closing: () => boolean
-  /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
-  open: number
-  /** Their sockets, so that shutdown can close whatever the drain left. */
+  /** Sockets of the tunnels accepted and not yet closed (handshaking, dialing or forwarding): the connection limit counts them, shutdown closes what the drain left. */
   readonly sockets: Set<TLSSocket>
   /** Admitted tunnels still dialling, by account: they hold a slot of the per-account limit. */
   readonly dialing: Map<string, number>
@@ -75,15 +73,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   let answered = false
   // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
   let helloDone = false
-  ctx.open++
   ctx.sockets.add(socket)
-  let counted = true
-  const release = () => {
-    if (counted) {
-      counted = false
-      ctx.open--
-    }
-  }
 
   const observeHandshake = () => ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9)
 
@@ -239,7 +229,6 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     ctx.logger.debug({ event: 'tunnel_socket_error', client, code: err.code }, err.message)
   })
   socket.once('close', () => {
-    release()
     ctx.sockets.delete(socket)
     if (!answered) {
       answered = true
@@ -253,6 +242,6 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     if (!answered && !helloDone) refuse('ERR_HANDSHAKE_MALFORMED', 'peer ended the stream before the handshake completed')
   })
   if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
-  if (ctx.open > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+  if (ctx.sockets.size > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
   socket.on('data', onData)
 }
