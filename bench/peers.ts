@@ -250,9 +250,11 @@ export const benchNodeArgs: string[] = (process.env.KEYWAY_BENCH_NODE_ARGS ?? ''
 /** Extra gateway settings for the keyway chain, e.g. `KEYWAY_GATEWAY_WORKERS`. */
 export const keywayGatewayEnv: Record<string, string> = {}
 
-const keyway: Forwarder = {
-  name: 'keyway',
-  label: 'Keyway: listen → TLS → gateway',
+/** The chain; `multiplex` false is the sidecar's `keyway/1` mode (a TLS connection per tunnel). */
+function keywayChain(name: string, label: string, multiplex: boolean): Forwarder {
+  return {
+  name,
+  label,
   equivalent: 'haproxy-tls',
   async start(ctx) {
     const k = ctx.keyway
@@ -271,6 +273,7 @@ const keyway: Forwarder = {
       KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
       KEYWAY_CONTROL: control,
       KEYWAY_TOKEN: k.token,
+      KEYWAY_SIDECAR_MULTIPLEX: String(multiplex),
       ...keywayGatewayEnv,
     }
     const [gcmd, gargs] = pinned(ctx.cores, process.execPath, [...benchNodeArgs, KEYWAY_BIN, 'gateway'])
@@ -294,7 +297,11 @@ const keyway: Forwarder = {
       },
     }
   },
+  }
 }
+
+const keyway = keywayChain('keyway', 'Keyway: listen → TLS (multiplexed, keyway/2) → gateway', true)
+const keywayV1 = keywayChain('keyway-v1', 'Keyway: listen → TLS per tunnel (keyway/1) → gateway', false)
 
 function processTreeOf(d: Daemon): number[] {
   return d.child.pid === undefined ? [] : processTree(d.child.pid)
@@ -302,3 +309,6 @@ function processTreeOf(d: Daemon): number[] {
 
 /** Every forwarder, in table order. */
 export const FORWARDERS: readonly Forwarder[] = [direct, socat, haproxy, haproxyTls, keywayHop, keyway]
+
+/** Forwarders measured only when named with `--only` (A/B of a mode). */
+export const EXTRA_FORWARDERS: readonly Forwarder[] = [keywayV1]

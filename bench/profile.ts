@@ -16,7 +16,7 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { FORWARDERS, keywayGatewayEnv, setupKeyway, type PeerContext } from './peers.js'
+import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, setupKeyway, type PeerContext } from './peers.js'
 import { cpuCount, cpuMicros, freePort, pinned, pinPid, processTree, sleep, startDaemon, waitPort, which } from './tools.js'
 import { bulk, newConnections, rate, type Sizes } from './workloads.js'
 
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
       keywayGatewayEnv[k!] = rest.join('=')
     } else throw new Error(`unknown option ${a}`)
   }
-  const fwd = FORWARDERS.find((f) => f.name === forwarder)
+  const fwd = [...FORWARDERS, ...EXTRA_FORWARDERS].find((f) => f.name === forwarder)
   if (!fwd) throw new Error(`unknown forwarder ${forwarder}`)
   pin = pin && cpuCount() >= 2
   const fwdCores = pin ? '0' : undefined

@@ -18,7 +18,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { micro } from './micro.js'
-import { FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
+import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
 import { bulk, idleMemory, newConnections, rate, thousand, type Figures, type Sizes } from './workloads.js'
 
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
     const sizes: Sizes = args.quick
       ? { bulkSeconds: 2, rateRequests: 30_000, connRequests: 2_000, c1000Requests: 12_000, idleSessions: args.idle ?? 1_000 }
       : { bulkSeconds: 5, rateRequests: 150_000, connRequests: 20_000, c1000Requests: 100_000, idleSessions: args.idle ?? 9_000 }
-    const forwarders = FORWARDERS.filter((f) => !args.only || args.only.includes(f.name))
+    const forwarders = [...FORWARDERS, ...(args.only ? EXTRA_FORWARDERS : [])].filter((f) => !args.only || args.only.includes(f.name))
 
     const up = { iperf: await freePort(), redis: await freePort() }
     {

@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   ERR_HANDSHAKE_VERSION: 'The tunnel handshake uses an unsupported protocol version.',
   ERR_HANDSHAKE_TOO_LARGE: 'The tunnel handshake exceeds its size limit.',
   ERR_HANDSHAKE_TIMEOUT: 'The tunnel handshake did not complete in time.',
+  ERR_PROTOCOL_VIOLATION: 'A multiplexed tunnel connection sent a frame that breaks the protocol rules; the connection is closed.',
   ERR_UPSTREAM_UNREACHABLE: 'The upstream refused or reset the connection.',
   ERR_UPSTREAM_TIMEOUT: 'The upstream did not accept the connection within the connect timeout.',
   ERR_CONN_LIMIT: 'The gateway is at its connection limit.',

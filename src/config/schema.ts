@@ -102,6 +102,8 @@ export const configSchema = z.strictObject({
       idleTimeout: duration.default(3_600_000),
       halfCloseTimeout: duration.default(60_000),
       drainGrace: duration.default(10_000),
+      /** Carry tunnels as streams of one TLS connection per gateway (ALPN keyway/2). */
+      multiplex: z.boolean().default(true),
     })
     .prefault({}),
   log: z

@@ -1,5 +1,4 @@
-import type * as net from 'node:net'
-import { finished } from 'node:stream'
+import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 
 /** Why a forwarding session ended. */
@@ -118,8 +117,21 @@ export function isConnectionReset(err: unknown): boolean {
 
 const kSession = Symbol('keyway.forward.session')
 
+/**
+ * What forward() copies between: a `net.Socket` or `tls.TLSSocket`, or any
+ * Duplex with the same socket manners (a multiplexed stream).
+ */
+export type ForwardEndpoint = Duplex & {
+  setNoDelay(noDelay?: boolean): unknown
+  /** Like net.Socket: emit 'timeout' after `ms` of inactivity; 0 turns it off. */
+  setTimeout(ms: number, callback?: () => void): unknown
+  readonly timeout?: number | undefined
+  /** Abortive close (RST for TCP); absent: destroy(). */
+  resetAndDestroy?(): unknown
+}
+
 /** A socket owned by a session; the back-pointer lets shared listeners find it. */
-type Endpoint = net.Socket & { [kSession]?: Session }
+type Endpoint = ForwardEndpoint & { [kSession]?: Session }
 
 // The listeners are module-level functions shared by every session: EventEmitter
 // calls them with `this` set to the socket, so a session allocates no closures.
@@ -152,12 +164,16 @@ const FLAG_FINISHED = 32
 // A reset on one side is passed on as a reset (RST) where the socket is plain
 // TCP, so the peer sees a truncated stream as an error rather than a clean EOF.
 // TLS sockets offer no public way to reset their TCP connection: they close.
-function resetOrDestroy(socket: net.Socket): void {
+function resetOrDestroy(socket: ForwardEndpoint): void {
   if (socket.destroyed) return
   // After end() libuv has a shutdown in flight, and uv_tcp_close_reset then
   // fails (EINVAL): Node emits 'error' and never 'close', which would leave
   // the session unfinished. The FIN is already on its way: just close.
   if ((socket as { encrypted?: boolean }).encrypted === true || socket.writableEnded) {
+    socket.destroy()
+    return
+  }
+  if (socket.resetAndDestroy === undefined) {
     socket.destroy()
     return
   }
@@ -411,10 +427,10 @@ class Session implements ForwardSession {
  * at the idle timeout. `a` carries the idle timer; every byte in either direction is
  * read from or written to `a`, so one timer watches both directions.
  *
- * @param a usually the accepted (client-side) socket; net.Socket or tls.TLSSocket
+ * @param a usually the accepted (client-side) socket; net.Socket, tls.TLSSocket or a multiplexed stream
  * @param b usually the dialled (upstream-side) socket
  */
-export function forward(a: net.Socket, b: net.Socket, options: ForwardOptions = {}): ForwardSession {
+export function forward(a: ForwardEndpoint, b: ForwardEndpoint, options: ForwardOptions = {}): ForwardSession {
   if (a === b) throw new TypeError('forward() needs two distinct sockets')
   const session = new Session(a, b, options)
   session.start(options)

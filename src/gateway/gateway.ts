@@ -8,10 +8,12 @@ import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
 import type { Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
+import { ALPN_MUX, type MuxConnection } from '../mux/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL } from '../protocol/index.js'
 import { createApiHandler } from './api.js'
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
+import { handleMuxConnection } from './mux-tunnel.js'
 import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
@@ -54,6 +56,7 @@ export class Gateway {
   readonly #http: HttpServer
   readonly #tunnels: TunnelContext
   readonly #apiSockets = new Set<TLSSocket>()
+  readonly #muxes = new Set<MuxConnection>()
   #closing = false
   #closed: Promise<void> | undefined
 
@@ -79,6 +82,7 @@ export class Gateway {
       dial: options.dial,
       closing: () => this.#closing,
       sockets: new Set(),
+      streams: { count: 0 },
       dialing: new Map(),
     }
     this.#http = createHttpServer(
@@ -100,13 +104,14 @@ export class Gateway {
     this.#tls = createTlsServer({
       cert: options.tls.cert,
       key: options.tls.key,
-      ALPNProtocols: [ALPN_TUNNEL, ALPN_HTTP],
+      ALPNProtocols: [ALPN_MUX, ALPN_TUNNEL, ALPN_HTTP],
       allowHalfOpen: true,
       minVersion: 'TLSv1.2',
       handshakeTimeout: options.settings.handshakeTimeout,
       noDelay: true,
     })
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.alpnProtocol === ALPN_MUX) return handleMuxConnection(socket, this.#tunnels, this.#muxes)
       if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
       // The API is served only to peers that asked for HTTP (docs/protocol.md), and to a bounded number of them.
       if (socket.alpnProtocol !== ALPN_HTTP || this.#closing || this.#apiSockets.size >= MAX_API_SOCKETS) return void socket.destroy()
@@ -156,9 +161,14 @@ export class Gateway {
     return (this.#tls.address() as AddressInfo | null) ?? undefined
   }
 
-  /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding). */
+  /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding): keyway/1 sockets and multiplexed streams. */
   get openTunnels(): number {
-    return this.#tunnels.sockets.size
+    return this.#tunnels.sockets.size - this.#muxes.size + this.#tunnels.streams.count
+  }
+
+  /** Multiplexed connections open now (ALPN keyway/2). */
+  get multiplexedConnections(): number {
+    return this.#muxes.size
   }
 
   /** True until close() begins. */
@@ -176,6 +186,7 @@ export class Gateway {
       { event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code },
       `access ended: ${code}`,
     )
+    session.revoked?.(code, `access ended: ${code}`)
     session.forward.close(`revoked:${code}`)
   }
 
@@ -192,6 +203,8 @@ export class Gateway {
     this.#closing = true
     const { logger, settings, clock } = this.#options
     const listening = new Promise<void>((resolve) => this.#tls.close(() => resolve()))
+    // Sidecars open their next streams elsewhere; the streams already open drain like tunnels.
+    for (const conn of this.#muxes) conn.goaway('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
     logger.info({ event: 'gateway_draining', sessions: this.sessions.size, grace_ms: settings.drainGrace }, 'draining')
     const live = [...this.sessions.values()]
     if (live.length > 0) {

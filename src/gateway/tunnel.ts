@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls'
 import { tokenFingerprint, type TokenVerifier, type VerifiedToken } from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
-import { forward, type DialFunc } from '../forward/index.js'
+import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
 import type { Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
@@ -35,8 +35,10 @@ export interface TunnelContext {
   readonly dial: DialFunc
   /** True once the gateway stops accepting. */
   readonly closing: () => boolean
-  /** Sockets of the tunnels accepted and not yet closed (handshaking, dialing or forwarding): the connection limit counts them, shutdown closes what the drain left. */
+  /** Sockets of the tunnels accepted and not yet closed (handshaking, dialing or forwarding), and of multiplexed connections: the connection limit counts them, shutdown closes what the drain left. */
   readonly sockets: Set<TLSSocket>
+  /** Streams open on multiplexed connections (each a tunnel): the connection limit counts them too. */
+  readonly streams: { count: number }
   /** Admitted tunnels still dialling, by account: they hold a slot of the per-account limit. */
   readonly dialing: Map<string, number>
 }
@@ -56,146 +58,130 @@ const RESULT_OF: Partial<Record<ErrorCode, Result>> = {
   ERR_INTERNAL: 'error',
 }
 
-function clientOf(socket: Socket): string {
+/** @internal */
+export function clientOf(socket: Socket): string {
   return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
 }
 
+/** A tunnel being opened, whatever carries it: a version-1 TLS socket or a multiplexed stream. */
+export interface Opening {
+  readonly client: string
+  /** process.hrtime.bigint() when the request arrived, for the handshake histogram. */
+  readonly startedAt: bigint
+  /** True once the peer left or was answered: nothing to dial for. */
+  settled(): boolean
+  /** Answers `code`: counts, logs (`logMessage` may say more, for operators only) and tells the peer. No-op once settled. */
+  refuse(code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage?: string): void
+  /** Answers OK with the session id; returns the endpoint to forward. */
+  accept(session: string): ForwardEndpoint
+  /** Bytes that came with the request, delivered to the upstream first. */
+  readonly initial: Buffer | undefined
+  /** Called when the session is revoked, before it is closed: tells the peer why where the transport can. */
+  readonly revoked?: (code: ErrorCode, message: string) => void
+}
+
+/** Counts and logs a refused tunnel. */
+export function reportRefusal(ctx: TunnelContext, opening: Pick<Opening, 'client' | 'startedAt'>, code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken): void {
+  const result = RESULT_OF[code] ?? 'denied'
+  ctx.metrics.sessionsTotal.inc({ result })
+  if (result === 'denied') ctx.metrics.authFailures.inc({ code })
+  ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
+  ctx.logger.warn(
+    {
+      event: 'tunnel_denied',
+      code,
+      client: opening.client,
+      resource: hello?.resource,
+      account: token?.accountId,
+      token_fp: hello ? tokenFingerprint(hello.token) : undefined,
+    },
+    message,
+  )
+}
+
 /**
- * Serves one tunnel on an established TLS socket: reads the hello within its
- * size and time bounds, verifies the token, decides the grant, dials the
- * upstream, answers, then hands both sockets to the forwarding core. A
- * refused tunnel never dials. Nothing a peer sends can throw out of here.
+ * Verifies the token, decides the grant, dials the upstream, answers and
+ * starts the session: the part of a tunnel that does not depend on its
+ * transport. A refused tunnel never dials.
  */
-export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
-  const startedAt = process.hrtime.bigint()
-  const client = clientOf(socket)
-  const parser = new HelloParser(ctx.settings.handshakeMaxBytes)
-  let answered = false
-  // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
-  let helloDone = false
-  ctx.sockets.add(socket)
-
-  const observeHandshake = () => ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9)
-
-  /** Answers `code` with `message` to the peer; `logMessage` (default `message`) may say more, for operators only. */
-  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
-    if (answered) return
-    answered = true
-    ctx.clock.clearTimeout(timer)
-    socket.removeListener('data', onData)
-    const result = RESULT_OF[code] ?? 'denied'
-    ctx.metrics.sessionsTotal.inc({ result })
-    if (result === 'denied') ctx.metrics.authFailures.inc({ code })
-    observeHandshake()
-    ctx.logger.warn(
-      {
-        event: 'tunnel_denied',
-        code,
-        client,
-        resource: hello?.resource,
-        account: token?.accountId,
-        token_fp: hello ? tokenFingerprint(hello.token) : undefined,
-      },
-      logMessage,
-    )
-    if (socket.destroyed) return
-    // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
-    socket.pause()
-    socket.end(encodeReply({ ok: false, code, message }), () => socket.destroy())
-    socket.setTimeout(1_000, () => socket.destroy())
+export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening): Promise<void> {
+  const refuse = opening.refuse
+  if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello)
+  let token: VerifiedToken
+  try {
+    token = await ctx.verifier.verify(hello.token)
+  } catch (err) {
+    const e = toKeywayError(err)
+    return refuse(e.code, e.message, hello)
   }
-
-  const onData = (chunk: Buffer): void => {
-    const parsed = parser.push(chunk)
-    if (parsed.state === 'need') return
-    if (parsed.state === 'error') return refuse(parsed.error.code, parsed.error.message)
-    helloDone = true
-    socket.removeListener('data', onData)
-    socket.pause()
-    ctx.clock.clearTimeout(timer)
-    authorize(parsed.value, parsed.rest).catch((err: unknown) => {
-      const e = toKeywayError(err)
-      refuse(e.code, 'internal error', parsed.value, undefined, e.message)
-    })
+  const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
+  if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
+  // Sessions being dialled count too: a burst of concurrent tunnels must not all pass the check.
+  const account = token.accountId
+  if (ctx.sessions.countFor(account) + (ctx.dialing.get(account) ?? 0) >= ctx.settings.maxConnectionsPerAccount) {
+    return refuse('ERR_ACCOUNT_CONN_LIMIT', `account is at its limit of ${ctx.settings.maxConnectionsPerAccount} sessions`, hello, token)
   }
-
-  const authorize = async (hello: Hello, rest: Buffer): Promise<void> => {
-    if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello)
-    let token: VerifiedToken
-    try {
-      token = await ctx.verifier.verify(hello.token)
-    } catch (err) {
-      const e = toKeywayError(err)
-      return refuse(e.code, e.message, hello)
-    }
-    const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
-    if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
-    // Sessions being dialled count too: a burst of concurrent tunnels must not all pass the check.
-    const account = token.accountId
-    if (ctx.sessions.countFor(account) + (ctx.dialing.get(account) ?? 0) >= ctx.settings.maxConnectionsPerAccount) {
-      return refuse('ERR_ACCOUNT_CONN_LIMIT', `account is at its limit of ${ctx.settings.maxConnectionsPerAccount} sessions`, hello, token)
-    }
-    const resource = ctx.policy().resources.get(hello.resource)!
-    // The peer may have left while the token was checked: no dial for nobody.
-    if (answered || socket.destroyed) return
-    let upstream: Socket
-    ctx.dialing.set(account, (ctx.dialing.get(account) ?? 0) + 1)
-    try {
-      upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
-    } catch (err) {
-      const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
-      // The peer learns that the resource is unreachable, never where it is: the address stays in the log.
-      const said = e.code === 'ERR_UPSTREAM_TIMEOUT' ? 'did not accept the connection in time' : 'is unreachable'
-      return refuse(e.code, `resource "${hello.resource}" ${said}`, hello, token, `resource "${hello.resource}": ${e.message}`)
-    } finally {
-      // From here to sessions.add() nothing awaits: the slot passes straight to the session.
-      const n = (ctx.dialing.get(account) ?? 1) - 1
-      if (n > 0) ctx.dialing.set(account, n)
-      else ctx.dialing.delete(account)
-    }
-    if (socket.destroyed || answered) {
-      upstream.destroy()
-      return
-    }
-    if (ctx.closing()) {
-      upstream.destroy()
-      return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello, token)
-    }
-    // The policy may have changed while we dialed: decide again on the current one.
-    const session: LiveSession = {
-      id: randomBytes(9).toString('base64url'),
-      token,
-      resource: hello.resource,
-      forward: undefined as never,
-    }
-    const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
-    if (late) {
-      upstream.destroy()
-      return refuse(late, `access to "${hello.resource}" ended: ${late}`, hello, token)
-    }
-    answered = true
-    socket.write(encodeReply({ ok: true, session: session.id }))
-    observeHandshake()
-    const fwd = forward(socket, upstream, {
-      idleTimeoutMs: ctx.settings.idleTimeout,
-      maxLifetimeMs: ctx.settings.maxLifetime,
-      halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
-      initialAToB: rest.length > 0 ? rest : undefined,
-      // The gateway's clock decides the lifetime and half-close limits too (tests inject one).
-      clock: ctx.clock,
-    })
-    ;(session as { forward: typeof fwd }).forward = fwd
-    socket.resume()
-    ctx.sessions.add(session)
-    ctx.metrics.sessionsTotal.inc({ result: 'ok' })
-    ctx.metrics.sessionsActive.inc()
-    const sessionStart = ctx.clock.now()
-    ctx.logger.info(
-      { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint },
-      'session started',
-    )
-    void fwd.done
-      .then((r) => {
+  const resource = ctx.policy().resources.get(hello.resource)!
+  // The peer may have left while the token was checked: no dial for nobody.
+  if (opening.settled()) return
+  let upstream: Socket
+  ctx.dialing.set(account, (ctx.dialing.get(account) ?? 0) + 1)
+  try {
+    upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
+  } catch (err) {
+    const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
+    // The peer learns that the resource is unreachable, never where it is: the address stays in the log.
+    const said = e.code === 'ERR_UPSTREAM_TIMEOUT' ? 'did not accept the connection in time' : 'is unreachable'
+    return refuse(e.code, `resource "${hello.resource}" ${said}`, hello, token, `resource "${hello.resource}": ${e.message}`)
+  } finally {
+    // From here to sessions.add() nothing awaits: the slot passes straight to the session.
+    const n = (ctx.dialing.get(account) ?? 1) - 1
+    if (n > 0) ctx.dialing.set(account, n)
+    else ctx.dialing.delete(account)
+  }
+  if (opening.settled()) {
+    upstream.destroy()
+    return
+  }
+  if (ctx.closing()) {
+    upstream.destroy()
+    return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello, token)
+  }
+  // The policy may have changed while we dialed: decide again on the current one.
+  const session: LiveSession = {
+    id: randomBytes(9).toString('base64url'),
+    token,
+    resource: hello.resource,
+    forward: undefined as never,
+    revoked: opening.revoked,
+  }
+  const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
+  if (late) {
+    upstream.destroy()
+    return refuse(late, `access to "${hello.resource}" ended: ${late}`, hello, token)
+  }
+  const peer = opening.accept(session.id)
+  ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
+  const fwd = forward(peer, upstream, {
+    idleTimeoutMs: ctx.settings.idleTimeout,
+    maxLifetimeMs: ctx.settings.maxLifetime,
+    halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
+    initialAToB: opening.initial,
+    // The gateway's clock decides the lifetime and half-close limits too (tests inject one).
+    clock: ctx.clock,
+  })
+  ;(session as { forward: typeof fwd }).forward = fwd
+  ctx.sessions.add(session)
+  ctx.metrics.sessionsTotal.inc({ result: 'ok' })
+  ctx.metrics.sessionsActive.inc()
+  const sessionStart = ctx.clock.now()
+  const client = opening.client
+  ctx.logger.info(
+    { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint },
+    'session started',
+  )
+  void fwd.done
+    .then((r) => {
       ctx.sessions.delete(session)
       ctx.metrics.sessionsActive.dec()
       ctx.metrics.sessionsClosed.inc({ reason: r.reason.startsWith('revoked:') ? 'revoked' : r.reason })
@@ -217,8 +203,66 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
         },
         'session ended',
       )
-      })
-      .catch((err: unknown) => ctx.logger.error({ event: 'session_error', session: session.id, err }, 'session bookkeeping failed'))
+    })
+    .catch((err: unknown) => ctx.logger.error({ event: 'session_error', session: session.id, err }, 'session bookkeeping failed'))
+}
+
+/**
+ * Serves one tunnel on an established TLS socket (ALPN keyway/1): reads the
+ * hello within its size and time bounds, then {@link admit}s it. Nothing a
+ * peer sends can throw out of here.
+ */
+export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
+  const startedAt = process.hrtime.bigint()
+  const client = clientOf(socket)
+  const parser = new HelloParser(ctx.settings.handshakeMaxBytes)
+  let answered = false
+  // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
+  let helloDone = false
+  let rest: Buffer | undefined
+  ctx.sockets.add(socket)
+
+  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
+    if (answered) return
+    answered = true
+    ctx.clock.clearTimeout(timer)
+    socket.removeListener('data', onData)
+    reportRefusal(ctx, opening, code, logMessage, hello, token)
+    if (socket.destroyed) return
+    // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
+    socket.pause()
+    socket.end(encodeReply({ ok: false, code, message }), () => socket.destroy())
+    socket.setTimeout(1_000, () => socket.destroy())
+  }
+
+  const opening: Opening = {
+    client,
+    startedAt,
+    settled: () => answered || socket.destroyed,
+    refuse,
+    accept: (session) => {
+      answered = true
+      socket.write(encodeReply({ ok: true, session }))
+      return socket
+    },
+    get initial() {
+      return rest !== undefined && rest.length > 0 ? rest : undefined
+    },
+  }
+
+  const onData = (chunk: Buffer): void => {
+    const parsed = parser.push(chunk)
+    if (parsed.state === 'need') return
+    if (parsed.state === 'error') return refuse(parsed.error.code, parsed.error.message)
+    helloDone = true
+    socket.removeListener('data', onData)
+    socket.pause()
+    ctx.clock.clearTimeout(timer)
+    rest = parsed.rest
+    admit(ctx, parsed.value, opening).catch((err: unknown) => {
+      const e = toKeywayError(err)
+      refuse(e.code, 'internal error', parsed.value, undefined, e.message)
+    })
   }
 
   const timer = ctx.clock.setTimeout(
@@ -242,6 +286,6 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     if (!answered && !helloDone) refuse('ERR_HANDSHAKE_MALFORMED', 'peer ended the stream before the handshake completed')
   })
   if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
-  if (ctx.sockets.size > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+  if (ctx.sockets.size + ctx.streams.count > ctx.settings.maxConnections) return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
   socket.on('data', onData)
 }

@@ -5,6 +5,8 @@ import * as tls from 'node:tls'
 import type { Logger } from 'pino'
 import { systemClock, type Clock } from '../clock.js'
 import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
+import type { ForwardEndpoint } from '../forward/index.js'
+import { ALPN_MUX, MuxConnection, type MuxStream } from '../mux/index.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL, ReplyParser, encodeHello } from '../protocol/index.js'
 
@@ -50,6 +52,13 @@ export interface GatewayClientOptions {
    * ticket the gateway no longer accepts falls back to a full one). Default true.
    */
   tlsSessionResumption?: boolean
+  /**
+   * Carry tunnels as streams of one TLS connection per gateway (ALPN
+   * `keyway/2`): a new tunnel costs one frame round trip instead of a TLS
+   * handshake. A gateway that only speaks `keyway/1` gets a TLS connection
+   * per tunnel, as with false. Default true.
+   */
+  multiplex?: boolean
 }
 
 /** What the client knows about its gateways, for status and readiness. */
@@ -68,8 +77,8 @@ export interface GatewayState {
 
 /** An open tunnel, from {@link GatewayClient.openTunnel}. */
 export interface Tunnel {
-  /** Paused TLS socket (allowHalfOpen), ready for forward(); a no-op 'error' listener stays attached. */
-  readonly socket: tls.TLSSocket
+  /** Paused TLS socket (allowHalfOpen) or multiplexed stream, ready for forward(); a no-op 'error' listener stays attached. */
+  readonly socket: ForwardEndpoint
   /** Bytes the gateway sent after its reply: deliver them to the client first. */
   readonly rest: Buffer
   /** Session id from the gateway's reply (for log correlation). */
@@ -97,6 +106,9 @@ class Unreachable extends Error {
 }
 
 const MAX_API_BODY = 4 * 1024 * 1024
+const EMPTY = Buffer.alloc(0)
+/** TCP keepalive on multiplexed connections, so a vanished gateway fails its streams. */
+const MUX_KEEPALIVE_MS = 30_000
 
 /** `TLSSocket#setSession` (undocumented, present since Node 0.11; tls.connect() uses it). */
 type SessionSettable = tls.TLSSocket & { setSession(session: Buffer): void }
@@ -149,6 +161,12 @@ export class GatewayClient {
   readonly #tunnelContext: tls.SecureContext
   /** Last TLS session ticket per gateway (`host:port`), for tunnels only. */
   readonly #tlsSessions = new Map<string, Buffer>()
+  readonly #multiplex: boolean
+  /** The multiplexed connection to each gateway (`host:port`), while it takes new streams. */
+  readonly #muxes = new Map<string, MuxConnection>()
+  readonly #muxPending = new Map<string, Promise<MuxConnection | tls.TLSSocket>>()
+  /** Gateways that answered ALPN keyway/1 to an offer of keyway/2. */
+  readonly #v1Only = new Set<string>()
   #good = 0
   #up = false
   #failures = 0
@@ -168,6 +186,7 @@ export class GatewayClient {
     this.#backoffBase = options.backoffBaseMs ?? 250
     this.#backoffMax = options.backoffMaxMs ?? 1_500
     this.#resume = options.tlsSessionResumption ?? true
+    this.#multiplex = options.multiplex ?? true
     this.#tunnelContext = tls.createSecureContext({ ca: this.#ca, minVersion: 'TLSv1.2' })
     this.#agent = new DialAgent({ keepAlive: true, maxSockets: 4, ca: this.#ca, ALPNProtocols: [ALPN_HTTP] }, this.#connectTls)
   }
@@ -199,9 +218,15 @@ export class GatewayClient {
     const hello = encodeHello({ resource, token })
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
     return this.#withFailover(async (gw) => {
-      const socket = await this.#connect(gw, ALPN_TUNNEL, timeoutMs)
+      if (this.#multiplex && !this.#v1Only.has(formatHostPort(gw))) return this.#openMuxed(gw, resource, hello, timeoutMs)
+      const socket = await this.#connect(gw, [ALPN_TUNNEL], timeoutMs)
       return this.#handshake(socket, gw, resource, hello, timeoutMs)
     })
+  }
+
+  /** Multiplexed connections open now (0 or 1 per gateway). */
+  get multiplexedConnections(): number {
+    return this.#muxes.size
   }
 
   /**
@@ -213,9 +238,114 @@ export class GatewayClient {
     return this.#withFailover((gw) => this.#request<T>(gw, method, path, options))
   }
 
-  /** Closes idle keep-alive connections. The client stays usable. */
+  /** Closes idle keep-alive connections and the multiplexed connections (ending their streams). The client stays usable. */
   close(): void {
     this.#agent.destroy()
+    for (const conn of this.#muxes.values()) conn.destroy()
+    this.#muxes.clear()
+  }
+
+  async #openMuxed(gw: HostPort, resource: string, hello: Buffer, timeoutMs: number): Promise<Tunnel> {
+    const key = formatHostPort(gw)
+    for (let attempt = 0; ; attempt++) {
+      const existing = this.#muxes.get(key)
+      let conn: MuxConnection
+      let fresh = false
+      if (existing?.usable) conn = existing
+      else {
+        const got = await this.#muxConnect(gw, key, timeoutMs)
+        if (!(got instanceof MuxConnection)) return this.#handshake(got, gw, resource, hello, timeoutMs)
+        conn = got
+        fresh = true
+      }
+      try {
+        return await this.#openStream(conn, key, resource, hello, timeoutMs)
+      } catch (err) {
+        // A connection that closed or drained under us says nothing about the gateway: once more on a new one.
+        if (err instanceof Unreachable && !fresh && attempt === 0) continue
+        throw err
+      }
+    }
+  }
+
+  /** One multiplexed connection per gateway, shared by concurrent callers; a keyway/1-only gateway gives each caller a plain tunnel socket. */
+  async #muxConnect(gw: HostPort, key: string, timeoutMs: number): Promise<MuxConnection | tls.TLSSocket> {
+    const pending = this.#muxPending.get(key)
+    if (pending !== undefined) {
+      const got = await pending
+      if (got instanceof MuxConnection) return got
+      // That socket went to the caller that dialled it.
+      return this.#connect(gw, [ALPN_TUNNEL], timeoutMs)
+    }
+    const connecting = this.#connect(gw, [ALPN_MUX, ALPN_TUNNEL], timeoutMs).then((socket): MuxConnection | tls.TLSSocket => {
+      if (socket.alpnProtocol !== ALPN_MUX) {
+        this.#v1Only.add(key)
+        this.#logger?.info({ event: 'gateway_no_multiplex', gateway: key }, 'gateway speaks keyway/1 only: one TLS connection per tunnel')
+        return socket
+      }
+      socket.setKeepAlive(true, MUX_KEEPALIVE_MS)
+      const drop = (): void => {
+        if (this.#muxes.get(key) === conn) this.#muxes.delete(key)
+      }
+      const conn: MuxConnection = new MuxConnection(socket, {
+        role: 'client',
+        onGoaway: (code, message) => {
+          drop()
+          this.#logger?.debug({ event: 'gateway_goaway', gateway: key, code }, message)
+        },
+        onClose: drop,
+      })
+      this.#muxes.set(key, conn)
+      return conn
+    })
+    this.#muxPending.set(key, connecting)
+    try {
+      return await connecting
+    } finally {
+      this.#muxPending.delete(key)
+    }
+  }
+
+  #openStream(conn: MuxConnection, gateway: string, resource: string, hello: Buffer, timeoutMs: number): Promise<Tunnel> {
+    return new Promise((resolve, reject) => {
+      let stream: MuxStream
+      try {
+        stream = conn.open(hello)
+      } catch (err) {
+        reject(new Unreachable((err as Error).message))
+        return
+      }
+      stream.on('error', ignoreError)
+      const timer =
+        timeoutMs > 0
+          ? this.#clock.setTimeout(() => {
+              stream.destroy()
+              reject(
+                new KeywayError('ERR_HANDSHAKE_TIMEOUT', `gateway ${gateway} did not answer the tunnel request for "${resource}" within ${timeoutMs} ms`, {
+                  detail: { gateway, resource },
+                }),
+              )
+            }, timeoutMs)
+          : undefined
+      stream.whenAccepted((err, body) => {
+        if (timer !== undefined) this.#clock.clearTimeout(timer)
+        if (err !== null) {
+          const code = toErrorCode((err as { reason?: unknown }).reason)
+          // Lost connection or a draining gateway: another connection or gateway may serve us.
+          if (code === undefined || code === 'ERR_GATEWAY_UNAVAILABLE' || code === 'ERR_SHUTTING_DOWN') reject(new Unreachable(err.message))
+          else reject(new KeywayError(code, err.message, { detail: { gateway, resource, refused: true } }))
+          return
+        }
+        let session = ''
+        try {
+          session = String((JSON.parse(body!.toString('utf8')) as { session?: unknown }).session ?? '')
+        } catch {
+          // The session id only correlates logs.
+        }
+        stream.pause()
+        resolve({ socket: stream, rest: EMPTY, session, gateway })
+      })
+    })
   }
 
   async #withFailover<T>(attempt: (gw: HostPort) => Promise<T>): Promise<T> {
@@ -285,15 +415,15 @@ export class GatewayClient {
     return options
   }
 
-  #connect(gw: HostPort, alpn: string, timeoutMs: number): Promise<tls.TLSSocket> {
+  #connect(gw: HostPort, alpns: readonly string[], timeoutMs: number): Promise<tls.TLSSocket> {
     return new Promise((resolve, reject) => {
       let socket: tls.TLSSocket
-      const resume = this.#resume && alpn === ALPN_TUNNEL
+      const resume = this.#resume && !alpns.includes(ALPN_HTTP)
       const key = resume ? formatHostPort(gw) : ''
       const session = resume ? this.#tlsSessions.get(key) : undefined
       try {
-        const options: TlsDialOptions = { ...this.#tlsOptions(gw), ALPNProtocols: [alpn], allowHalfOpen: true }
-        if (alpn === ALPN_TUNNEL) options.secureContext = this.#tunnelContext
+        const options: TlsDialOptions = { ...this.#tlsOptions(gw), ALPNProtocols: [...alpns], allowHalfOpen: true }
+        if (resume || !alpns.includes(ALPN_HTTP)) options.secureContext = this.#tunnelContext
         // Not through options.session where possible: tls.connect() would then
         // parse the ticket twice (TLSSocket's constructor and connect() both
         // call setSession), and each parse decodes the gateway's certificate,
@@ -328,8 +458,8 @@ export class GatewayClient {
         fail(new Error('connection closed during the TLS handshake'))
       }
       function onSecure(): void {
-        if (socket.alpnProtocol !== alpn) {
-          fail(new Error(`the gateway did not agree to ALPN ${alpn} (got ${socket.alpnProtocol || 'none'})`))
+        if (typeof socket.alpnProtocol !== 'string' || !alpns.includes(socket.alpnProtocol)) {
+          fail(new Error(`the gateway did not agree to ALPN ${alpns.join(' or ')} (got ${socket.alpnProtocol || 'none'})`))
           return
         }
         cleanup()

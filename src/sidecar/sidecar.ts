@@ -150,6 +150,7 @@ export class Sidecar {
         ca: deps.ca,
         servername: deps.config.servername,
         connectTimeoutMs: deps.config.connectTimeout,
+        multiplex: deps.config.multiplex,
         clock: this.#clock,
         logger: deps.logger,
         ...(deps.connectTls ? { connectTls: deps.connectTls } : {}),

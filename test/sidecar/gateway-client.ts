@@ -6,13 +6,18 @@ import { randomBytes } from 'node:crypto'
 import { ManualClock } from '../../src/clock.js'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import type { ResourcesResponse, WhoamiResponse } from '../../src/protocol/index.js'
-import { GatewayClient, type ConnectTls, type GatewayClientOptions } from '../../src/sidecar/index.js'
+import { GatewayClient, type ConnectTls, type GatewayClientOptions, type Tunnel } from '../../src/sidecar/index.js'
 import { startFakeGateway, LOOPBACK, type FakeView } from '../helpers/fake-gateway.js'
 import { TOKEN, freeLoopbackPort, roundTrip, readExactly, testPki, sinkLogger } from '../fixtures/sidecar/harness.js'
 
 const VIEW: FakeView = {
   settings: { portOverrides: true, autoConnect: true },
   resources: [{ name: 'pg', kind: 'datasource', type: 'postgres', portOverride: 15432 }],
+}
+
+/** The fake gateway speaks keyway/1 only: its tunnels are TLS sockets. */
+function tlsOf(tunnel: Tunnel): tls.TLSSocket {
+  return tunnel.socket as tls.TLSSocket
 }
 
 /** A connectTls that records the port of every dial. */
@@ -48,14 +53,14 @@ async function setup(t: Test, extra: Partial<GatewayClientOptions> = {}, greetin
 t.test('openTunnel: hello, OK reply, then bytes echo exactly', async (t) => {
   const { client, fake } = await setup(t)
   const tunnel = await client.openTunnel('pg', TOKEN)
-  t.equal(tunnel.socket.alpnProtocol, 'keyway/1')
+  t.equal(tlsOf(tunnel).alpnProtocol, 'keyway/1')
   t.equal(tunnel.rest.length, 0)
   t.match(tunnel.session, /^ses_/)
   t.equal(tunnel.gateway, fake.address)
   t.same(fake.hellos, ['pg'])
   const data = randomBytes(100_000)
-  tunnel.socket.resume()
-  const echoed = await roundTrip(tunnel.socket, data)
+  tlsOf(tunnel).resume()
+  const echoed = await roundTrip(tlsOf(tunnel), data)
   t.ok(echoed.equals(data), 'echo is byte-exact')
   t.equal(client.state().up, true)
 })
@@ -63,25 +68,25 @@ t.test('openTunnel: hello, OK reply, then bytes echo exactly', async (t) => {
 t.test('openTunnel: later tunnels resume the TLS session; resumption can be turned off', async (t) => {
   const { client } = await setup(t)
   const first = await client.openTunnel('pg', TOKEN)
-  t.equal(first.socket.isSessionReused(), false, 'the first tunnel does a full handshake')
+  t.equal(tlsOf(first).isSessionReused(), false, 'the first tunnel does a full handshake')
   // TLS 1.3 tickets arrive after the handshake, with the first bytes read.
-  first.socket.resume()
-  await roundTrip(first.socket, Buffer.from('ping'))
-  first.socket.destroy()
+  tlsOf(first).resume()
+  await roundTrip(tlsOf(first), Buffer.from('ping'))
+  tlsOf(first).destroy()
   const second = await client.openTunnel('pg', TOKEN)
-  t.equal(second.socket.isSessionReused(), true, 'the next one resumes')
-  second.socket.resume()
-  t.ok((await roundTrip(second.socket, Buffer.from('pong'))).equals(Buffer.from('pong')))
-  second.socket.destroy()
+  t.equal(tlsOf(second).isSessionReused(), true, 'the next one resumes')
+  tlsOf(second).resume()
+  t.ok((await roundTrip(tlsOf(second), Buffer.from('pong'))).equals(Buffer.from('pong')))
+  tlsOf(second).destroy()
 
   const { client: plain } = await setup(t, { tlsSessionResumption: false })
   const a = await plain.openTunnel('pg', TOKEN)
-  a.socket.resume()
-  await roundTrip(a.socket, Buffer.from('ping'))
-  a.socket.destroy()
+  tlsOf(a).resume()
+  await roundTrip(tlsOf(a), Buffer.from('ping'))
+  tlsOf(a).destroy()
   const b = await plain.openTunnel('pg', TOKEN)
-  t.equal(b.socket.isSessionReused(), false)
-  b.socket.destroy()
+  t.equal(tlsOf(b).isSessionReused(), false)
+  tlsOf(b).destroy()
 })
 
 t.test('openTunnel: bytes sent right after the reply come back as rest', async (t) => {
@@ -90,10 +95,10 @@ t.test('openTunnel: bytes sent right after the reply come back as rest', async (
   const tunnel = await client.openTunnel('pg', TOKEN)
   // The reply and greeting went out in one write; whatever the reader did not
   // return as rest is still buffered on the paused socket.
-  const more = tunnel.rest.length < greeting.length ? await readExactly(tunnel.socket, greeting.length - tunnel.rest.length) : Buffer.alloc(0)
+  const more = tunnel.rest.length < greeting.length ? await readExactly(tlsOf(tunnel), greeting.length - tunnel.rest.length) : Buffer.alloc(0)
   t.ok(Buffer.concat([tunnel.rest, more]).equals(greeting))
   t.ok(tunnel.rest.length > 0, 'the greeting arrived with the reply')
-  tunnel.socket.destroy()
+  tlsOf(tunnel).destroy()
 })
 
 t.test('openTunnel: a refusal rejects with the gateway code and counts as up', async (t) => {
@@ -136,11 +141,11 @@ t.test('failover: a dead first gateway is skipped, and the good one is remembere
   })
   t.teardown(() => client.close())
   const tunnel = await client.openTunnel('pg', TOKEN)
-  tunnel.socket.destroy()
+  tlsOf(tunnel).destroy()
   t.same(dial.ports, [dead, fake.port])
   t.equal(client.state().gateway, fake.address)
   const again = await client.openTunnel('pg', TOKEN)
-  again.socket.destroy()
+  tlsOf(again).destroy()
   t.same(dial.ports, [dead, fake.port, fake.port], 'the last good gateway is tried first')
   const view = await client.api<ResourcesResponse>('GET', '/v1/resources', { token: TOKEN })
   t.equal(view.status, 200)
@@ -214,7 +219,7 @@ t.test('the certificate is verified against the CA and the server name', async (
   const byIp = new GatewayClient({ gateways: [{ host: LOOPBACK, port: fake.port }], ca: pki.caCertPem, clock: new ManualClock() })
   t.teardown(() => byIp.close())
   const tunnel = await byIp.openTunnel('pg', TOKEN)
-  tunnel.socket.destroy()
+  tlsOf(tunnel).destroy()
   const who = await byIp.api<WhoamiResponse>('GET', '/v1/whoami', { token: TOKEN })
   t.equal(who.status, 200)
 })
@@ -237,7 +242,7 @@ t.test('a gateway that closes without a reply is skipped like a dead one', async
   })
   const tunnel = await client.openTunnel('pg', TOKEN)
   t.equal(tunnel.gateway, fake.address)
-  tunnel.socket.destroy()
+  tlsOf(tunnel).destroy()
 })
 
 t.test('a gateway that does not reply in time: ERR_HANDSHAKE_TIMEOUT', async (t) => {
@@ -313,14 +318,14 @@ t.test('api: a kept-alive connection the gateway dropped is retried once, not co
 t.test('openTunnel: the next tunnel resumes the TLS session, offering the ticket once', async (t) => {
   const { client } = await setup(t)
   const first = await client.openTunnel('pg', TOKEN)
-  t.equal(first.socket.isSessionReused(), false, 'the first tunnel makes a full handshake')
-  first.socket.destroy()
+  t.equal(tlsOf(first).isSessionReused(), false, 'the first tunnel makes a full handshake')
+  tlsOf(first).destroy()
   const second = await client.openTunnel('pg', TOKEN)
-  t.equal(second.socket.isSessionReused(), true, 'the second tunnel resumes with the first ticket')
-  second.socket.destroy()
+  t.equal(tlsOf(second).isSessionReused(), true, 'the second tunnel resumes with the first ticket')
+  tlsOf(second).destroy()
   const off = await setup(t, { tlsSessionResumption: false })
   ;(await off.client.openTunnel('pg', TOKEN)).socket.destroy()
   const again = await off.client.openTunnel('pg', TOKEN)
-  t.equal(again.socket.isSessionReused(), false, 'tlsSessionResumption: false never resumes')
-  again.socket.destroy()
+  t.equal(tlsOf(again).isSessionReused(), false, 'tlsSessionResumption: false never resumes')
+  tlsOf(again).destroy()
 })

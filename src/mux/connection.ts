@@ -1,0 +1,365 @@
+import type { Duplex } from 'node:stream'
+import { KeywayError } from '../errors.js'
+import {
+  decodeProblem,
+  encodeFrame,
+  encodeProblem,
+  FRAME_HEADER,
+  FrameType,
+  MAX_FRAME_PAYLOAD,
+  MAX_FRAME_TYPE,
+  writeHeader,
+  type FrameTypeValue,
+} from './frame.js'
+import { MuxStream, type StreamOwner } from './stream.js'
+
+/** Options of {@link MuxConnection}. */
+export interface MuxConnectionOptions {
+  /** `client` opens streams (the sidecar); `server` accepts them (the gateway). */
+  role: 'client' | 'server'
+  /** Server: the peer opened `stream`; `payload` is its OPEN payload. Accept with {@link MuxConnection.accept} or `stream.refuse()`. */
+  onOpen?: (stream: MuxStream, payload: Buffer) => void
+  /** Client: the gateway takes no new streams on this connection (it is draining, or the connection broke a rule). */
+  onGoaway?: (code: string, message: string) => void
+  /** The connection is closed and every stream on it was reset. `error` when it ended for a protocol violation. */
+  onClose?: (error?: KeywayError) => void
+  /** Largest OPEN, ACCEPT, RESET or GOAWAY payload accepted. Default 66,000 (a hello with the longest token). */
+  maxControlPayload?: number
+  /** The connection counts as congested (stream writes are held) while its socket buffers more than this. Default 4 MiB. */
+  maxBuffered?: number
+}
+
+const EMPTY = Buffer.alloc(0)
+const DEFAULT_MAX_CONTROL = 66_000
+const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024
+// Small payloads are copied behind their header so one buffer goes out; large ones go as two (no copy).
+const COPY_BELOW = 1024
+const MAX_STREAM_ID = 0x7fffffff
+
+/**
+ * Many streams over one ordered byte stream (a TLS socket): the framing of
+ * docs/protocol.md, "Multiplexed tunnels". Frames written in one event-loop
+ * turn leave in one socket write (corked until `setImmediate`), so many
+ * small streams share TLS records and system calls.
+ *
+ * Nothing the peer sends can throw out of here: a frame that breaks a rule
+ * ends the connection with GOAWAY `ERR_PROTOCOL_VIOLATION` and resets its
+ * streams. Takes ownership of the socket.
+ */
+export class MuxConnection implements StreamOwner {
+  readonly socket: Duplex
+  readonly #role: 'client' | 'server'
+  readonly #options: MuxConnectionOptions
+  readonly #maxControl: number
+  readonly #maxBuffered: number
+  readonly #streams = new Map<number, MuxStream>()
+  #nextId = 1
+  #lastPeerId = 0
+  #corked = false
+  #congested = false
+  #closed = false
+  #goingAway = false
+  #violation: KeywayError | undefined
+  // Parser state: a header being assembled, then a payload being consumed.
+  readonly #header = Buffer.allocUnsafe(FRAME_HEADER)
+  #headerFill = 0
+  #type = 0
+  #stream = 0
+  #remaining = 0
+  #inPayload = false
+  #control: Buffer | undefined
+  #controlFill = 0
+  #dataTarget: MuxStream | undefined
+  readonly #uncork = (): void => {
+    this.#corked = false
+    this.socket.uncork()
+  }
+
+  constructor(socket: Duplex, options: MuxConnectionOptions) {
+    this.socket = socket
+    this.#role = options.role
+    this.#options = options
+    this.#maxControl = options.maxControlPayload ?? DEFAULT_MAX_CONTROL
+    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED
+    socket.on('data', (chunk: Buffer) => this.#onChunk(chunk))
+    socket.on('drain', () => this.#onDrain())
+    socket.on('end', () => this.#onEnd())
+    socket.on('error', () => {})
+    socket.once('close', () => this.#onClose())
+    socket.resume()
+  }
+
+  /** Streams open now. */
+  get streams(): number {
+    return this.#streams.size
+  }
+
+  /** True once the connection is closed. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** True while the socket buffers more than `maxBuffered`: stream writes wait. */
+  get congested(): boolean {
+    return this.#congested
+  }
+
+  /** Client: false once the peer said GOAWAY or the ids ran out; open no more streams here. */
+  get usable(): boolean {
+    return !this.#closed && !this.#goingAway && this.#nextId <= MAX_STREAM_ID
+  }
+
+  /** Client: opens a stream; `payload` is the OPEN payload. Wait for it with `stream.whenAccepted()`. */
+  open(payload: Buffer): MuxStream {
+    if (this.#role !== 'client') throw new TypeError('only a client opens streams')
+    if (!this.usable) throw new KeywayError('ERR_GATEWAY_UNAVAILABLE', 'the tunnel connection takes no new streams')
+    const id = this.#nextId++
+    const stream = new MuxStream(this, id)
+    this.#streams.set(id, stream)
+    this.#send(encodeFrame(FrameType.OPEN, id, payload))
+    return stream
+  }
+
+  /** Server: the stream is open; `body` (JSON) goes in the ACCEPT frame. */
+  accept(stream: MuxStream, body: Buffer): void {
+    if (!this.#closed && this.#streams.get(stream.id) === stream) this.#send(encodeFrame(FrameType.ACCEPT, stream.id, body))
+  }
+
+  /** Server: tells the client to open no new streams here (draining). Live streams go on. Idempotent. */
+  goaway(code: string, message: string): void {
+    if (this.#closed || this.#goingAway) return
+    this.#goingAway = true
+    this.#send(encodeFrame(FrameType.GOAWAY, 0, encodeProblem(code, message)))
+  }
+
+  /** Closes the connection now; every stream is reset. Idempotent. */
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  /** @internal */
+  sendData(stream: number, chunk: Buffer): void {
+    const length = chunk.length
+    if (length < COPY_BELOW) {
+      const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
+      writeHeader(frame, 0, FrameType.DATA, length, stream)
+      chunk.copy(frame, FRAME_HEADER)
+      this.#send(frame)
+      return
+    }
+    const header = Buffer.allocUnsafe(FRAME_HEADER)
+    writeHeader(header, 0, FrameType.DATA, length, stream)
+    this.#send(header)
+    this.#send(chunk)
+  }
+
+  /** @internal */
+  sendFin(stream: number): void {
+    this.#send(encodeFrame(FrameType.FIN, stream))
+  }
+
+  /** @internal */
+  sendReset(stream: number, code: string, message: string): void {
+    this.#send(encodeFrame(FrameType.RESET, stream, encodeProblem(code, message)))
+  }
+
+  /** @internal */
+  sendWindow(stream: number, increment: number): void {
+    const frame = Buffer.allocUnsafe(FRAME_HEADER + 4)
+    writeHeader(frame, 0, FrameType.WINDOW, 4, stream)
+    frame.writeUInt32BE(Math.min(increment, 0xffffffff), FRAME_HEADER)
+    this.#send(frame)
+  }
+
+  /** @internal */
+  forget(stream: MuxStream): void {
+    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id)
+  }
+
+  #send(buf: Buffer): void {
+    if (this.#closed) return
+    const socket = this.socket
+    if (!this.#corked) {
+      this.#corked = true
+      socket.cork()
+      setImmediate(this.#uncork)
+    }
+    socket.write(buf)
+    if (!this.#congested && socket.writableLength > this.#maxBuffered) this.#congested = true
+  }
+
+  #onDrain(): void {
+    if (!this.#congested) return
+    this.#congested = false
+    for (const stream of this.#streams.values()) {
+      stream.release()
+      if (this.#congested) return
+    }
+  }
+
+  #onChunk(chunk: Buffer): void {
+    let offset = 0
+    const length = chunk.length
+    while (offset < length && !this.#closed && this.#violation === undefined) {
+      if (!this.#inPayload) {
+        let header: Buffer
+        let at: number
+        if (this.#headerFill === 0 && length - offset >= FRAME_HEADER) {
+          header = chunk
+          at = offset
+          offset += FRAME_HEADER
+        } else {
+          const n = Math.min(FRAME_HEADER - this.#headerFill, length - offset)
+          chunk.copy(this.#header, this.#headerFill, offset, offset + n)
+          this.#headerFill += n
+          offset += n
+          if (this.#headerFill < FRAME_HEADER) return
+          this.#headerFill = 0
+          header = this.#header
+          at = 0
+        }
+        const type = header[at]!
+        const size = (header[at + 1]! << 16) | (header[at + 2]! << 8) | header[at + 3]!
+        const id = header.readUInt32BE(at + 4)
+        if (!this.#startFrame(type, size, id)) return
+        continue
+      }
+      const n = Math.min(this.#remaining, length - offset)
+      if (this.#type === FrameType.DATA) {
+        const target = this.#dataTarget
+        if (target !== undefined && !target.peerData(chunk.subarray(offset, offset + n))) {
+          this.#fail(`stream ${this.#stream} sent more than its window`)
+          return
+        }
+      } else {
+        chunk.copy(this.#control!, this.#controlFill, offset, offset + n)
+        this.#controlFill += n
+      }
+      offset += n
+      this.#remaining -= n
+      if (this.#remaining === 0) {
+        this.#inPayload = false
+        if (this.#type !== FrameType.DATA) {
+          const payload = this.#control!
+          this.#control = undefined
+          this.#dispatch(this.#type, this.#stream, payload)
+        }
+      }
+    }
+  }
+
+  /** Validates a header; returns false when the connection was failed. */
+  #startFrame(type: number, size: number, id: number): boolean {
+    if (type < 1 || type > MAX_FRAME_TYPE) return this.#fail(`unknown frame type ${type}`)
+    if (size > MAX_FRAME_PAYLOAD) return this.#fail('frame too large')
+    if ((type === FrameType.GOAWAY) !== (id === 0)) return this.#fail(type === FrameType.GOAWAY ? 'GOAWAY on a stream' : 'stream id 0')
+    this.#type = type
+    this.#stream = id
+    if (type === FrameType.DATA) {
+      this.#dataTarget = this.#streams.get(id)
+      if (this.#dataTarget === undefined && !this.#known(id)) return this.#fail(`DATA on stream ${id}, never opened`)
+      if (size === 0) return true
+      this.#remaining = size
+      this.#inPayload = true
+      return true
+    }
+    if (size > this.#maxControl) return this.#fail(`control frame of ${size} bytes exceeds ${this.#maxControl}`)
+    if (size === 0) {
+      this.#dispatch(type, id, EMPTY)
+      return !this.#closed && this.#violation === undefined
+    }
+    this.#control = Buffer.allocUnsafe(size)
+    this.#controlFill = 0
+    this.#remaining = size
+    this.#inPayload = true
+    return true
+  }
+
+  /** A stream id that was opened once (it may be gone now: frames in flight for it are dropped). */
+  #known(id: number): boolean {
+    return this.#role === 'client' ? id < this.#nextId : id <= this.#lastPeerId
+  }
+
+  #dispatch(type: number, id: number, payload: Buffer): void {
+    const server = this.#role === 'server'
+    switch (type as FrameTypeValue) {
+      case FrameType.OPEN: {
+        if (!server) return void this.#fail('OPEN sent to a client')
+        if (id <= this.#lastPeerId || id > MAX_STREAM_ID) return void this.#fail(`OPEN with stream id ${id} not above ${this.#lastPeerId}`)
+        this.#lastPeerId = id
+        const stream = new MuxStream(this, id)
+        this.#streams.set(id, stream)
+        if (this.#options.onOpen) this.#options.onOpen(stream, payload)
+        else stream.refuse('ERR_INTERNAL', 'this end accepts no streams')
+        return
+      }
+      case FrameType.ACCEPT:
+        if (server) return void this.#fail('ACCEPT sent to a server')
+        if (!this.#known(id)) return void this.#fail(`ACCEPT for stream ${id}, never opened`)
+        this.#streams.get(id)?.peerAccepted(payload)
+        return
+      case FrameType.FIN:
+        if (!this.#known(id)) return void this.#fail(`FIN on stream ${id}, never opened`)
+        this.#streams.get(id)?.peerFin()
+        return
+      case FrameType.RESET: {
+        if (!this.#known(id)) return void this.#fail(`RESET on stream ${id}, never opened`)
+        const stream = this.#streams.get(id)
+        if (stream === undefined) return
+        const problem = decodeProblem(payload)
+        stream.peerReset(problem.code, problem.message)
+        return
+      }
+      case FrameType.WINDOW:
+        if (payload.length !== 4) return void this.#fail('WINDOW payload is not 4 bytes')
+        if (!this.#known(id)) return void this.#fail(`WINDOW on stream ${id}, never opened`)
+        this.#streams.get(id)?.peerWindow(payload.readUInt32BE(0))
+        return
+      case FrameType.GOAWAY: {
+        if (server) return void this.#fail('GOAWAY sent to a server')
+        this.#goingAway = true
+        const problem = decodeProblem(payload)
+        this.#options.onGoaway?.(problem.code, problem.message)
+        return
+      }
+      case FrameType.DATA:
+        return
+    }
+  }
+
+  /** Ends the connection for a broken rule: GOAWAY with the code, then close. Returns false for the parser. */
+  #fail(message: string): false {
+    if (this.#violation !== undefined || this.#closed) return false
+    this.#violation = new KeywayError('ERR_PROTOCOL_VIOLATION', `tunnel connection: ${message}`)
+    const socket = this.socket
+    socket.removeAllListeners('data')
+    socket.pause()
+    if (this.#corked) {
+      this.#corked = false
+      socket.uncork()
+    }
+    socket.end(encodeFrame(FrameType.GOAWAY, 0, encodeProblem('ERR_PROTOCOL_VIOLATION', message)), () => socket.destroy())
+    // A peer that never reads must not hold the socket open.
+    setTimeout(() => socket.destroy(), 1_000).unref()
+    this.#resetAll(`protocol violation: ${message}`)
+    return false
+  }
+
+  #onEnd(): void {
+    // The peer will send nothing more: no stream can finish now.
+    if (!this.#closed) this.#resetAll('the tunnel connection ended')
+    if (!this.socket.writableEnded) this.socket.end()
+  }
+
+  #onClose(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#resetAll('the tunnel connection closed')
+    this.#options.onClose?.(this.#violation)
+  }
+
+  #resetAll(message: string): void {
+    for (const stream of [...this.#streams.values()]) stream.connectionLost(message)
+    this.#streams.clear()
+  }
+}

@@ -1,0 +1,251 @@
+import { Duplex } from 'node:stream'
+import { INITIAL_WINDOW, MAX_DATA_PAYLOAD } from './frame.js'
+
+/** What a stream needs from its connection (implemented by MuxConnection). */
+export interface StreamOwner {
+  sendData(stream: number, chunk: Buffer): void
+  sendFin(stream: number): void
+  sendReset(stream: number, code: string, message: string): void
+  sendWindow(stream: number, increment: number): void
+  /** The stream is gone: drop it from the table. */
+  forget(stream: MuxStream): void
+  /** True while the connection's own write buffer is over its limit. */
+  readonly congested: boolean
+  /** Connection gone: writes fail. */
+  readonly closed: boolean
+}
+
+/** Error a stream is destroyed with when the peer resets it or the connection ends. */
+export interface StreamResetError extends Error {
+  /** `ECONNRESET`, so the forwarding core counts it as an ordinary reset. */
+  readonly code: 'ECONNRESET'
+  /** The Keyway code the peer gave (`ERR_GRANT_DENIED`, …) or `ERR_INTERNAL`. */
+  readonly reason: string
+}
+
+function resetError(reason: string, message: string): StreamResetError {
+  return Object.assign(new Error(message), { code: 'ECONNRESET' as const, reason })
+}
+
+// Credit goes back in batches: a WINDOW frame per quarter window consumed.
+const GRANT_BATCH = INITIAL_WINDOW / 4
+// A peer may overshoot its credit by one write; anything past this is a violation.
+const OVERSHOOT = MAX_DATA_PAYLOAD
+
+function onIdle(this: MuxStream): void {
+  this.emit('timeout')
+}
+
+/**
+ * One stream of a multiplexed connection: a Duplex with TCP-socket manners
+ * (half-close, `setTimeout`/'timeout', `setNoDelay`, `resetAndDestroy`), so
+ * the forwarding core treats it like a socket.
+ *
+ * Flow control is per stream and per direction: a sender holds its write
+ * callback once its credit is spent (the Writable buffers, `write()` returns
+ * false, the forwarding core pauses its reader), and the receiver returns
+ * credit as the stream's reader consumes bytes, so a slow consumer holds back
+ * its own stream only, never the connection.
+ */
+export class MuxStream extends Duplex {
+  /** Stream id on its connection. */
+  readonly id: number
+  /** Idle limit in ms set by {@link MuxStream.setTimeout}; 0 when off. */
+  timeout = 0
+  readonly #owner: StreamOwner
+  #credit = INITIAL_WINDOW
+  #heldWrite: ((err?: Error | null) => void) | undefined
+  #received = 0
+  #granted = 0
+  #idle: NodeJS.Timeout | undefined
+  /** FIN sent (our write side ended on the wire). */
+  #finSent = false
+  /** FIN received. */
+  #finReceived = false
+  /** RESET sent or received, or the connection ended: no more frames for this stream. */
+  #gone = false
+  #onAccept: ((err: Error | null, body?: Buffer) => void) | undefined
+  #resetCode = 'ERR_INTERNAL'
+  #resetMessage: string | undefined
+
+  /** @internal Created by MuxConnection. */
+  constructor(owner: StreamOwner, id: number) {
+    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true, autoDestroy: true })
+    this.#owner = owner
+    this.id = id
+  }
+
+  /** Never delays: frames go out at the end of the current event-loop turn. Present for socket compatibility. */
+  setNoDelay(_noDelay?: boolean): this {
+    return this
+  }
+
+  /** Like `net.Socket#setTimeout`: emits 'timeout' after `ms` without a byte either way; 0 turns it off. */
+  setTimeout(ms: number, callback?: () => void): this {
+    if (this.#idle !== undefined) {
+      clearTimeout(this.#idle)
+      this.#idle = undefined
+    }
+    this.timeout = ms
+    if (callback !== undefined) {
+      if (ms === 0) this.removeListener('timeout', callback)
+      else this.once('timeout', callback)
+    }
+    if (ms > 0 && !this.destroyed) {
+      this.#idle = setTimeout(onIdle.bind(this), ms)
+      this.#idle.unref()
+    }
+    return this
+  }
+
+  /** Destroys the stream and tells the peer it was reset (RESET frame). */
+  resetAndDestroy(): this {
+    this.#reset(this.#resetCode, this.#resetMessage ?? 'stream reset')
+    return this.destroy()
+  }
+
+  /**
+   * Ends the stream at once in both directions, telling the peer `code` (for
+   * a refusal or a revocation), then destroys it.
+   */
+  refuse(code: string, message: string): void {
+    this.#reset(code, message)
+    this.destroy()
+  }
+
+  /** The code (and message) the peer gets in the RESET if the stream is destroyed before it finished. */
+  setResetReason(code: string, message: string): void {
+    this.#resetCode = code
+    this.#resetMessage = message
+  }
+
+  /** @internal Client side: called once with the gateway's ACCEPT payload or the RESET that refused the stream. */
+  whenAccepted(callback: (err: Error | null, body?: Buffer) => void): void {
+    this.#onAccept = callback
+  }
+
+  /** @internal */
+  peerAccepted(body: Buffer): void {
+    const cb = this.#onAccept
+    this.#onAccept = undefined
+    cb?.(null, body)
+  }
+
+  /** @internal */
+  peerData(chunk: Buffer): boolean {
+    this.#received += chunk.length
+    if (this.#received - this.#granted > INITIAL_WINDOW + OVERSHOOT) return false
+    if (this.#finReceived || this.#gone) return true
+    this.#idle?.refresh()
+    this.push(chunk)
+    this.#grant()
+    return true
+  }
+
+  /** @internal */
+  peerFin(): void {
+    if (this.#finReceived || this.#gone) return
+    this.#finReceived = true
+    this.push(null)
+  }
+
+  /** @internal */
+  peerReset(code: string, message: string): void {
+    if (this.#gone) return
+    this.#gone = true
+    const cb = this.#onAccept
+    this.#onAccept = undefined
+    const err = resetError(code, message)
+    if (cb !== undefined) cb(err)
+    this.destroy(err)
+  }
+
+  /** @internal The connection ended under the stream. */
+  connectionLost(message: string): void {
+    this.peerReset('ERR_GATEWAY_UNAVAILABLE', message)
+  }
+
+  /** @internal */
+  peerWindow(increment: number): void {
+    this.#credit += increment
+    this.release()
+  }
+
+  /** @internal Calls a held write callback once credit and the connection allow. */
+  release(): void {
+    const cb = this.#heldWrite
+    if (cb === undefined || this.#credit <= 0 || this.#owner.congested) return
+    this.#heldWrite = undefined
+    cb()
+  }
+
+  override _read(): void {
+    this.#grant()
+  }
+
+  // Every consumption is a chance to return credit: _read alone is not called
+  // again until the next push, and the peer may be waiting for credit to push.
+  override read(size?: number): any {
+    const chunk: unknown = super.read(size)
+    this.#grant()
+    return chunk
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.#gone || this.#owner.closed) {
+      callback(resetError('ERR_GATEWAY_UNAVAILABLE', 'the tunnel connection is closed'))
+      return
+    }
+    let offset = 0
+    while (chunk.length - offset > MAX_DATA_PAYLOAD) {
+      this.#owner.sendData(this.id, chunk.subarray(offset, offset + MAX_DATA_PAYLOAD))
+      offset += MAX_DATA_PAYLOAD
+    }
+    this.#owner.sendData(this.id, offset === 0 ? chunk : chunk.subarray(offset))
+    this.#credit -= chunk.length
+    this.#idle?.refresh()
+    if (this.#credit > 0 && !this.#owner.congested) callback()
+    else this.#heldWrite = callback
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    if (!this.#gone && !this.#owner.closed) {
+      this.#finSent = true
+      this.#owner.sendFin(this.id)
+    }
+    callback()
+  }
+
+  override _destroy(err: Error | null, callback: (err: Error | null) => void): void {
+    if (this.#idle !== undefined) {
+      clearTimeout(this.#idle)
+      this.#idle = undefined
+    }
+    // Destroyed before both directions finished on the wire: the peer must learn it.
+    if (!(this.#finSent && this.#finReceived)) this.#reset(this.#resetCode, this.#resetMessage ?? err?.message ?? 'stream closed')
+    this.#gone = true
+    // A held write callback is dropped with the stream: Writable fails what is still buffered.
+    this.#heldWrite = undefined
+    const cb = this.#onAccept
+    this.#onAccept = undefined
+    cb?.(err ?? resetError('ERR_INTERNAL', 'stream closed before it was accepted'))
+    this.#owner.forget(this)
+    callback(err)
+  }
+
+  #reset(code: string, message: string): void {
+    if (this.#gone) return
+    this.#gone = true
+    if (!this.#owner.closed) this.#owner.sendReset(this.id, code, message)
+  }
+
+  #grant(): void {
+    if (this.#gone || this.#finReceived) return
+    const consumed = this.#received - this.readableLength
+    const owed = consumed - this.#granted
+    if (owed >= GRANT_BATCH) {
+      this.#granted = consumed
+      this.#owner.sendWindow(this.id, owed)
+    }
+  }
+}
