@@ -80,7 +80,8 @@ export class MuxConnection implements StreamOwner {
     this.#role = options.role
     this.#options = options
     this.#maxControl = options.maxControlPayload ?? DEFAULT_MAX_CONTROL
-    this.#maxBuffered = options.maxBuffered ?? DEFAULT_MAX_BUFFERED
+    // Congestion clears on 'drain', which a socket emits only after its buffer passed its high-water mark.
+    this.#maxBuffered = Math.max(options.maxBuffered ?? DEFAULT_MAX_BUFFERED, socket.writableHighWaterMark)
     socket.on('data', (chunk: Buffer) => this.#onChunk(chunk))
     socket.on('drain', () => this.#onDrain())
     socket.on('end', () => this.#onEnd())

@@ -27,10 +27,10 @@ function resetError(reason: string, message: string): StreamResetError {
   return Object.assign(new Error(message), { code: 'ECONNRESET' as const, reason })
 }
 
-// Credit goes back in batches: a WINDOW frame per quarter window consumed.
-const GRANT_BATCH = INITIAL_WINDOW / 4
-// A peer may overshoot its credit by one write; anything past this is a violation.
-const OVERSHOOT = MAX_DATA_PAYLOAD
+// Credit goes back in batches, a WINDOW frame per half window consumed: each
+// one wakes the sender, and smaller batches measurably cost bulk throughput.
+const GRANT_BATCH = INITIAL_WINDOW / 2
+const EMPTY = Buffer.alloc(0)
 
 function onIdle(this: MuxStream): void {
   this.emit('timeout')
@@ -55,6 +55,8 @@ export class MuxStream extends Duplex {
   readonly #owner: StreamOwner
   #credit = INITIAL_WINDOW
   #heldWrite: ((err?: Error | null) => void) | undefined
+  /** What is left to send of the write in progress (it waits for credit). */
+  #pending: Buffer | undefined
   #received = 0
   #granted = 0
   #idle: NodeJS.Timeout | undefined
@@ -70,7 +72,10 @@ export class MuxStream extends Duplex {
 
   /** @internal Created by MuxConnection. */
   constructor(owner: StreamOwner, id: number) {
-    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true, autoDestroy: true })
+    // Writable asks for a pause when a single write reaches the high-water mark,
+    // even one that completes at once: above a socket read (64 KiB), so only
+    // missing credit pauses the writer.
+    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true, autoDestroy: true, writableHighWaterMark: MAX_DATA_PAYLOAD })
     this.#owner = owner
     this.id = id
   }
@@ -134,7 +139,7 @@ export class MuxStream extends Duplex {
   /** @internal */
   peerData(chunk: Buffer): boolean {
     this.#received += chunk.length
-    if (this.#received - this.#granted > INITIAL_WINDOW + OVERSHOOT) return false
+    if (this.#received - this.#granted > INITIAL_WINDOW) return false
     if (this.#finReceived || this.#gone) return true
     this.#idle?.refresh()
     this.push(chunk)
@@ -171,12 +176,9 @@ export class MuxStream extends Duplex {
     this.release()
   }
 
-  /** @internal Calls a held write callback once credit and the connection allow. */
+  /** @internal Credit arrived or the connection drained: send what waits. */
   release(): void {
-    const cb = this.#heldWrite
-    if (cb === undefined || this.#credit <= 0 || this.#owner.congested) return
-    this.#heldWrite = undefined
-    cb()
+    if (!this.#gone) this.#flush()
   }
 
   override _read(): void {
@@ -196,16 +198,36 @@ export class MuxStream extends Duplex {
       callback(resetError('ERR_GATEWAY_UNAVAILABLE', 'the tunnel connection is closed'))
       return
     }
-    let offset = 0
-    while (chunk.length - offset > MAX_DATA_PAYLOAD) {
-      this.#owner.sendData(this.id, chunk.subarray(offset, offset + MAX_DATA_PAYLOAD))
-      offset += MAX_DATA_PAYLOAD
-    }
-    this.#owner.sendData(this.id, offset === 0 ? chunk : chunk.subarray(offset))
-    this.#credit -= chunk.length
     this.#idle?.refresh()
-    if (this.#credit > 0 && !this.#owner.congested) callback()
-    else this.#heldWrite = callback
+    this.#pending = chunk
+    this.#heldWrite = callback
+    this.#flush()
+  }
+
+  /**
+   * Sends as much of the pending chunk as the credit allows (never more: the
+   * peer treats an overrun as a protocol violation), and completes the write
+   * once all of it is sent and the connection is not congested.
+   */
+  #flush(): void {
+    let chunk = this.#pending
+    if (chunk !== undefined) {
+      while (chunk.length > 0 && this.#credit > 0) {
+        const n = Math.min(chunk.length, this.#credit, MAX_DATA_PAYLOAD)
+        this.#owner.sendData(this.id, n === chunk.length ? chunk : chunk.subarray(0, n))
+        this.#credit -= n
+        chunk = n === chunk.length ? EMPTY : chunk.subarray(n)
+      }
+      if (chunk.length > 0) {
+        this.#pending = chunk
+        return
+      }
+      this.#pending = undefined
+    }
+    const cb = this.#heldWrite
+    if (cb === undefined || this.#owner.congested) return
+    this.#heldWrite = undefined
+    cb()
   }
 
   override _final(callback: (err?: Error | null) => void): void {
@@ -226,6 +248,7 @@ export class MuxStream extends Duplex {
     this.#gone = true
     // A held write callback is dropped with the stream: Writable fails what is still buffered.
     this.#heldWrite = undefined
+    this.#pending = undefined
     const cb = this.#onAccept
     this.#onAccept = undefined
     cb?.(err ?? resetError('ERR_INTERNAL', 'stream closed before it was accepted'))
