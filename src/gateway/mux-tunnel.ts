@@ -1,5 +1,6 @@
 import type { TLSSocket } from 'node:tls'
 import type { VerifiedToken } from '../auth/index.js'
+import type { TimerHandle } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { MuxConnection, type MuxStream } from '../mux/index.js'
 import { HelloParser, type Hello } from '../protocol/index.js'
@@ -12,38 +13,56 @@ const KEEPALIVE_MS = 30_000
  * Serves a multiplexed tunnel connection (ALPN keyway/2): every OPEN frame
  * carries a version-1 hello and is {@link admit}ted like a tunnel of its own;
  * the connection only saves the TLS handshake and the system calls.
- * The first OPEN must arrive within `handshakeTimeout`.
+ *
+ * A connection without streams is closed after `handshakeTimeout` until one
+ * of its streams was accepted (refused OPENs earn no time), then after
+ * `idleTimeout`: it holds a descriptor, so only a proven client keeps one idle.
  */
 export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes: Set<MuxConnection>): void {
   const client = clientOf(socket)
   ctx.sockets.add(socket)
   socket.setKeepAlive(true, KEEPALIVE_MS)
-  let opened = false
-  const timer = ctx.clock.setTimeout(() => {
-    if (opened) return
-    ctx.metrics.sessionsTotal.inc({ result: 'handshake_error' })
-    ctx.logger.debug({ event: 'tunnel_abandoned', client }, 'multiplexed connection opened no stream in time')
-    conn.destroy()
-  }, ctx.settings.handshakeTimeout)
+  let accepted = false
+  let idleTimer: TimerHandle | undefined
+  const clearIdle = (): void => {
+    if (idleTimer !== undefined) ctx.clock.clearTimeout(idleTimer)
+    idleTimer = undefined
+  }
+  const armIdle = (): void => {
+    clearIdle()
+    const ms = accepted ? ctx.settings.idleTimeout : ctx.settings.handshakeTimeout
+    if (ms <= 0 || conn.closed || conn.streams > 0) return
+    idleTimer = ctx.clock.setTimeout(() => {
+      idleTimer = undefined
+      if (conn.streams > 0) return
+      if (accepted) {
+        ctx.logger.debug({ event: 'mux_idle', client, idle_ms: ms }, 'multiplexed connection idle: closed')
+        conn.end('ERR_SHUTTING_DOWN', 'connection idle')
+      } else {
+        ctx.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+        ctx.logger.debug({ event: 'tunnel_abandoned', client }, 'multiplexed connection had no stream accepted in time')
+        conn.end('ERR_HANDSHAKE_TIMEOUT', `no stream accepted within ${ms} ms`)
+      }
+    }, ms)
+  }
 
   const conn = new MuxConnection(socket, {
     role: 'server',
     maxControlPayload: ctx.settings.handshakeMaxBytes,
     onOpen: (stream, payload) => {
-      if (!opened) {
-        opened = true
-        ctx.clock.clearTimeout(timer)
-      }
+      clearIdle()
+      stream.once('close', armIdle)
       openStream(stream, payload)
     },
     onClose: (err) => {
-      ctx.clock.clearTimeout(timer)
+      clearIdle()
       ctx.sockets.delete(socket)
       muxes.delete(conn)
       if (err !== undefined) ctx.logger.warn({ event: 'mux_violation', code: err.code, client }, err.message)
     },
   })
   muxes.add(conn)
+  armIdle()
 
   const openStream = (stream: MuxStream, payload: Buffer): void => {
     const startedAt = process.hrtime.bigint()
@@ -61,6 +80,7 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
       refuse,
       accept: (session) => {
         answered = true
+        accepted = true
         conn.accept(stream, Buffer.from(JSON.stringify({ session }), 'utf8'))
         return stream
       },

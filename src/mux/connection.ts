@@ -133,6 +133,23 @@ export class MuxConnection implements StreamOwner {
     this.#send(encodeFrame(FrameType.GOAWAY, 0, encodeProblem(code, message)))
   }
 
+  /**
+   * Closes the connection gracefully: GOAWAY with `code`, then the end of the
+   * byte stream (streams still open are reset). A peer that does not close its
+   * side within a second is cut off. Idempotent.
+   */
+  end(code: string, message: string): void {
+    if (this.#closed) return
+    this.goaway(code, message)
+    const socket = this.socket
+    if (this.#corked) {
+      this.#corked = false
+      socket.uncork()
+    }
+    if (!socket.writableEnded) socket.end()
+    setTimeout(() => socket.destroy(), 1_000).unref()
+  }
+
   /** Closes the connection now; every stream is reset. Idempotent. */
   destroy(): void {
     this.socket.destroy()
