@@ -48,7 +48,11 @@ export interface Forwarder {
   readonly equivalent: string
   /** Very slow at new connections (fork per connection): fewer requests so a round stays short. */
   readonly slow?: boolean
-  /** Most idle sessions it is asked to hold (socat forks a process per connection). */
+  /**
+   * Most idle sessions it is asked to hold: socat forks a process per
+   * connection; a process with two descriptors per session stops at 9,000
+   * under this machine's hard limit of 20,000 descriptors (bench/README.md).
+   */
   readonly maxIdle?: number
   start(ctx: PeerContext): Promise<Running>
 }
@@ -131,8 +135,12 @@ async function startHaproxy(name: string, ctx: PeerContext, config: string, wait
   return d
 }
 
+/** Two descriptors per session in one process. */
+const TWO_FDS_PER_SESSION = 9_000
+
 const haproxy: Forwarder = {
   name: 'haproxy',
+  maxIdle: TWO_FDS_PER_SESSION,
   label: 'HAProxy, one TCP hop',
   equivalent: 'haproxy',
   async start(ctx) {
@@ -148,6 +156,7 @@ const haproxy: Forwarder = {
 
 const haproxyTls: Forwarder = {
   name: 'haproxy-tls',
+  maxIdle: TWO_FDS_PER_SESSION,
   label: 'HAProxy pair, TCP → TLS → TCP',
   equivalent: 'haproxy-tls',
   async start(ctx) {
@@ -181,6 +190,7 @@ const haproxyTls: Forwarder = {
 
 const keywayHop: Forwarder = {
   name: 'keyway-hop',
+  maxIdle: TWO_FDS_PER_SESSION,
   label: 'Keyway gateway data path, one plaintext hop (bench only)',
   equivalent: 'haproxy',
   async start(ctx) {
@@ -254,6 +264,8 @@ export const keywayGatewayEnv: Record<string, string> = {}
 function keywayChain(name: string, label: string, multiplex: boolean): Forwarder {
   return {
   name,
+  // Multiplexed, each process holds one descriptor per session (plus the one TLS connection).
+  ...(multiplex ? {} : { maxIdle: TWO_FDS_PER_SESSION }),
   label,
   equivalent: 'haproxy-tls',
   async start(ctx) {

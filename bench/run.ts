@@ -155,7 +155,7 @@ async function main(): Promise<void> {
   try {
     const sizes: Sizes = args.quick
       ? { bulkSeconds: 2, rateRequests: 30_000, connRequests: 2_000, c1000Requests: 12_000, idleSessions: args.idle ?? 1_000 }
-      : { bulkSeconds: 5, rateRequests: 150_000, connRequests: 20_000, c1000Requests: 100_000, idleSessions: args.idle ?? 9_000 }
+      : { bulkSeconds: 5, rateRequests: 150_000, connRequests: 20_000, c1000Requests: 100_000, idleSessions: args.idle ?? 10_000 }
     const forwarders = [...FORWARDERS, ...(args.only ? EXTRA_FORWARDERS : [])].filter((f) => !args.only || args.only.includes(f.name))
 
     const up = { iperf: await freePort(), redis: await freePort() }
