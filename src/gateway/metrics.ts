@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 /** The gateway's metrics; names are a stable interface (docs/metrics.md). */
 export interface GatewayMetrics {
   readonly sessionsActive: Gauge
+  readonly muxConnections: Gauge
   readonly sessionsTotal: Counter<'result'>
   readonly sessionsClosed: Counter<'reason'>
   readonly bytes: Counter<'direction' | 'resource'>
@@ -18,6 +19,11 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
   const registers = [registry]
   return {
     sessionsActive: new Gauge({ name: 'keyway_gateway_sessions_active', help: 'Tunnels currently forwarding bytes.', registers }),
+    muxConnections: new Gauge({
+      name: 'keyway_gateway_mux_connections',
+      help: 'Multiplexed tunnel connections (ALPN keyway/2) open now; each carries many tunnels.',
+      registers,
+    }),
     sessionsTotal: new Counter({
       name: 'keyway_gateway_sessions_total',
       help: 'Tunnel attempts by result: ok, denied, handshake_error, upstream_error, limited, shutting_down.',

@@ -56,12 +56,14 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     },
     onClose: (err) => {
       clearIdle()
+      ctx.metrics.muxConnections.dec()
       ctx.sockets.delete(socket)
       muxes.delete(conn)
       if (err !== undefined) ctx.logger.warn({ event: 'mux_violation', code: err.code, client }, err.message)
     },
   })
   muxes.add(conn)
+  ctx.metrics.muxConnections.inc()
   armIdle()
 
   const openStream = (stream: MuxStream, payload: Buffer): void => {
