@@ -164,6 +164,8 @@ export class GatewayClient {
   readonly #multiplex: boolean
   /** The multiplexed connection to each gateway (`host:port`), while it takes new streams. */
   readonly #muxes = new Map<string, MuxConnection>()
+  /** Every multiplexed connection still open, draining ones (after GOAWAY) included: close() ends them all. */
+  readonly #openMuxes = new Set<MuxConnection>()
   readonly #muxPending = new Map<string, Promise<MuxConnection | tls.TLSSocket>>()
   /** Gateways that answered ALPN keyway/1 to an offer of keyway/2. */
   readonly #v1Only = new Set<string>()
@@ -241,7 +243,8 @@ export class GatewayClient {
   /** Closes idle keep-alive connections and the multiplexed connections (ending their streams). The client stays usable. */
   close(): void {
     this.#agent.destroy()
-    for (const conn of this.#muxes.values()) conn.destroy()
+    for (const conn of this.#openMuxes) conn.destroy()
+    this.#openMuxes.clear()
     this.#muxes.clear()
   }
 
@@ -293,9 +296,13 @@ export class GatewayClient {
           drop()
           this.#logger?.debug({ event: 'gateway_goaway', gateway: key, code }, message)
         },
-        onClose: drop,
+        onClose: () => {
+          drop()
+          this.#openMuxes.delete(conn)
+        },
       })
       this.#muxes.set(key, conn)
+      this.#openMuxes.add(conn)
       return conn
     })
     this.#muxPending.set(key, connecting)
@@ -316,18 +323,22 @@ export class GatewayClient {
         return
       }
       stream.on('error', ignoreError)
+      let settled = false
       const timer =
         timeoutMs > 0
           ? this.#clock.setTimeout(() => {
-              stream.destroy()
+              settled = true
               reject(
                 new KeywayError('ERR_HANDSHAKE_TIMEOUT', `gateway ${gateway} did not answer the tunnel request for "${resource}" within ${timeoutMs} ms`, {
                   detail: { gateway, resource },
                 }),
               )
+              stream.destroy()
             }, timeoutMs)
           : undefined
       stream.whenAccepted((err, body) => {
+        if (settled) return
+        settled = true
         if (timer !== undefined) this.#clock.clearTimeout(timer)
         if (err !== null) {
           const code = toErrorCode((err as { reason?: unknown }).reason)
