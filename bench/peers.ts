@@ -188,24 +188,30 @@ const haproxyTls: Forwarder = {
   },
 }
 
-const keywayHop: Forwarder = {
-  name: 'keyway-hop',
-  maxIdle: TWO_FDS_PER_SESSION,
-  label: 'Keyway gateway data path, one plaintext hop (bench only)',
-  equivalent: 'haproxy',
-  async start(ctx) {
-    const ports = { iperf: await freePort(), redis: await freePort() }
-    const [cmd, args] = pinned(ctx.cores, process.execPath, [
-      ...benchNodeArgs,
-      join(ROOT, 'dist', 'bench', 'plain-hop.js'),
-      `${ports.iperf}:${ctx.up.iperf}`,
-      `${ports.redis}:${ctx.up.redis}`,
-    ])
-    const d = startDaemon('keyway-hop', cmd, args, { log: join(ctx.dir, 'keyway-hop.log') })
-    await Promise.all([waitPort(ports.iperf), waitPort(ports.redis)])
-    return { ports, pids: () => daemonPids(d), gatewayPids: () => daemonPids(d), stop: () => d.stop() }
-  },
+/** A one-hop Node script from dist/bench/ (`LISTEN:UPSTREAM` pairs). */
+function nodeHop(name: string, label: string, script: string): Forwarder {
+  return {
+    name,
+    maxIdle: TWO_FDS_PER_SESSION,
+    label,
+    equivalent: 'haproxy',
+    async start(ctx) {
+      const ports = { iperf: await freePort(), redis: await freePort() }
+      const [cmd, args] = pinned(ctx.cores, process.execPath, [
+        ...benchNodeArgs,
+        join(ROOT, 'dist', 'bench', script),
+        `${ports.iperf}:${ctx.up.iperf}`,
+        `${ports.redis}:${ctx.up.redis}`,
+      ])
+      const d = startDaemon(name, cmd, args, { log: join(ctx.dir, `${name}.log`) })
+      await Promise.all([waitPort(ports.iperf), waitPort(ports.redis)])
+      return { ports, pids: () => daemonPids(d), gatewayPids: () => daemonPids(d), stop: () => d.stop() }
+    },
+  }
 }
+
+const keywayHop = nodeHop('keyway-hop', 'Keyway gateway data path, one plaintext hop (bench only)', 'plain-hop.js')
+const nodePipe = nodeHop('node-pipe', 'minimal Node forwarder, a.pipe(b).pipe(a) (bench only)', 'node-pipe.js')
 
 /** The Keyway state created with the CLI once per run. */
 export interface KeywaySetup {
@@ -323,4 +329,4 @@ function processTreeOf(d: Daemon): number[] {
 export const FORWARDERS: readonly Forwarder[] = [direct, socat, haproxy, haproxyTls, keywayHop, keyway]
 
 /** Forwarders measured only when named with `--only` (A/B of a mode). */
-export const EXTRA_FORWARDERS: readonly Forwarder[] = [keywayV1]
+export const EXTRA_FORWARDERS: readonly Forwarder[] = [keywayV1, nodePipe]

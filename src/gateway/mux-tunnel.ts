@@ -22,7 +22,10 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
   const client = clientOf(socket)
   ctx.sockets.add(socket)
   socket.setKeepAlive(true, KEEPALIVE_MS)
+  const startedAt = process.hrtime.bigint()
   let accepted = false
+  // Until a stream is accepted the connection lives on one deadline: refused OPENs earn no time.
+  const deadline = ctx.clock.now() + ctx.settings.handshakeTimeout
   let idleTimer: TimerHandle | undefined
   const clearIdle = (): void => {
     if (idleTimer !== undefined) ctx.clock.clearTimeout(idleTimer)
@@ -30,8 +33,9 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
   }
   const armIdle = (): void => {
     clearIdle()
-    const ms = accepted ? ctx.settings.idleTimeout : ctx.settings.handshakeTimeout
-    if (ms <= 0 || conn.closed || conn.streams > 0) return
+    if (conn.closed || conn.streams > 0) return
+    if (accepted && ctx.settings.idleTimeout <= 0) return
+    const ms = accepted ? ctx.settings.idleTimeout : Math.max(0, deadline - ctx.clock.now())
     idleTimer = ctx.clock.setTimeout(() => {
       idleTimer = undefined
       if (conn.streams > 0) return
@@ -41,7 +45,7 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
       } else {
         ctx.metrics.sessionsTotal.inc({ result: 'handshake_error' })
         ctx.logger.debug({ event: 'tunnel_abandoned', client }, 'multiplexed connection had no stream accepted in time')
-        conn.end('ERR_HANDSHAKE_TIMEOUT', `no stream accepted within ${ms} ms`)
+        conn.end('ERR_HANDSHAKE_TIMEOUT', `no stream accepted within ${ctx.settings.handshakeTimeout} ms`)
       }
     }, ms)
   }
@@ -49,10 +53,11 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
   const conn = new MuxConnection(socket, {
     role: 'server',
     maxControlPayload: ctx.settings.handshakeMaxBytes,
-    onOpen: (stream, payload) => {
+    clock: ctx.clock,
+    onOpen: (stream, payload, size) => {
       clearIdle()
       stream.once('close', armIdle)
-      openStream(stream, payload)
+      openStream(stream, payload, size)
     },
     onClose: (err) => {
       clearIdle()
@@ -64,11 +69,12 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
   })
   muxes.add(conn)
   ctx.metrics.muxConnections.inc()
-  armIdle()
 
-  const openStream = (stream: MuxStream, payload: Buffer): void => {
+  const openStream = (stream: MuxStream, payload: Buffer | undefined, size: number): void => {
     const startedAt = process.hrtime.bigint()
     let answered = false
+    // Until forward() owns the stream, a RESET from the peer or a lost connection must not go unhandled.
+    stream.on('error', ignoreError)
     const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
       if (answered) return
       answered = true
@@ -92,10 +98,19 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     ctx.streams.count += 1
     stream.once('close', () => {
       ctx.streams.count -= 1
+      if (!answered) {
+        // The peer reset the stream, or the connection went, before we answered: as a keyway/1 peer leaving mid-handshake.
+        answered = true
+        ctx.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+        ctx.logger.debug({ event: 'tunnel_abandoned', client, stream: stream.id }, 'peer left before the stream was answered')
+      }
     })
     if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
     if (ctx.sockets.size + ctx.streams.count > ctx.settings.maxConnections) {
       return refuse('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+    }
+    if (payload === undefined) {
+      return refuse('ERR_HANDSHAKE_TOO_LARGE', `handshake of ${size} bytes exceeds the limit of ${ctx.settings.handshakeMaxBytes}`)
     }
     const parsed = new HelloParser(ctx.settings.handshakeMaxBytes).push(payload)
     if (parsed.state === 'need') return refuse('ERR_HANDSHAKE_MALFORMED', 'OPEN carries a truncated hello')
@@ -107,5 +122,17 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     })
   }
 
-  if (ctx.closing()) conn.goaway('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
+  if (ctx.closing()) {
+    conn.end('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
+    return
+  }
+  // The connection itself takes a slot: over the limit it is turned away before any OPEN costs a token check.
+  if (ctx.sockets.size + ctx.streams.count > ctx.settings.maxConnections) {
+    reportRefusal(ctx, { client, startedAt }, 'ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+    conn.end('ERR_CONN_LIMIT', `the gateway is at its limit of ${ctx.settings.maxConnections} connections`)
+    return
+  }
+  armIdle()
 }
+
+function ignoreError(): void {}

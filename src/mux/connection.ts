@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream'
+import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
 import {
   decodeProblem,
@@ -17,8 +18,14 @@ import { MuxStream, type StreamOwner } from './stream.js'
 export interface MuxConnectionOptions {
   /** `client` opens streams (the sidecar); `server` accepts them (the gateway). */
   role: 'client' | 'server'
-  /** Server: the peer opened `stream`; `payload` is its OPEN payload. Accept with {@link MuxConnection.accept} or `stream.refuse()`. */
-  onOpen?: (stream: MuxStream, payload: Buffer) => void
+  /**
+   * Server: the peer opened `stream`; `payload` is its OPEN payload, or
+   * undefined when it was larger than `maxControlPayload` (`size` bytes,
+   * discarded: refuse the stream). Accept with {@link MuxConnection.accept}
+   * or `stream.refuse()`. Not called after GOAWAY: such OPENs are reset with
+   * `ERR_SHUTTING_DOWN` here.
+   */
+  onOpen?: (stream: MuxStream, payload: Buffer | undefined, size: number) => void
   /** Client: the gateway takes no new streams on this connection (it is draining, or the connection broke a rule). */
   onGoaway?: (code: string, message: string) => void
   /** The connection is closed and every stream on it was reset. `error` when it ended for a protocol violation. */
@@ -27,10 +34,16 @@ export interface MuxConnectionOptions {
   maxControlPayload?: number
   /** The connection counts as congested (stream writes are held) while its socket buffers more than this. Default 4 MiB. */
   maxBuffered?: number
+  /** Timers of the graceful close. Default {@link systemClock}. */
+  clock?: Clock
 }
 
 const EMPTY = Buffer.alloc(0)
 const DEFAULT_MAX_CONTROL = 66_000
+/** An OPEN up to this size over `maxControlPayload` is discarded and its stream refused; beyond it the peer is not a sidecar. */
+const HARD_MAX_OPEN = 1024 * 1024
+/** How long a closing connection waits for the peer's side before cutting it off. */
+const CLOSE_GRACE_MS = 1_000
 const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024
 // Small payloads are copied behind their header so one buffer goes out; large ones go as two (no copy).
 const COPY_BELOW = 1024
@@ -52,6 +65,7 @@ export class MuxConnection implements StreamOwner {
   readonly #options: MuxConnectionOptions
   readonly #maxControl: number
   readonly #maxBuffered: number
+  readonly #clock: Clock
   readonly #streams = new Map<number, MuxStream>()
   #nextId = 1
   #lastPeerId = 0
@@ -69,6 +83,8 @@ export class MuxConnection implements StreamOwner {
   #inPayload = false
   #control: Buffer | undefined
   #controlFill = 0
+  /** Size of an oversized OPEN whose payload is being skipped. */
+  #discarding = 0
   #dataTarget: MuxStream | undefined
   readonly #uncork = (): void => {
     this.#corked = false
@@ -80,6 +96,7 @@ export class MuxConnection implements StreamOwner {
     this.#role = options.role
     this.#options = options
     this.#maxControl = options.maxControlPayload ?? DEFAULT_MAX_CONTROL
+    this.#clock = options.clock ?? systemClock
     // Congestion clears on 'drain', which a socket emits only after its buffer passed its high-water mark.
     this.#maxBuffered = Math.max(options.maxBuffered ?? DEFAULT_MAX_BUFFERED, socket.writableHighWaterMark)
     socket.on('data', (chunk: Buffer) => this.#onChunk(chunk))
@@ -147,7 +164,7 @@ export class MuxConnection implements StreamOwner {
       socket.uncork()
     }
     if (!socket.writableEnded) socket.end()
-    setTimeout(() => socket.destroy(), 1_000).unref()
+    this.#clock.setTimeout(() => socket.destroy(), CLOSE_GRACE_MS)
   }
 
   /** Closes the connection now; every stream is reset. Idempotent. */
@@ -249,8 +266,8 @@ export class MuxConnection implements StreamOwner {
           this.#fail(`stream ${this.#stream} sent more than its window`)
           return
         }
-      } else {
-        chunk.copy(this.#control!, this.#controlFill, offset, offset + n)
+      } else if (this.#control !== undefined) {
+        chunk.copy(this.#control, this.#controlFill, offset, offset + n)
         this.#controlFill += n
       }
       offset += n
@@ -258,7 +275,7 @@ export class MuxConnection implements StreamOwner {
       if (this.#remaining === 0) {
         this.#inPayload = false
         if (this.#type !== FrameType.DATA) {
-          const payload = this.#control!
+          const payload = this.#control
           this.#control = undefined
           this.#dispatch(this.#type, this.#stream, payload)
         }
@@ -281,7 +298,18 @@ export class MuxConnection implements StreamOwner {
       this.#inPayload = true
       return true
     }
-    if (size > this.#maxControl) return this.#fail(`control frame of ${size} bytes exceeds ${this.#maxControl}`)
+    if (size > this.#maxControl) {
+      // An OPEN with a long token is a refusal for that stream alone, as a keyway/1 hello would be.
+      if (type !== FrameType.OPEN || this.#role !== 'server' || size > Math.max(HARD_MAX_OPEN, this.#maxControl)) {
+        return this.#fail(`control frame of ${size} bytes exceeds ${this.#maxControl}`)
+      }
+      this.#discarding = size
+      this.#control = undefined
+      this.#remaining = size
+      this.#inPayload = true
+      return true
+    }
+    this.#discarding = 0
     if (size === 0) {
       this.#dispatch(type, id, EMPTY)
       return !this.#closed && this.#violation === undefined
@@ -298,8 +326,9 @@ export class MuxConnection implements StreamOwner {
     return this.#role === 'client' ? id < this.#nextId : id <= this.#lastPeerId
   }
 
-  #dispatch(type: number, id: number, payload: Buffer): void {
+  #dispatch(type: number, id: number, given: Buffer | undefined): void {
     const server = this.#role === 'server'
+    const payload = given ?? EMPTY
     switch (type as FrameTypeValue) {
       case FrameType.OPEN: {
         if (!server) return void this.#fail('OPEN sent to a client')
@@ -307,7 +336,11 @@ export class MuxConnection implements StreamOwner {
         this.#lastPeerId = id
         const stream = new MuxStream(this, id)
         this.#streams.set(id, stream)
-        if (this.#options.onOpen) this.#options.onOpen(stream, payload)
+        const size = given === undefined ? this.#discarding : given.length
+        this.#discarding = 0
+        // Sent before our GOAWAY reached the peer: it retries on a new connection.
+        if (this.#goingAway) stream.refuse('ERR_SHUTTING_DOWN', 'this connection takes no new streams')
+        else if (this.#options.onOpen) this.#options.onOpen(stream, given, size)
         else stream.refuse('ERR_INTERNAL', 'this end accepts no streams')
         return
       }
@@ -356,9 +389,11 @@ export class MuxConnection implements StreamOwner {
       this.#corked = false
       socket.uncork()
     }
-    socket.end(encodeFrame(FrameType.GOAWAY, 0, encodeProblem('ERR_PROTOCOL_VIOLATION', message)), () => socket.destroy())
+    // GOAWAY is the gateway's word; a client just hangs up.
+    if (this.#role === 'server') socket.end(encodeFrame(FrameType.GOAWAY, 0, encodeProblem('ERR_PROTOCOL_VIOLATION', message)), () => socket.destroy())
+    else socket.destroy()
     // A peer that never reads must not hold the socket open.
-    setTimeout(() => socket.destroy(), 1_000).unref()
+    this.#clock.setTimeout(() => socket.destroy(), CLOSE_GRACE_MS)
     this.#resetAll(`protocol violation: ${message}`)
     return false
   }

@@ -109,6 +109,8 @@ const MAX_API_BODY = 4 * 1024 * 1024
 const EMPTY = Buffer.alloc(0)
 /** TCP keepalive on multiplexed connections, so a vanished gateway fails its streams. */
 const MUX_KEEPALIVE_MS = 30_000
+/** A gateway that answered keyway/1 is offered keyway/2 again after this long (it may have been upgraded). */
+const V1_RECHECK_MS = 60_000
 
 /** `TLSSocket#setSession` (undocumented, present since Node 0.11; tls.connect() uses it). */
 type SessionSettable = tls.TLSSocket & { setSession(session: Buffer): void }
@@ -167,8 +169,10 @@ export class GatewayClient {
   /** Every multiplexed connection still open, draining ones (after GOAWAY) included: close() ends them all. */
   readonly #openMuxes = new Set<MuxConnection>()
   readonly #muxPending = new Map<string, Promise<MuxConnection | tls.TLSSocket>>()
-  /** Gateways that answered ALPN keyway/1 to an offer of keyway/2. */
-  readonly #v1Only = new Set<string>()
+  /** Gateways that answered ALPN keyway/1 to an offer of keyway/2, and until when keyway/2 is not offered again. */
+  readonly #v1Only = new Map<string, number>()
+  /** Bumped by close(): a multiplexed connection that completes afterwards is not kept. */
+  #generation = 0
   #good = 0
   #up = false
   #failures = 0
@@ -220,7 +224,7 @@ export class GatewayClient {
     const hello = encodeHello({ resource, token })
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
     return this.#withFailover(async (gw) => {
-      if (this.#multiplex && !this.#v1Only.has(formatHostPort(gw))) return this.#openMuxed(gw, resource, hello, timeoutMs)
+      if (this.#multiplex && !this.#speaksV1Only(formatHostPort(gw))) return this.#openMuxed(gw, resource, hello, timeoutMs)
       const socket = await this.#connect(gw, [ALPN_TUNNEL], timeoutMs)
       return this.#handshake(socket, gw, resource, hello, timeoutMs)
     })
@@ -240,8 +244,9 @@ export class GatewayClient {
     return this.#withFailover((gw) => this.#request<T>(gw, method, path, options))
   }
 
-  /** Closes idle keep-alive connections and the multiplexed connections (ending their streams). The client stays usable. */
+  /** Closes idle keep-alive connections and the multiplexed connections, those still connecting included (ending their streams). The client stays usable. */
   close(): void {
+    this.#generation += 1
     this.#agent.destroy()
     for (const conn of this.#openMuxes) conn.destroy()
     this.#openMuxes.clear()
@@ -271,6 +276,15 @@ export class GatewayClient {
     }
   }
 
+  /** True while `key` is known to answer keyway/1 only; rechecked after {@link V1_RECHECK_MS} (a rolling upgrade). */
+  #speaksV1Only(key: string): boolean {
+    const until = this.#v1Only.get(key)
+    if (until === undefined) return false
+    if (this.#clock.now() < until) return true
+    this.#v1Only.delete(key)
+    return false
+  }
+
   /** One multiplexed connection per gateway, shared by concurrent callers; a keyway/1-only gateway gives each caller a plain tunnel socket. */
   async #muxConnect(gw: HostPort, key: string, timeoutMs: number): Promise<MuxConnection | tls.TLSSocket> {
     const pending = this.#muxPending.get(key)
@@ -280,10 +294,15 @@ export class GatewayClient {
       // That socket went to the caller that dialled it.
       return this.#connect(gw, [ALPN_TUNNEL], timeoutMs)
     }
+    const generation = this.#generation
     const connecting = this.#connect(gw, [ALPN_MUX, ALPN_TUNNEL], timeoutMs).then((socket): MuxConnection | tls.TLSSocket => {
+      if (generation !== this.#generation) {
+        socket.destroy()
+        throw new Unreachable('the client was closed while connecting')
+      }
       if (socket.alpnProtocol !== ALPN_MUX) {
-        this.#v1Only.add(key)
-        this.#logger?.info({ event: 'gateway_no_multiplex', gateway: key }, 'gateway speaks keyway/1 only: one TLS connection per tunnel')
+        this.#v1Only.set(key, this.#clock.now() + V1_RECHECK_MS)
+        this.#logger?.info({ event: 'gateway_no_multiplex', gateway: key }, 'gateway speaks keyway/1 only: one TLS connection per tunnel (asked again in a minute)')
         return socket
       }
       socket.setKeepAlive(true, MUX_KEEPALIVE_MS)

@@ -222,8 +222,9 @@ async function rig(t: Test, options: RigOptions = {}): Promise<Rig> {
   clientSocket.on('data', (chunk: Buffer) => toClient.feed(chunk))
   const server: MuxConnection = new MuxConnection(serverSocket, {
     role: 'server',
-    onOpen: (stream, payload) => {
+    onOpen: (stream, given) => {
       tolerate(stream)
+      const payload = given ?? Buffer.alloc(0)
       if (options.onOpen) return options.onOpen(stream, payload, server)
       server.accept(stream, Buffer.from(JSON.stringify({ session: `ses_${stream.id}`, payload: payload.toString('utf8') })))
       opened.push({ stream, payload })
@@ -840,15 +841,20 @@ const VIOLATIONS: { name: string; frames: Buffer[]; what: RegExp; options?: Part
     what: /OPEN with stream id/,
   },
   {
-    name: 'a control frame over maxControlPayload',
-    frames: [frame(FrameType.OPEN, 1, Buffer.alloc(101))],
+    name: 'a control frame other than OPEN over maxControlPayload',
+    frames: [frame(FrameType.OPEN, 1), frame(FrameType.RESET, 1, Buffer.alloc(101))],
     what: /control frame of 101 bytes exceeds 100/,
     options: { maxControlPayload: 100 },
   },
   {
     name: 'a control frame over the default limit of 66,000 bytes',
-    frames: [frame(FrameType.OPEN, 1, Buffer.alloc(66_001))],
+    frames: [frame(FrameType.OPEN, 1), frame(FrameType.RESET, 1, Buffer.alloc(66_001))],
     what: /exceeds 66000/,
+  },
+  {
+    name: 'an OPEN over 1 MiB (no sidecar sends that)',
+    frames: [frame(FrameType.OPEN, 1, Buffer.alloc(1024 * 1024 + 1))],
+    what: /control frame of 1048577 bytes exceeds 66000/,
   },
   {
     name: 'WINDOW with a 3-byte payload',
@@ -979,7 +985,7 @@ async function playScript(t: Test, split: boolean): Promise<Record<number, strin
   const conn: MuxConnection = new MuxConnection(serverSocket, {
     role: 'server',
     onOpen: (stream, payload) => {
-      note(stream.id, `open ${JSON.stringify(payload.toString())}`)
+      note(stream.id, `open ${JSON.stringify(payload?.toString())}`)
       conn.accept(stream, Buffer.from('{}'))
       stream.on('data', (c: Buffer) => note(stream.id, `data ${c.toString('hex')}`))
       stream.on('end', () => note(stream.id, 'end'))
@@ -1054,10 +1060,8 @@ t.test('client side: frames only a client may send, or for streams it never open
       const error = await within(watch.closed, 5_000, 'the client connection to close')
       t.equal(error?.code, 'ERR_PROTOCOL_VIOLATION')
       t.match(error?.message, c.what)
-      await within(ended, 5_000, 'end')
-      const last = reader.frames.at(-1)
-      t.equal(last?.type, FrameType.GOAWAY)
-      t.equal((JSON.parse(last?.payload.toString() ?? '{}') as { code?: string }).code, 'ERR_PROTOCOL_VIOLATION')
+      await within(Promise.race([ended, once(raw, 'close')]), 5_000, 'the server side to see the hang-up')
+      t.same(reader.frames.filter((f) => f.type === FrameType.GOAWAY), [], 'GOAWAY is the gateway\'s word: a client just hangs up')
     })
   }
 })
@@ -1065,4 +1069,49 @@ t.test('client side: frames only a client may send, or for streams it never open
 // Keep encodeFrame in use from the public index (the raw frames above are built independently on purpose).
 t.test('encodeFrame from the index agrees with the hand-built frames of these tests', async (t) => {
   t.ok(encodeFrame(FrameType.DATA, 9, Buffer.from('abc')).equals(frame(FrameType.DATA, 9, Buffer.from('abc'))))
+})
+
+t.test('an OPEN over maxControlPayload (up to 1 MiB) is passed on without its payload, for the server to refuse that stream alone', async (t) => {
+  const seen: { id: number; payload: Buffer | undefined; size: number }[] = []
+  const r = await rawClientRig(t, {
+    maxControlPayload: 100,
+    onOpen: (stream, payload, size) => {
+      tolerate(stream)
+      seen.push({ id: stream.id, payload, size })
+      if (payload === undefined) stream.refuse('ERR_HANDSHAKE_TOO_LARGE', `${size} bytes`)
+      else r.conn.accept(stream, Buffer.from('{}'))
+    },
+  })
+  r.raw.write(Buffer.concat([frame(FrameType.OPEN, 1, Buffer.alloc(5_000, 1)), frame(FrameType.OPEN, 3, Buffer.from('small'))]))
+  await until(() => r.reader.of(FrameType.ACCEPT).some((f) => f.stream === 3), 5_000, 'the second stream to be accepted')
+  t.same(
+    seen.map((s) => [s.id, s.payload?.toString(), s.size]),
+    [
+      [1, undefined, 5_000],
+      [3, 'small', 5],
+    ],
+  )
+  const reset = r.reader.of(FrameType.RESET).find((f) => f.stream === 1)
+  t.equal((JSON.parse(reset?.payload.toString() ?? '{}') as { code?: string }).code, 'ERR_HANDSHAKE_TOO_LARGE')
+  t.equal(r.conn.closed, false, 'the connection lives on')
+})
+
+t.test('after GOAWAY a server refuses new OPENs itself with ERR_SHUTTING_DOWN (onOpen is not called)', async (t) => {
+  let opens = 0
+  const r = await rawClientRig(t, {
+    onOpen: (stream) => {
+      tolerate(stream)
+      opens++
+      r.conn.accept(stream, Buffer.from('{}'))
+    },
+  })
+  r.raw.write(frame(FrameType.OPEN, 1))
+  await until(() => r.reader.of(FrameType.ACCEPT).length === 1, 5_000, 'the first ACCEPT')
+  r.conn.goaway('ERR_SHUTTING_DOWN', 'draining')
+  await until(() => r.reader.of(FrameType.GOAWAY).length === 1, 5_000, 'GOAWAY')
+  r.raw.write(frame(FrameType.OPEN, 3))
+  await until(() => r.reader.of(FrameType.RESET).some((f) => f.stream === 3), 5_000, 'the RESET of stream 3')
+  const reset = r.reader.of(FrameType.RESET).find((f) => f.stream === 3)
+  t.equal((JSON.parse(reset?.payload.toString() ?? '{}') as { code?: string }).code, 'ERR_SHUTTING_DOWN')
+  t.equal(opens, 1, 'onOpen saw only the first stream')
 })

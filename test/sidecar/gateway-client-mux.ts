@@ -291,11 +291,12 @@ t.test('fallback: a keyway/1-only gateway gets TLS connections per tunnel; gatew
   })
   const dial = recordingDial()
   const { logger, sink } = sinkLogger()
+  const clock = new ManualClock()
   const client = new GatewayClient({
     gateways: [{ host: LOOPBACK, port: fake.port }],
     ca: pki.caCertPem,
     servername: 'localhost',
-    clock: new ManualClock(),
+    clock,
     logger,
     connectTls: dial.connectTls,
   })
@@ -324,6 +325,26 @@ t.test('fallback: a keyway/1-only gateway gets TLS connections per tunnel; gatew
   const { echoed } = await echoThroughForward(t, first[0]!, data)
   t.ok(echoed.equals(data), 'byte-exact through forward()')
   t.equal(client.state().up, true)
+
+  // A minute on, the gateway may have been upgraded: keyway/2 is offered again.
+  clock.advance(60_000)
+  own(t, await client.openTunnel('pg', TOKEN))
+  t.same(dial.offers[4], ['keyway/2', 'keyway/1'], 'keyway/2 offered again after a minute')
+})
+
+t.test('close() while the multiplexed connection is still connecting: it is not kept', async (t) => {
+  const { world, token, port, running } = await gatewayWorld(t)
+  const { client } = makeClient(t, world, [port])
+  const pending = client.openTunnel('db', token)
+  client.close()
+  const outcome = await pending.then(
+    (tunnel) => tunnel,
+    (err: unknown) => err,
+  )
+  if (!(outcome instanceof Error)) (outcome as Tunnel).socket.destroy()
+  t.ok(outcome instanceof Error, 'the tunnel attempt fails')
+  t.equal(client.multiplexedConnections, 0, 'no connection kept on the client')
+  await until(() => running.gateway.multiplexedConnections === 0, 5_000, 'the gateway to see the connection go')
 })
 
 t.test('drain: GOAWAY drops the connection on the client, the live tunnel runs on, the next tunnel goes to the other gateway', async (t) => {
