@@ -20,7 +20,7 @@ import { dirname, join, relative } from 'node:path'
 import { micro } from './micro.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
-import { bulk, idleMemory, newConnections, rate, thousand, type Figures, type Sizes } from './workloads.js'
+import { bulk, idleMemory, newConnections, rate, thousand, warmUp, type Figures, type Sizes } from './workloads.js'
 
 interface Args {
   quick: boolean
@@ -193,6 +193,8 @@ async function main(): Promise<void> {
         const t0 = Date.now()
         current = await fwd.start(ctx)
         const p = current.ports
+        // socat forks per connection: nothing to warm.
+        if (fwd.slow !== true) await attempt(fwd, 'warm-up', () => warmUp(p.redis, sizes, loadCores))
         await attempt(fwd, 'bulk1', async () => push(samples, fwd.name, 'bulk1', (await bulk(p.iperf, 1, sizes, loadCores)).gbps!))
         await sleep(200)
         await attempt(fwd, 'bulk4', async () => push(samples, fwd.name, 'bulk4', (await bulk(p.iperf, 4, sizes, loadCores)).gbps!))

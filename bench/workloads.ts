@@ -81,6 +81,17 @@ export function rate(port: number, sizes: Sizes, slow: boolean, load: string | u
   return redisBench(port, 50, slow ? Math.ceil(sizes.rateRequests / 2) : sizes.rateRequests, true, load)
 }
 
+/**
+ * Warm-up, not measured: a short burst of PING at 50 persistent connections
+ * and a few new connections, so that every forwarder is measured in its
+ * steady state (a JIT-compiled Node process, an open multiplexed connection,
+ * HAProxy's session cache) rather than in its first second.
+ */
+export async function warmUp(port: number, sizes: Sizes, load: string | undefined): Promise<void> {
+  await redisBench(port, 50, Math.max(2_000, Math.ceil(sizes.rateRequests / 5)), true, load)
+  await redisBench(port, 50, Math.max(200, Math.ceil(sizes.connRequests / 10)), false, load)
+}
+
 /** New connections per second: one connection per request (keep-alive off), 50 at a time. */
 export async function newConnections(port: number, sizes: Sizes, slow: boolean, load: string | undefined): Promise<Figures> {
   const f = await redisBench(port, 50, slow ? Math.ceil(sizes.connRequests / 6) : sizes.connRequests, false, load)

@@ -306,6 +306,8 @@ export class GatewayClient {
         return socket
       }
       socket.setKeepAlive(true, MUX_KEEPALIVE_MS)
+      // Frames are batched per event-loop turn already; Nagle would hold the next batch until an ACK.
+      socket.setNoDelay(true)
       const drop = (): void => {
         if (this.#muxes.get(key) === conn) this.#muxes.delete(key)
       }
