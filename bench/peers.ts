@@ -109,10 +109,11 @@ const socat: Forwarder = {
 }
 
 function haproxyGlobal(ctx: PeerContext): string {
-  // Two file descriptors per proxied connection must fit under the hard RLIMIT_NOFILE.
+  // Two file descriptors per proxied connection must fit under the hard RLIMIT_NOFILE
+  // (HAProxy refuses to start otherwise): it is asked to hold at most TWO_FDS_PER_SESSION.
   return `global
   nbthread 1
-  maxconn ${ctx.maxSessions + 500}
+  maxconn ${Math.min(ctx.maxSessions, TWO_FDS_PER_SESSION) + 500}
   ssl-server-verify required
 defaults
   mode tcp
