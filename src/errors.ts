@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   ERR_CONN_LIMIT: 'The gateway is at its connection limit.',
   ERR_ACCOUNT_CONN_LIMIT: 'The account is at its connection limit.',
   ERR_SHUTTING_DOWN: 'The daemon is shutting down and accepts no new sessions.',
+  ERR_SESSION_CLOSED: 'The other end closed a live session: idle timeout, maximum lifetime, half-close timeout or a reset; the message says which.',
   ERR_GATEWAY_UNAVAILABLE: 'No gateway could be reached.',
   ERR_INTERNAL: 'An unexpected internal error; the message says more.',
 

@@ -131,6 +131,8 @@ export type ForwardEndpoint = Duplex & {
   readonly timeout?: number | undefined
   /** Abortive close (RST for TCP); absent: destroy(). */
   resetAndDestroy?(): unknown
+  /** Why the session ends, for a peer that can be told (a multiplexed stream's RESET); the first one set wins. */
+  setResetReason?(code: string, message: string): void
 }
 
 /** A socket owned by a session; the back-pointer lets shared listeners find it. */
@@ -390,6 +392,9 @@ class Session implements ForwardSession {
   #abort(reason: string): void {
     if (this.#flags & FLAG_FINISHED) return
     this.#reason ??= reason
+    const code = this.#reason === 'shutdown' ? 'ERR_SHUTTING_DOWN' : 'ERR_SESSION_CLOSED'
+    this.#a.setResetReason?.(code, `session closed: ${this.#reason}`)
+    this.#b.setResetReason?.(code, `session closed: ${this.#reason}`)
     if (reason === 'reset') {
       resetOrDestroy(this.#a)
       resetOrDestroy(this.#b)

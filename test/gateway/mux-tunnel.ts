@@ -681,3 +681,16 @@ t.test('a peer that resets a stream before the gateway answers cannot crash it; 
   t.ok((await roundTrip(stream, Buffer.from('alive'))).equals(Buffer.from('alive')), 'the gateway still serves')
   t.match(await running.registry.metrics(), /keyway_gateway_sessions_total\{result="handshake_error"\} 1\b/, 'counted as a handshake error')
 })
+
+t.test('a session the gateway ends (the upstream resets) reaches the client as RESET ERR_SESSION_CLOSED saying why', async (t) => {
+  const { echo, world, etl, port } = await setup(t)
+  const client = await muxClient(t, port, world.caPem)
+  const { stream } = await openAccepted(t, client.conn, etl, 'db')
+  await within(echo.waitAccepted(1), 5_000, 'the upstream to accept')
+  const failed = errorOf(stream)
+  for (const socket of echo.open) socket.resetAndDestroy()
+  const err = await within(failed, 5_000, 'the RESET')
+  t.equal(err.code, 'ECONNRESET')
+  t.equal(err.reason, 'ERR_SESSION_CLOSED')
+  t.match(err.message, /session closed: reset/)
+})
