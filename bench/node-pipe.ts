@@ -10,21 +10,13 @@
  * Prints `ready` on stdout once every listener is bound.
  */
 import * as net from 'node:net'
+import { runHops } from './hop-main.js'
 
-function serve(listenPort: number, upstreamPort: number): Promise<void> {
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (a) => {
+await runHops((upstreamPort) =>
+  net.createServer({ allowHalfOpen: true, noDelay: true }, (a) => {
     const b = net.connect({ host: '127.0.0.1', port: upstreamPort, allowHalfOpen: true, noDelay: true })
     a.on('error', () => b.destroy())
     b.on('error', () => a.destroy())
     a.pipe(b).pipe(a)
-  })
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ host: '127.0.0.1', port: listenPort, backlog: 1024 }, () => resolve())
-  })
-}
-
-const pairs = process.argv.slice(2).map((a) => a.split(':').map(Number) as [number, number])
-await Promise.all(pairs.map(([l, u]) => serve(l, u)))
-process.stdout.write('ready\n')
-process.on('SIGTERM', () => process.exit(0))
+  }),
+)

@@ -17,11 +17,12 @@
 import * as net from 'node:net'
 import { configSchema } from '../src/config/schema.js'
 import { dialTcp, forward } from '../src/forward/index.js'
+import { runHops } from './hop-main.js'
 
 const settings = configSchema.parse({}).gateway
 
-function serve(listenPort: number, upstreamPort: number): Promise<void> {
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
+await runHops((upstreamPort) =>
+  net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
     socket.on('error', () => {})
     dialTcp('127.0.0.1', upstreamPort, { timeoutMs: settings.connectTimeout }).then(
       (upstream) => {
@@ -34,14 +35,5 @@ function serve(listenPort: number, upstreamPort: number): Promise<void> {
       },
       () => socket.destroy(),
     )
-  })
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen({ host: '127.0.0.1', port: listenPort, backlog: 1024 }, () => resolve())
-  })
-}
-
-const pairs = process.argv.slice(2).map((a) => a.split(':').map(Number) as [number, number])
-await Promise.all(pairs.map(([l, u]) => serve(l, u)))
-process.stdout.write('ready\n')
-process.on('SIGTERM', () => process.exit(0))
+  }),
+)

@@ -14,7 +14,7 @@ import type { PolicyDoc } from '../../src/policy/index.js'
 import { encodeHello } from '../../src/protocol/index.js'
 import { LOOPBACK, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
 import { countingUpstream, type CountingUpstream } from '../helpers/upstream.js'
-import { until } from '../helpers/until.js'
+import { until, within } from '../helpers/until.js'
 import { createWorld, ManualClock, openTunnel, type LogLine, type World } from '../helpers/world.js'
 
 const KiB = 1024
@@ -57,21 +57,6 @@ async function setup(t: Test, options: { clock?: ManualClock; gateway?: Record<s
   const running = await world.startGateway()
   const port = running.gateway.address()!.port
   return { echo, sink, world, etl, bi, running, port }
-}
-
-/** Fails with `what` instead of hanging when `promise` does not settle within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-      }),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /** A TLS connection to the gateway negotiating keyway/2 (half-open capable); destroyed on teardown. */

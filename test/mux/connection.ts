@@ -18,7 +18,7 @@ import {
 } from '../../src/mux/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
 import { LOOPBACK, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
-import { until } from '../helpers/until.js'
+import { until, within } from '../helpers/until.js'
 
 const KiB = 1024
 const MiB = 1024 * 1024
@@ -28,21 +28,6 @@ let pkiPromise: Promise<DevPki> | undefined
 function pki(): Promise<DevPki> {
   pkiPromise ??= createDevPki({ hosts: ['localhost', LOOPBACK] })
   return pkiPromise
-}
-
-/** Fails with `what` instead of hanging when `promise` does not settle within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-      }),
-    ])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /** A connected TLS pair over 127.0.0.1 negotiating `keyway/2`, both ends half-open capable; destroyed on teardown. */

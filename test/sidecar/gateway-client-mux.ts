@@ -23,7 +23,7 @@ import { LOOPBACK, listen, socketPair } from '../helpers/net.js'
 import { countingUpstream, type CountingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, type World } from '../helpers/world.js'
-import { TOKEN, sinkLogger, testPki, type LogSink } from '../fixtures/sidecar/harness.js'
+import { TOKEN, readExactly, sinkLogger, testPki, type LogSink } from '../fixtures/sidecar/harness.js'
 
 function policyFor(upstreamPort: number): PolicyDoc {
   return {
@@ -114,24 +114,8 @@ function echoDirect(socket: Duplex, data: Buffer): Promise<Buffer> {
 
 /** Writes `data` without ending and resolves once as many bytes came back. */
 function echoSome(socket: Duplex, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let got = 0
-    const onData = (c: Buffer): void => {
-      chunks.push(c)
-      got += c.length
-      if (got >= data.length) {
-        socket.off('data', onData)
-        socket.off('error', reject)
-        socket.pause()
-        resolve(Buffer.concat(chunks))
-      }
-    }
-    socket.on('data', onData)
-    socket.once('error', reject)
-    socket.resume()
-    socket.write(data)
-  })
+  socket.write(data)
+  return readExactly(socket, data.length)
 }
 
 /** Hands the tunnel to forward() against a loopback TCP pair, sends `data` from the far end, resolves with the echo and the session result. */
