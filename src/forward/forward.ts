@@ -81,9 +81,11 @@ export interface ForwardSession {
   readonly bytesBToA: number
   /**
    * Destroys both sockets now; `reason` is reported unless an earlier cause was
-   * recorded. Idempotent.
+   * recorded. `code` is what a peer that can be told why (a multiplexed
+   * stream's RESET) receives; default `ERR_SHUTTING_DOWN` for `shutdown`,
+   * else `ERR_SESSION_CLOSED`. Idempotent.
    */
-  close(reason: string): void
+  close(reason: string, code?: string): void
   /**
    * Graceful stop, for draining: ends both write sides (FIN after pending
    * writes) and waits for the peers to close theirs; bytes still arriving are
@@ -338,8 +340,8 @@ class Session implements ForwardSession {
     if ((this.#flags & (FLAG_A_CLOSED | FLAG_B_CLOSED)) === (FLAG_A_CLOSED | FLAG_B_CLOSED)) this.#finish()
   }
 
-  close(reason: string): void {
-    this.#abort(reason)
+  close(reason: string, code?: string): void {
+    this.#abort(reason, code)
   }
 
   end(reason?: string): void {
@@ -389,12 +391,12 @@ class Session implements ForwardSession {
     }
   }
 
-  #abort(reason: string): void {
+  #abort(reason: string, code?: string): void {
     if (this.#flags & FLAG_FINISHED) return
     this.#reason ??= reason
-    const code = this.#reason === 'shutdown' ? 'ERR_SHUTTING_DOWN' : 'ERR_SESSION_CLOSED'
-    this.#a.setResetReason?.(code, `session closed: ${this.#reason}`)
-    this.#b.setResetReason?.(code, `session closed: ${this.#reason}`)
+    const told = code ?? (this.#reason === 'shutdown' ? 'ERR_SHUTTING_DOWN' : 'ERR_SESSION_CLOSED')
+    this.#a.setResetReason?.(told, `session closed: ${this.#reason}`)
+    this.#b.setResetReason?.(told, `session closed: ${this.#reason}`)
     if (reason === 'reset') {
       resetOrDestroy(this.#a)
       resetOrDestroy(this.#b)

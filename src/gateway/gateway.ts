@@ -186,8 +186,7 @@ export class Gateway {
       { event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code },
       `access ended: ${code}`,
     )
-    session.revoked?.(code, `access ended: ${code}`)
-    session.forward.close(`revoked:${code}`)
+    session.forward.close(`revoked:${code}`, code)
   }
 
   /**

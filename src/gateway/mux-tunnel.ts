@@ -93,7 +93,6 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
         return stream
       },
       initial: undefined,
-      revoked: (code, message) => stream.setResetReason(code, message),
     }
     ctx.streams.count += 1
     stream.once('close', () => {

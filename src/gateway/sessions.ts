@@ -10,8 +10,6 @@ export interface LiveSession {
   readonly token: VerifiedToken
   readonly resource: string
   readonly forward: ForwardSession
-  /** Tells the peer why the session is being ended, where its transport can (a multiplexed stream's RESET code). */
-  readonly revoked?: ((code: ErrorCode, message: string) => void) | undefined
 }
 
 /**

@@ -76,8 +76,6 @@ export interface Opening {
   accept(session: string): ForwardEndpoint
   /** Bytes that came with the request, delivered to the upstream first. */
   readonly initial: Buffer | undefined
-  /** Called when the session is revoked, before it is closed: tells the peer why where the transport can. */
-  readonly revoked?: (code: ErrorCode, message: string) => void
 }
 
 /** Counts and logs a refused tunnel. */
@@ -153,7 +151,6 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     token,
     resource: hello.resource,
     forward: undefined as never,
-    revoked: opening.revoked,
   }
   const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
   if (late) {

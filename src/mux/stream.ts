@@ -118,7 +118,7 @@ export class MuxStream extends Duplex {
     this.destroy()
   }
 
-  /** The code (and message) the peer gets in the RESET if the stream is destroyed before it finished; the first one set wins (a revocation's code over the session's close). */
+  /** The code (and message) the peer gets in the RESET if the stream is destroyed before it finished; the first one set wins. */
   setResetReason(code: string, message: string): void {
     if (this.#resetMessage !== undefined) return
     this.#resetCode = code
