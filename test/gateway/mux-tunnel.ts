@@ -14,6 +14,7 @@ import type { PolicyDoc } from '../../src/policy/index.js'
 import { encodeHello } from '../../src/protocol/index.js'
 import { LOOPBACK, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
 import { countingUpstream, type CountingUpstream } from '../helpers/upstream.js'
+import { closedStream, errorOf, rawFrame, roundTrip } from '../helpers/mux.js'
 import { until, within } from '../helpers/until.js'
 import { createWorld, ManualClock, openTunnel, type LogLine, type World } from '../helpers/world.js'
 
@@ -160,44 +161,6 @@ async function exchange(stream: MuxStream, data: Buffer): Promise<Buffer> {
   return within(back, 15_000, `the echo of ${data.length} bytes on stream ${stream.id}`)
 }
 
-/** Writes `data` and reads until as many bytes came back (the stream stays open). */
-async function roundTrip(stream: MuxStream, data: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let got = 0
-  const done = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk)
-      got += chunk.length
-      if (got >= data.length) {
-        stream.removeListener('data', onData)
-        stream.removeListener('error', reject)
-        stream.pause()
-        resolve()
-      }
-    }
-    stream.on('data', onData)
-    stream.once('error', reject)
-  })
-  stream.resume()
-  stream.write(data)
-  await within(done, 5_000, `the echo of ${data.length} bytes on stream ${stream.id}`)
-  return Buffer.concat(chunks)
-}
-
-/** Resolves with the error a stream is destroyed with; rejects if it closes without one. */
-function errorOf(stream: MuxStream): Promise<StreamResetError> {
-  return new Promise((resolve, reject) => {
-    if (stream.errored) return resolve(stream.errored as StreamResetError)
-    stream.once('error', (err) => resolve(err as StreamResetError))
-    stream.once('close', () => setImmediate(() => reject(new Error(`stream ${stream.id} closed without an error`))))
-  })
-}
-
-function closedStream(stream: MuxStream): Promise<void> {
-  if (stream.closed) return Promise.resolve()
-  return new Promise((resolve) => stream.once('close', () => resolve()))
-}
-
 /** The first log line (past or future) that matches; fails instead of hanging. */
 function logged(world: World, pred: (l: LogLine) => boolean): Promise<LogLine> {
   return within(world.logs.waitFor(pred), 5_000, `a log line matching ${pred.toString()}`)
@@ -250,16 +213,6 @@ async function rawMux(t: Test, port: number, caPem: string) {
 
 function problemOf(frame: Frame): { code?: string; message?: string } {
   return JSON.parse(frame.payload.toString('utf8')) as { code?: string; message?: string }
-}
-
-/** A frame with any type byte (encodeFrame takes only valid types). */
-function rawFrame(type: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const buf = Buffer.alloc(FRAME_HEADER + payload.length)
-  buf[0] = type
-  buf.writeUIntBE(payload.length, 1, 3)
-  buf.writeUInt32BE(stream, 4)
-  payload.copy(buf, FRAME_HEADER)
-  return buf
 }
 
 // ---------------------------------------------------------------------------

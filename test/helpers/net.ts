@@ -6,7 +6,7 @@
 import { createHash, randomFillSync } from 'node:crypto'
 import { once, type EventEmitter } from 'node:events'
 import * as net from 'node:net'
-import { finished, type Readable, type Writable } from 'node:stream'
+import { finished, type Duplex, type Readable, type Writable } from 'node:stream'
 import { Worker } from 'node:worker_threads'
 
 /** The only address tests use. */
@@ -258,4 +258,27 @@ export async function fullBacklogServer(t: Teardown): Promise<{ port: number }> 
   // backlog 1 admits backlog + 1 = 2 completed handshakes on Linux.
   for (let i = 0; i < 2; i++) await connect(t, port)
   return { port }
+}
+
+/** Reads exactly `n` bytes (any more are unshifted back), then pauses the stream. */
+export function readExactly(socket: Duplex, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let got = 0
+    const onData = (c: Buffer): void => {
+      chunks.push(c)
+      got += c.length
+      if (got >= n) {
+        socket.off('data', onData)
+        socket.pause()
+        const all = Buffer.concat(chunks)
+        if (all.length > n) socket.unshift(all.subarray(n))
+        resolve(all.subarray(0, n))
+      }
+    }
+    socket.on('data', onData)
+    socket.once('error', reject)
+    socket.once('close', () => reject(new Error(`closed after ${got} of ${n} bytes`)))
+    socket.resume()
+  })
 }

@@ -18,6 +18,7 @@ import {
 } from '../../src/mux/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
 import { LOOPBACK, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
+import { closedStream as closed, errorOf, rawFrame as frame, roundTrip } from '../helpers/mux.js'
 import { until, within } from '../helpers/until.js'
 
 const KiB = 1024
@@ -256,46 +257,9 @@ async function openPair(r: Rig, payload = 'pg'): Promise<{ cs: MuxStream; ss: Mu
   return { cs, ss, body }
 }
 
-/** Resolves with the error a stream is destroyed with; rejects if it closes without one. */
-function errorOf(stream: MuxStream): Promise<StreamResetError> {
-  return new Promise((resolve, reject) => {
-    if (stream.errored) return resolve(stream.errored as StreamResetError)
-    stream.once('error', (err) => resolve(err as StreamResetError))
-    stream.once('close', () => setImmediate(() => reject(new Error(`stream ${stream.id} closed without an error`))))
-  })
-}
-
-/** Resolves once the stream has closed (at once if it has). */
-function closed(stream: MuxStream): Promise<void> {
-  if (stream.closed) return Promise.resolve()
-  return new Promise((resolve) => stream.once('close', () => resolve()))
-}
-
 /** Echoes a server stream back to its client, half-close aware. */
 function echo(stream: MuxStream): void {
   stream.pipe(stream)
-}
-
-/** Writes `data`, reads until as many bytes came back, then pauses the reader. */
-async function roundTrip(stream: MuxStream, data: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let got = 0
-  const done = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      chunks.push(chunk)
-      got += chunk.length
-      if (got >= data.length) {
-        stream.removeListener('data', onData)
-        stream.pause()
-        resolve()
-      }
-    }
-    stream.on('data', onData)
-    stream.once('error', reject)
-  })
-  stream.write(data)
-  await done
-  return Buffer.concat(chunks)
 }
 
 // ---------------------------------------------------------------------------
@@ -789,15 +753,6 @@ async function assertViolation(t: Test, r: RawRig, what: RegExp): Promise<void> 
   t.equal(problem?.code, 'ERR_PROTOCOL_VIOLATION', 'the GOAWAY payload has the code')
   await within(r.serverSocketClosed, 5_000, 'the server socket to close')
   t.equal(r.conn.closed, true, 'the connection is closed')
-}
-
-function frame(type: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const buf = Buffer.alloc(FRAME_HEADER + payload.length)
-  buf[0] = type
-  buf.writeUIntBE(payload.length, 1, 3)
-  buf.writeUInt32BE(stream, 4)
-  payload.copy(buf, FRAME_HEADER)
-  return buf
 }
 
 function windowPayload(n: number): Buffer {

@@ -19,11 +19,12 @@ import type { RunningGateway } from '../../src/daemon.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { GatewayClient, type ConnectTls, type GatewayClientOptions, type Tunnel } from '../../src/sidecar/index.js'
 import { startFakeGateway } from '../helpers/fake-gateway.js'
-import { LOOPBACK, listen, socketPair } from '../helpers/net.js'
+import { LOOPBACK, listen, readAll, socketPair } from '../helpers/net.js'
+import { roundTrip } from '../helpers/mux.js'
 import { countingUpstream, type CountingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, type World } from '../helpers/world.js'
-import { TOKEN, readExactly, sinkLogger, testPki, type LogSink } from '../fixtures/sidecar/harness.js'
+import { TOKEN, sinkLogger, testPki, type LogSink } from '../fixtures/sidecar/harness.js'
 
 function policyFor(upstreamPort: number): PolicyDoc {
   return {
@@ -101,21 +102,11 @@ function own(t: Test, tunnel: Tunnel): Tunnel {
 
 /** Writes `data` on the tunnel, half-closes, and resolves with everything read until its end. */
 function echoDirect(socket: Duplex, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    socket.on('data', (c: Buffer) => chunks.push(c))
-    socket.once('end', () => resolve(Buffer.concat(chunks)))
-    socket.once('error', reject)
-    socket.once('close', () => reject(new Error('tunnel closed before its end')))
-    socket.resume()
-    socket.end(data)
-  })
-}
-
-/** Writes `data` without ending and resolves once as many bytes came back. */
-function echoSome(socket: Duplex, data: Buffer): Promise<Buffer> {
-  socket.write(data)
-  return readExactly(socket, data.length)
+  const all = readAll(socket)
+  // A tunnel is handed over paused: a 'data' listener alone would not start it.
+  socket.resume()
+  socket.end(data)
+  return all
 }
 
 /** Hands the tunnel to forward() against a loopback TCP pair, sends `data` from the far end, resolves with the echo and the session result. */
@@ -339,7 +330,7 @@ t.test('drain: GOAWAY drops the connection on the client, the live tunnel runs o
 
   const live = own(t, await client.openTunnel('db', token))
   t.equal(live.gateway, `${LOOPBACK}:${portA}`)
-  t.ok((await echoSome(live.socket, Buffer.from('before the drain'))).equals(Buffer.from('before the drain')))
+  t.ok((await roundTrip(live.socket, Buffer.from('before the drain'))).equals(Buffer.from('before the drain')))
   t.equal(client.multiplexedConnections, 1)
 
   const closing = runningA.close()
@@ -352,7 +343,7 @@ t.test('drain: GOAWAY drops the connection on the client, the live tunnel runs o
   t.equal(runningA.gateway.multiplexedConnections, 1, 'the gateway keeps the connection for the live stream')
 
   const during = randomBytes(300_000)
-  t.ok((await echoSome(live.socket, during)).equals(during), 'the live tunnel keeps working during the drain')
+  t.ok((await roundTrip(live.socket, during)).equals(during), 'the live tunnel keeps working during the drain')
 
   const next = own(t, await client.openTunnel('db', token))
   t.equal(next.gateway, `${LOOPBACK}:${portB}`, 'the next tunnel goes to the other gateway')
@@ -378,7 +369,7 @@ t.test('connection loss: open tunnels error ECONNRESET; the next tunnel opens a 
   const forwarded = own(t, await client.openTunnel('db', token))
   t.equal(dial.offers.length, 1)
   t.equal(cutter.accepted(), 1)
-  t.ok((await echoSome(direct.socket, Buffer.from('one'))).equals(Buffer.from('one')))
+  t.ok((await roundTrip(direct.socket, Buffer.from('one'))).equals(Buffer.from('one')))
 
   const [local, localPeer] = await socketPair(t)
   const session = forward(forwarded.socket, localPeer, { halfCloseTimeoutMs: 0 })
@@ -508,7 +499,7 @@ t.test('close() also ends a connection that is draining after GOAWAY', async (t)
   const { world, token, port, running } = await gatewayWorld(t, { drainGrace: '20s' })
   const { client } = makeClient(t, world, [port])
   const live = own(t, await client.openTunnel('db', token))
-  t.ok((await echoSome(live.socket, Buffer.from('x'))).equals(Buffer.from('x')))
+  t.ok((await roundTrip(live.socket, Buffer.from('x'))).equals(Buffer.from('x')))
   const closing = running.close()
   await until(() => client.multiplexedConnections === 0, 5_000, 'the client to take the GOAWAY')
   client.close()
