@@ -16,13 +16,14 @@
  */
 import * as net from 'node:net'
 import { configSchema } from '../src/config/schema.js'
-import { dialTcp, forward } from '../src/forward/index.js'
+import { adoptAccepted, dialTcp, forward } from '../src/forward/index.js'
 import { runHops } from './hop-main.js'
 
 const settings = configSchema.parse({}).gateway
 
 await runHops((upstreamPort) =>
-  net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => {
+  net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (accepted) => {
+    const socket = adoptAccepted(accepted)
     socket.on('error', () => {})
     dialTcp('127.0.0.1', upstreamPort, { timeoutMs: settings.connectTimeout }).then(
       (upstream) => {

@@ -1,5 +1,6 @@
 import * as net from 'node:net'
 import { KeywayError } from '../errors.js'
+import { readingSocket } from './read-buffer.js'
 
 /**
  * Opens a connection to an upstream; injected wherever something dials so
@@ -22,7 +23,8 @@ function ignoreError(): void {}
 
 /**
  * Connects to `host:port` over TCP with `allowHalfOpen: true` and Nagle off,
- * ready for {@link forward}.
+ * ready for {@link forward}: the socket reads into reused buffers
+ * (read-buffer.ts), which forward() uses and every other reader never sees.
  *
  * - Not connected within `timeoutMs` (SYN unanswered, accept queue full), or
  *   the kernel's own ETIMEDOUT: `KeywayError('ERR_UPSTREAM_TIMEOUT')`.
@@ -41,7 +43,7 @@ export function dialTcp(host: string, port: number, options: DialOptions): Promi
   const { timeoutMs, signal } = options
   if (signal?.aborted) return Promise.reject(signal.reason)
   return new Promise<net.Socket>((resolve, reject) => {
-    const socket = new net.Socket({ allowHalfOpen: true })
+    const socket = readingSocket({ allowHalfOpen: true })
 
     const cleanup = (): void => {
       socket.removeListener('connect', onConnect)

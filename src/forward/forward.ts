@@ -1,5 +1,7 @@
+import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+import { hasReadBuffer, releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
 
 /** Why a forwarding session ended. */
 export type ForwardReason =
@@ -189,7 +191,7 @@ function resetOrDestroy(socket: ForwardEndpoint): void {
   }
 }
 
-class Session implements ForwardSession {
+class Session implements ForwardSession, ReadSink {
   readonly done: Promise<ForwardResult>
   readonly #a: Endpoint
   readonly #b: Endpoint
@@ -285,6 +287,8 @@ class Session implements ForwardSession {
 
     a.on('data', onData)
     b.on('data', onData)
+    if (hasReadBuffer(a)) setReadSink(a, this)
+    if (hasReadBuffer(b)) setReadSink(b, this)
     // An explicit pause() by the caller (e.g. around a handshake) survives
     // adding a 'data' listener, so resume explicitly.
     if (aMayRead) a.resume()
@@ -308,6 +312,14 @@ class Session implements ForwardSession {
       this.#bToA += chunk.length
     }
     if (!to.write(chunk)) from.pause()
+  }
+
+  read(from: net.Socket, chunk: Buffer): void {
+    this.data(from as Endpoint, chunk)
+    const to = from === this.#a ? this.#b : this.#a
+    // Only a socket's writableLength says for sure that nothing keeps the
+    // chunk: a multiplexed stream may hold it in its connection's queue.
+    if (!(to instanceof net.Socket) || to.writableLength > 0) releaseReadBuffer(from)
   }
 
   drain(writer: Endpoint): void {

@@ -1,0 +1,227 @@
+import { once } from 'node:events'
+import * as net from 'node:net'
+import { Duplex } from 'node:stream'
+import * as tls from 'node:tls'
+import { createHash, randomBytes } from 'node:crypto'
+import t from 'tap'
+import { adoptAccepted, dialTcp, forward, readingSocket, type ForwardSession } from '../../src/forward/index.js'
+import { hasReadBuffer } from '../../src/forward/read-buffer.js'
+import { LOOPBACK, connect, listen, listenOnce, readAll, sha256OfStream, waitClosed, writeRandom, type Teardown } from '../helpers/net.js'
+import { until, within } from '../helpers/until.js'
+import { createTestPki } from '../helpers/fake-gateway.js'
+
+const MiB = 1024 * 1024
+
+/** A plain hop like the gateway's: accepted socket adopted, upstream dialled with dialTcp, forward() between. */
+async function hop(t: Teardown, upstreamPort: number): Promise<{ port: number; sessions: ForwardSession[]; a: net.Socket[]; b: net.Socket[] }> {
+  const sessions: ForwardSession[] = []
+  const a: net.Socket[] = []
+  const b: net.Socket[] = []
+  const { port } = await listen(
+    t,
+    (accepted) => {
+      const client = adoptAccepted(accepted)
+      a.push(client)
+      client.on('error', () => {})
+      t.teardown(() => client.destroy())
+      void dialTcp(LOOPBACK, upstreamPort, { timeoutMs: 2_000 }).then((upstream) => {
+        b.push(upstream)
+        t.teardown(() => upstream.destroy())
+        sessions.push(forward(client, upstream))
+      })
+    },
+    { pauseOnConnect: true },
+  )
+  return { port, sessions, a, b }
+}
+
+t.test('32 MiB each way arrive intact through reused buffers while the far reader holds back', async (t) => {
+  // Each far end reads nothing more until the hop has a write left pending on
+  // the buffer it read into: that buffer must not take the next read.
+  const upstream = await listenOnce(t, { pauseOnConnect: true })
+  const { port, sessions, a, b } = await hop(t, upstream.port)
+  const client = await connect(t, port)
+  const far = await upstream.accepted
+  await until(() => sessions.length === 1, 5_000, 'session')
+  t.ok(hasReadBuffer(a[0]), 'the accepted socket reads into reused buffers')
+  t.ok(hasReadBuffer(b[0]), 'the dialled socket reads into reused buffers')
+
+  const upstreamGot = sha256OfStream(far)
+  far.pause()
+  const up = writeRandom(client, 32 * MiB, { chunkSize: 100_000 })
+  await until(() => b[0]!.writableLength > 0, 10_000, 'a pending write towards the upstream')
+  far.resume()
+  const sent = await within(up, 30_000, 'client → upstream')
+  t.same(await within(upstreamGot, 30_000, 'upstream digest'), sent, 'client → upstream intact')
+
+  const clientGot = sha256OfStream(client)
+  client.pause()
+  const down = writeRandom(far, 32 * MiB, { chunkSize: 70_000 })
+  await until(() => a[0]!.writableLength > 0, 10_000, 'a pending write towards the client')
+  client.resume()
+  const back = await within(down, 30_000, 'upstream → client')
+  t.same(await within(clientGot, 30_000, 'client digest'), back, 'upstream → client intact')
+  const result = await within(sessions[0]!.done, 5_000, 'session end')
+  t.equal(result.reason, 'done')
+  t.equal(result.aToB, 32 * MiB)
+  t.equal(result.bToA, 32 * MiB)
+})
+
+/** Writes `total` random bytes in `size`-byte writes, one per event-loop turn, so the far side reads them one by one. */
+async function trickle(stream: net.Socket, total: number, size: number): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256')
+  for (let sent = 0; sent < total; sent += size) {
+    const chunk = randomBytes(Math.min(size, total - sent))
+    hash.update(chunk)
+    if (!stream.write(chunk)) await once(stream, 'drain')
+    else await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+  stream.end()
+  return { sha256: hash.digest('hex'), bytes: total }
+}
+
+t.test('small reads arriving while a write of an earlier one is still pending do not overwrite it', async (t) => {
+  // A pending write below the high-water mark does not pause the reader, so
+  // the next read must go to a new buffer.
+  const upstream = await listenOnce(t, { pauseOnConnect: true })
+  const { port, sessions, b } = await hop(t, upstream.port)
+  const client = await connect(t, port)
+  const far = await upstream.accepted
+  await until(() => sessions.length === 1, 5_000, 'session')
+  const got = sha256OfStream(far)
+  far.pause()
+  const sent = trickle(client, 12 * MiB, 3_000)
+  // Several small reads queued behind a write the kernel took only part of.
+  await until(() => b[0]!.writableLength > 3 * 3_000, 20_000, 'reads queued behind a pending write towards the upstream')
+  far.resume()
+  t.same(await within(got, 30_000, 'upstream digest'), await sent, 'intact')
+})
+
+/** A Duplex with socket manners that keeps every chunk written to it, as a multiplexed stream's connection may. */
+class Keeper extends Duplex {
+  readonly kept: Buffer[] = []
+  readonly finished: Promise<void>
+  #done!: () => void
+  constructor() {
+    super({ allowHalfOpen: true })
+    this.finished = new Promise((resolve) => (this.#done = resolve))
+  }
+  setNoDelay(): this {
+    return this
+  }
+  setTimeout(): this {
+    return this
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.kept.push(chunk)
+    callback()
+  }
+  override _final(callback: () => void): void {
+    this.#done()
+    this.push(null)
+    callback()
+  }
+}
+
+t.test('a destination that keeps the chunks it was given (not a socket) never sees them overwritten', async (t) => {
+  const { server, accepted, port } = await listenOnce(t, { pauseOnConnect: true })
+  const client = await connect(t, port)
+  const a = adoptAccepted(await accepted)
+  t.ok(hasReadBuffer(a))
+  t.teardown(() => a.destroy())
+  const keeper = new Keeper()
+  const session = forward(a, keeper)
+  const sent = await writeRandom(client, 8 * MiB, { chunkSize: 64 * 1024 })
+  await within(keeper.finished, 10_000, 'FIN through the keeper')
+  const hash = createHash('sha256')
+  let bytes = 0
+  for (const chunk of keeper.kept) {
+    hash.update(chunk)
+    bytes += chunk.length
+  }
+  t.same({ sha256: hash.digest('hex'), bytes }, sent, 'every kept chunk still holds what was read')
+  session.close('test')
+  server.close()
+})
+
+t.test('bytes a dialled socket read before forward() attached come first, in order', async (t) => {
+  const { port: upstreamPort } = await listen(t, (s) => {
+    s.on('error', () => {})
+    s.write('banner\n')
+    s.on('data', (d: Buffer) => s.write(d))
+    s.on('end', () => s.end())
+  })
+  const b = await dialTcp(LOOPBACK, upstreamPort, { timeoutMs: 2_000 })
+  t.teardown(() => b.destroy())
+  t.ok(hasReadBuffer(b))
+  await until(() => b.readableLength > 0, 5_000, 'the banner buffered in the socket')
+  const [client, a] = await new Promise<[net.Socket, net.Socket]>((resolve) => {
+    void listenOnce(t).then(async ({ port, accepted }) => resolve([await connect(t, port), await accepted]))
+  })
+  forward(a, b)
+  client.end('hello\n')
+  t.equal((await within(readAll(client), 5_000, 'client EOF')).toString(), 'banner\nhello\n')
+})
+
+t.test('a reading socket nobody forwards behaves like any socket: data events, EOF', async (t) => {
+  const { port } = await listen(t, (s) => {
+    s.on('error', () => {})
+    s.end(Buffer.alloc(200_000, 7))
+  })
+  const socket = readingSocket({ allowHalfOpen: true })
+  t.teardown(() => socket.destroy())
+  socket.connect({ host: LOOPBACK, port })
+  const got = await within(readAll(socket), 5_000, 'EOF')
+  t.equal(got.length, 200_000)
+  t.ok(got.every((byte) => byte === 7))
+})
+
+t.test('adoptAccepted leaves anything but a fresh, paused plain TCP socket as it is', async (t) => {
+  const flowing = await listenOnce(t)
+  await connect(t, flowing.port)
+  const notPaused = await flowing.accepted
+  t.equal(adoptAccepted(notPaused), notPaused, 'accepted without pauseOnConnect')
+
+  const paused = await listenOnce(t, { pauseOnConnect: true })
+  await connect(t, paused.port)
+  const socket = await paused.accepted
+  const adopted = adoptAccepted(socket)
+  t.not(adopted, socket, 'a fresh paused socket is adopted')
+  t.equal(adoptAccepted(adopted), adopted, 'adopting twice changes nothing')
+  adopted.destroy()
+
+  const pki = await createTestPki()
+  const server = tls.createServer({ key: pki.keyPem, cert: pki.certPem, pauseOnConnect: true })
+  const secure = new Promise<tls.TLSSocket>((resolve) => server.once('secureConnection', resolve))
+  server.listen(0, LOOPBACK)
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const tlsClient = tls.connect({ host: LOOPBACK, port: (server.address() as net.AddressInfo).port, ca: pki.caCertPem, servername: 'localhost' })
+  t.teardown(() => tlsClient.destroy())
+  tlsClient.on('error', () => {})
+  const tlsSocket = await secure
+  t.teardown(() => tlsSocket.destroy())
+  t.equal(adoptAccepted(tlsSocket), tlsSocket, 'a TLS socket')
+})
+
+t.test("an adopted socket still counts as the listener's connection: close() waits for it", async (t) => {
+  const { server, accepted, port } = await listenOnce(t, { pauseOnConnect: true })
+  const client = await connect(t, port)
+  const adopted = adoptAccepted(await accepted)
+  t.teardown(() => adopted.destroy())
+  const count = await new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))))
+  t.equal(count, 1)
+  let closed = false
+  server.close(() => {
+    closed = true
+  })
+  adopted.resume()
+  client.end('bye')
+  t.equal((await within(readAll(adopted), 5_000, 'EOF on the adopted socket')).toString(), 'bye')
+  t.equal(closed, false, 'the listener waits while the adopted socket is open')
+  adopted.end()
+  await waitClosed(adopted)
+  await until(() => closed, 5_000, 'server close')
+  t.pass('the listener closed once the adopted socket did')
+})
