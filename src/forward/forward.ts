@@ -123,6 +123,8 @@ export function isConnectionReset(err: unknown): boolean {
 }
 
 const kSession = Symbol('keyway.forward.session')
+/** Reads smaller than this that a writer would keep are copied instead of taking a new read buffer. */
+const COPY_BELOW = 4096
 
 /**
  * What forward() copies between: a `net.Socket` or `tls.TLSSocket`, or any
@@ -315,11 +317,17 @@ class Session implements ForwardSession, ReadSink {
   }
 
   read(from: net.Socket, chunk: Buffer): void {
-    this.data(from as Endpoint, chunk)
     const to = from === this.#a ? this.#b : this.#a
     // Only a socket's writableLength says for sure that nothing keeps the
     // chunk: a multiplexed stream may hold it in its connection's queue.
-    if (!(to instanceof net.Socket) || to.writableLength > 0) releaseReadBuffer(from)
+    const trusted = to instanceof net.Socket
+    if (chunk.length < COPY_BELOW && (!trusted || to.writableLength > 0)) {
+      // It would be kept: a copy from Node's pool is cheaper than a new read buffer.
+      this.data(from as Endpoint, Buffer.from(chunk))
+      return
+    }
+    this.data(from as Endpoint, chunk)
+    if (!trusted || to.writableLength > 0) releaseReadBuffer(from)
   }
 
   drain(writer: Endpoint): void {

@@ -5,7 +5,7 @@ import { tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError } from '../errors.js'
-import { forward, type ForwardSession } from '../forward/index.js'
+import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
 import { formatHostPort } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
@@ -564,11 +564,12 @@ export class Sidecar {
     }
   }
 
-  #accept(entry: Entry, local: net.Socket): void {
+  #accept(entry: Entry, accepted: net.Socket): void {
     if (this.#closed || entry.server === undefined) {
-      local.destroy()
+      accepted.destroy()
       return
     }
+    const local = adoptAccepted(accepted)
     local.on('error', noop)
     entry.pending.add(local)
     const resource = entry.name
