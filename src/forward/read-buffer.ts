@@ -32,7 +32,7 @@ export interface ReadSink {
 }
 
 /** Smallest and largest read buffer: an idle session holds the smallest one. */
-export const MIN_READ_BUFFER = 4 * 1024
+export const MIN_READ_BUFFER = 1024
 export const MAX_READ_BUFFER = 64 * 1024
 
 interface ReadState {
