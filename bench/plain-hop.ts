@@ -4,7 +4,11 @@
  * A plain TCP listener whose accepted connections take the gateway's data
  * path after the handshake: `dialTcp` to a fixed upstream with the gateway's
  * connect timeout, then `forward()` with the gateway's default idle,
- * lifetime and half-close settings (from the configuration schema). What it
+ * lifetime and half-close settings (from the configuration schema). The
+ * accepted socket is adopted into reused read buffers (`adoptAccepted`), as
+ * the sidecar's listeners do; the gateway's own accepted sockets are TLS,
+ * where Node offers no such reads, so this is the forwarding core on plain
+ * TCP, not the gateway's TLS side. What it
  * leaves out is exactly what HAProxy's one TCP hop does not do either: TLS,
  * the hello, token verification, the policy decision, the session registry,
  * metrics and logs. It is not a mode of `keyway gateway` and is never used

@@ -457,6 +457,10 @@ class Session implements ForwardSession, ReadSink {
  *   option). forward() also sets the property, which Node reads when 'end'
  *   is emitted, but an EOF that arrived earlier may already have ended the
  *   write side.
+ * - Reads: a socket made by `dialTcp()`, `readingSocket()` or
+ *   `adoptAccepted()` hands each read straight to the session in a buffer the
+ *   session reuses once the write of it has completed (read-buffer.ts); any
+ *   other endpoint is read through its 'data' events.
  * - Resets, EPIPE and similar end the session with reason `reset`; no error
  *   is ever thrown or left unhandled (an 'error' listener is attached first).
  *   The other socket is reset too when it is plain TCP (its peer sees
