@@ -139,6 +139,12 @@ export type ForwardEndpoint = Duplex & {
   resetAndDestroy?(): unknown
   /** Why the session ends, for a peer that can be told (a multiplexed stream's RESET); the first one set wins. */
   setResetReason?(code: string, message: string): void
+  /**
+   * True when a written chunk is referenced no more once `writableLength` is
+   * back to 0, as with a socket (trusted without it): forward() then reads
+   * the next chunk into the same buffer.
+   */
+  readonly releasesWrittenChunks?: boolean
 }
 
 /** A socket owned by a session; the back-pointer lets shared listeners find it. */
@@ -318,9 +324,9 @@ class Session implements ForwardSession, ReadSink {
 
   read(from: net.Socket, chunk: Buffer): void {
     const to = from === this.#a ? this.#b : this.#a
-    // Only a socket's writableLength says for sure that nothing keeps the
-    // chunk: a multiplexed stream may hold it in its connection's queue.
-    const trusted = to instanceof net.Socket
+    // Only an endpoint that says so (and a socket) releases a chunk once its
+    // write completed; anything else may keep it.
+    const trusted = to instanceof net.Socket || to.releasesWrittenChunks === true
     if (chunk.length < COPY_BELOW && (!trusted || to.writableLength > 0)) {
       // It would be kept: a copy from Node's pool is cheaper than a new read buffer.
       this.data(from as Endpoint, Buffer.from(chunk))

@@ -45,8 +45,6 @@ const HARD_MAX_OPEN = 1024 * 1024
 /** How long a closing connection waits for the peer's side before cutting it off. */
 const CLOSE_GRACE_MS = 1_000
 const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024
-// Small payloads are copied behind their header so one buffer goes out; large ones go as two (no copy).
-const COPY_BELOW = 1024
 const MAX_STREAM_ID = 0x7fffffff
 
 /**
@@ -174,18 +172,15 @@ export class MuxConnection implements StreamOwner {
 
   /** @internal */
   sendData(stream: number, chunk: Buffer): void {
+    // The payload is copied behind its header: one buffer per frame, and the
+    // caller's chunk is free once this returns (forward() reuses its read
+    // buffer). A turn with one frame then reaches TLS as one buffer, which
+    // TLSWrap would otherwise copy again to join the header and the payload.
     const length = chunk.length
-    if (length < COPY_BELOW) {
-      const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
-      writeHeader(frame, 0, FrameType.DATA, length, stream)
-      chunk.copy(frame, FRAME_HEADER)
-      this.#send(frame)
-      return
-    }
-    const header = Buffer.allocUnsafe(FRAME_HEADER)
-    writeHeader(header, 0, FrameType.DATA, length, stream)
-    this.#send(header)
-    this.#send(chunk)
+    const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
+    writeHeader(frame, 0, FrameType.DATA, length, stream)
+    chunk.copy(frame, FRAME_HEADER)
+    this.#send(frame)
   }
 
   /** @internal */

@@ -80,6 +80,9 @@ export class MuxStream extends Duplex {
     this.id = id
   }
 
+  /** A written chunk is copied into its frame, or kept (with the write held) only until credit comes. */
+  readonly releasesWrittenChunks = true
+
   /** Never delays: frames go out at the end of the current event-loop turn. Present for socket compatibility. */
   setNoDelay(_noDelay?: boolean): this {
     return this

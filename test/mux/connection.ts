@@ -17,7 +17,9 @@ import {
   type StreamResetError,
 } from '../../src/mux/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
-import { LOOPBACK, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
+import { LOOPBACK, connect, listenOnce, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
+import { adoptAccepted, forward } from '../../src/forward/index.js'
+import { hasReadBuffer } from '../../src/forward/read-buffer.js'
 import { closedStream as closed, errorOf, rawFrame as frame, roundTrip } from '../helpers/mux.js'
 import { until, within } from '../helpers/until.js'
 
@@ -1054,4 +1056,26 @@ t.test('after GOAWAY a server refuses new OPENs itself with ERR_SHUTTING_DOWN (o
   const reset = r.reader.of(FrameType.RESET).find((f) => f.stream === 3)
   t.equal((JSON.parse(reset?.payload.toString() ?? '{}') as { code?: string }).code, 'ERR_SHUTTING_DOWN')
   t.equal(opens, 1, 'onOpen saw only the first stream')
+})
+
+t.test('forward() from a socket reading into reused buffers, into a stream out of credit: every byte arrives intact', async (t) => {
+  // The stream keeps a chunk it has no credit for (the write is held), so
+  // the socket's read buffer must not take the next read meanwhile.
+  const r = await rig(t)
+  const { cs, ss } = await openPair(r)
+  const { server, accepted: acceptedLocal, port } = await listenOnce(t, { pauseOnConnect: true })
+  const job = await connect(t, port)
+  const local = adoptAccepted(await acceptedLocal)
+  t.teardown(() => local.destroy())
+  server.close()
+  t.ok(hasReadBuffer(local), 'the local socket reads into reused buffers')
+  const session = forward(local, cs)
+  const received = sha256OfStream(ss)
+  ss.pause()
+  const sent = writeRandom(job, 6 * MiB, { chunkSize: 50_000 })
+  await within(until(() => cs.writableLength > 0, 10_000, 'a write held for want of credit'), 11_000, 'credit exhausted')
+  ss.resume()
+  const digest = await within(sent, 20_000, 'the job wrote everything')
+  t.same(await within(received, 20_000, 'the far stream read everything'), digest, 'intact through the stream')
+  session.close('test')
 })
