@@ -324,9 +324,10 @@ class Session implements ForwardSession, ReadSink {
 
   read(from: net.Socket, chunk: Buffer): void {
     const to = from === this.#a ? this.#b : this.#a
-    // Only an endpoint that says so (and a socket) releases a chunk once its
-    // write completed; anything else may keep it.
-    const trusted = to instanceof net.Socket || to.releasesWrittenChunks === true
+    // Only an endpoint that says so (and a plain socket) releases a chunk once
+    // its write completed; anything else may keep it. A TLS socket completes
+    // every write a turn later, so it counts as keeping.
+    const trusted = to instanceof net.Socket ? (to as { encrypted?: boolean }).encrypted !== true : to.releasesWrittenChunks === true
     if (chunk.length < COPY_BELOW && (!trusted || to.writableLength > 0)) {
       // It would be kept: a copy from Node's pool is cheaper than a new read buffer.
       this.data(from as Endpoint, Buffer.from(chunk))

@@ -31,7 +31,13 @@ export interface ReadSink {
   read(from: net.Socket, chunk: Buffer): void
 }
 
-/** Smallest and largest read buffer: an idle session holds the smallest one. */
+/**
+ * Smallest and largest read buffer. A socket holds one buffer at all times
+ * (Node keeps the next one before the read): the smallest while its reads are
+ * small; after bulk data it keeps the size it grew to until a read smaller
+ * than a sixteenth of it, so a socket that goes idle right after a bulk
+ * transfer may hold up to the largest.
+ */
 export const MIN_READ_BUFFER = 1024
 export const MAX_READ_BUFFER = 64 * 1024
 
@@ -90,28 +96,33 @@ export function readingSocket(options: Omit<net.SocketConstructorOpts, 'onread'>
 }
 
 type ServerSocket = net.Socket & {
-  _handle?: { readStart?: unknown } | null
-  _server?: unknown
+  _handle?: { readStart?: unknown; reading?: boolean } | null
+  _server?: { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number } | null
   server?: unknown
 }
 
 /**
  * Gives an accepted plain TCP socket reused read buffers: Node offers
  * `onread` only to sockets it creates, so the accepted connection's handle
- * moves to a new `net.Socket` made with it. Only a socket accepted with
- * `pauseOnConnect: true` that has read nothing qualifies; anything else (a
- * TLS socket, a socket already reading, a Node without the internals this
- * relies on) is returned unchanged, so the caller always gets a usable socket.
- * The listener's connection count moves to the new socket, so `server.close()`
- * still waits for it.
+ * moves to a new `net.Socket` made with it. Only a socket a `net.Server`
+ * accepted with `pauseOnConnect: true`, that has read nothing and is not
+ * reading, qualifies; anything else (a TLS socket, a socket already reading,
+ * a Node without the internals this relies on) is returned unchanged, so the
+ * caller always gets a usable socket. The listener's connection count, and
+ * its `noDelay` and `keepAlive` settings (already applied to the handle),
+ * move to the new socket, so `server.close()` still waits for it.
  */
 export function adoptAccepted(socket: net.Socket): net.Socket {
   const s = socket as ServerSocket
   const handle = s._handle
+  const server = s._server
   if (
     socket.constructor !== net.Socket ||
     handle == null ||
+    server == null ||
     typeof handle.readStart !== 'function' ||
+    handle.reading === true ||
+    socket.connecting ||
     !socket.isPaused() ||
     socket.bytesRead > 0 ||
     socket.readableLength > 0 ||
@@ -121,16 +132,27 @@ export function adoptAccepted(socket: net.Socket): net.Socket {
     return socket
   }
   const { state, onread } = newState()
-  const adopted = new net.Socket({
-    handle,
-    allowHalfOpen: socket.allowHalfOpen,
-    readable: true,
-    writable: true,
-    pauseOnCreate: true,
-    onread,
-  } as net.SocketConstructorOpts) as ServerSocket & ReadingSocket
+  let adopted: ServerSocket & ReadingSocket
+  try {
+    adopted = new net.Socket({
+      handle,
+      allowHalfOpen: socket.allowHalfOpen,
+      readable: true,
+      writable: true,
+      pauseOnCreate: true,
+      readableHighWaterMark: socket.readableHighWaterMark,
+      writableHighWaterMark: socket.writableHighWaterMark,
+      noDelay: server.noDelay === true,
+      keepAlive: server.keepAlive === true,
+      keepAliveInitialDelay: server.keepAliveInitialDelay,
+      onread,
+    } as net.SocketConstructorOpts) as ServerSocket & ReadingSocket
+  } catch {
+    // A Node whose Socket no longer takes a handle this way: keep the socket Node made.
+    return socket
+  }
   adopted[kRead] = state
-  adopted._server = s._server
+  adopted._server = server
   adopted.server = s.server
   s._server = null
   s.server = null

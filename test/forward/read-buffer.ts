@@ -164,6 +164,30 @@ t.test('bytes a dialled socket read before forward() attached come first, in ord
   t.equal((await within(readAll(client), 5_000, 'client EOF')).toString(), 'banner\nhello\n')
 })
 
+t.test('bytes buffered before forward() attached come first, then the rest, in order, while the client holds back', async (t) => {
+  const pattern = Buffer.alloc(32 * MiB)
+  for (let i = 0; i < pattern.length; i += 4) pattern.writeUInt32BE(i / 4, i)
+  const { port: upstreamPort } = await listen(t, (s) => {
+    s.on('error', () => {})
+    s.end(pattern)
+  })
+  const b = await dialTcp(LOOPBACK, upstreamPort, { timeoutMs: 2_000 })
+  t.teardown(() => b.destroy())
+  // The socket's Readable is full and reading has stopped: the rest waits in the kernel.
+  await until(() => b.readableLength >= b.readableHighWaterMark, 5_000, 'the Readable full before the session')
+  const { port, accepted } = await listenOnce(t)
+  const client = await connect(t, port)
+  const a = await accepted
+  const got = readAll(client)
+  client.pause()
+  forward(a, b)
+  await until(() => a.writableLength > 0, 10_000, 'writes towards the client held back')
+  client.resume()
+  const received = await within(got, 20_000, 'everything at the client')
+  t.equal(received.length, pattern.length)
+  t.ok(received.equals(pattern), 'the buffered bytes first, then the rest, in order')
+})
+
 t.test('a reading socket nobody forwards behaves like any socket: data events, EOF', async (t) => {
   const { port } = await listen(t, (s) => {
     s.on('error', () => {})
@@ -183,13 +207,19 @@ t.test('adoptAccepted leaves anything but a fresh, paused plain TCP socket as it
   const notPaused = await flowing.accepted
   t.equal(adoptAccepted(notPaused), notPaused, 'accepted without pauseOnConnect')
 
-  const paused = await listenOnce(t, { pauseOnConnect: true })
+  const paused = await listenOnce(t, { pauseOnConnect: true, noDelay: true })
   await connect(t, paused.port)
   const socket = await paused.accepted
   const adopted = adoptAccepted(socket)
   t.not(adopted, socket, 'a fresh paused socket is adopted')
   t.equal(adoptAccepted(adopted), adopted, 'adopting twice changes nothing')
+  const kSetNoDelay = Object.getOwnPropertySymbols(adopted).find((s) => s.description === 'kSetNoDelay')
+  t.equal(kSetNoDelay && (adopted as unknown as Record<symbol, unknown>)[kSetNoDelay], true, "the listener's noDelay moves with the handle (Node internal flag)")
   adopted.destroy()
+
+  const dialled = await connect(t, paused.port)
+  dialled.pause()
+  t.equal(adoptAccepted(dialled), dialled, 'a socket no listener accepted')
 
   const pki = await createTestPki()
   const server = tls.createServer({ key: pki.keyPem, cert: pki.certPem, pauseOnConnect: true })
