@@ -3,7 +3,7 @@ import * as net from 'node:net'
 import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { createHash, randomBytes } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { adoptAccepted, dialTcp, forward, readingSocket, type ForwardSession } from '../../src/forward/index.js'
 import { hasReadBuffer } from '../../src/forward/read-buffer.js'
 import { LOOPBACK, connect, listen, listenOnce, readAll, sha256OfStream, waitClosed, writeRandom, type Teardown } from '../helpers/net.js'
@@ -35,6 +35,21 @@ async function hop(t: Teardown, upstreamPort: number): Promise<{ port: number; s
   return { port, sessions, a, b }
 }
 
+/**
+ * Writes 32 MiB from `from` while `to` reads nothing until the hop's socket
+ * `pendingOn` has a write left pending, then lets `to` read; asserts the bytes
+ * arrived intact.
+ */
+async function transferWhileHeldBack(t: Test, from: net.Socket, to: net.Socket, pendingOn: net.Socket, chunkSize: number, what: string): Promise<void> {
+  const got = sha256OfStream(to)
+  to.pause()
+  const sending = writeRandom(from, 32 * MiB, { chunkSize })
+  await until(() => pendingOn.writableLength > 0, 10_000, `a pending write (${what})`)
+  to.resume()
+  const sent = await within(sending, 30_000, what)
+  t.same(await within(got, 30_000, `${what}: digest`), sent, `${what} intact`)
+}
+
 t.test('32 MiB each way arrive intact through reused buffers while the far reader holds back', async (t) => {
   // Each far end reads nothing more until the hop has a write left pending on
   // the buffer it read into: that buffer must not take the next read.
@@ -46,21 +61,8 @@ t.test('32 MiB each way arrive intact through reused buffers while the far reade
   t.ok(hasReadBuffer(a[0]), 'the accepted socket reads into reused buffers')
   t.ok(hasReadBuffer(b[0]), 'the dialled socket reads into reused buffers')
 
-  const upstreamGot = sha256OfStream(far)
-  far.pause()
-  const up = writeRandom(client, 32 * MiB, { chunkSize: 100_000 })
-  await until(() => b[0]!.writableLength > 0, 10_000, 'a pending write towards the upstream')
-  far.resume()
-  const sent = await within(up, 30_000, 'client → upstream')
-  t.same(await within(upstreamGot, 30_000, 'upstream digest'), sent, 'client → upstream intact')
-
-  const clientGot = sha256OfStream(client)
-  client.pause()
-  const down = writeRandom(far, 32 * MiB, { chunkSize: 70_000 })
-  await until(() => a[0]!.writableLength > 0, 10_000, 'a pending write towards the client')
-  client.resume()
-  const back = await within(down, 30_000, 'upstream → client')
-  t.same(await within(clientGot, 30_000, 'client digest'), back, 'upstream → client intact')
+  await transferWhileHeldBack(t, client, far, b[0]!, 100_000, 'client → upstream')
+  await transferWhileHeldBack(t, far, client, a[0]!, 70_000, 'upstream → client')
   const result = await within(sessions[0]!.done, 5_000, 'session end')
   t.equal(result.reason, 'done')
   t.equal(result.aToB, 32 * MiB)
