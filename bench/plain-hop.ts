@@ -8,10 +8,9 @@
  * accepted socket is adopted into reused read buffers (`adoptAccepted`), as
  * the sidecar's listeners do; the gateway's own accepted sockets are TLS,
  * where Node offers no such reads, so this is the forwarding core on plain
- * TCP, not the gateway's TLS side. What it
- * leaves out is exactly what HAProxy's one TCP hop does not do either: TLS,
- * the hello, token verification, the policy decision, the session registry,
- * metrics and logs. It is not a mode of `keyway gateway` and is never used
+ * TCP, not the gateway's TLS side. What it leaves out is exactly what
+ * HAProxy's one TCP hop does not do either: TLS, the hello, token
+ * verification, the policy decision, the session registry, metrics and logs. It is not a mode of `keyway gateway` and is never used
  * outside bench/run.ts.
  *
  *   node dist/bench/plain-hop.js LISTEN_PORT:UPSTREAM_PORT [...]

@@ -1,7 +1,7 @@
 import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
-import { hasReadBuffer, releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
+import { releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
 
 /** Why a forwarding session ended. */
 export type ForwardReason =
@@ -295,8 +295,8 @@ class Session implements ForwardSession, ReadSink {
 
     a.on('data', onData)
     b.on('data', onData)
-    if (hasReadBuffer(a)) setReadSink(a, this)
-    if (hasReadBuffer(b)) setReadSink(b, this)
+    setReadSink(a, this)
+    setReadSink(b, this)
     // An explicit pause() by the caller (e.g. around a handshake) survives
     // adding a 'data' listener, so resume explicitly.
     if (aMayRead) a.resume()

@@ -166,8 +166,8 @@ export function hasReadBuffer(socket: unknown): socket is net.Socket {
   return (socket as ReadingSocket | null)?.[kRead] !== undefined
 }
 
-/** Sends the socket's reads to `sink` (or back to its Readable with `undefined`). */
-export function setReadSink(socket: net.Socket, sink: ReadSink | undefined): void {
+/** Sends the socket's reads to `sink`; does nothing to a socket without reused buffers. */
+export function setReadSink(socket: object, sink: ReadSink): void {
   const state = (socket as ReadingSocket)[kRead]
   if (state !== undefined) state.sink = sink
 }
