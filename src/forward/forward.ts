@@ -1,7 +1,7 @@
 import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
-import { releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
+import { reclaimReadBuffers, releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
 
 /** Why a forwarding session ended. */
 export type ForwardReason =
@@ -322,7 +322,7 @@ class Session implements ForwardSession, ReadSink {
     if (!to.write(chunk)) from.pause()
   }
 
-  read(from: net.Socket, chunk: Buffer): void {
+  read(from: object, chunk: Buffer): void {
     const to = from === this.#a ? this.#b : this.#a
     // Only an endpoint that says so (and a plain socket) releases a chunk once
     // its write completed; anything else may keep it. A TLS socket completes
@@ -335,6 +335,8 @@ class Session implements ForwardSession, ReadSink {
     }
     this.data(from as Endpoint, chunk)
     if (!trusted || to.writableLength > 0) releaseReadBuffer(from)
+    // The writer holds nothing: every chunk it kept from `from` is written.
+    else reclaimReadBuffers(from)
   }
 
   drain(writer: Endpoint): void {

@@ -21,14 +21,28 @@ import * as net from 'node:net'
  * bytes that arrive before the session starts and for EOF.
  */
 
-/** Receives the reads of a socket made by {@link readingSocket} or {@link adoptAccepted}; forward()'s session. */
+/** Receives the reads of a socket made by {@link readingSocket}, {@link adoptAccepted} or {@link useReadBuffer}; forward()'s session, or a multiplexed connection. */
 export interface ReadSink {
   /**
-   * `chunk` is a view of the socket's read buffer, valid only during the
-   * call. Call {@link releaseReadBuffer} if anything still refers to it on
-   * return.
+   * `chunk` is a view of the source's read buffer, valid only during the
+   * call. Call {@link releaseReadBuffer} on `from` if anything still refers
+   * to it on return.
    */
-  read(from: net.Socket, chunk: Buffer): void
+  read(from: object, chunk: Buffer): void
+}
+
+/**
+ * A source that lends its reads to a {@link ReadSink} without being a socket
+ * with reused buffers itself: a multiplexed stream passes on views of its
+ * connection's read buffer.
+ */
+export interface LendingSource {
+  /** Sends the source's reads to `sink` from now on. */
+  setReadSink(sink: ReadSink): void
+  /** The chunk just lent is still referenced: the buffer behind it must not be reused. */
+  releaseReadBuffer(): void
+  /** The sink refers to no chunk it was lent any more. */
+  reclaimReadBuffers(): void
 }
 
 /**
@@ -41,10 +55,19 @@ export interface ReadSink {
 export const MIN_READ_BUFFER = 1024
 export const MAX_READ_BUFFER = 64 * 1024
 
+/** Buffers a socket keeps for reuse: lent ones awaiting {@link reclaimReadBuffers}, and spare ones. */
+const MAX_KEPT = 4
+
 interface ReadState {
   buffer: Buffer | undefined
   size: number
+  /** Smallest buffer for this socket; 0: the size is fixed. */
+  min: number
   sink: ReadSink | undefined
+  /** Buffers released while still referenced by the sink's writer, in the order lent. */
+  lent: Buffer[]
+  /** Buffers free again (reclaimed), of the current size. */
+  spare: Buffer[]
 }
 
 const kRead = Symbol('keyway.forward.readBuffer')
@@ -56,13 +79,9 @@ function onRead(this: ReadingSocket, nread: number, buffer: Buffer): boolean {
   const state = this[kRead]!
   // A full read asks for a bigger buffer next time; a small one for the smallest.
   if (nread === buffer.length) {
-    if (state.size < MAX_READ_BUFFER) {
-      state.size = Math.min(MAX_READ_BUFFER, state.size * 4)
-      state.buffer = undefined
-    }
-  } else if (state.size > MIN_READ_BUFFER && nread < state.size >>> 4) {
-    state.size = MIN_READ_BUFFER
-    state.buffer = undefined
+    if (state.min !== 0 && state.size < MAX_READ_BUFFER) resize(state, Math.min(MAX_READ_BUFFER, state.size * 4))
+  } else if (state.min !== 0 && state.size > state.min && nread < state.size >>> 4) {
+    resize(state, state.min)
   }
   const chunk = nread === buffer.length ? buffer : buffer.subarray(0, nread)
   const sink = state.sink
@@ -75,10 +94,31 @@ function onRead(this: ReadingSocket, nread: number, buffer: Buffer): boolean {
   return true
 }
 
-function newState(): { state: ReadState; onread: net.OnReadOpts } {
-  const state: ReadState = { buffer: undefined, size: MIN_READ_BUFFER, sink: undefined }
+// The buffer in use (being read into now) is dropped, not reused: the
+// current chunk is a view of it. Kept buffers of the old size go too.
+function resize(state: ReadState, size: number): void {
+  state.size = size
+  state.buffer = undefined
+  state.lent.length = 0
+  state.spare.length = 0
+}
+
+function nextBuffer(state: ReadState): Buffer {
+  return (state.buffer ??= state.spare.pop() ?? Buffer.allocUnsafeSlow(state.size))
+}
+
+/** `fixedSize`: every buffer has this size; otherwise they grow and shrink with the reads. */
+function newState(fixedSize?: number): { state: ReadState; onread: net.OnReadOpts } {
+  const state: ReadState = {
+    buffer: undefined,
+    size: fixedSize ?? MIN_READ_BUFFER,
+    min: fixedSize === undefined ? MIN_READ_BUFFER : 0,
+    sink: undefined,
+    lent: [],
+    spare: [],
+  }
   const onread = {
-    buffer: (): Buffer => (state.buffer ??= Buffer.allocUnsafeSlow(state.size)),
+    buffer: (): Buffer => nextBuffer(state),
     callback: onRead as (this: unknown, bytesWritten: number, buf: Uint8Array) => boolean,
   }
   return { state, onread }
@@ -166,13 +206,119 @@ export function hasReadBuffer(socket: unknown): socket is net.Socket {
   return (socket as ReadingSocket | null)?.[kRead] !== undefined
 }
 
-/** Sends the socket's reads to `sink`; does nothing to a socket without reused buffers. */
-export function setReadSink(socket: object, sink: ReadSink): void {
-  const state = (socket as ReadingSocket)[kRead]
-  if (state !== undefined) state.sink = sink
+function isLending(source: object): source is LendingSource {
+  const s = source as Partial<LendingSource>
+  return typeof s.setReadSink === 'function' && typeof s.releaseReadBuffer === 'function' && typeof s.reclaimReadBuffers === 'function'
 }
 
-/** The chunk just handed to the sink is still referenced: the next read gets a new buffer. */
-export function releaseReadBuffer(socket: net.Socket): void {
-  ;(socket as ReadingSocket)[kRead]!.buffer = undefined
+/** Sends the source's reads to `sink`; does nothing to a source that neither reads into reused buffers nor lends. */
+export function setReadSink(source: object, sink: ReadSink): void {
+  const state = (source as ReadingSocket)[kRead]
+  if (state !== undefined) state.sink = sink
+  else if (isLending(source)) source.setReadSink(sink)
 }
+
+/**
+ * The chunk just handed to the sink is still referenced: the next read gets
+ * another buffer. The source keeps the released one (a few at most) until
+ * {@link reclaimReadBuffers}.
+ */
+export function releaseReadBuffer(source: object): void {
+  const state = (source as ReadingSocket)[kRead]
+  if (state !== undefined) {
+    const buffer = state.buffer
+    if (buffer === undefined) return
+    if (state.lent.length < MAX_KEPT) state.lent.push(buffer)
+    state.buffer = undefined
+  } else if (isLending(source)) source.releaseReadBuffer()
+}
+
+/**
+ * The sink refers to no chunk it was handed any more (its writer holds
+ * nothing): the buffers released since the last call are free for the next
+ * reads. Cheap when nothing was released.
+ */
+export function reclaimReadBuffers(source: object): void {
+  const state = (source as ReadingSocket)[kRead]
+  if (state === undefined) {
+    if (isLending(source)) source.reclaimReadBuffers()
+    return
+  }
+  if (state.lent.length === 0) return
+  for (const buffer of state.lent) if (state.spare.length < MAX_KEPT) state.spare.push(buffer)
+  state.lent.length = 0
+}
+
+/**
+ * Some holder of the buffers released so far will not say when it is done
+ * with them (a multiplexed stream closed while its writer still held a
+ * chunk): they are left to the garbage collector, never reused.
+ */
+export function forgetReadBuffers(source: object): void {
+  const state = (source as ReadingSocket)[kRead]
+  if (state !== undefined) state.lent.length = 0
+}
+
+/** Node's private keys of the `onread` option on a socket (net.js `kBuffer`, `kBufferGen`, `kBufferCb`). */
+interface OnreadKeys {
+  buffer: symbol
+  generator: symbol
+  callback: symbol
+}
+
+let onreadKeys: OnreadKeys | null | undefined
+
+// Found once on a probe socket made with `onread`, by their descriptions and
+// values; null when this Node keeps them differently.
+function findOnreadKeys(): OnreadKeys | null {
+  if (onreadKeys !== undefined) return onreadKeys
+  onreadKeys = null
+  try {
+    const generator = (): Buffer => Buffer.alloc(1)
+    const callback = (): boolean => true
+    const probe = new net.Socket({ onread: { buffer: generator, callback } } as net.SocketConstructorOpts) as net.Socket & Record<symbol, unknown>
+    const own = Object.getOwnPropertySymbols(probe)
+    const by = (description: string, value: unknown): symbol | undefined => own.find((k) => k.description === description && probe[k] === value)
+    const keys = { buffer: by('kBuffer', true), generator: by('kBufferGen', generator), callback: by('kBufferCb', callback) }
+    probe.destroy()
+    if (keys.buffer !== undefined && keys.generator !== undefined && keys.callback !== undefined) onreadKeys = keys as OnreadKeys
+  } catch {
+    // A Node whose sockets take no onread: no reused buffers for TLS.
+  }
+  return onreadKeys
+}
+
+/**
+ * Gives an existing socket, typically a TLS socket, reused read buffers:
+ * Node offers `onread` to a TLS socket only when `tls.connect` creates it,
+ * never to one a `tls.Server` wraps, and TLSWrap otherwise hands over every
+ * decrypted record (up to 16 KiB) in a new buffer. This sets on the socket
+ * what the `onread` option would have, through Node's own keys for it,
+ * and points its handle at the first buffer; from the next read on, reads
+ * go as with {@link readingSocket}; with `size`, into buffers of that fixed
+ * size (16 KiB suits TLS: TLSWrap reads record by record, each at most that,
+ * and a short record must not shrink the buffer for the full ones that follow).
+ * Returns false, and changes nothing, for
+ * a socket that already reads into given buffers, a destroyed one, or a
+ * Node without these internals.
+ */
+export function useReadBuffer(socket: net.Socket, size?: number): boolean {
+  const s = socket as ReadingSocket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: unknown } | null }
+  const keys = findOnreadKeys()
+  const handle = s._handle
+  if (keys === null || s[kRead] !== undefined || s[keys.buffer] || socket.destroyed || handle == null || typeof handle.useUserBuffer !== 'function') return false
+  const { state, onread } = newState(size)
+  const generate = onread.buffer as () => Buffer
+  const first = generate()
+  try {
+    ;(handle.useUserBuffer as (buffer: Uint8Array) => void).call(handle, first)
+  } catch {
+    return false
+  }
+  s[keys.generator] = generate
+  s[keys.callback] = onread.callback
+  s[keys.buffer] = first
+  s[kRead] = state
+  return true
+}
+

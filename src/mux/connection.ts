@@ -1,6 +1,8 @@
+import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
+import { forgetReadBuffers, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
 import {
   decodeProblem,
   encodeFrame,
@@ -36,6 +38,12 @@ export interface MuxConnectionOptions {
   maxBuffered?: number
   /** Timers of the graceful close. Default {@link systemClock}. */
   clock?: Clock
+  /**
+   * Read the socket (a `net.Socket` or `tls.TLSSocket`) into reused buffers
+   * and lend DATA payloads to the streams' forward() sessions, instead of a
+   * new buffer per read (per TLS record). Default true.
+   */
+  reuseReadBuffers?: boolean
 }
 
 const EMPTY = Buffer.alloc(0)
@@ -46,6 +54,17 @@ const HARD_MAX_OPEN = 1024 * 1024
 const CLOSE_GRACE_MS = 1_000
 const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024
 const MAX_STREAM_ID = 0x7fffffff
+/** DATA frames with payloads from this size up to {@link SLAB_PAYLOAD} are built in reused buffers; smaller ones come from Node's pool. */
+const SLAB_MIN = 4096
+/** Payload room of a reused frame buffer: the largest socket read (forward()'s read buffers). */
+const SLAB_PAYLOAD = 64 * 1024
+/** Largest plaintext a TLS record carries: the size of a read of the socket (TLSWrap reads record by record). */
+const TLS_RECORD = 16 * 1024
+/**
+ * Reused frame buffers kept per connection between writes (up to 1 MiB, a
+ * stream's window of frames in flight); dropped when no stream is left.
+ */
+const MAX_FREE_SLABS = 16
 
 /**
  * Many streams over one ordered byte stream (a TLS socket): the framing of
@@ -84,6 +103,19 @@ export class MuxConnection implements StreamOwner {
   /** Size of an oversized OPEN whose payload is being skipped. */
   #discarding = 0
   #dataTarget: MuxStream | undefined
+  /** Streams that may still refer to a payload lent from the socket's read buffers. */
+  readonly #holders = new Set<MuxStream>()
+  /** Frame buffers free for the next DATA frame. */
+  readonly #freeSlabs: Buffer[] = []
+  /** Frame buffers written and not yet completed, in write order (a socket completes writes in order). */
+  readonly #slabsInFlight: Buffer[] = []
+  readonly #recycle = (err?: Error | null): void => {
+    const slab = this.#slabsInFlight.shift()
+    // After an error the socket is gone and its writes may complete out of step: drop the buffers.
+    if (slab !== undefined && err == null && this.#freeSlabs.length < MAX_FREE_SLABS) this.#freeSlabs.push(slab)
+  }
+  /** Takes the socket's reads as lent views of its read buffer, when it reads into reused buffers. */
+  readonly #sink: ReadSink = { read: (_from, chunk) => this.#onChunk(chunk, true) }
   readonly #uncork = (): void => {
     this.#corked = false
     this.socket.uncork()
@@ -97,7 +129,9 @@ export class MuxConnection implements StreamOwner {
     this.#clock = options.clock ?? systemClock
     // Congestion clears on 'drain', which a socket emits only after its buffer passed its high-water mark.
     this.#maxBuffered = Math.max(options.maxBuffered ?? DEFAULT_MAX_BUFFERED, socket.writableHighWaterMark)
-    socket.on('data', (chunk: Buffer) => this.#onChunk(chunk))
+    socket.on('data', (chunk: Buffer) => this.#onChunk(chunk, false))
+    if (options.reuseReadBuffers !== false && socket instanceof net.Socket) useReadBuffer(socket, TLS_RECORD)
+    setReadSink(socket, this.#sink)
     socket.on('drain', () => this.#onDrain())
     socket.on('end', () => this.#onEnd())
     socket.on('error', () => {})
@@ -176,11 +210,23 @@ export class MuxConnection implements StreamOwner {
     // caller's chunk is free once this returns (forward() reuses its read
     // buffer). A turn with one frame then reaches TLS as one buffer, which
     // TLSWrap would otherwise copy again to join the header and the payload.
+    // Bulk frames reuse buffers once their write completed: a new 64 KiB
+    // buffer per frame is external memory that makes V8 run a full
+    // mark-compact every ~100 ms of a bulk transfer (bench/README.md).
     const length = chunk.length
-    const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
-    writeHeader(frame, 0, FrameType.DATA, length, stream)
-    chunk.copy(frame, FRAME_HEADER)
-    this.#send(frame)
+    if (this.#closed) return
+    if (length < SLAB_MIN || length > SLAB_PAYLOAD) {
+      const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
+      writeHeader(frame, 0, FrameType.DATA, length, stream)
+      chunk.copy(frame, FRAME_HEADER)
+      this.#send(frame)
+      return
+    }
+    const slab = this.#freeSlabs.pop() ?? Buffer.allocUnsafeSlow(FRAME_HEADER + SLAB_PAYLOAD)
+    writeHeader(slab, 0, FrameType.DATA, length, stream)
+    chunk.copy(slab, FRAME_HEADER)
+    this.#slabsInFlight.push(slab)
+    this.#send(length === SLAB_PAYLOAD ? slab : slab.subarray(0, FRAME_HEADER + length), this.#recycle)
   }
 
   /** @internal */
@@ -202,11 +248,27 @@ export class MuxConnection implements StreamOwner {
   }
 
   /** @internal */
-  forget(stream: MuxStream): void {
-    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id)
+  releaseReadBuffer(stream: MuxStream): void {
+    this.#holders.add(stream)
+    releaseReadBuffer(this.socket)
   }
 
-  #send(buf: Buffer): void {
+  /** @internal */
+  reclaimReadBuffers(stream: MuxStream): void {
+    this.#holders.delete(stream)
+    // The socket's read buffers are shared by every stream: free once no stream holds a payload.
+    if (this.#holders.size === 0) reclaimReadBuffers(this.socket)
+  }
+
+  /** @internal */
+  forget(stream: MuxStream): void {
+    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id)
+    if (this.#streams.size === 0) this.#freeSlabs.length = 0
+    // Gone while something may still hold its payloads (its reader's writer, flushing): never reuse those buffers.
+    if (this.#holders.delete(stream)) forgetReadBuffers(this.socket)
+  }
+
+  #send(buf: Buffer, done?: (err?: Error | null) => void): void {
     if (this.#closed) return
     const socket = this.socket
     if (!this.#corked) {
@@ -214,7 +276,7 @@ export class MuxConnection implements StreamOwner {
       socket.cork()
       setImmediate(this.#uncork)
     }
-    socket.write(buf)
+    socket.write(buf, done)
     if (!this.#congested && socket.writableLength > this.#maxBuffered) this.#congested = true
   }
 
@@ -227,7 +289,8 @@ export class MuxConnection implements StreamOwner {
     }
   }
 
-  #onChunk(chunk: Buffer): void {
+  /** `lent`: the chunk is a view of the socket's read buffer, valid only during the call; DATA payloads are lent on to their streams. */
+  #onChunk(chunk: Buffer, lent: boolean): void {
     let offset = 0
     const length = chunk.length
     while (offset < length && !this.#closed && this.#violation === undefined) {
@@ -257,7 +320,7 @@ export class MuxConnection implements StreamOwner {
       const n = Math.min(this.#remaining, length - offset)
       if (this.#type === FrameType.DATA) {
         const target = this.#dataTarget
-        if (target !== undefined && !target.peerData(chunk.subarray(offset, offset + n))) {
+        if (target !== undefined && !target.peerData(chunk.subarray(offset, offset + n), lent)) {
           this.#fail(`stream ${this.#stream} sent more than its window`)
           return
         }

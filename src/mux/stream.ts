@@ -1,4 +1,5 @@
 import { Duplex } from 'node:stream'
+import type { LendingSource, ReadSink } from '../forward/index.js'
 import { INITIAL_WINDOW, MAX_DATA_PAYLOAD } from './frame.js'
 
 /** What a stream needs from its connection (implemented by MuxConnection). */
@@ -13,6 +14,10 @@ export interface StreamOwner {
   readonly congested: boolean
   /** Connection gone: writes fail. */
   readonly closed: boolean
+  /** A payload `stream` was lent from the connection's read buffer is still referenced (by the stream or its reader's writer). */
+  releaseReadBuffer(stream: MuxStream): void
+  /** Nothing `stream` was lent is referenced any more. */
+  reclaimReadBuffers(stream: MuxStream): void
 }
 
 /** Error a stream is destroyed with when the peer resets it or the connection ends. */
@@ -31,6 +36,8 @@ function resetError(reason: string, message: string): StreamResetError {
 // one wakes the sender, and smaller batches measurably cost bulk throughput.
 const GRANT_BATCH = INITIAL_WINDOW / 2
 const EMPTY = Buffer.alloc(0)
+/** A lent payload this small that must wait in the stream is copied rather than keeping the connection's read buffer. */
+const COPY_BELOW = 4096
 
 function onIdle(this: MuxStream): void {
   this.emit('timeout')
@@ -47,7 +54,7 @@ function onIdle(this: MuxStream): void {
  * credit as the stream's reader consumes bytes, so a slow consumer holds back
  * its own stream only, never the connection.
  */
-export class MuxStream extends Duplex {
+export class MuxStream extends Duplex implements LendingSource {
   /** Stream id on its connection. */
   readonly id: number
   /** Idle limit in ms set by {@link MuxStream.setTimeout}; 0 when off. */
@@ -69,6 +76,7 @@ export class MuxStream extends Duplex {
   #onAccept: ((err: Error | null, body?: Buffer) => void) | undefined
   #resetCode = 'ERR_INTERNAL'
   #resetMessage: string | undefined
+  #sink: ReadSink | undefined
 
   /** @internal Created by MuxConnection. */
   constructor(owner: StreamOwner, id: number) {
@@ -82,6 +90,28 @@ export class MuxStream extends Duplex {
 
   /** A written chunk is copied into its frame, or kept (with the write held) only until credit comes. */
   readonly releasesWrittenChunks = true
+
+  /**
+   * forward() takes the stream's payloads from here on as lent views of the
+   * connection's read buffer, while the stream is flowing and holds nothing
+   * buffered; otherwise they are pushed as usual.
+   */
+  setReadSink(sink: ReadSink): void {
+    this.#sink = sink
+  }
+
+  /** The payload just lent to the sink is kept: the connection's read buffer must not be reused. */
+  releaseReadBuffer(): void {
+    this.#owner.releaseReadBuffer(this)
+  }
+
+  /**
+   * The sink refers to none of the payloads it was lent. Called only from
+   * within a lent read, when the stream holds nothing buffered either.
+   */
+  reclaimReadBuffers(): void {
+    this.#owner.reclaimReadBuffers(this)
+  }
 
   /** Never delays: frames go out at the end of the current event-loop turn. Present for socket compatibility. */
   setNoDelay(_noDelay?: boolean): this {
@@ -140,12 +170,26 @@ export class MuxStream extends Duplex {
     cb?.(null, body)
   }
 
-  /** @internal */
-  peerData(chunk: Buffer): boolean {
+  /**
+   * @internal `lent`: `chunk` is a view of the connection's read buffer,
+   * valid only during the call. Returns false when the peer overran its credit.
+   */
+  peerData(chunk: Buffer, lent = false): boolean {
     this.#received += chunk.length
     if (this.#received - this.#granted > INITIAL_WINDOW) return false
     if (this.#finReceived || this.#gone) return true
     this.#idle?.refresh()
+    if (lent) {
+      const sink = this.#sink
+      if (sink !== undefined && this.readableFlowing === true && this.readableLength === 0) {
+        sink.read(this, chunk)
+        this.#grant()
+        return true
+      }
+      // It waits in the stream: keep a copy of a small one, or the buffer behind a large one.
+      if (chunk.length < COPY_BELOW) chunk = Buffer.from(chunk)
+      else this.#owner.releaseReadBuffer(this)
+    }
     this.push(chunk)
     this.#grant()
     return true

@@ -4,7 +4,7 @@ import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { createHash, randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { adoptAccepted, dialTcp, forward, readingSocket, type ForwardSession } from '../../src/forward/index.js'
+import { adoptAccepted, dialTcp, forward, readingSocket, useReadBuffer, type ForwardSession } from '../../src/forward/index.js'
 import { hasReadBuffer } from '../../src/forward/read-buffer.js'
 import { LOOPBACK, connect, listen, listenOnce, readAll, sha256OfStream, waitClosed, writeRandom, type Teardown } from '../helpers/net.js'
 import { until, within } from '../helpers/until.js'
@@ -256,4 +256,38 @@ t.test("an adopted socket still counts as the listener's connection: close() wai
   await waitClosed(adopted)
   await until(() => closed, 5_000, 'server close')
   t.pass('the listener closed once the adopted socket did')
+})
+
+t.test('a TLS socket a tls.Server accepted reads into reused buffers too (useReadBuffer): 32 MiB each way intact while the far reader holds back', async (t) => {
+  const pki = await createTestPki()
+  const server = tls.createServer({ key: pki.keyPem, cert: pki.certPem, allowHalfOpen: true })
+  const secure = new Promise<tls.TLSSocket>((resolve) => server.once('secureConnection', resolve))
+  server.listen(0, LOOPBACK)
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const client = tls.connect({ host: LOOPBACK, port: (server.address() as net.AddressInfo).port, ca: pki.caCertPem, servername: 'localhost' })
+  t.teardown(() => client.destroy())
+  await once(client, 'secureConnect')
+  const a = await secure
+  t.teardown(() => a.destroy())
+  t.equal(hasReadBuffer(a), false, 'a tls.Server socket has no reused buffers of its own')
+  t.equal(useReadBuffer(a, 16 * 1024), true, 'given them')
+  t.ok(hasReadBuffer(a))
+  t.equal(useReadBuffer(a), false, 'a second time changes nothing')
+
+  const upstream = await listenOnce(t, { pauseOnConnect: true })
+  const b = await dialTcp(LOOPBACK, upstream.port, { timeoutMs: 2_000 })
+  t.teardown(() => b.destroy())
+  const far = await upstream.accepted
+  const session = forward(a, b)
+  // Released buffers are reused once the writer holds nothing: a wrong reuse shows as a wrong digest.
+  await transferWhileHeldBack(t, client, far, b, 100_000, 'TLS client → upstream')
+  await transferWhileHeldBack(t, far, client, a, 70_000, 'upstream → TLS client')
+  const result = await within(session.done, 5_000, 'session end')
+  t.equal(result.aToB, 32 * MiB)
+  t.equal(result.bToA, 32 * MiB)
+
+  const gone = new net.Socket()
+  gone.destroy()
+  t.equal(useReadBuffer(gone), false, 'a destroyed socket')
 })

@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
+import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import {
@@ -197,6 +198,19 @@ function tolerate(stream: MuxStream): MuxStream {
   return stream
 }
 
+/**
+ * Feeds every chunk written to `socket` to `reader`: the frames one end sent.
+ * Sniffed on the writing side because MuxConnection reads its socket into
+ * reused buffers, which emit no 'data'.
+ */
+function tapWrites(socket: tls.TLSSocket, reader: FrameReader): void {
+  const write = socket.write as (this: tls.TLSSocket, chunk: Buffer, ...rest: unknown[]) => boolean
+  socket.write = function (this: tls.TLSSocket, chunk: Buffer, ...rest: unknown[]): boolean {
+    reader.feed(chunk)
+    return write.call(this, chunk, ...rest)
+  } as typeof socket.write
+}
+
 /** A client and a server MuxConnection over a real TLS pair, with sniffers on both directions. */
 async function rig(t: Test, options: RigOptions = {}): Promise<Rig> {
   const { clientSocket, serverSocket } = await tlsPair(t)
@@ -206,8 +220,8 @@ async function rig(t: Test, options: RigOptions = {}): Promise<Rig> {
   const clientWatch = closeWatcher()
   const toServer = new FrameReader(false)
   const toClient = new FrameReader(false)
-  serverSocket.on('data', (chunk: Buffer) => toServer.feed(chunk))
-  clientSocket.on('data', (chunk: Buffer) => toClient.feed(chunk))
+  tapWrites(clientSocket, toServer)
+  tapWrites(serverSocket, toClient)
   const server: MuxConnection = new MuxConnection(serverSocket, {
     role: 'server',
     onOpen: (stream, given) => {
@@ -926,6 +940,9 @@ async function playScript(t: Test, split: boolean): Promise<Record<number, strin
   let closedWith: string | undefined
   const conn: MuxConnection = new MuxConnection(serverSocket, {
     role: 'server',
+    // One byte per read is counted on 'data', which a socket reading into
+    // reused buffers does not emit; the whole script goes the reused way.
+    reuseReadBuffers: !split,
     onOpen: (stream, payload) => {
       note(stream.id, `open ${JSON.stringify(payload?.toString())}`)
       conn.accept(stream, Buffer.from('{}'))
@@ -975,9 +992,9 @@ t.test('frames split at every byte boundary parse exactly like frames in one wri
     5: ['open "x"', `data ${hex('yy')}`, 'error ECONNRESET ERR_GRANT_DENIED gone'],
   }
   const whole = await playScript(t, false)
-  t.same(whole, expected, 'the script in one write')
+  t.same(whole, expected, 'the script in one write, read into reused buffers')
   const split = await playScript(t, true)
-  t.same(split, expected, 'the script one byte per read: the same events, byte-exact')
+  t.same(split, expected, "the script one byte per read ('data' events): the same events, byte-exact")
 })
 
 // --- the client facing a server that breaks the rules ----------------------
@@ -1078,4 +1095,124 @@ t.test('forward() from a socket reading into reused buffers, into a stream out o
   const digest = await within(sent, 20_000, 'the job wrote everything')
   t.same(await within(received, 20_000, 'the far stream read everything'), digest, 'intact through the stream')
   session.close('test')
+})
+
+/**
+ * A forward() destination that keeps what it is given, as a socket keeps a
+ * chunk queued behind a slow peer: writes complete only after `open()`, and
+ * each chunk is hashed as its write completes, so an overwrite while it was
+ * held shows in the digest. Declares `releasesWrittenChunks`, like a socket.
+ */
+class HoldingWriter extends Duplex {
+  readonly releasesWrittenChunks = true
+  readonly #hash = createHash('sha256')
+  #bytes = 0
+  #open = false
+  #held: { chunk: Buffer; callback: () => void } | undefined
+  constructor(options: { eof?: boolean; highWaterMark?: number } = {}) {
+    super({ allowHalfOpen: true, writableHighWaterMark: options.highWaterMark ?? 16 * KiB })
+    if (options.eof === true) this.push(null)
+  }
+  setNoDelay(): this {
+    return this
+  }
+  setTimeout(): this {
+    return this
+  }
+  /** Completes the held write and every later one at once. */
+  open(): void {
+    this.#open = true
+    const held = this.#held
+    this.#held = undefined
+    if (held !== undefined) this.#complete(held.chunk, held.callback)
+  }
+  digest(): { sha256: string; bytes: number } {
+    return { sha256: this.#hash.copy().digest('hex'), bytes: this.#bytes }
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    if (this.#open) this.#complete(chunk, callback)
+    else this.#held = { chunk, callback }
+  }
+  #complete(chunk: Buffer, callback: () => void): void {
+    this.#hash.update(chunk)
+    this.#bytes += chunk.length
+    callback()
+  }
+}
+
+t.test('payloads lent from the connection read buffer stay intact while one stream holds them and another drains fast', async (t) => {
+  // The socket's read buffers are shared by every stream: one stream's writer
+  // draining must not free buffers another stream's writer (or its own
+  // buffered reads) still holds.
+  const r = await rig(t)
+  t.ok(hasReadBuffer(r.serverSocket), "the server's TLS socket reads into reused buffers")
+  t.ok(hasReadBuffer(r.clientSocket), "the client's TLS socket reads into reused buffers")
+  const slow = await openPair(r, 'slow')
+  const fast = await openPair(r, 'fast')
+  const holder = new HoldingWriter()
+  const slowSession = forward(slow.ss, holder)
+  const { accepted: acceptedUp, port } = await listenOnce(t)
+  const far = await connect(t, port)
+  const up = await acceptedUp
+  t.teardown(() => up.destroy())
+  const fastSession = forward(fast.ss, up)
+
+  // Half a window: the holder keeps the first chunks, the stream buffers the rest (paused).
+  const slowSent = writeRandom(slow.cs, 512 * KiB, { end: false, chunkSize: 16 * KiB })
+  await within(until(() => holder.writableLength > 0 && slow.ss.readableLength > 0, 10_000, 'held and buffered'), 11_000, 'slow stream held')
+  // The fast stream's far reader holds back now and then: its writer keeps
+  // chunks (buffers released), then drains (buffers reclaimed, and reused on
+  // the next release). Only its own buffers may come back.
+  const fastGot = sha256OfStream(far)
+  const hash = createHash('sha256')
+  let total = 0
+  for (let cycle = 0; cycle < 3; cycle++) {
+    far.pause()
+    const chunk = randomBytes(16 * MiB)
+    hash.update(chunk)
+    total += chunk.length
+    const written = new Promise<void>((resolve) => fast.cs.write(chunk, () => resolve()))
+    await within(until(() => up.writableLength > 0, 10_000, 'a pending write upstream'), 11_000, `cycle ${cycle}: held back`)
+    far.resume()
+    await within(written, 20_000, `cycle ${cycle}: written`)
+  }
+  fast.cs.end()
+  t.same(await within(fastGot, 30_000, 'fast stream received'), { sha256: hash.digest('hex'), bytes: total }, 'the fast stream is intact')
+
+  holder.open()
+  const sent = await slowSent
+  await until(() => holder.digest().bytes === sent.bytes, 10_000, 'the held bytes to complete')
+  t.same(holder.digest(), sent, 'the held and buffered payloads were not overwritten')
+  slowSession.close('test')
+  fastSession.close('test')
+})
+
+t.test('a stream that closes while its writer still holds lent payloads: those buffers are never reused', async (t) => {
+  const r = await rig(t)
+  const gone = await openPair(r, 'gone')
+  const fast = await openPair(r, 'fast')
+  // The writer takes everything without pausing (high-water mark above the data) and holds it; its EOF ends the stream's other half.
+  const holder = new HoldingWriter({ eof: true, highWaterMark: 4 * MiB })
+  const goneSession = forward(gone.ss, holder)
+  const goneBack = readAll(gone.cs)
+  const goneSent = await writeRandom(gone.cs, 256 * KiB, { chunkSize: 16 * KiB })
+  await within(goneBack, 10_000, "the server half's FIN")
+  await within(closed(gone.ss), 10_000, 'the server stream closes with both halves done')
+  t.ok(holder.writableLength > 0, `the writer still holds ${holder.writableLength} bytes`)
+
+  const { accepted: acceptedUp, port } = await listenOnce(t)
+  const far = await connect(t, port)
+  const up = await acceptedUp
+  t.teardown(() => up.destroy())
+  const fastSession = forward(fast.ss, up)
+  const fastGot = sha256OfStream(far)
+  const fastSent = await within(writeRandom(fast.cs, 16 * MiB), 30_000, 'fast stream sent')
+  t.same(await within(fastGot, 30_000, 'fast stream received'), fastSent, 'the fast stream is intact')
+
+  holder.open()
+  await until(() => holder.digest().bytes === goneSent.bytes, 10_000, 'the held bytes to complete')
+  t.same(holder.digest(), goneSent, 'what the closed stream lent was not overwritten')
+  goneSession.close('test')
+  fastSession.close('test')
 })
