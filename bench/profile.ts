@@ -10,7 +10,7 @@
  * Options: --forwarder NAME (default keyway; any of bench/peers.ts),
  * --workload conns|rate|bulk (default conns), --requests N, --repeat N
  * (runs of the workload on one started forwarder; each printed, then the
- * median), --no-pin, --gateway-env K=V. The forwarder is stopped with SIGTERM
+ * median), --streams N (bulk: iperf3 -P N, default 1), --no-pin, --gateway-env K=V. The forwarder is stopped with SIGTERM
  * at the end, so `--cpu-prof` profiles are written.
  */
 import { mkdtempSync } from 'node:fs'
@@ -27,6 +27,7 @@ async function main(): Promise<void> {
   let requests = 0
   let repeat = 1
   let pin = true
+  let streams = 1
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
     const v = (): string => argv[++i] ?? ''
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
     else if (a === '--requests') requests = Number(v())
     else if (a === '--repeat') repeat = Math.max(1, Number(v()))
     else if (a === '--no-pin') pin = false
+    else if (a === '--streams') streams = Math.max(1, Number(v()))
     else if (a === '--gateway-env') {
       const [k, ...rest] = v().split('=')
       keywayGatewayEnv[k!] = rest.join('=')
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
         rates.push(f.rps!)
         console.log(`rate: ${f.rps} req/s, p50 ${f.p50} ms, p99 ${f.p99} ms, CPU ${perOp.at(-1)!.toFixed(1)} µs/req`)
       } else if (workload === 'bulk') {
-        const f = await bulk(running.ports.iperf, 1, sizes, loadCores)
+        const f = await bulk(running.ports.iperf, streams, sizes, loadCores)
         const s = (cpu() - c0) / 1e6
         perOp.push(s)
         rates.push(f.gbps!)

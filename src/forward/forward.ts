@@ -334,8 +334,10 @@ class Session implements ForwardSession, ReadSink {
       return
     }
     this.data(from as Endpoint, chunk)
-    if (!trusted || to.writableLength > 0) releaseReadBuffer(from)
-    // The writer holds nothing: every chunk it kept from `from` is written.
+    // A trusted writer that holds nothing has written every chunk it kept
+    // from `from`; an untrusted one never says, so its buffers are not reused.
+    if (!trusted) releaseReadBuffer(from, false)
+    else if (to.writableLength > 0) releaseReadBuffer(from)
     else reclaimReadBuffers(from)
   }
 
@@ -466,10 +468,12 @@ class Session implements ForwardSession, ReadSink {
  *   option). forward() also sets the property, which Node reads when 'end'
  *   is emitted, but an EOF that arrived earlier may already have ended the
  *   write side.
- * - Reads: a socket made by `dialTcp()`, `readingSocket()` or
- *   `adoptAccepted()` hands each read straight to the session in a buffer the
- *   session reuses once the write of it has completed (read-buffer.ts); any
- *   other endpoint is read through its 'data' events.
+ * - Reads: a socket made by `dialTcp()`, `readingSocket()`,
+ *   `adoptAccepted()` or given `useReadBuffer()`, and a multiplexed stream
+ *   (which lends views of its connection's read buffer), hand each read
+ *   straight to the session; the buffer is reused once the write of it has
+ *   completed (read-buffer.ts). Any other endpoint is read through its
+ *   'data' events.
  * - Resets, EPIPE and similar end the session with reason `reset`; no error
  *   is ever thrown or left unhandled (an 'error' listener is attached first).
  *   The other socket is reset too when it is plain TCP (its peer sees

@@ -1,21 +1,25 @@
 import * as net from 'node:net'
 
 /**
- * Reused read buffers for plain TCP sockets (Node's `onread` option).
+ * Reused read buffers (Node's `onread` option) for TCP and TLS sockets.
  *
- * By default Node allocates a fresh 64 KiB buffer for every read of every
- * socket. On a bulk transfer that is ~20,000 allocations a second per
- * direction, and the external memory they add makes V8 scavenge every few
- * tens of milliseconds, the costlier the bigger the heap (bench/README.md,
- * "Where bulk goes"). A socket made here reads into a buffer it owns and
- * hands each read to forward(), which writes it on at once: when the write
- * completes synchronously (the common case on a socket whose peer keeps up),
- * the same memory takes the next read. When the write is left pending, or
- * the destination may keep a reference (a multiplexed stream), the sink
- * releases the buffer and the next read gets a new one: never a copy, never
- * an overwrite of bytes still queued.
+ * By default Node allocates a fresh 64 KiB buffer for every read of a TCP
+ * socket, and a fresh buffer for every decrypted TLS record. On a bulk
+ * transfer that is tens of thousands of allocations a second, and the
+ * external memory they add makes V8 collect (scavenges, and full
+ * mark-compacts every ~100 ms) at a cost that grows with the heap
+ * (bench/README.md, "Where bulk goes"). A socket made here reads into a
+ * buffer it owns and hands each read to its sink (forward()'s session, or a
+ * multiplexed connection, which lends the DATA payloads on to its streams'
+ * sessions). A sink writes the chunk on at once: when the write completes
+ * synchronously (the common case on a socket whose peer keeps up), the same
+ * memory takes the next read. When anything still refers to the chunk on
+ * return (a pending write, a stream buffering it), the sink releases the
+ * buffer: the next read goes to another one, and the released one is reused
+ * only once the holder says it refers to nothing (reclaimReadBuffers), or
+ * never. Small reads a holder would keep are copied by the sink instead.
  *
- * Until forward() attaches (and whenever the socket's own stream buffer still
+ * Until a sink attaches (and whenever the socket's own stream buffer still
  * holds bytes), reads are copied and pushed into the socket's Readable as
  * usual, so such a socket behaves like any other for 'data' listeners, for
  * bytes that arrive before the session starts and for EOF.
@@ -26,7 +30,8 @@ export interface ReadSink {
   /**
    * `chunk` is a view of the source's read buffer, valid only during the
    * call. Call {@link releaseReadBuffer} on `from` if anything still refers
-   * to it on return.
+   * to it on return, and {@link reclaimReadBuffers} when nothing refers to
+   * any chunk handed before (released buffers are reused only then).
    */
   read(from: object, chunk: Buffer): void
 }
@@ -39,24 +44,33 @@ export interface ReadSink {
 export interface LendingSource {
   /** Sends the source's reads to `sink` from now on. */
   setReadSink(sink: ReadSink): void
-  /** The chunk just lent is still referenced: the buffer behind it must not be reused. */
-  releaseReadBuffer(): void
+  /** The chunk just lent is still referenced: the buffer behind it must not be reused (before a reclaim, with `keep`; never, without). */
+  releaseReadBuffer(keep: boolean): void
   /** The sink refers to no chunk it was lent any more. */
   reclaimReadBuffers(): void
 }
 
 /**
- * Smallest and largest read buffer. A socket holds one buffer at all times
- * (Node keeps the next one before the read): the smallest while its reads are
- * small; after bulk data it keeps the size it grew to until a read smaller
- * than a sixteenth of it, so a socket that goes idle right after a bulk
- * transfer may hold up to the largest.
+ * Smallest and largest read buffer. A socket holds its current buffer at all
+ * times (Node keeps the next one before the read): the smallest while its
+ * reads are small; after bulk data it keeps the size it grew to until a read
+ * smaller than a sixteenth of it, so a socket that goes idle right after a
+ * bulk transfer may hold up to the largest, and up to two reclaimed ones and
+ * four released ones of that size.
  */
 export const MIN_READ_BUFFER = 1024
 export const MAX_READ_BUFFER = 64 * 1024
 
-/** Buffers a socket keeps for reuse: lent ones awaiting {@link reclaimReadBuffers}, and spare ones. */
-const MAX_KEPT = 4
+/** Released buffers a socket tracks until {@link reclaimReadBuffers}; more are left to the garbage collector. */
+const MAX_LENT = 4
+/** Reclaimed buffers a socket keeps for its next reads. */
+const MAX_SPARE = 2
+
+/** A released buffer and the number of the read it held. */
+interface Lent {
+  buffer: Buffer
+  read: number
+}
 
 interface ReadState {
   buffer: Buffer | undefined
@@ -64,8 +78,12 @@ interface ReadState {
   /** Smallest buffer for this socket; 0: the size is fixed. */
   min: number
   sink: ReadSink | undefined
-  /** Buffers released while still referenced by the sink's writer, in the order lent. */
-  lent: Buffer[]
+  /** Reads delivered so far: the number of the read being delivered. */
+  reads: number
+  /** The buffer of the read being delivered to the sink; undefined between reads. */
+  reading: Buffer | undefined
+  /** Buffers released while still referenced, oldest first. */
+  lent: Lent[]
   /** Buffers free again (reclaimed), of the current size. */
   spare: Buffer[]
 }
@@ -90,7 +108,10 @@ function onRead(this: ReadingSocket, nread: number, buffer: Buffer): boolean {
     // delivered first: behave like an ordinary socket.
     return this.push(Buffer.from(chunk))
   }
+  state.reads++
+  state.reading = buffer
   sink.read(this, chunk)
+  state.reading = undefined
   return true
 }
 
@@ -114,6 +135,8 @@ function newState(fixedSize?: number): { state: ReadState; onread: net.OnReadOpt
     size: fixedSize ?? MIN_READ_BUFFER,
     min: fixedSize === undefined ? MIN_READ_BUFFER : 0,
     sink: undefined,
+    reads: 0,
+    reading: undefined,
     lent: [],
     spare: [],
   }
@@ -219,44 +242,78 @@ export function setReadSink(source: object, sink: ReadSink): void {
 }
 
 /**
- * The chunk just handed to the sink is still referenced: the next read gets
- * another buffer. The source keeps the released one (a few at most) until
- * {@link reclaimReadBuffers}.
+ * Called by a sink during a read: the chunk it was handed is still
+ * referenced, so its buffer must not take the next read. With `keep` (the
+ * default) the source tracks the buffer until {@link reclaimReadBuffers}
+ * says the holder is done with it; a sink that will never say so (its
+ * writer keeps chunks for an unknown time) passes false and the buffer is
+ * left to the garbage collector.
  */
-export function releaseReadBuffer(source: object): void {
+export function releaseReadBuffer(source: object, keep = true): void {
   const state = (source as ReadingSocket)[kRead]
-  if (state !== undefined) {
-    const buffer = state.buffer
-    if (buffer === undefined) return
-    if (state.lent.length < MAX_KEPT) state.lent.push(buffer)
-    state.buffer = undefined
-  } else if (isLending(source)) source.releaseReadBuffer()
+  if (state === undefined) {
+    if (isLending(source)) source.releaseReadBuffer(keep)
+    return
+  }
+  const buffer = state.reading
+  if (buffer === undefined) return
+  if (state.buffer === buffer) state.buffer = undefined
+  // The buffer being read is the newest lent one if it was lent already.
+  const lentAlready = state.lent.at(-1)?.buffer === buffer
+  if (!keep) {
+    // A holder that will not tell when it is done: never reuse this buffer.
+    if (lentAlready) state.lent.pop()
+    return
+  }
+  if (lentAlready || state.lent.length >= MAX_LENT) return
+  state.lent.push({ buffer, read: state.reads })
 }
 
 /**
- * The sink refers to no chunk it was handed any more (its writer holds
- * nothing): the buffers released since the last call are free for the next
- * reads. Cheap when nothing was released.
+ * Called by a sink during a read: it refers to no chunk it was handed any
+ * more (its writer holds nothing), so the buffers released before are free
+ * for the next reads. With `before`, only those released by reads numbered
+ * below it ({@link readNumber}): a source shared by several holders frees
+ * what the oldest remaining holder cannot refer to. The buffer of the read
+ * in progress stays lent: the caller may still pass on views of it. Cheap
+ * when nothing was released.
  */
-export function reclaimReadBuffers(source: object): void {
+export function reclaimReadBuffers(source: object, before = Infinity): void {
   const state = (source as ReadingSocket)[kRead]
   if (state === undefined) {
     if (isLending(source)) source.reclaimReadBuffers()
     return
   }
-  if (state.lent.length === 0) return
-  for (const buffer of state.lent) if (state.spare.length < MAX_KEPT) state.spare.push(buffer)
-  state.lent.length = 0
+  const lent = state.lent
+  if (lent.length === 0) return
+  let kept = 0
+  for (const entry of lent) {
+    if (entry.read < before && entry.buffer !== state.reading) {
+      if (state.spare.length < MAX_SPARE) state.spare.push(entry.buffer)
+    } else {
+      lent[kept++] = entry
+    }
+  }
+  lent.length = kept
 }
 
 /**
- * Some holder of the buffers released so far will not say when it is done
- * with them (a multiplexed stream closed while its writer still held a
- * chunk): they are left to the garbage collector, never reused.
+ * Some holder of the buffers released from read number `from` on will not
+ * say when it is done with them (a multiplexed stream closed while its
+ * reader's writer still held a chunk): they are left to the garbage
+ * collector, never reused.
  */
-export function forgetReadBuffers(source: object): void {
+export function forgetReadBuffers(source: object, from = 0): void {
   const state = (source as ReadingSocket)[kRead]
-  if (state !== undefined) state.lent.length = 0
+  if (state === undefined) return
+  let kept = 0
+  for (const entry of state.lent) if (entry.read < from) state.lent[kept++] = entry
+  state.lent.length = kept
+}
+
+/** The number of the read being delivered (reads count from 1); 0 for a socket without reused buffers. */
+export function readNumber(source: object): number {
+  return (source as ReadingSocket)[kRead]?.reads ?? 0
 }
 
 /** Node's private keys of the `onread` option on a socket (net.js `kBuffer`, `kBufferGen`, `kBufferCb`). */
@@ -310,6 +367,7 @@ export function useReadBuffer(socket: net.Socket, size?: number): boolean {
   const { state, onread } = newState(size)
   const generate = onread.buffer as () => Buffer
   const first = generate()
+  // Throws only on a handle that is no stream (then nothing was changed).
   try {
     ;(handle.useUserBuffer as (buffer: Uint8Array) => void).call(handle, first)
   } catch {

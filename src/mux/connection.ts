@@ -2,7 +2,7 @@ import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
-import { forgetReadBuffers, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
+import { forgetReadBuffers, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
 import {
   decodeProblem,
   encodeFrame,
@@ -103,16 +103,29 @@ export class MuxConnection implements StreamOwner {
   /** Size of an oversized OPEN whose payload is being skipped. */
   #discarding = 0
   #dataTarget: MuxStream | undefined
-  /** Streams that may still refer to a payload lent from the socket's read buffers. */
-  readonly #holders = new Set<MuxStream>()
+  /**
+   * Streams that may still refer to payloads lent from the socket's read
+   * buffers, each with the number of the first read it may refer to. A Map
+   * keeps insertion order and read numbers only grow: the first is the oldest.
+   */
+  readonly #holders = new Map<MuxStream, number>()
+  /** False once a write failed: completions may then come out of step with the slabs. */
+  #recycling: boolean
   /** Frame buffers free for the next DATA frame. */
   readonly #freeSlabs: Buffer[] = []
   /** Frame buffers written and not yet completed, in write order (a socket completes writes in order). */
   readonly #slabsInFlight: Buffer[] = []
   readonly #recycle = (err?: Error | null): void => {
     const slab = this.#slabsInFlight.shift()
-    // After an error the socket is gone and its writes may complete out of step: drop the buffers.
-    if (slab !== undefined && err == null && this.#freeSlabs.length < MAX_FREE_SLABS) this.#freeSlabs.push(slab)
+    if (err != null) {
+      // The socket failed: later completions may not match the slabs in order. Reuse none.
+      this.#recycling = false
+      this.#slabsInFlight.length = 0
+      this.#freeSlabs.length = 0
+      return
+    }
+    // A connection without streams keeps none (its last frames complete after their streams closed).
+    if (slab !== undefined && this.#recycling && this.#streams.size > 0 && this.#freeSlabs.length < MAX_FREE_SLABS) this.#freeSlabs.push(slab)
   }
   /** Takes the socket's reads as lent views of its read buffer, when it reads into reused buffers. */
   readonly #sink: ReadSink = { read: (_from, chunk) => this.#onChunk(chunk, true) }
@@ -129,9 +142,15 @@ export class MuxConnection implements StreamOwner {
     this.#clock = options.clock ?? systemClock
     // Congestion clears on 'drain', which a socket emits only after its buffer passed its high-water mark.
     this.#maxBuffered = Math.max(options.maxBuffered ?? DEFAULT_MAX_BUFFERED, socket.writableHighWaterMark)
+    // Frame buffers are reused only on a socket whose write callback means
+    // the bytes are written (TLSWrap has encrypted them); a Duplex may
+    // call back while it still holds the chunk.
+    this.#recycling = socket instanceof net.Socket
     socket.on('data', (chunk: Buffer) => this.#onChunk(chunk, false))
-    if (options.reuseReadBuffers !== false && socket instanceof net.Socket) useReadBuffer(socket, TLS_RECORD)
-    setReadSink(socket, this.#sink)
+    if (options.reuseReadBuffers !== false && socket instanceof net.Socket) {
+      useReadBuffer(socket, (socket as { encrypted?: boolean }).encrypted === true ? TLS_RECORD : undefined)
+      setReadSink(socket, this.#sink)
+    }
     socket.on('drain', () => this.#onDrain())
     socket.on('end', () => this.#onEnd())
     socket.on('error', () => {})
@@ -215,7 +234,7 @@ export class MuxConnection implements StreamOwner {
     // mark-compact every ~100 ms of a bulk transfer (bench/README.md).
     const length = chunk.length
     if (this.#closed) return
-    if (length < SLAB_MIN || length > SLAB_PAYLOAD) {
+    if (length < SLAB_MIN || length > SLAB_PAYLOAD || !this.#recycling) {
       const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
       writeHeader(frame, 0, FrameType.DATA, length, stream)
       chunk.copy(frame, FRAME_HEADER)
@@ -248,16 +267,17 @@ export class MuxConnection implements StreamOwner {
   }
 
   /** @internal */
-  releaseReadBuffer(stream: MuxStream): void {
-    this.#holders.add(stream)
-    releaseReadBuffer(this.socket)
+  releaseReadBuffer(stream: MuxStream, keep: boolean): void {
+    if (keep && !this.#holders.has(stream)) this.#holders.set(stream, readNumber(this.socket))
+    releaseReadBuffer(this.socket, keep)
   }
 
   /** @internal */
   reclaimReadBuffers(stream: MuxStream): void {
     this.#holders.delete(stream)
-    // The socket's read buffers are shared by every stream: free once no stream holds a payload.
-    if (this.#holders.size === 0) reclaimReadBuffers(this.socket)
+    // The socket's read buffers are shared by every stream: free those the oldest remaining holder cannot refer to.
+    const oldest = this.#holders.values().next()
+    reclaimReadBuffers(this.socket, oldest.done === true ? Infinity : oldest.value)
   }
 
   /** @internal */
@@ -265,7 +285,11 @@ export class MuxConnection implements StreamOwner {
     if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id)
     if (this.#streams.size === 0) this.#freeSlabs.length = 0
     // Gone while something may still hold its payloads (its reader's writer, flushing): never reuse those buffers.
-    if (this.#holders.delete(stream)) forgetReadBuffers(this.socket)
+    const from = this.#holders.get(stream)
+    if (from !== undefined) {
+      this.#holders.delete(stream)
+      forgetReadBuffers(this.socket, from)
+    }
   }
 
   #send(buf: Buffer, done?: (err?: Error | null) => void): void {

@@ -14,8 +14,12 @@ export interface StreamOwner {
   readonly congested: boolean
   /** Connection gone: writes fail. */
   readonly closed: boolean
-  /** A payload `stream` was lent from the connection's read buffer is still referenced (by the stream or its reader's writer). */
-  releaseReadBuffer(stream: MuxStream): void
+  /**
+   * A payload `stream` was lent from the connection's read buffer is still
+   * referenced (by the stream or its reader's writer); without `keep`, by a
+   * holder that will not say when it is done.
+   */
+  releaseReadBuffer(stream: MuxStream, keep: boolean): void
   /** Nothing `stream` was lent is referenced any more. */
   reclaimReadBuffers(stream: MuxStream): void
 }
@@ -36,8 +40,12 @@ function resetError(reason: string, message: string): StreamResetError {
 // one wakes the sender, and smaller batches measurably cost bulk throughput.
 const GRANT_BATCH = INITIAL_WINDOW / 2
 const EMPTY = Buffer.alloc(0)
-/** A lent payload this small that must wait in the stream is copied rather than keeping the connection's read buffer. */
-const COPY_BELOW = 4096
+/**
+ * A lent payload that must wait in the stream is copied when smaller than
+ * this, half the connection's 16 KiB read buffer, which a view would keep
+ * alive whole; a larger one keeps the buffer.
+ */
+const COPY_BELOW = 8 * 1024
 
 function onIdle(this: MuxStream): void {
   this.emit('timeout')
@@ -100,9 +108,9 @@ export class MuxStream extends Duplex implements LendingSource {
     this.#sink = sink
   }
 
-  /** The payload just lent to the sink is kept: the connection's read buffer must not be reused. */
-  releaseReadBuffer(): void {
-    this.#owner.releaseReadBuffer(this)
+  /** The payload just lent to the sink is kept: the connection's read buffer must not be reused (until a reclaim, with `keep`). */
+  releaseReadBuffer(keep = true): void {
+    this.#owner.releaseReadBuffer(this, keep)
   }
 
   /**
@@ -188,7 +196,7 @@ export class MuxStream extends Duplex implements LendingSource {
       }
       // It waits in the stream: keep a copy of a small one, or the buffer behind a large one.
       if (chunk.length < COPY_BELOW) chunk = Buffer.from(chunk)
-      else this.#owner.releaseReadBuffer(this)
+      else this.#owner.releaseReadBuffer(this, true)
     }
     this.push(chunk)
     this.#grant()

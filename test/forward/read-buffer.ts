@@ -4,7 +4,19 @@ import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { createHash, randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { adoptAccepted, dialTcp, forward, readingSocket, useReadBuffer, type ForwardSession } from '../../src/forward/index.js'
+import {
+  adoptAccepted,
+  dialTcp,
+  forgetReadBuffers,
+  forward,
+  readingSocket,
+  readNumber,
+  reclaimReadBuffers,
+  releaseReadBuffer,
+  setReadSink,
+  useReadBuffer,
+  type ForwardSession,
+} from '../../src/forward/index.js'
 import { hasReadBuffer } from '../../src/forward/read-buffer.js'
 import { LOOPBACK, connect, listen, listenOnce, readAll, sha256OfStream, waitClosed, writeRandom, type Teardown } from '../helpers/net.js'
 import { until, within } from '../helpers/until.js'
@@ -290,4 +302,97 @@ t.test('a TLS socket a tls.Server accepted reads into reused buffers too (useRea
   const gone = new net.Socket()
   gone.destroy()
   t.equal(useReadBuffer(gone), false, 'a destroyed socket')
+})
+
+/**
+ * A socket reading into reused buffers with a scripted sink: `step(i, from)`
+ * runs inside read `i` (from 1). Each read is one client write, sent only
+ * after the previous one was read. Returns the buffers the reads came in.
+ */
+async function scriptedReads(t: Test, steps: ((from: net.Socket) => void)[]): Promise<{ buffers: ArrayBufferLike[]; chunks: Buffer[] }> {
+  const { server, accepted, port } = await listenOnce(t, { pauseOnConnect: true })
+  const client = await connect(t, port)
+  const socket = adoptAccepted(await accepted)
+  t.teardown(() => socket.destroy())
+  server.close()
+  const buffers: ArrayBufferLike[] = []
+  const chunks: Buffer[] = []
+  let wake: (() => void) | undefined
+  setReadSink(socket, {
+    read(from, chunk) {
+      buffers.push(chunk.buffer)
+      chunks.push(chunk)
+      steps[buffers.length - 1]?.(from as net.Socket)
+      wake?.()
+    },
+  })
+  socket.resume()
+  for (let i = 0; i < steps.length + 1; i++) {
+    const read = new Promise<void>((resolve) => (wake = resolve))
+    client.write(Buffer.alloc(100, 65 + i))
+    await within(read, 5_000, `read ${i + 1}`)
+  }
+  return { buffers, chunks }
+}
+
+t.test('reclaimed read buffers are reused; the one being read, and ones a holder may still use, are not', async (t) => {
+  const plain = await scriptedReads(t, [() => {}, () => {}])
+  t.equal(plain.buffers[1], plain.buffers[0], 'nothing released: every read in the same buffer')
+
+  const reused = await scriptedReads(t, [(s) => releaseReadBuffer(s), (s) => reclaimReadBuffers(s), (s) => releaseReadBuffer(s)])
+  t.not(reused.buffers[1], reused.buffers[0], 'released: the next read gets another buffer')
+  t.equal(reused.buffers[3], reused.buffers[0], 'reclaimed: a later release hands it back')
+
+  // Read 1 is released, reclaimed and released again (another holder) within
+  // the same read: it is still held, so it must not come back.
+  const within1 = await scriptedReads(t, [
+    (s) => {
+      releaseReadBuffer(s)
+      reclaimReadBuffers(s)
+      releaseReadBuffer(s)
+    },
+    () => {},
+  ])
+  t.not(within1.buffers[1], within1.buffers[0], 'the buffer being read is not reclaimed under its reader')
+  t.equal(within1.chunks[0]!.toString(), 'A'.repeat(100), 'the held chunk is intact')
+
+  // Reads 1 and 2 are released; a reclaim before read 2 frees read 1's buffer only.
+  const partial = await scriptedReads(t, [
+    (s) => releaseReadBuffer(s),
+    (s) => releaseReadBuffer(s),
+    (s) => {
+      t.equal(readNumber(s), 3, 'reads are numbered from 1')
+      reclaimReadBuffers(s, 2)
+      releaseReadBuffer(s)
+    },
+  ])
+  t.equal(partial.buffers[3], partial.buffers[0], "read 1's buffer came back")
+  t.equal(partial.chunks[1]!.toString(), 'B'.repeat(100), "read 2's chunk, still held, is intact")
+  t.notOk(partial.buffers.slice(3).includes(partial.buffers[1]!), "read 2's buffer did not")
+
+  // Released without keep: never reused, even after a reclaim.
+  const dropped = await scriptedReads(t, [(s) => releaseReadBuffer(s, false), (s) => reclaimReadBuffers(s), (s) => releaseReadBuffer(s)])
+  t.notOk(dropped.buffers.slice(1).includes(dropped.buffers[0]!), 'a buffer released without keep never comes back')
+  const both = await scriptedReads(t, [
+    (s) => {
+      releaseReadBuffer(s)
+      releaseReadBuffer(s, false)
+    },
+    (s) => reclaimReadBuffers(s),
+    (s) => releaseReadBuffer(s),
+  ])
+  t.notOk(both.buffers.slice(1).includes(both.buffers[0]!), 'nor one a second holder released without keep in the same read')
+
+  // Forgotten from read 2 on: read 1's buffer may come back, read 2's may not.
+  const forgot = await scriptedReads(t, [
+    (s) => releaseReadBuffer(s),
+    (s) => releaseReadBuffer(s),
+    (s) => {
+      forgetReadBuffers(s, 2)
+      reclaimReadBuffers(s)
+      releaseReadBuffer(s)
+    },
+  ])
+  t.equal(forgot.buffers[3], forgot.buffers[0], 'read 1, not forgotten, came back')
+  t.notOk(forgot.buffers.slice(2).includes(forgot.buffers[1]!), 'read 2, forgotten, did not')
 })

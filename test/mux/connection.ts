@@ -199,9 +199,9 @@ function tolerate(stream: MuxStream): MuxStream {
 }
 
 /**
- * Feeds every chunk written to `socket` to `reader`: the frames one end sent.
- * Sniffed on the writing side because MuxConnection reads its socket into
- * reused buffers, which emit no 'data'.
+ * Feeds every chunk written to `socket` (with write() or end()) to `reader`:
+ * the frames one end sent. Sniffed on the writing side because MuxConnection
+ * reads its socket into reused buffers, which emit no 'data'.
  */
 function tapWrites(socket: tls.TLSSocket, reader: FrameReader): void {
   const write = socket.write as (this: tls.TLSSocket, chunk: Buffer, ...rest: unknown[]) => boolean
@@ -209,6 +209,11 @@ function tapWrites(socket: tls.TLSSocket, reader: FrameReader): void {
     reader.feed(chunk)
     return write.call(this, chunk, ...rest)
   } as typeof socket.write
+  const end = socket.end as (this: tls.TLSSocket, ...args: unknown[]) => tls.TLSSocket
+  socket.end = function (this: tls.TLSSocket, ...args: unknown[]): tls.TLSSocket {
+    if (Buffer.isBuffer(args[0])) reader.feed(args[0])
+    return end.apply(this, args)
+  } as typeof socket.end
 }
 
 /** A client and a server MuxConnection over a real TLS pair, with sniffers on both directions. */
@@ -1141,6 +1146,30 @@ class HoldingWriter extends Duplex {
   }
 }
 
+/**
+ * 48 MiB from `writer` to `far` through `up`, whose far reader holds back
+ * three times until `up` has a write pending: the writer keeps chunks
+ * (buffers released), then drains (buffers reclaimed and reused on the next
+ * release). Asserts the bytes arrive intact.
+ */
+async function stutteringTransfer(t: Test, writer: MuxStream, up: net.Socket, far: net.Socket): Promise<void> {
+  const got = sha256OfStream(far)
+  const hash = createHash('sha256')
+  let total = 0
+  for (let cycle = 0; cycle < 3; cycle++) {
+    far.pause()
+    const chunk = randomBytes(16 * MiB)
+    hash.update(chunk)
+    total += chunk.length
+    const written = new Promise<void>((resolve) => writer.write(chunk, () => resolve()))
+    await within(until(() => up.writableLength > 0, 10_000, 'a pending write upstream'), 11_000, `cycle ${cycle}: held back`)
+    far.resume()
+    await within(written, 20_000, `cycle ${cycle}: written`)
+  }
+  writer.end()
+  t.same(await within(got, 30_000, 'the stuttering stream received'), { sha256: hash.digest('hex'), bytes: total }, 'the stuttering stream is intact')
+}
+
 t.test('payloads lent from the connection read buffer stay intact while one stream holds them and another drains fast', async (t) => {
   // The socket's read buffers are shared by every stream: one stream's writer
   // draining must not free buffers another stream's writer (or its own
@@ -1161,24 +1190,7 @@ t.test('payloads lent from the connection read buffer stay intact while one stre
   // Half a window: the holder keeps the first chunks, the stream buffers the rest (paused).
   const slowSent = writeRandom(slow.cs, 512 * KiB, { end: false, chunkSize: 16 * KiB })
   await within(until(() => holder.writableLength > 0 && slow.ss.readableLength > 0, 10_000, 'held and buffered'), 11_000, 'slow stream held')
-  // The fast stream's far reader holds back now and then: its writer keeps
-  // chunks (buffers released), then drains (buffers reclaimed, and reused on
-  // the next release). Only its own buffers may come back.
-  const fastGot = sha256OfStream(far)
-  const hash = createHash('sha256')
-  let total = 0
-  for (let cycle = 0; cycle < 3; cycle++) {
-    far.pause()
-    const chunk = randomBytes(16 * MiB)
-    hash.update(chunk)
-    total += chunk.length
-    const written = new Promise<void>((resolve) => fast.cs.write(chunk, () => resolve()))
-    await within(until(() => up.writableLength > 0, 10_000, 'a pending write upstream'), 11_000, `cycle ${cycle}: held back`)
-    far.resume()
-    await within(written, 20_000, `cycle ${cycle}: written`)
-  }
-  fast.cs.end()
-  t.same(await within(fastGot, 30_000, 'fast stream received'), { sha256: hash.digest('hex'), bytes: total }, 'the fast stream is intact')
+  await stutteringTransfer(t, fast.cs, up, far)
 
   holder.open()
   const sent = await slowSent
@@ -1206,9 +1218,7 @@ t.test('a stream that closes while its writer still holds lent payloads: those b
   const up = await acceptedUp
   t.teardown(() => up.destroy())
   const fastSession = forward(fast.ss, up)
-  const fastGot = sha256OfStream(far)
-  const fastSent = await within(writeRandom(fast.cs, 16 * MiB), 30_000, 'fast stream sent')
-  t.same(await within(fastGot, 30_000, 'fast stream received'), fastSent, 'the fast stream is intact')
+  await stutteringTransfer(t, fast.cs, up, far)
 
   holder.open()
   await until(() => holder.digest().bytes === goneSent.bytes, 10_000, 'the held bytes to complete')
