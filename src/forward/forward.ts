@@ -1,6 +1,7 @@
 import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+import { COALESCE_MAX, COALESCE_MIN, Outbox } from './outbox.js'
 import { reclaimReadBuffers, releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
 
 /** Why a forwarding session ended. */
@@ -219,6 +220,9 @@ class Session implements ForwardSession, ReadSink {
   #idleMs = 0
   #idleBytes = 0
   #idleSince = 0
+  /** Write combining per direction, made on first use (outbox.ts). */
+  #outAToB: Outbox | undefined
+  #outBToA: Outbox | undefined
   #resolve!: (result: ForwardResult) => void
 
   constructor(a: Endpoint, b: Endpoint, options: ForwardOptions) {
@@ -310,20 +314,44 @@ class Session implements ForwardSession, ReadSink {
 
   data(from: Endpoint, chunk: Buffer): void {
     let to: Endpoint
+    let out: Outbox | undefined
     if (from === this.#a) {
       to = this.#b
       if (this.#flags & FLAG_DRAINING) return
       this.#aToB += chunk.length
+      out = this.#outAToB
     } else {
       to = this.#a
       if (this.#flags & FLAG_DRAINING) return
       this.#bToA += chunk.length
+      out = this.#outBToA
     }
+    if (out !== undefined && out.pending > 0) out.flush()
     if (!to.write(chunk)) from.pause()
   }
 
   read(from: object, chunk: Buffer): void {
     const to = from === this.#a ? this.#b : this.#a
+    const fromA = from === this.#a
+    let out = fromA ? this.#outAToB : this.#outBToA
+    // Record-sized chunks towards a plain socket are combined (outbox.ts);
+    // anything else waits behind what the outbox holds.
+    if (
+      (out !== undefined && out.pending > 0) ||
+      (chunk.length >= COALESCE_MIN && chunk.length < COALESCE_MAX && to instanceof net.Socket && (to as { encrypted?: boolean }).encrypted !== true)
+    ) {
+      if (this.#flags & FLAG_DRAINING) return
+      if (out === undefined) {
+        out = this.#outbox(from as Endpoint, to)
+        if (fromA) this.#outAToB = out
+        else this.#outBToA = out
+      }
+      if (fromA) this.#aToB += chunk.length
+      else this.#bToA += chunk.length
+      out.add(chunk)
+      if (to.writableLength === 0) reclaimReadBuffers(from)
+      return
+    }
     // Only an endpoint that says so (and a plain socket) releases a chunk once
     // its write completed; anything else may keep it. A TLS socket completes
     // every write a turn later, so it counts as keeping.
@@ -341,6 +369,14 @@ class Session implements ForwardSession, ReadSink {
     else reclaimReadBuffers(from)
   }
 
+  #outbox(from: Endpoint, to: Endpoint): Outbox {
+    return new Outbox((bytes) => {
+      if (to.destroyed || to.writableEnded) return false
+      if (!to.write(bytes)) from.pause()
+      return to.writableLength > 0
+    })
+  }
+
   drain(writer: Endpoint): void {
     const reader = writer === this.#a ? this.#b : this.#a
     if (reader.isPaused()) reader.resume()
@@ -351,6 +387,7 @@ class Session implements ForwardSession, ReadSink {
     if (this.#flags & flag) return
     this.#flags |= flag
     const to = from === this.#a ? this.#b : this.#a
+    ;(from === this.#a ? this.#outAToB : this.#outBToA)?.flush()
     // end() queues the FIN behind pending writes; the other direction keeps flowing.
     if (!to.writableEnded && !to.destroyed) to.end()
     this.#startHalfCloseTimer()
@@ -381,6 +418,8 @@ class Session implements ForwardSession, ReadSink {
     this.#endReason = reason
     const a = this.#a
     const b = this.#b
+    this.#outAToB?.flush()
+    this.#outBToA?.flush()
     if (!a.writableEnded && !a.destroyed) a.end()
     if (!b.writableEnded && !b.destroyed) b.end()
     // Keep reading so the peers' FINs are seen; a paused reader would hide them.
@@ -428,6 +467,8 @@ class Session implements ForwardSession, ReadSink {
     const told = code ?? (this.#reason === 'shutdown' ? 'ERR_SHUTTING_DOWN' : 'ERR_SESSION_CLOSED')
     this.#a.setResetReason?.(told, `session closed: ${this.#reason}`)
     this.#b.setResetReason?.(told, `session closed: ${this.#reason}`)
+    this.#outAToB?.discard()
+    this.#outBToA?.discard()
     if (reason === 'reset') {
       resetOrDestroy(this.#a)
       resetOrDestroy(this.#b)

@@ -1,6 +1,6 @@
 import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
-import { systemClock, type Clock } from '../clock.js'
+import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { KeywayError } from '../errors.js'
 import { forgetReadBuffers, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
 import {
@@ -61,10 +61,13 @@ const SLAB_PAYLOAD = 64 * 1024
 /** Largest plaintext a TLS record carries: the size of a read of the socket (TLSWrap reads record by record). */
 const TLS_RECORD = 16 * 1024
 /**
- * Reused frame buffers kept per connection between writes (up to 1 MiB, a
- * stream's window of frames in flight); dropped when no stream is left.
+ * Reused frame buffers kept per connection between writes: up to the
+ * congestion limit's worth of 64 KiB frames in flight (4 MiB), which bulk
+ * streams reach when the peer is the slower end. Dropped when no stream is
+ * left, or when none was used for {@link SLAB_IDLE_MS}.
  */
-const MAX_FREE_SLABS = 16
+const MAX_FREE_SLABS = 64
+const SLAB_IDLE_MS = 1_000
 
 /**
  * Many streams over one ordered byte stream (a TLS socket): the framing of
@@ -111,6 +114,15 @@ export class MuxConnection implements StreamOwner {
   readonly #holders = new Map<MuxStream, number>()
   /** False once a write failed: completions may then come out of step with the slabs. */
   #recycling: boolean
+  /** Slabs taken since the last idle check; the check is armed while free slabs are kept. */
+  #slabsTaken = 0
+  #slabTimer: TimerHandle | undefined
+  readonly #checkSlabs = (): void => {
+    this.#slabTimer = undefined
+    if (this.#slabsTaken === 0) this.#freeSlabs.length = 0
+    else this.#armSlabCheck()
+    this.#slabsTaken = 0
+  }
   /** Frame buffers free for the next DATA frame. */
   readonly #freeSlabs: Buffer[] = []
   /** Frame buffers written and not yet completed, in write order (a socket completes writes in order). */
@@ -125,7 +137,10 @@ export class MuxConnection implements StreamOwner {
       return
     }
     // A connection without streams keeps none (its last frames complete after their streams closed).
-    if (slab !== undefined && this.#recycling && this.#streams.size > 0 && this.#freeSlabs.length < MAX_FREE_SLABS) this.#freeSlabs.push(slab)
+    if (slab !== undefined && this.#recycling && this.#streams.size > 0 && this.#freeSlabs.length < MAX_FREE_SLABS) {
+      this.#freeSlabs.push(slab)
+      if (this.#slabTimer === undefined) this.#armSlabCheck()
+    }
   }
   /** Takes the socket's reads as lent views of its read buffer, when it reads into reused buffers. */
   readonly #sink: ReadSink = { read: (_from, chunk) => this.#onChunk(chunk, true) }
@@ -242,6 +257,7 @@ export class MuxConnection implements StreamOwner {
       return
     }
     const slab = this.#freeSlabs.pop() ?? Buffer.allocUnsafeSlow(FRAME_HEADER + SLAB_PAYLOAD)
+    this.#slabsTaken++
     writeHeader(slab, 0, FrameType.DATA, length, stream)
     chunk.copy(slab, FRAME_HEADER)
     this.#slabsInFlight.push(slab)
@@ -295,13 +311,25 @@ export class MuxConnection implements StreamOwner {
   #send(buf: Buffer, done?: (err?: Error | null) => void): void {
     if (this.#closed) return
     const socket = this.socket
-    if (!this.#corked) {
+    if (done !== undefined) {
+      // A bulk frame goes alone (after the frames corked before it): batched,
+      // a turn's frames would reach TLSWrap as one writev, which it copies
+      // whole into one buffer, and their slabs would all wait for it.
+      if (this.#corked) {
+        this.#corked = false
+        socket.uncork()
+      }
+    } else if (!this.#corked) {
       this.#corked = true
       socket.cork()
       setImmediate(this.#uncork)
     }
     socket.write(buf, done)
     if (!this.#congested && socket.writableLength > this.#maxBuffered) this.#congested = true
+  }
+
+  #armSlabCheck(): void {
+    this.#slabTimer = this.#clock.setTimeout(this.#checkSlabs, SLAB_IDLE_MS)
   }
 
   #onDrain(): void {
@@ -489,6 +517,9 @@ export class MuxConnection implements StreamOwner {
   #onClose(): void {
     if (this.#closed) return
     this.#closed = true
+    if (this.#slabTimer !== undefined) this.#clock.clearTimeout(this.#slabTimer)
+    this.#slabTimer = undefined
+    this.#freeSlabs.length = 0
     this.#resetAll('the tunnel connection closed')
     this.#options.onClose?.(this.#violation)
   }

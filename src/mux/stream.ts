@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream'
-import type { LendingSource, ReadSink } from '../forward/index.js'
+import { MAX_READ_BUFFER, type LendingSource, type ReadSink } from '../forward/index.js'
 import { INITIAL_WINDOW, MAX_DATA_PAYLOAD } from './frame.js'
 
 /** What a stream needs from its connection (implemented by MuxConnection). */
@@ -88,10 +88,12 @@ export class MuxStream extends Duplex implements LendingSource {
 
   /** @internal Created by MuxConnection. */
   constructor(owner: StreamOwner, id: number) {
-    // Writable asks for a pause when a single write reaches the high-water mark,
-    // even one that completes at once: above a socket read (64 KiB), so only
-    // missing credit pauses the writer.
-    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true, autoDestroy: true, writableHighWaterMark: MAX_DATA_PAYLOAD })
+    // Writable asks for a pause when a write takes what it buffers to the
+    // high-water mark, even a write that completes at once: one byte above a
+    // socket read (64 KiB), so a write that completes never pauses the writer
+    // and a second one held for credit does. Each read taken while a write
+    // waits needs another read buffer; more than one is waste (bench/README.md).
+    super({ allowHalfOpen: true, decodeStrings: true, emitClose: true, autoDestroy: true, writableHighWaterMark: MAX_READ_BUFFER + 1 })
     this.#owner = owner
     this.id = id
   }

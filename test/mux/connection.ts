@@ -1226,3 +1226,34 @@ t.test('a stream that closes while its writer still holds lent payloads: those b
   goneSession.close('test')
   fastSession.close('test')
 })
+
+t.test('forward() from a stream into a socket combines record-sized payloads into fewer writes, in order, the FIN after them', async (t) => {
+  const r = await rig(t)
+  const { cs, ss } = await openPair(r)
+  const { accepted: acceptedUp, port } = await listenOnce(t)
+  const far = await connect(t, port)
+  const up = await acceptedUp
+  t.teardown(() => up.destroy())
+  let writes = 0
+  const write = up.write.bind(up) as (...args: unknown[]) => boolean
+  up.write = ((...args: unknown[]): boolean => {
+    writes++
+    return write(...args)
+  }) as typeof up.write
+  const session = forward(ss, up)
+  const got = readAll(far)
+  // Within one window, so the payload, the tail and the FIN arrive together: the FIN must wait for the combined bytes.
+  const body = randomBytes(512 * KiB)
+  cs.write(body)
+  cs.write('tail')
+  cs.end()
+  const all = await within(got, 10_000, 'EOF at the far end')
+  t.ok(all.equals(Buffer.concat([body, Buffer.from('tail')])), 'every byte, in order, then EOF')
+  // The stream hands the payload over TLS record by record (16 KiB): 32 writes and more without combining.
+  t.ok(writes > 0 && writes <= 16, `${writes} writes for 512 KiB`)
+  const back = readAll(cs)
+  far.end()
+  t.equal((await within(back, 5_000, 'EOF back at the client')).length, 0)
+  const result = await within(session.done, 5_000, 'session end')
+  t.equal(result.aToB, 512 * KiB + 4, 'counted')
+})
