@@ -148,6 +148,15 @@ export type ForwardEndpoint = Duplex & {
   readonly releasesWrittenChunks?: boolean
 }
 
+/**
+ * True when `to` refers to no written chunk once its `writableLength` is back
+ * to 0: a plain socket, or an endpoint that says so. A TLS socket completes
+ * every write a turn later, so it counts as keeping.
+ */
+function trusts(to: ForwardEndpoint): boolean {
+  return to instanceof net.Socket ? (to as { encrypted?: boolean }).encrypted !== true : to.releasesWrittenChunks === true
+}
+
 /** A socket owned by a session; the back-pointer lets shared listeners find it. */
 type Endpoint = ForwardEndpoint & { [kSession]?: Session }
 
@@ -327,35 +336,39 @@ class Session implements ForwardSession, ReadSink {
       out = this.#outBToA
     }
     if (out !== undefined && out.pending > 0) out.flush()
-    if (!to.write(chunk)) from.pause()
+    // A write that completed at once needs no pause, even past the high-water
+    // mark (a 64 KiB read is past a socket's 16 KiB): 'drain' follows anyway.
+    if (!to.write(chunk) && to.writableLength > 0) from.pause()
+    // A lending source (a multiplexed stream) whose bytes went out of its
+    // buffer to a writer that holds nothing refers to none of its lent buffers.
+    else if (to.writableLength === 0 && from.readableLength === 0 && !(from instanceof net.Socket) && trusts(to)) reclaimReadBuffers(from)
   }
 
   read(from: object, chunk: Buffer): void {
     const to = from === this.#a ? this.#b : this.#a
     const fromA = from === this.#a
     let out = fromA ? this.#outAToB : this.#outBToA
-    // Record-sized chunks towards a plain socket are combined (outbox.ts);
-    // anything else waits behind what the outbox holds.
-    if (
-      (out !== undefined && out.pending > 0) ||
-      (chunk.length >= COALESCE_MIN && chunk.length < COALESCE_MAX && to instanceof net.Socket && (to as { encrypted?: boolean }).encrypted !== true)
-    ) {
-      if (this.#flags & FLAG_DRAINING) return
+    if (out !== undefined && out.pending > 0) {
+      // Nothing overtakes what the outbox holds.
+      this.#combine(fromA, from, to, out, chunk)
+      return
+    }
+    // Record-sized chunks from a multiplexed stream (a lending source: not a
+    // socket) towards a plain socket are combined after the first of the
+    // turn (outbox.ts).
+    if (chunk.length >= COALESCE_MIN && chunk.length < COALESCE_MAX && !(from instanceof net.Socket) && to instanceof net.Socket && (to as { encrypted?: boolean }).encrypted !== true) {
       if (out === undefined) {
         out = this.#outbox(from as Endpoint, to)
         if (fromA) this.#outAToB = out
         else this.#outBToA = out
       }
-      if (fromA) this.#aToB += chunk.length
-      else this.#bToA += chunk.length
-      out.add(chunk)
-      if (to.writableLength === 0) reclaimReadBuffers(from)
-      return
+      if (out.inTurn || to.writableLength > 0) {
+        this.#combine(fromA, from, to, out, chunk)
+        return
+      }
+      out.markTurn()
     }
-    // Only an endpoint that says so (and a plain socket) releases a chunk once
-    // its write completed; anything else may keep it. A TLS socket completes
-    // every write a turn later, so it counts as keeping.
-    const trusted = to instanceof net.Socket ? (to as { encrypted?: boolean }).encrypted !== true : to.releasesWrittenChunks === true
+    const trusted = trusts(to)
     if (chunk.length < COPY_BELOW && (!trusted || to.writableLength > 0)) {
       // It would be kept: a copy from Node's pool is cheaper than a new read buffer.
       this.data(from as Endpoint, Buffer.from(chunk))
@@ -369,11 +382,21 @@ class Session implements ForwardSession, ReadSink {
     else reclaimReadBuffers(from)
   }
 
+  #combine(fromA: boolean, from: object, to: Endpoint, out: Outbox, chunk: Buffer): void {
+    if (this.#flags & FLAG_DRAINING) return
+    if (fromA) this.#aToB += chunk.length
+    else this.#bToA += chunk.length
+    out.add(chunk)
+    // Copied: the chunk is free. The writer holding nothing has written every earlier one.
+    if (to.writableLength === 0) reclaimReadBuffers(from)
+  }
+
   #outbox(from: Endpoint, to: Endpoint): Outbox {
     return new Outbox((bytes) => {
-      if (to.destroyed || to.writableEnded) return false
-      if (!to.write(bytes)) from.pause()
-      return to.writableLength > 0
+      // Written even after an end or a destroy, as data() would: the stream
+      // reports the misuse, and a buffer given to such a writer is not reused.
+      if (!to.write(bytes) && to.writableLength > 0) from.pause()
+      return to.writableLength > 0 || to.destroyed || to.writableEnded
     })
   }
 
@@ -467,6 +490,9 @@ class Session implements ForwardSession, ReadSink {
     const told = code ?? (this.#reason === 'shutdown' ? 'ERR_SHUTTING_DOWN' : 'ERR_SESSION_CLOSED')
     this.#a.setResetReason?.(told, `session closed: ${this.#reason}`)
     this.#b.setResetReason?.(told, `session closed: ${this.#reason}`)
+    // What arrived before the end goes out first, as it would have uncombined.
+    this.#outAToB?.flush()
+    this.#outBToA?.flush()
     this.#outAToB?.discard()
     this.#outBToA?.discard()
     if (reason === 'reset') {

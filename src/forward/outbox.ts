@@ -4,13 +4,15 @@
  * A multiplexed stream hands its payloads over TLS record by record (up to
  * 16 KiB each), and a TCP write per record wakes the reader on the other
  * end per record: on a bulk transfer that is tens of thousands of writes
- * and wake-ups a second (bench/README.md, "Where bulk goes"). Chunks of
- * that size are copied into a 64 KiB buffer instead, written when it is
- * full and at the end of the event-loop turn (`setImmediate`), so a turn's
- * records leave in as few writes as its bytes need. Chunks outside
- * [{@link COALESCE_MIN}, {@link COALESCE_MAX}) are written as they come (a
- * request of a few bytes is not delayed; a full socket read gains nothing),
- * but never ahead of bytes still in the outbox.
+ * and wake-ups a second (bench/README.md, "Where bulk goes"). The first
+ * such chunk of an event-loop turn is written as it comes (a single
+ * response is not delayed); the rest of the turn's are copied into a 64 KiB
+ * buffer, written when it is full and at the end of the turn
+ * (`setImmediate`), so a turn's records leave in as few writes as its bytes
+ * need. After a turn that carried bulk, the next one is combined from its
+ * first chunk. Chunks outside [{@link COALESCE_MIN}, {@link COALESCE_MAX})
+ * are written as they come (a request of a few bytes is not delayed; a full
+ * socket read gains nothing), but never ahead of bytes still in the outbox.
  */
 
 /** Smallest chunk worth combining: below it, latency matters more than system calls. */
@@ -34,17 +36,26 @@ export class Outbox {
   /** A buffer the writer may still refer to: free once a later write completes at once (writes complete in order). */
   #held: Buffer | undefined
   #length = 0
+  /** Bytes added since the last end of turn. */
+  #turnBytes = 0
   #armed = false
   #discarded = false
-  readonly #flushLater = (): void => {
+  readonly #endTurn = (): void => {
     this.#armed = false
-    // A turn that filled less than half a buffer is the tail of a transfer (or
-    // none): let the buffers go rather than keep 64 KiB on an idle session.
-    const tail = this.#length < BOX / 2
+    const carried = this.#turnBytes
+    this.#turnBytes = 0
     this.flush()
-    if (tail && this.#length === 0) {
+    if (this.#discarded) return
+    if (carried < BOX / 2) {
+      // The tail of a transfer, or a turn without bulk: let the buffers go
+      // rather than keep them on a session that may now sit idle.
       this.#box = undefined
       this.#spare = undefined
+      this.#held = undefined
+    } else {
+      // Bulk: the next turn is combined from its first chunk, and a turn
+      // that brings nothing lets the buffers go.
+      this.#arm()
     }
   }
 
@@ -57,11 +68,21 @@ export class Outbox {
     return this.#length
   }
 
+  /** True from the first chunk of a turn (added, or written directly and {@link markTurn}ed) to the end of that turn. */
+  get inTurn(): boolean {
+    return this.#armed
+  }
+
+  /** A chunk of this turn went out directly: combine the rest of the turn. */
+  markTurn(): void {
+    if (!this.#armed && !this.#discarded) this.#arm()
+  }
+
   /** Copies `chunk` in (it is free on return), writing each time the buffer fills; the rest is written at the end of the turn. */
   add(chunk: Buffer): void {
-    if (this.#discarded) return
+    this.#turnBytes += chunk.length
     let offset = 0
-    while (offset < chunk.length) {
+    while (offset < chunk.length && !this.#discarded) {
       let box = this.#box
       if (box === undefined) {
         box = this.#box = this.#spare ?? Buffer.allocUnsafeSlow(BOX)
@@ -73,10 +94,8 @@ export class Outbox {
       offset += n
       if (this.#length === BOX) this.flush()
     }
-    if (this.#length > 0 && !this.#armed) {
-      this.#armed = true
-      setImmediate(this.#flushLater)
-    }
+    // Armed even when every byte went out in full buffers: the end of the turn decides what to keep.
+    if (!this.#armed && !this.#discarded) this.#arm()
   }
 
   /** Writes what is pending now (before a chunk that must follow it, or the end of the stream). */
@@ -101,5 +120,10 @@ export class Outbox {
     this.#box = undefined
     this.#spare = undefined
     this.#held = undefined
+  }
+
+  #arm(): void {
+    this.#armed = true
+    setImmediate(this.#endTurn)
   }
 }

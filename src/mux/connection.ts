@@ -54,8 +54,13 @@ const HARD_MAX_OPEN = 1024 * 1024
 const CLOSE_GRACE_MS = 1_000
 const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024
 const MAX_STREAM_ID = 0x7fffffff
-/** DATA frames with payloads from this size up to {@link SLAB_PAYLOAD} are built in reused buffers; smaller ones come from Node's pool. */
-const SLAB_MIN = 4096
+/**
+ * DATA frames with payloads from this size up to {@link SLAB_PAYLOAD} are
+ * built in reused buffers; smaller ones get their own. A slab is 64 KiB
+ * whatever its frame: at half of it at least, what the congestion limit lets
+ * queue holds at most twice its bytes in slabs.
+ */
+const SLAB_MIN = 32 * 1024
 /** Payload room of a reused frame buffer: the largest socket read (forward()'s read buffers). */
 const SLAB_PAYLOAD = 64 * 1024
 /** Largest plaintext a TLS record carries: the size of a read of the socket (TLSWrap reads record by record). */
@@ -63,8 +68,9 @@ const TLS_RECORD = 16 * 1024
 /**
  * Reused frame buffers kept per connection between writes: up to the
  * congestion limit's worth of 64 KiB frames in flight (4 MiB), which bulk
- * streams reach when the peer is the slower end. Dropped when no stream is
- * left, or when none was used for {@link SLAB_IDLE_MS}.
+ * streams reach when the peer is the slower end. Every {@link SLAB_IDLE_MS}
+ * the free ones are cut to the number taken since the last check; all go
+ * when no stream is left.
  */
 const MAX_FREE_SLABS = 64
 const SLAB_IDLE_MS = 1_000
@@ -119,8 +125,9 @@ export class MuxConnection implements StreamOwner {
   #slabTimer: TimerHandle | undefined
   readonly #checkSlabs = (): void => {
     this.#slabTimer = undefined
-    if (this.#slabsTaken === 0) this.#freeSlabs.length = 0
-    else this.#armSlabCheck()
+    // Keep no more than the last second used: a burst's slabs go once the traffic is lighter.
+    if (this.#freeSlabs.length > this.#slabsTaken) this.#freeSlabs.length = this.#slabsTaken
+    if (this.#freeSlabs.length > 0) this.#armSlabCheck()
     this.#slabsTaken = 0
   }
   /** Frame buffers free for the next DATA frame. */

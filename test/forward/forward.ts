@@ -1,13 +1,15 @@
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import type * as net from 'node:net'
+import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import t from 'tap'
 import { ManualClock } from '../../src/clock.js'
-import { forward, isConnectionReset, type ForwardOptions, type ForwardSession } from '../../src/forward/index.js'
+import { forward, isConnectionReset, type ForwardOptions, type ForwardSession, type ReadSink } from '../../src/forward/index.js'
 import {
   LOOPBACK,
   connect,
+  listenOnce,
   readAll,
   sha256OfStream,
   socketPair,
@@ -15,6 +17,7 @@ import {
   writeRandom,
   type Teardown,
 } from '../helpers/net.js'
+import { within } from '../helpers/until.js'
 
 const MiB = 1024 * 1024
 
@@ -584,4 +587,67 @@ t.test('an upstream reset reaches a TLS client as a close (TLS sockets cannot be
   t.equal(result.reason, 'reset')
   await waitClosed(client)
   t.ok(a.destroyed)
+})
+
+/** A lending source like a multiplexed stream: the test hands its reads to the session's sink directly. */
+class Lender extends Duplex {
+  sink: ReadSink | undefined
+  constructor() {
+    super({ allowHalfOpen: true })
+  }
+  setReadSink(sink: ReadSink): void {
+    this.sink = sink
+  }
+  releaseReadBuffer(): void {}
+  reclaimReadBuffers(): void {}
+  setNoDelay(): this {
+    return this
+  }
+  setTimeout(): this {
+    return this
+  }
+  override _read(): void {}
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    callback()
+  }
+}
+
+t.test('record-sized reads from a lending source: the first of a turn goes at once, the rest are combined, and all go before a reset ends the session', async (t) => {
+  const { accepted, port } = await listenOnce(t)
+  const far = await connect(t, port)
+  far.on('error', () => {})
+  const up = await accepted
+  let writes = 0
+  const write = up.write.bind(up) as (...args: unknown[]) => boolean
+  up.write = ((...args: unknown[]): boolean => {
+    writes++
+    return write(...args)
+  }) as typeof up.write
+  const src = new Lender()
+  src.on('error', () => {})
+  const session = forward(src, up)
+  let got = Buffer.alloc(0)
+  far.on('data', (d: Buffer) => (got = Buffer.concat([got, d])))
+  const records = [Buffer.alloc(16 * 1024, 1), Buffer.alloc(16 * 1024, 2), Buffer.alloc(16 * 1024, 3)]
+  src.sink!.read(src, records[0]!)
+  t.equal(writes, 1, 'the first record of the turn is written at once')
+  src.sink!.read(src, records[1]!)
+  src.sink!.read(src, records[2]!)
+  t.equal(writes, 1, 'the rest of the turn waits to be combined')
+  // The peer resets the stream in the same turn (its RESET came in the same read).
+  src.destroy(Object.assign(new Error('reset by peer'), { code: 'ECONNRESET' }))
+  const result = await within(session.done, 5_000, 'session end')
+  t.equal(result.reason, 'reset')
+  t.equal(writes, 2, 'the combined records went out in one write before the reset')
+  await within(
+    new Promise<void>((resolve) => {
+      if (far.readableEnded || far.destroyed) return resolve()
+      far.once('end', resolve)
+      far.once('close', resolve)
+    }),
+    5_000,
+    'EOF or a reset at the far end',
+  )
+  t.ok(got.equals(Buffer.concat(records)), `the far end got every byte before the reset (${got.length} of ${3 * 16 * 1024})`)
+  t.equal(result.aToB, 3 * 16 * 1024, 'counted')
 })

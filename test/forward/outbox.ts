@@ -1,5 +1,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { COALESCE_MAX, COALESCE_MIN, Outbox } from '../../src/forward/outbox.js'
 
 const KiB = 1024
@@ -89,4 +91,43 @@ t.test('discard() drops what is pending and writes nothing more', async (t) => {
   out.flush()
   await turn()
   t.equal(writes.length, 0)
+})
+
+t.test('a turn is marked by its first chunk; after a bulk turn the next is combined from its start, and a turn with nothing ends that', async (t) => {
+  const { out, writes } = recorded()
+  t.equal(out.inTurn, false, 'no turn yet')
+  out.markTurn()
+  t.equal(out.inTurn, true, 'a chunk written directly marks the turn')
+  await turn()
+  t.equal(out.inTurn, false, 'a turn that carried no bulk ends with the turn')
+
+  out.add(Buffer.alloc(40 * KiB, 1))
+  await turn()
+  t.equal(writes.length, 1)
+  t.equal(out.inTurn, true, 'after a bulk turn the next one is combined from its first chunk')
+  await turn()
+  t.equal(out.inTurn, false, 'a turn that brought nothing ends it')
+  out.add(Buffer.alloc(8 * KiB, 2))
+  await turn()
+  t.not(writes[1]!.buffer, writes[0]!.buffer, 'and the buffers went with it')
+})
+
+t.test('a buffer still held by the writer is let go of at the end of a transfer', async (t) => {
+  // Nothing observable holds it but the outbox: a weak reference shows whether the outbox dropped it.
+  let held: WeakRef<ArrayBufferLike> | undefined
+  const out = new Outbox((bytes) => {
+    held ??= new WeakRef(bytes.buffer)
+    return true
+  })
+  out.add(Buffer.alloc(64 * KiB))
+  await turn()
+  await turn()
+  t.equal(out.inTurn, false, 'the transfer is over')
+  // gc() without --expose-gc on the command line: set the flag, then take gc from a fresh context.
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  gc()
+  await turn()
+  gc()
+  t.equal(held?.deref(), undefined, 'collected: the outbox kept no reference')
 })
