@@ -525,9 +525,15 @@ class Session implements ForwardSession, ReadSink {
  * Copies bytes both ways between two connected sockets until both are closed:
  * the one forwarding core shared by gateway and sidecar.
  *
- * - Backpressure: when a write side's buffer is full the opposite reader is
- *   paused until 'drain', so memory per session stays bounded by the sockets'
- *   high-water marks whatever the peers do.
+ * - Backpressure: when a write side's buffer is full and the write is still
+ *   pending, the opposite reader is paused until 'drain', so memory per
+ *   session stays bounded by the sockets' high-water marks whatever the peers
+ *   do.
+ * - Writes: record-sized chunks (4-32 KiB) a multiplexed stream lends,
+ *   bound for a plain socket, leave the first of each event-loop turn at
+ *   once and the rest combined into 64 KiB writes at the end of the turn
+ *   (outbox.ts); nothing overtakes them, and EOF, end() and an abort write
+ *   them first.
  * - Half-close: EOF from one side becomes `end()` (FIN, or TLS close_notify)
  *   on the other after its pending writes; the other direction keeps flowing.
  *   Both sockets must therefore allow half-open connections: create them with
