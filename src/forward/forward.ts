@@ -2,7 +2,7 @@ import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { COALESCE_MAX, COALESCE_MIN, Outbox } from './outbox.js'
-import { reclaimReadBuffers, releaseReadBuffer, setReadSink, type ReadSink } from './read-buffer.js'
+import { reclaimReadBuffers, releaseReadBuffer, setReadSink, trimReadBuffers, type ReadSink } from './read-buffer.js'
 
 /** Why a forwarding session ended. */
 export type ForwardReason =
@@ -462,6 +462,10 @@ class Session implements ForwardSession, ReadSink {
     } else if (now - this.#idleSince >= this.#idleMs) {
       this.close('idle_timeout')
       return
+    } else {
+      // Quiet for a sample: the buffers kept for the next bulk reads go.
+      trimReadBuffers(this.#a)
+      trimReadBuffers(this.#b)
     }
     this.#idleTimer = this.#clock.setTimeout(this.#checkIdle, Math.max(1, Math.ceil(this.#idleMs / 4)))
   }

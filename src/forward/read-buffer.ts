@@ -56,7 +56,8 @@ export interface LendingSource {
  * reads are small; after bulk data it keeps the size it grew to until a read
  * smaller than a sixteenth of it, so a socket that goes idle right after a
  * bulk transfer may hold up to the largest, and up to two reclaimed ones and
- * four released ones of that size.
+ * four released ones of that size until forward()'s idle check finds it
+ * quiet ({@link trimReadBuffers}).
  */
 export const MIN_READ_BUFFER = 1024
 export const MAX_READ_BUFFER = 64 * 1024
@@ -309,6 +310,18 @@ export function forgetReadBuffers(source: object, from = 0): void {
   let kept = 0
   for (const entry of state.lent) if (entry.read < from) state.lent[kept++] = entry
   state.lent.length = kept
+}
+
+/**
+ * The socket has been quiet: the released and spare buffers it keeps for its
+ * next bulk reads go (the one Node holds for the next read stays). Safe at
+ * any time: a dropped buffer is only never reused.
+ */
+export function trimReadBuffers(source: object): void {
+  const state = (source as ReadingSocket)[kRead]
+  if (state === undefined) return
+  state.lent.length = 0
+  state.spare.length = 0
 }
 
 /** The number of the read being delivered (reads count from 1); 0 for a socket without reused buffers. */

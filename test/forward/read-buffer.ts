@@ -4,6 +4,7 @@ import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { createHash, randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
+import { ManualClock } from '../../src/clock.js'
 import {
   adoptAccepted,
   dialTcp,
@@ -395,4 +396,63 @@ t.test('reclaimed read buffers are reused; the one being read, and ones a holder
   ])
   t.equal(forgot.buffers[3], forgot.buffers[0], 'read 1, not forgotten, came back')
   t.notOk(forgot.buffers.slice(2).includes(forgot.buffers[1]!), 'read 2, forgotten, did not')
+})
+
+/** A destination that holds its writes while `hold` is set (as a socket with a slow peer) and records the buffer behind each chunk. */
+class Toggle extends Duplex {
+  readonly releasesWrittenChunks = true
+  hold = false
+  readonly buffers: ArrayBufferLike[] = []
+  readonly #pending: (() => void)[] = []
+  constructor() {
+    super({ allowHalfOpen: true })
+  }
+  setNoDelay(): this {
+    return this
+  }
+  setTimeout(): this {
+    return this
+  }
+  open(): void {
+    this.hold = false
+    for (const callback of this.#pending.splice(0)) callback()
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.buffers.push(chunk.buffer)
+    if (this.hold) this.#pending.push(callback)
+    else callback()
+  }
+}
+
+t.test("forward()'s idle check lets a quiet socket's kept buffers go", async (t) => {
+  const { server, accepted, port } = await listenOnce(t, { pauseOnConnect: true })
+  const client = await connect(t, port)
+  const a = await accepted
+  t.teardown(() => a.destroy())
+  server.close()
+  // Fixed 8 KiB buffers: each 5,000-byte write is one read, above the size forward() copies instead of releasing.
+  t.equal(useReadBuffer(a, 8 * 1024), true)
+  const clock = new ManualClock()
+  const to = new Toggle()
+  const session = forward(a, to, { clock, idleTimeoutMs: 4_000 })
+  const send = async (byte: number, arrived: () => boolean): Promise<void> => {
+    client.write(Buffer.alloc(5_000, byte))
+    await within(until(arrived, 5_000, `read ${byte}`), 6_000, `read ${byte}`)
+  }
+  to.hold = true
+  await send(1, () => to.buffers.length === 1) // held: its buffer is released
+  to.open()
+  await send(2, () => to.buffers.length === 2) // the writer holds nothing: the released buffer is kept as a spare
+  t.not(to.buffers[1], to.buffers[0], 'a held read sends the next one to another buffer')
+  clock.advance(1_000) // bytes moved since the last sample
+  clock.advance(1_000) // a quiet sample: the spare goes
+  to.hold = true
+  await send(3, () => to.buffers.length === 3) // held again: released
+  await send(4, () => to.writableLength === 10_000) // read into the next buffer, queued behind the held write
+  to.open()
+  await until(() => to.buffers.length === 4, 5_000, 'the queued write')
+  t.notOk(to.buffers.slice(3).includes(to.buffers[0]!), 'the spare was let go of while the socket was quiet')
+  t.ok(Buffer.from(to.buffers[2]!).subarray(0, 5_000).equals(Buffer.alloc(5_000, 3)), 'the held chunk is intact')
+  session.close('test')
 })
