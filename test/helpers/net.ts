@@ -200,6 +200,17 @@ export function writeRandom(stream: Writable, total: number, options: WriteRando
 }
 
 /** A port on 127.0.0.1 that nothing listens on right now (connecting to it is refused). */
+/** Counts the calls to `socket.write` from now on (the writes a forwarder makes to it). */
+export function countWrites(socket: net.Socket): () => number {
+  let writes = 0
+  const write = socket.write.bind(socket) as (...args: unknown[]) => boolean
+  socket.write = ((...args: unknown[]): boolean => {
+    writes++
+    return write(...args)
+  }) as typeof socket.write
+  return () => writes
+}
+
 export async function freePort(): Promise<number> {
   const server = net.createServer()
   server.listen({ port: 0, host: LOOPBACK })
