@@ -79,7 +79,10 @@ const SLAB_IDLE_MS = 1_000
  * Many streams over one ordered byte stream (a TLS socket): the framing of
  * docs/protocol.md, "Multiplexed tunnels". Frames written in one event-loop
  * turn leave in one socket write (corked until `setImmediate`), so many
- * small streams share TLS records and system calls.
+ * small streams share TLS records and system calls; a bulk DATA frame
+ * (32-64 KiB, built in a reused buffer) goes in a write of its own. The
+ * socket is read into reused buffers and DATA payloads are lent to the
+ * streams' readers without a copy (forward/read-buffer.ts).
  *
  * Nothing the peer sends can throw out of here: a frame that breaks a rule
  * ends the connection with GOAWAY `ERR_PROTOCOL_VIOLATION` and resets its
