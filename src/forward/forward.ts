@@ -148,13 +148,18 @@ export type ForwardEndpoint = Duplex & {
   readonly releasesWrittenChunks?: boolean
 }
 
+/** A plain TCP socket: a `net.Socket` that is not a `tls.TLSSocket`. */
+function isPlainSocket(endpoint: object): endpoint is net.Socket {
+  return endpoint instanceof net.Socket && (endpoint as { encrypted?: boolean }).encrypted !== true
+}
+
 /**
  * True when `to` refers to no written chunk once its `writableLength` is back
  * to 0: a plain socket, or an endpoint that says so. A TLS socket completes
  * every write a turn later, so it counts as keeping.
  */
 function trusts(to: ForwardEndpoint): boolean {
-  return to instanceof net.Socket ? (to as { encrypted?: boolean }).encrypted !== true : to.releasesWrittenChunks === true
+  return to instanceof net.Socket ? isPlainSocket(to) : to.releasesWrittenChunks === true
 }
 
 /** A socket owned by a session; the back-pointer lets shared listeners find it. */
@@ -356,7 +361,7 @@ class Session implements ForwardSession, ReadSink {
     // Record-sized chunks from a multiplexed stream (a lending source: not a
     // socket) towards a plain socket are combined after the first of the
     // turn (outbox.ts).
-    if (chunk.length >= COALESCE_MIN && chunk.length < COALESCE_MAX && !(from instanceof net.Socket) && to instanceof net.Socket && (to as { encrypted?: boolean }).encrypted !== true) {
+    if (chunk.length >= COALESCE_MIN && chunk.length < COALESCE_MAX && !(from instanceof net.Socket) && isPlainSocket(to)) {
       if (out === undefined) {
         out = this.#outbox(from as Endpoint, to)
         if (fromA) this.#outAToB = out

@@ -271,9 +271,10 @@ export function releaseReadBuffer(source: object, keep = true): void {
 }
 
 /**
- * Called by a sink during a read: it refers to no chunk it was handed any
- * more (its writer holds nothing), so the buffers released before are free
- * for the next reads. With `before`, only those released by reads numbered
+ * Called by a sink when it refers to no chunk it was handed any more (its
+ * writer holds nothing): during a read of a socket, or at any time for a
+ * lending source whose own buffer is empty. The buffers released before are
+ * free for the next reads. With `before`, only those released by reads numbered
  * below it ({@link readNumber}): a source shared by several holders frees
  * what the oldest remaining holder cannot refer to. The buffer of the read
  * in progress stays lent: the caller may still pass on views of it. Cheap

@@ -2,7 +2,7 @@ import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { KeywayError } from '../errors.js'
-import { forgetReadBuffers, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
+import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
 import {
   decodeProblem,
   encodeFrame,
@@ -62,7 +62,7 @@ const MAX_STREAM_ID = 0x7fffffff
  */
 const SLAB_MIN = 32 * 1024
 /** Payload room of a reused frame buffer: the largest socket read (forward()'s read buffers). */
-const SLAB_PAYLOAD = 64 * 1024
+const SLAB_PAYLOAD = MAX_READ_BUFFER
 /** Largest plaintext a TLS record carries: the size of a read of the socket (TLSWrap reads record by record). */
 const TLS_RECORD = 16 * 1024
 /**

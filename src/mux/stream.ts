@@ -116,8 +116,9 @@ export class MuxStream extends Duplex implements LendingSource {
   }
 
   /**
-   * The sink refers to none of the payloads it was lent. Called only from
-   * within a lent read, when the stream holds nothing buffered either.
+   * The sink refers to none of the payloads it was lent, and the stream holds
+   * none buffered either (called within a lent read, or once the stream's
+   * buffered payloads were all written).
    */
   reclaimReadBuffers(): void {
     this.#owner.reclaimReadBuffers(this)
