@@ -11,7 +11,7 @@ import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
 import { PolicyStore } from './policy/index.js'
-import { Sidecar, startControlServer } from './sidecar/index.js'
+import { Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -187,50 +187,72 @@ export async function runGateway(config: KeywayConfig, io: CliIo): Promise<numbe
   return 0
 }
 
-/** The sidecar's token: KEYWAY_TOKEN, else the token file. Never logged. */
-export function readToken(env: CliIo['env'], tokenFile: string): string {
-  const fromEnv = env.KEYWAY_TOKEN?.trim()
-  if (fromEnv) return fromEnv
-  if (!tokenFile) throw new KeywayError('ERR_TOKEN_MISSING', 'no service token: set KEYWAY_TOKEN, or --token-file / KEYWAY_TOKEN_FILE / sidecar.tokenFile')
-  const token = readConfiguredFile(tokenFile, 'token file').trim()
-  if (!token) throw new KeywayError('ERR_TOKEN_MISSING', `the token file ${tokenFile} is empty`)
-  return token
+/** How `keyway listen` was asked to run, beyond the configuration. */
+export interface SidecarRunOptions {
+  /** `--token-file` was given (it wins over KEYWAY_TOKEN; its value is `config.sidecar.tokenFile`). */
+  tokenFileFlag?: boolean
 }
 
 /**
- * The composition root of the sidecar: token, CA, logger, metrics registry,
- * the {@link Sidecar} and its control endpoint. Runs until SIGTERM/SIGINT
- * (then drains); SIGHUP re-reads a rotated token file. Resolves to the exit code.
+ * The composition root of the sidecar: token source, CA, logger, metrics
+ * registry, the {@link Sidecar} and its control endpoint. Runs until
+ * SIGTERM/SIGINT (then drains); a token file is re-read when its directory
+ * changes and on SIGHUP. Rejects at once when the token cannot be parsed, and
+ * with the gateway's code when every gateway refused the token for
+ * `sidecar.tokenRefusalGrace`. Resolves to the exit code.
  */
-export async function runSidecar(config: KeywayConfig, io: CliIo): Promise<number> {
-  const token = readToken(io.env, config.sidecar.tokenFile)
+export async function runSidecar(config: KeywayConfig, io: CliIo, options: SidecarRunOptions = {}): Promise<number> {
+  let sidecar: Sidecar | undefined
+  const spec = resolveTokenSource({ flagGiven: options.tokenFileFlag === true, env: io.env, tokenFile: config.sidecar.tokenFile })
   const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
   const logger = createLogger({
     level: config.log.level,
     base: { component: 'sidecar' },
     destination: io.stderr as Writable & { write(msg: string): void },
   })
+  const tokens = new TokenSource({ spec, logger, onChange: (token) => sidecar?.setToken(token) })
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  const sidecar = new Sidecar({ config: config.sidecar, ca, token, logger, registry })
-  const control = await startControlServer({ address: config.sidecar.control, target: sidecar, registry, logger })
+  let fatal: KeywayError | undefined
+  let onFatal: () => void = () => {}
+  const failed = new Promise<void>((resolve) => {
+    onFatal = resolve
+  })
+  sidecar = new Sidecar({
+    config: config.sidecar,
+    ca,
+    token: tokens.token,
+    logger,
+    registry,
+    tokenOrigin: tokens.describe(),
+    reloadToken: () => tokens.reload(),
+    onFatal: (err) => {
+      fatal = err
+      onFatal()
+    },
+  })
+  const running = sidecar
+  let control: ObservabilityServer | undefined
   const stop = io.stopSignal
   try {
-    io.onReload?.(() => {
-      // A rotated token file is picked up without a restart.
-      try {
-        sidecar.setToken(readToken(io.env, config.sidecar.tokenFile))
-      } catch (err) {
-        logger.warn({ event: 'token_reload_failed', reason: (err as Error).message }, 'cannot reload the token')
-      }
-    })
-    if (!stop?.aborted) await sidecar.start()
-    if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
-    else if (!stop) await new Promise<never>(() => {})
-    logger.info({ event: 'sidecar_stopping', signal: String(stop?.reason ?? '') }, 'stopping')
+    control = await startControlServer({ address: config.sidecar.control, target: running, registry, logger })
+    // A rotated token file (a Kubernetes Secret's ..data swap included) is picked up without a restart; SIGHUP re-reads it too.
+    tokens.start()
+    io.onReload?.(() => void tokens.reload())
+    if (!stop?.aborted) await running.start()
+    // No stop signal (a test's direct call): run until the token is given up on.
+    const stopped = !stop
+      ? new Promise<never>(() => {})
+      : stop.aborted
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+    await Promise.race([stopped, failed])
+    if (!fatal) logger.info({ event: 'sidecar_stopping', signal: String(stop?.reason ?? '') }, 'stopping')
   } finally {
-    await sidecar.close()
-    await control.close()
+    tokens.close()
+    await running.close()
+    await control?.close()
   }
+  if (fatal) throw fatal
   return 0
 }

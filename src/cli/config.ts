@@ -6,6 +6,7 @@ import { ENV_ALIASES, envNameOf, loadConfig, settingPaths, type KeywayConfig } f
 import { DocumentError, KeywayError } from '../errors.js'
 import { formatHostPort } from '../net/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
+import { resolveTokenSource, type TokenSpec } from '../sidecar/index.js'
 import { MASK, redact } from './redact.js'
 
 const usage = `Usage: keyway config print [--config FILE] [--json] [--sources]
@@ -95,11 +96,16 @@ function show(value: unknown): string {
   return String(value)
 }
 
+/** The token `keyway listen` would use without `--token-file`, by the one precedence of {@link resolveTokenSource}. */
 function tokenNote(config: KeywayConfig, env: CliIo['env'], secrets: readonly string[]): string {
-  const fromEnv = env.KEYWAY_TOKEN?.trim()
-  if (fromEnv) return `KEYWAY_TOKEN (${tokenFingerprint(fromEnv)})`
-  if (config.sidecar.tokenFile) return `the file ${redact(config.sidecar.tokenFile, secrets)} (sidecar.tokenFile)`
-  return 'none (set KEYWAY_TOKEN or sidecar.tokenFile for keyway listen)'
+  let spec: TokenSpec
+  try {
+    spec = resolveTokenSource({ flagGiven: false, env, tokenFile: config.sidecar.tokenFile })
+  } catch {
+    return 'none (give keyway listen --token-file, or set KEYWAY_TOKEN, KEYWAY_TOKEN_FILE or sidecar.tokenFile)'
+  }
+  if ('value' in spec) return `KEYWAY_TOKEN (${tokenFingerprint(spec.value)}); keyway listen --token-file would win over it`
+  return `the file ${redact(spec.file, secrets)} (${spec.origin})`
 }
 
 /** Reloads with secrets kept out of the error: a token pasted into a setting shows up in its message. */

@@ -9,14 +9,18 @@ them on 127.0.0.1 (their override ports with port overrides; all of them at
 start with auto-connect) and tunnels every local connection over TLS to the
 gateway. Runs until SIGTERM or SIGINT, then lets live sessions drain.
 
-The token is KEYWAY_TOKEN, else the contents of --token-file (sidecar.tokenFile,
-KEYWAY_TOKEN_FILE).
+The service token comes from, first found wins: --token-file, KEYWAY_TOKEN,
+KEYWAY_TOKEN_FILE, sidecar.tokenFile in the configuration file. A token file is
+re-read when it changes (a Kubernetes Secret's ..data swap included) and on
+SIGHUP. A token that cannot be parsed stops the sidecar at once; a token every
+gateway refuses (forged, expired, revoked) stops it after
+sidecar.tokenRefusalGrace (60 s) unless a new one arrives. Both exit 1.
 
 Options:
   --config FILE       configuration file (default: KEYWAY_CONFIG, else the embedded default)
   --gateway LIST      gateways to try in order (sidecar.gateways, KEYWAY_GATEWAY)
   --ca FILE           CA certificate of the gateways (sidecar.ca, KEYWAY_CA)
-  --token-file FILE   file holding the service token (sidecar.tokenFile, KEYWAY_TOKEN_FILE)
+  --token-file FILE   file holding the service token; wins over KEYWAY_TOKEN, KEYWAY_TOKEN_FILE and sidecar.tokenFile
   --control HOST:PORT control endpoint, loopback only (sidecar.control, KEYWAY_CONTROL; default 127.0.0.1:7070)
   --log-level LEVEL   fatal, error, warn, info, debug, trace, silent (log.level, KEYWAY_LOG_LEVEL)`
 
@@ -46,6 +50,6 @@ export const command: Command = {
         'log.level': values['log-level'],
       },
     })
-    return runSidecar(config, io)
+    return runSidecar(config, io, { tokenFileFlag: values['token-file'] !== undefined && values['token-file'] !== '' })
   },
 }

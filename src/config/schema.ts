@@ -92,8 +92,10 @@ export const configSchema = z.strictObject({
       ca: z.string().min(1).default('ca.pem'),
       /** TLS server name to verify on the gateway's certificate; defaults to the gateway host. */
       servername: z.string().default(''),
-      /** File holding the service token (KEYWAY_TOKEN wins when set). */
+      /** File holding the service token; `--token-file` and KEYWAY_TOKEN win over it (docs/configuration.md). */
       tokenFile: z.string().default(''),
+      /** How long every gateway may refuse the token (forged, expired, revoked) with no new token before the sidecar exits. */
+      tokenRefusalGrace: duration.default(60_000),
       /** Local control endpoint: status, connect, /healthz, /readyz, /metrics. Loopback only. */
       control: listenAddress.default({ host: '127.0.0.1', port: 7070 }),
       /** How often to poll the gateway for grant changes. */

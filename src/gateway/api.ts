@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { readJson, sendJson, type Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
-import { API_PATHS, type LoginResponse, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
+import { API_PATHS, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
 
 /** What the API needs from the gateway around it. */
@@ -57,6 +57,14 @@ export function resourcesView(policy: CompiledPolicy, accountId: string, now: nu
   }
 }
 
+/** When `token` stops working under `policy`: its `exp` or, earlier, the end of its rotation grace. */
+export function tokenDeadline(policy: CompiledPolicy, token: VerifiedToken): TokenDeadline {
+  const record = token.kind === 'service' ? policy.accounts.get(token.accountId)?.tokens.get(token.tokenId) : undefined
+  const graceEnd = record?.expiresAt ?? Infinity
+  const end = Math.min(token.expiresAt, graceEnd)
+  return { expiresAt: Number.isFinite(end) ? new Date(end).toISOString() : null, rotatedOut: graceEnd < token.expiresAt }
+}
+
 /**
  * The gateway's HTTP API for sidecars and `keyway login` (docs/protocol.md).
  * Returns a request handler for node:http.
@@ -93,9 +101,10 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     },
     [`GET ${API_PATHS.resources}`]: async (req, res) => {
       const token = await authenticate(req)
-      const view = resourcesView(ctx.policy(), token.accountId, ctx.clock.now())
+      const policy = ctx.policy()
+      const view: ResourcesResponse = { ...resourcesView(policy, token.accountId, ctx.clock.now()), token: tokenDeadline(policy, token) }
       // The tag ignores the generation: an unrelated policy change is not a change for this sidecar.
-      const etag = `"${createHash('sha256').update(JSON.stringify([view.settings, view.resources])).digest('base64url').slice(0, 22)}"`
+      const etag = `"${createHash('sha256').update(JSON.stringify([view.settings, view.resources, view.token])).digest('base64url').slice(0, 22)}"`
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, { etag })
         res.end()

@@ -31,6 +31,22 @@ export interface ResourcesResponse {
   resources: ApiResource[]
   /** Policy generation the view was computed from. */
   generation: number
+  /**
+   * When the presenting token stops working: the earlier of its `exp` and the
+   * end of its rotation grace (`tokens rotate --grace`). `expiresAt` is null
+   * for an open-ended token; `rotatedOut` is true when the deadline is the end
+   * of a rotation grace (then it is refused with `ERR_TOKEN_REVOKED`, else
+   * `ERR_TOKEN_EXPIRED`). Absent from gateways older than this field.
+   */
+  token?: TokenDeadline
+}
+
+/** The `token` of {@link ResourcesResponse}. */
+export interface TokenDeadline {
+  /** ISO-8601 instant, or null when the token has no end. */
+  expiresAt: string | null
+  /** The token was rotated out: the deadline ends its grace. */
+  rotatedOut: boolean
 }
 
 /** `POST /v1/login` body. */

@@ -10,4 +10,4 @@ export {
   type Reply,
   type ParseResult,
 } from './handshake.js'
-export { API_PATHS, type WhoamiResponse, type ApiResource, type ResourcesResponse, type LoginRequest, type LoginResponse, type ApiError } from './api.js'
+export { API_PATHS, type WhoamiResponse, type ApiResource, type ResourcesResponse, type TokenDeadline, type LoginRequest, type LoginResponse, type ApiError } from './api.js'

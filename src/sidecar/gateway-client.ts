@@ -390,6 +390,8 @@ export class GatewayClient {
     const count = this.#gateways.length
     const start = this.#good
     const failures: string[] = []
+    // A gateway refusing the token itself may hold an older key set or policy than the others: ask them too.
+    let tokenRefusal: { index: number; err: KeywayError } | undefined
     for (let i = 0; i < count; i++) {
       const index = (start + i) % count
       const gw = this.#gateways[index]!
@@ -398,6 +400,10 @@ export class GatewayClient {
         this.#markUp(index)
         return result
       } catch (err) {
+        if (err instanceof KeywayError && (err.code.startsWith('ERR_TOKEN_') || err.code === 'ERR_ACCOUNT_UNKNOWN')) {
+          tokenRefusal ??= { index, err }
+          continue
+        }
         if (!(err instanceof Unreachable)) {
           // The gateway answered (even if to refuse): it is up.
           this.#markUp(index)
@@ -406,6 +412,10 @@ export class GatewayClient {
         failures.push(`${formatHostPort(gw)}: ${err.message}`)
         this.#logger?.debug({ event: 'gateway_attempt_failed', gateway: formatHostPort(gw), reason: err.message }, 'gateway attempt failed')
       }
+    }
+    if (tokenRefusal) {
+      this.#markUp(tokenRefusal.index)
+      throw tokenRefusal.err
     }
     const message = failures.join('; ')
     this.#markDown(message)

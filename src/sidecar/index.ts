@@ -3,7 +3,18 @@
  * tunnels each local connection over TLS to a gateway; its control endpoint;
  * and the client the CLI uses to drive it.
  */
-export { Sidecar, type SidecarDeps, type SidecarConfig, type ResourceStatus, type SidecarSnapshot, type ConnectResult } from './sidecar.js'
+export {
+  Sidecar,
+  TOKEN_WARN_AHEAD_MS,
+  type SidecarDeps,
+  type SidecarConfig,
+  type ResourceStatus,
+  type SidecarSnapshot,
+  type ConnectResult,
+  type UnboundReason,
+  type TokenStatus,
+} from './sidecar.js'
+export { TokenSource, resolveTokenSource, type TokenSourceOptions, type TokenSourceInputs, type TokenSpec, type TokenOrigin } from './token-source.js'
 export {
   GatewayClient,
   type GatewayClientOptions,

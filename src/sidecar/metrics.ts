@@ -19,16 +19,27 @@ export interface SidecarMetrics {
 }
 
 /**
- * Registers the sidecar's metrics. `resourcesBound` and `gatewayUp` are read
+ * Registers the sidecar's metrics. `resourcesBound`, `gatewayUp` and `tokenExpiry` are read
  * at scrape time, so they never drift from the sidecar's own state;
  * `flushBytes` adds what live sessions moved since the last scrape, so a
  * long session shows up before it ends.
  */
 export function createSidecarMetrics(
   registry: Registry,
-  read: { resourcesBound: () => number; gatewayUp: () => boolean; flushBytes: () => void },
+  read: { resourcesBound: () => number; gatewayUp: () => boolean; flushBytes: () => void; tokenExpiry?: () => number },
 ): SidecarMetrics {
   const registers = [registry]
+  const tokenExpiry = read.tokenExpiry
+  if (tokenExpiry) {
+    new Gauge({
+      name: 'keyway_sidecar_token_expiry_seconds',
+      help: 'Unix time (seconds) at which the service token stops working: its exp, or the end of its rotation grace; +Inf when it has no end.',
+      registers,
+      collect() {
+        this.set(tokenExpiry())
+      },
+    })
+  }
   new Gauge({
     name: 'keyway_sidecar_resources_bound',
     help: 'Resources with a local listener on 127.0.0.1.',

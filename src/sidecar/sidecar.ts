@@ -1,10 +1,10 @@
 import * as net from 'node:net'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { tokenFingerprint } from '../auth/index.js'
+import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
-import { KeywayError, toKeywayError } from '../errors.js'
+import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
 import { formatHostPort } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
@@ -32,6 +32,45 @@ export interface SidecarDeps {
   clock?: Clock
   /** Address resources are bound on. Loopback only; default 127.0.0.1. */
   bindHost?: string
+  /** Where the token comes from, for status (`--token-file`, `KEYWAY_TOKEN`, ...). */
+  tokenOrigin?: { origin: string; file?: string }
+  /**
+   * Re-reads the token source (calling {@link Sidecar.setToken} when it
+   * changed); called while the gateways refuse the token.
+   */
+  reloadToken?: () => void
+  /**
+   * Called once when every gateway has refused the token for
+   * `config.tokenRefusalGrace` with no new token: the sidecar cannot work and
+   * should exit non-zero (a supervisor restarts it, an operator sees why).
+   */
+  onFatal?: (err: KeywayError) => void
+}
+
+/**
+ * Why a granted resource is not bound. An open union: new reasons may appear
+ * (clients show unknown ones as they are).
+ * - `not_requested`: auto-connect is off (or port overrides are off): `keyway connect` binds it.
+ * - `disconnected`: `keyway disconnect` unbound it; auto-connect leaves it alone until `keyway connect`.
+ * - `port_in_use`: its port is taken (`ERR_PORT_IN_USE`); retried on every sync.
+ * - `bind_failed`: binding failed otherwise; retried on every sync.
+ * - `no_grant`: it was granted earlier in this run, and is no longer.
+ */
+export type UnboundReason = 'not_requested' | 'disconnected' | 'port_in_use' | 'bind_failed' | 'no_grant'
+
+/** What the sidecar knows about its token, for `status --json`. */
+export interface TokenStatus {
+  fingerprint: string
+  /** The setting it came from (`--token-file`, `KEYWAY_TOKEN`, `KEYWAY_TOKEN_FILE`, `sidecar.tokenFile`), when known. */
+  origin: string | null
+  /** The token file, re-read when it changes. */
+  file: string | null
+  /** When it stops working (ISO-8601): its `exp` or the end of its rotation grace; null when it has no end. */
+  expiresAt: string | null
+  /** True when the deadline is the end of a rotation grace: a newer token exists, put it in place. */
+  rotatedOut: boolean
+  /** Set while every gateway refuses the token. */
+  refused: { code: string; message: string; since: string; exitAt: string } | null
 }
 
 /** One row of {@link Sidecar.status}, like a line of `sdm status`. */
@@ -46,12 +85,17 @@ export interface ResourceStatus {
   sessions: number
   /** Why binding failed, when `state` is an error. */
   error?: string
+  /** Why it is not bound (absent while bound). */
+  reason?: UnboundReason
+  /** How to get it bound, for people (absent while bound). */
+  fix?: string
 }
 
 /** Everything `GET /v1/status` of the control API reports. */
 export interface SidecarSnapshot {
   account: { id: string; name: string } | null
   tokenFingerprint: string
+  token: TokenStatus
   gateway: GatewayState
   settings: ResourcesResponse['settings'] | null
   /** The last poll of the gateway: when it succeeded last, and its error if the last one failed. */
@@ -90,6 +134,14 @@ interface LiveSession {
 
 function noop(): void {}
 
+/** A token about to stop working is reported at warn level this long before its deadline (a rotated-out one at once). */
+export const TOKEN_WARN_AHEAD_MS = 3_600_000
+
+/** Codes with which a gateway refuses the token itself: forged, expired, revoked, or of an account that is gone. */
+function isTokenRefusal(code: ErrorCode): boolean {
+  return code.startsWith('ERR_TOKEN_') || code === 'ERR_ACCOUNT_UNKNOWN'
+}
+
 /**
  * The sidecar (`keyway listen`): binds the resources granted to its service
  * token on 127.0.0.1 and tunnels every local connection to the gateway.
@@ -119,6 +171,21 @@ export class Sidecar {
   readonly #connected = new Set<string>()
   /** Resources unbound by disconnect(): auto-connect leaves them alone until connect(). */
   readonly #disconnected = new Set<string>()
+  /** Resources granted earlier in this run and not now (`no_grant` rows of status). */
+  readonly #gone = new Map<string, ApiResource>()
+  readonly #tokenOrigin: { origin: string; file?: string } | undefined
+  readonly #reloadToken: (() => void) | undefined
+  readonly #onFatal: ((err: KeywayError) => void) | undefined
+  /** `exp` of the current token (epoch ms), read from the token itself. */
+  #tokenExp: number | undefined
+  /** The gateway's word on when the current token stops working (newer than `exp`: it knows the rotation grace). */
+  #tokenDeadline: { at: number | undefined; rotatedOut: boolean } | undefined
+  /** The deadline last logged, so each one is told once. */
+  #deadlineLogged: string | undefined
+  #deadlineWarned: string | undefined
+  /** While every gateway refuses the token: since when, and why. */
+  #refusal: { since: number; error: KeywayError } | undefined
+  #fatal = false
   readonly #live = new Map<ForwardSession, LiveSession>()
   #view: ResourcesResponse | undefined
   #etag: string | undefined
@@ -142,6 +209,10 @@ export class Sidecar {
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
     assertLoopback(this.#bindHost, 'the sidecar bind address')
     if (!deps.token) throw new KeywayError('ERR_TOKEN_MISSING', 'the sidecar needs a service token (KEYWAY_TOKEN or sidecar.tokenFile)')
+    this.#tokenExp = decodeTokenClaims(deps.token).expiresAt
+    this.#tokenOrigin = deps.tokenOrigin
+    this.#reloadToken = deps.reloadToken
+    this.#onFatal = deps.onFatal
     this.#ownsClient = deps.client === undefined
     this.#client =
       deps.client ??
@@ -160,6 +231,10 @@ export class Sidecar {
       gatewayUp: () => this.#client.state().up,
       flushBytes: () => {
         for (const [session, live] of this.#live) this.#countBytes(live, session.bytesBToA, session.bytesAToB)
+      },
+      tokenExpiry: () => {
+        const at = this.#deadline().at
+        return at === undefined ? Infinity : at / 1000
       },
     })
   }
@@ -195,11 +270,18 @@ export class Sidecar {
     return run
   }
 
-  /** Replaces the token (after a rotation); the next sync and new tunnels use it. */
+  /**
+   * Replaces the token (after a rotation); the next sync and new tunnels use
+   * it. `ERR_TOKEN_MALFORMED` (and the old token stays) when it cannot be parsed.
+   */
   setToken(token: string): void {
     if (!token) throw new KeywayError('ERR_TOKEN_MISSING', 'the new token is empty')
     if (token === this.#token) return
+    const exp = decodeTokenClaims(token).expiresAt
     this.#token = token
+    this.#tokenExp = exp
+    this.#tokenDeadline = undefined
+    this.#refusal = undefined
     this.#etag = undefined
     this.#account = undefined
     this.#whoamiDone = false
@@ -245,7 +327,9 @@ export class Sidecar {
 
   /**
    * Unbinds `resource` and closes its live sessions; auto-connect leaves it
-   * unbound until {@link Sidecar.connect}. `ERR_NOT_CONNECTED` if not bound.
+   * unbound until {@link Sidecar.connect} or until auto-connect is turned off
+   * and on again. Under auto-connect the sidecar is not ready meanwhile (the
+   * reason says so). `ERR_NOT_CONNECTED` if not bound.
    */
   async disconnect(resource: string): Promise<{ resource: string }> {
     this.#assertOpen()
@@ -260,22 +344,73 @@ export class Sidecar {
     })
   }
 
-  /** One row per granted resource, sorted by name. */
+  /**
+   * One row per granted resource, and per resource granted earlier in this
+   * run but not now (`no_grant`), sorted by name. Rows not bound say why and
+   * how to get them bound.
+   */
   status(): ResourceStatus[] {
-    return [...this.#entries.values()]
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-      .map((e) => {
-        const row: ResourceStatus = {
-          name: e.name,
-          kind: e.resource.kind,
-          type: e.resource.type,
-          localAddress: e.server ? e.localAddress : '',
-          state: e.server ? 'bound' : e.error ? `error: ${e.error.code}` : 'not connected',
-          sessions: e.sessions.size,
-        }
-        if (!e.server && e.error) row.error = e.error.message
-        return row
+    const rows = [...this.#entries.values()].map((e) => {
+      const row: ResourceStatus = {
+        name: e.name,
+        kind: e.resource.kind,
+        type: e.resource.type,
+        localAddress: e.server ? e.localAddress : '',
+        state: e.server ? 'bound' : e.error ? `error: ${e.error.code}` : 'not connected',
+        sessions: e.sessions.size,
+      }
+      if (!e.server && e.error) row.error = e.error.message
+      if (!e.server) Object.assign(row, this.#whyUnbound(e))
+      return row
+    })
+    for (const [name, resource] of this.#gone) {
+      if (this.#entries.has(name)) continue
+      rows.push({
+        name,
+        kind: resource.kind,
+        type: resource.type,
+        localAddress: '',
+        state: 'not connected',
+        sessions: 0,
+        reason: 'no_grant',
+        fix: `the token no longer holds a grant for ${name}: an admin can tell why with "keyway explain ACCOUNT ${name}"`,
       })
+    }
+    return rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  }
+
+  #whyUnbound(e: Entry): { reason: UnboundReason; fix: string } {
+    if (e.error?.code === 'ERR_PORT_IN_USE') {
+      return { reason: 'port_in_use', fix: `free port ${String(e.error.detail?.port ?? '')} (ss -ltnp shows what holds it) or change the port override; retried on every sync` }
+    }
+    if (e.error) return { reason: 'bind_failed', fix: `${e.error.message}; retried on every sync` }
+    if (this.#disconnected.has(e.name)) return { reason: 'disconnected', fix: `disconnected by hand: run "keyway connect ${e.name}"` }
+    return { reason: 'not_requested', fix: `auto-connect is off: run "keyway connect ${e.name}"` }
+  }
+
+  /** When the current token stops working, as far as the sidecar knows (the gateway's word first, else the token's `exp`). */
+  #deadline(): { at: number | undefined; rotatedOut: boolean } {
+    return this.#tokenDeadline ?? { at: this.#tokenExp, rotatedOut: false }
+  }
+
+  #tokenStatus(): TokenStatus {
+    const deadline = this.#deadline()
+    const refusal = this.#refusal
+    return {
+      fingerprint: tokenFingerprint(this.#token),
+      origin: this.#tokenOrigin?.origin ?? null,
+      file: this.#tokenOrigin?.file ?? null,
+      expiresAt: deadline.at === undefined ? null : new Date(deadline.at).toISOString(),
+      rotatedOut: deadline.rotatedOut,
+      refused: refusal
+        ? {
+            code: refusal.error.code,
+            message: refusal.error.message,
+            since: new Date(refusal.since).toISOString(),
+            exitAt: new Date(refusal.since + this.#config.tokenRefusalGrace).toISOString(),
+          }
+        : null,
+    }
   }
 
   /** Status, gateway state, account and readiness, for the control API. */
@@ -284,6 +419,7 @@ export class Sidecar {
     return {
       account: this.#account ? { id: this.#account.id, name: this.#account.name } : null,
       tokenFingerprint: tokenFingerprint(this.#token),
+      token: this.#tokenStatus(),
       gateway: this.#client.state(),
       settings: this.#view ? { ...this.#view.settings } : null,
       sync: {
@@ -298,18 +434,28 @@ export class Sidecar {
 
   /**
    * Readiness for `/readyz` and `keyway wait`: undefined once the last poll
-   * of the gateway succeeded and every resource that should be bound is;
-   * otherwise why not.
+   * of the gateway succeeded and every resource that should be bound is
+   * (with auto-connect: every granted resource, a hand-disconnected one
+   * included); otherwise why not, and what to do.
    */
   ready(): string | undefined {
     if (this.#closed) return 'shutting down'
     const gateway = this.#client.state()
+    if (this.#refusal) {
+      const { error, since } = this.#refusal
+      const where = this.#tokenOrigin?.file ? `write a valid token to ${this.#tokenOrigin.file} (re-read at once)` : 'restart with a valid token'
+      const exitIn = Math.max(0, Math.ceil((since + this.#config.tokenRefusalGrace - this.#clock.now()) / 1000))
+      return `the gateway refuses the token: ${error.code}: ${error.message}; ${where}, else the sidecar exits in ${exitIn} s`
+    }
     if (this.#syncError) return syncReason(this.#syncError)
     if (!this.#view) return 'waiting for the first answer from the gateway'
     if (!gateway.up) return `gateway unreachable: ${gateway.lastError ?? 'unknown error'}`
     for (const entry of [...this.#entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       if (!entry.server && this.#wants(entry.resource)) {
         return `resource ${entry.name} not bound: ${entry.error?.message ?? 'binding'}`
+      }
+      if (!entry.server && this.#disconnected.has(entry.name) && this.#autoConnect()) {
+        return `resource ${entry.name} not bound: disconnected by hand while auto-connect is on; run "keyway connect ${entry.name}"`
       }
     }
     return undefined
@@ -383,6 +529,7 @@ export class Sidecar {
       })
       if (this.#syncError) this.#logger.info({ event: 'sync_recovered' }, 'gateway answering again')
       this.#syncError = undefined
+      this.#refusal = undefined
       this.#lastSyncOkAt = this.#clock.now()
       if (answer.status === 304) {
         result = 'not_modified'
@@ -391,6 +538,7 @@ export class Sidecar {
         this.#applyView(checkView((answer as { body: unknown }).body))
         this.#etag = answer.etag
       }
+      this.#noteDeadline()
       if (!this.#whoamiDone) await this.#whoami()
     } catch (err) {
       const e = toKeywayError(err)
@@ -399,10 +547,74 @@ export class Sidecar {
       else this.#logger.debug(fields, 'cannot fetch grants from the gateway')
       this.#syncError = e
       result = 'error'
+      if (isTokenRefusal(e.code)) this.#refused(e)
     }
     this.#metrics.syncTotal.inc({ result })
     if (!this.#closed) await this.#serial(() => this.#reconcile())
     return result
+  }
+
+  /**
+   * Every reachable gateway refused the token: say so once, re-read the token
+   * source, and give up (onFatal) once the refusal has lasted
+   * `tokenRefusalGrace` with no new token.
+   */
+  #refused(e: KeywayError): void {
+    const now = this.#clock.now()
+    if (!this.#refusal) {
+      this.#refusal = { since: now, error: e }
+      this.#logger.error(
+        {
+          event: 'token_refused',
+          code: e.code,
+          reason: e.message,
+          token_fp: tokenFingerprint(this.#token),
+          grace_ms: this.#config.tokenRefusalGrace,
+          ...(this.#tokenOrigin ? { origin: this.#tokenOrigin.origin } : {}),
+        },
+        `the gateway refuses the service token (${e.code}); waiting ${Math.round(this.#config.tokenRefusalGrace / 1000)} s for a new one before exiting`,
+      )
+    } else this.#refusal.error = e
+    const before = this.#token
+    this.#reloadToken?.()
+    // A new token resets the refusal (setToken); the next sync tries it.
+    if (this.#token !== before || !this.#refusal || this.#fatal) return
+    if (now - this.#refusal.since < this.#config.tokenRefusalGrace) return
+    this.#fatal = true
+    const fatal = new KeywayError(
+      e.code,
+      `every gateway refused the service token for ${Math.round((now - this.#refusal.since) / 1000)} s (sidecar.tokenRefusalGrace) and no new token came: ${e.message}`,
+      { cause: e, detail: { token_fp: tokenFingerprint(this.#token) } },
+    )
+    this.#logger.error({ event: 'token_refused_exit', code: e.code, reason: fatal.message, token_fp: tokenFingerprint(this.#token) }, fatal.message)
+    this.#onFatal?.(fatal)
+  }
+
+  /** Logs a newly learnt token deadline, and warns ahead of it. */
+  #noteDeadline(): void {
+    const { at, rotatedOut } = this.#deadline()
+    if (at === undefined) return
+    const key = `${tokenFingerprint(this.#token)}@${at}`
+    const fields = {
+      token_fp: tokenFingerprint(this.#token),
+      expires_at: new Date(at).toISOString(),
+      rotated_out: rotatedOut,
+      seconds_left: Math.max(0, Math.round((at - this.#clock.now()) / 1000)),
+    }
+    if (this.#deadlineLogged !== key) {
+      this.#deadlineLogged = key
+      this.#logger.info({ event: 'token_deadline', ...fields }, `the service token stops working at ${fields.expires_at}`)
+    }
+    if (this.#deadlineWarned !== key && (rotatedOut || at - this.#clock.now() <= TOKEN_WARN_AHEAD_MS)) {
+      this.#deadlineWarned = key
+      const where = this.#tokenOrigin?.file ? `write the new token to ${this.#tokenOrigin.file} (picked up without a restart)` : 'restart the sidecar with the new token'
+      this.#logger.warn(
+        { event: 'token_expiring', ...fields },
+        rotatedOut
+          ? `the service token was rotated out: it stops working at ${fields.expires_at} (in ${fields.seconds_left} s); ${where}`
+          : `the service token expires at ${fields.expires_at} (in ${fields.seconds_left} s); ${where}`,
+      )
+    }
   }
 
   async #whoami(): Promise<void> {
@@ -444,7 +656,20 @@ export class Sidecar {
         `${view.resources.length} resource${view.resources.length === 1 ? '' : 's'} granted`,
       )
     }
+    // Turning auto-connect off and on again brings hand-disconnected resources back.
+    if (before && !autoConnectOf(before) && autoConnectOf(view) && this.#disconnected.size > 0) {
+      this.#logger.info({ event: 'disconnects_cleared', resources: [...this.#disconnected].sort() }, 'auto-connect turned on: binding hand-disconnected resources again')
+      this.#disconnected.clear()
+    }
+    if (view.token) {
+      const at = view.token.expiresAt === null ? undefined : Date.parse(view.token.expiresAt)
+      this.#tokenDeadline = { at: at !== undefined && Number.isFinite(at) ? at : this.#tokenExp, rotatedOut: view.token.rotatedOut === true }
+    }
     this.#view = view
+  }
+
+  #autoConnect(): boolean {
+    return this.#view !== undefined && autoConnectOf(this.#view)
   }
 
   #granted(name: string): ApiResource | undefined {
@@ -454,9 +679,7 @@ export class Sidecar {
   #wants(resource: ApiResource): boolean {
     if (this.#disconnected.has(resource.name)) return false
     if (this.#connected.has(resource.name)) return true
-    const settings = this.#view?.settings
-    // Auto-connect depends on port overrides: without them there is no port to bind at start.
-    return settings !== undefined && settings.autoConnect && settings.portOverrides
+    return this.#autoConnect()
   }
 
   #desiredPort(resource: ApiResource): number {
@@ -489,11 +712,13 @@ export class Sidecar {
     for (const [name, entry] of this.#entries) {
       if (granted.has(name)) continue
       this.#unbind(entry, 'grant_removed', true)
+      this.#gone.set(name, entry.resource)
       this.#entries.delete(name)
       this.#connected.delete(name)
       this.#disconnected.delete(name)
     }
     for (const resource of view.resources) {
+      this.#gone.delete(resource.name)
       const entry = this.#entry(resource)
       if (!this.#wants(resource)) {
         // Live sessions keep running: only new connections need the listener.
@@ -594,7 +819,7 @@ export class Sidecar {
         this.#metrics.sessionsTotal.inc({ resource, result })
         this.#logger.warn({ event: 'tunnel_failed', resource, code: e.code, result, reason: e.message }, `tunnel to ${resource} failed: ${e.code}`)
         // A refusal for want of a grant means our view is stale: fetch it now.
-        if (result === 'refused' && (e.code === 'ERR_GRANT_DENIED' || e.code === 'ERR_GRANT_EXPIRED' || e.code === 'ERR_RESOURCE_UNKNOWN')) {
+        if (result === 'refused' && (e.code === 'ERR_GRANT_DENIED' || e.code === 'ERR_GRANT_EXPIRED' || e.code === 'ERR_RESOURCE_UNKNOWN' || isTokenRefusal(e.code))) {
           if (!this.#closed) void this.sync()
         }
       },
@@ -615,13 +840,13 @@ export class Sidecar {
     this.#live.set(session, live)
     this.#metrics.sessionsActive.inc()
     this.#metrics.sessionsTotal.inc({ resource: entry.name, result: 'ok' })
-    this.#logger.debug({ event: 'session_open', resource: entry.name, session: tunnel.session, gateway: tunnel.gateway }, 'session open')
+    this.#logger.info({ event: 'session_start', resource: entry.name, session: tunnel.session, gateway: tunnel.gateway }, `session to ${entry.name} started`)
     void session.done.then((r) => {
       entry.sessions.delete(session)
       this.#live.delete(session)
       this.#metrics.sessionsActive.dec()
       this.#countBytes(live, r.bToA, r.aToB)
-      this.#logger.debug(
+      this.#logger.info(
         {
           event: 'session_end',
           resource: entry.name,
@@ -632,7 +857,7 @@ export class Sidecar {
           duration_ms: r.durationMs,
           ...(r.error ? { error: r.error } : {}),
         },
-        'session end',
+        `session to ${entry.name} ended (${r.reason})`,
       )
     })
   }
@@ -647,6 +872,11 @@ export class Sidecar {
       live.countedToClient = toClient
     }
   }
+}
+
+/** Auto-connect is in force: it needs port overrides, without which there is no port to bind at start. */
+function autoConnectOf(view: ResourcesResponse): boolean {
+  return view.settings.autoConnect && view.settings.portOverrides
 }
 
 function syncReason(err: KeywayError): string {

@@ -208,7 +208,7 @@ t.test('listen refuses to start without a token, without a CA, or on a non-loopb
 
   const noToken = await cli(base)
   t.equal(noToken.code, 1)
-  t.match(noToken.err, /keyway: ERR_TOKEN_MISSING: no service token: set KEYWAY_TOKEN/)
+  t.match(noToken.err, /keyway: ERR_TOKEN_MISSING: no service token: give --token-file FILE, or set KEYWAY_TOKEN, KEYWAY_TOKEN_FILE or sidecar\.tokenFile/)
 
   const empty = await cli([...base, '--token-file', join(dir, 'empty')])
   t.match(empty.err, /ERR_TOKEN_MISSING: the token file .* is empty/)

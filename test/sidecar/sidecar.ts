@@ -172,9 +172,15 @@ t.test('a grant that vanishes is unbound and its live session ends; a new one is
   await closed
   t.equal(await dialError(p1), 'ECONNREFUSED')
   t.same(
-    sidecar.status().map((r) => [r.name, r.state, r.localAddress]),
-    [['redis', 'bound', `127.0.0.1:${p2}`]],
+    sidecar.status().map((r) => [r.name, r.state, r.localAddress, r.reason]),
+    [
+      ['pg', 'not connected', '', 'no_grant'],
+      ['redis', 'bound', `127.0.0.1:${p2}`, undefined],
+    ],
+    'the vanished grant stays in status with the reason',
   )
+  t.match(sidecar.status()[0]!.fix, /keyway explain ACCOUNT pg/)
+  t.equal(sidecar.ready(), undefined, 'a resource without a grant is nothing to wait for')
   t.match(sink.events('resource_unbound')[0], { resource: 'pg', reason: 'grant_removed' })
   t.match(sink.events('grants_changed').at(-1), { added: ['redis'], removed: ['pg'] })
   const s2 = await dial(t, p2)
@@ -262,7 +268,7 @@ t.test('the gateway refuses: the local connection is closed at once and the code
   await closedWith(gone)
   await sink.waitFor((l) => l.event === 'resource_unbound')
   t.ok(fake.counts.resourcePolls > polls)
-  t.same(sidecar.status(), [])
+  t.match(sidecar.status(), [{ name: 'pg', state: 'not connected', reason: 'no_grant' }])
 })
 
 t.test('gateway down: local connections fail fast, the sidecar keeps running, readiness says why; back up: works', async (t) => {
