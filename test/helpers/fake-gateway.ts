@@ -19,7 +19,7 @@ import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { forward } from '../../src/forward/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
-import { encodeReply, HelloParser, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../../src/protocol/index.js'
+import { encodeReply, HelloParser, type ApiResource, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../../src/protocol/index.js'
 import type { ErrorCode } from '../../src/errors.js'
 
 export const LOOPBACK = '127.0.0.1'
@@ -38,6 +38,8 @@ export function createTestPki(): Promise<DevPki> {
 export interface FakeView {
   settings: { portOverrides: boolean; autoConnect: boolean }
   resources: ApiResource[]
+  /** The token's deadline, answered as `token` of /v1/resources when set. */
+  token?: TokenDeadline
 }
 
 /** Options of {@link startFakeGateway}. */
@@ -63,6 +65,8 @@ export interface FakeGateway {
   setView(view: FakeView): void
   /** Resource name → code the tunnel is refused with. */
   readonly refuse: Map<string, { code: ErrorCode; message: string }>
+  /** Accepts `token` from now on; any other is refused with `code` (default ERR_TOKEN_SIGNATURE) by the API and tunnels. */
+  acceptToken(token: string, code?: ErrorCode): void
   /** Counters: tunnels opened (OK reply sent), hellos received, resource polls, 304 answers. */
   readonly counts: { tunnels: number; hellos: number; resourcePolls: number; notModified: number; whoami: number }
   /** The resource of every hello received, in order. */
@@ -80,6 +84,8 @@ export interface FakeGateway {
 export async function startFakeGateway(t: Teardown, options: FakeGatewayOptions): Promise<FakeGateway> {
   let view = options.view
   let generation = 1
+  let accepted = options.token
+  let tokenRefusal: ErrorCode = 'ERR_TOKEN_SIGNATURE'
   const refuse = new Map<string, { code: ErrorCode; message: string }>()
   const counts = { tunnels: 0, hellos: 0, resourcePolls: 0, notModified: 0, whoami: 0 }
   const hellos: string[] = []
@@ -103,8 +109,8 @@ export async function startFakeGateway(t: Teardown, options: FakeGatewayOptions)
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers })
       res.end(text)
     }
-    if (req.headers.authorization !== `Bearer ${options.token}`) {
-      send(401, { code: 'ERR_TOKEN_SIGNATURE', message: 'the token signature does not verify' })
+    if (req.headers.authorization !== `Bearer ${accepted}`) {
+      send(401, { code: tokenRefusal, message: `the fake refuses this token (${tokenRefusal})` })
       return
     }
     if (req.method === 'GET' && req.url === '/v1/resources') {
@@ -115,7 +121,12 @@ export async function startFakeGateway(t: Teardown, options: FakeGatewayOptions)
         res.end()
         return
       }
-      const body: ResourcesResponse = { settings: { ...view.settings }, resources: view.resources.map((r) => ({ ...r })), generation }
+      const body: ResourcesResponse = {
+        settings: { ...view.settings },
+        resources: view.resources.map((r) => ({ ...r })),
+        generation,
+        ...(view.token ? { token: { ...view.token } } : {}),
+      }
       send(200, body, { etag: etag() })
       return
     }
@@ -145,8 +156,8 @@ export async function startFakeGateway(t: Teardown, options: FakeGatewayOptions)
       counts.hellos++
       hellos.push(r.value.resource)
       const refusal = refuse.get(r.value.resource)
-      if (r.value.token !== options.token) {
-        socket.end(encodeReply({ ok: false, code: 'ERR_TOKEN_SIGNATURE', message: 'the token signature does not verify' }))
+      if (r.value.token !== accepted) {
+        socket.end(encodeReply({ ok: false, code: tokenRefusal, message: `the fake refuses this token (${tokenRefusal})` }))
         return
       }
       if (refusal) {
@@ -225,6 +236,10 @@ export async function startFakeGateway(t: Teardown, options: FakeGatewayOptions)
       generation++
     },
     refuse,
+    acceptToken(token: string, code: ErrorCode = 'ERR_TOKEN_SIGNATURE') {
+      accepted = token
+      tokenRefusal = code
+    },
     counts,
     hellos,
     openTunnels,

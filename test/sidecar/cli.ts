@@ -11,7 +11,7 @@ import { command as disconnect } from '../../src/cli/disconnect.js'
 import { command as wait } from '../../src/cli/wait.js'
 import { startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
 import { until } from '../helpers/until.js'
-import { LogSink, TOKEN, dial, freeLoopbackPort, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+import { LogSink, TOKEN, dial, fakeToken, freeLoopbackPort, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
 
 const COMMANDS: Command[] = [listen, status, connect, disconnect, wait]
 
@@ -44,13 +44,22 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<{ 
   return { code, out: io.out(), err: io.err.text() }
 }
 
+/** Auto-connect on an ephemeral port (no override port): nothing to pick by bind-and-release. */
+const VIEW_EPHEMERAL: FakeView = {
+  settings: { portOverrides: true, autoConnect: true },
+  resources: [{ name: 'pg', kind: 'datasource', type: 'postgres', portOverride: null }],
+}
+
 const VIEW = (port: number): FakeView => ({
   settings: { portOverrides: true, autoConnect: true },
   resources: [{ name: 'pg', kind: 'datasource', type: 'postgres', portOverride: port }],
 })
 
 /** Runs `keyway listen` in-process against a fake gateway; stopped (SIGTERM-like) on teardown. */
-async function runListen(t: Test, options: { view: FakeView; extraArgs?: string[]; env?: Record<string, string>; gateway?: (fakeAddress: string) => string; tokenFile?: string }) {
+async function runListen(
+  t: Test,
+  options: { view: FakeView; extraArgs?: string[]; env?: Record<string, string>; gateway?: (fakeAddress: string) => string; tokenFile?: string | null },
+) {
   const pki = await testPki()
   const fake = await startFakeGateway(t, { pki, token: TOKEN, view: options.view })
   const dir = t.testdir({
@@ -69,8 +78,7 @@ async function runListen(t: Test, options: { view: FakeView; extraArgs?: string[
     options.gateway ? options.gateway(fake.address) : fake.address,
     '--ca',
     join(dir, 'ca.pem'),
-    '--token-file',
-    options.tokenFile ?? join(dir, 'token'),
+    ...(options.tokenFile === null ? [] : ['--token-file', options.tokenFile ?? join(dir, 'token')]),
     '--control',
     '127.0.0.1:0',
     ...(options.extraArgs ?? []),
@@ -94,7 +102,7 @@ async function runListen(t: Test, options: { view: FakeView; extraArgs?: string[
   const reload = (): void => {
     for (const fn of reloads) fn()
   }
-  return { fake, io, control: String(line.address), stop: stopNow, dir, reload }
+  return { fake, io, control: String(line.address), stop: stopNow, dir, reload, exit }
 }
 
 t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drains and exits 0', async (t) => {
@@ -177,27 +185,77 @@ t.test('keyway wait with no sidecar keeps retrying until the timeout', async (t)
   t.match(r.err, /ERR_NOT_READY: .*cannot reach the sidecar control endpoint/)
 })
 
-t.test('listen: KEYWAY_TOKEN wins over the token file', async (t) => {
-  const pgPort = await freeLoopbackPort()
-  const { control, stop } = await runListen(t, { view: VIEW(pgPort), env: { KEYWAY_TOKEN: `${TOKEN}\n` }, tokenFile: '/nonexistent/token' })
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
-  t.equal(await stop(), 0)
+t.test('listen: --token-file wins over a stale KEYWAY_TOKEN; KEYWAY_TOKEN wins over KEYWAY_TOKEN_FILE', async (t) => {
+  const stale = fakeToken({ sub: 'svc_test', jti: 'stale' })
+  const flag = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: stale } })
+  t.equal((await cli(['wait', '--control', flag.control, '--timeout', '10'])).code, 0, 'the flag\'s token is used')
+  t.match(JSON.parse((await cli(['status', '--json', '--control', flag.control])).out), { token: { origin: '--token-file', refused: null } })
+  t.equal(await flag.stop(), 0)
+
+  const env = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: `${TOKEN}\n`, KEYWAY_TOKEN_FILE: '/nonexistent/token' }, tokenFile: null })
+  t.equal((await cli(['wait', '--control', env.control, '--timeout', '10'])).code, 0)
+  t.match(JSON.parse((await cli(['status', '--json', '--control', env.control])).out), { token: { origin: 'KEYWAY_TOKEN', file: null } })
+  t.equal(await env.stop(), 0)
 })
 
-t.test('listen: SIGHUP re-reads a rotated token file', async (t) => {
-  const pgPort = await freeLoopbackPort()
-  const { control, stop, dir, reload, io } = await runListen(t, { view: VIEW(pgPort) })
+t.test('listen: a token that cannot be parsed fails at once, said once, exit 1', async (t) => {
+  const pki = await testPki()
+  const dir = t.testdir({ 'ca.pem': pki.caCertPem })
+  const started = Date.now()
+  const r = await cli(['listen', '--gateway', '127.0.0.1:1', '--ca', join(dir, 'ca.pem'), '--control', '127.0.0.1:0'], { KEYWAY_TOKEN: 'not-a-token' })
+  t.equal(r.code, 1)
+  t.ok(Date.now() - started < 10_000, 'no retrying')
+  t.equal(r.err.trim().split('\n').length, 1, 'one line')
+  t.match(r.err, /^keyway: ERR_TOKEN_MALFORMED: the token in KEYWAY_TOKEN is not a Keyway token: a token is three base64url segments/)
+})
+
+t.test('listen: a token every gateway refuses exits 1 after sidecar.tokenRefusalGrace, saying why', async (t) => {
+  const refused = fakeToken({ sub: 'svc_test', jti: 'revoked' })
+  const { io, control, exit, dir } = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_SIDECAR_TOKEN_REFUSAL_GRACE: '300ms' } })
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  writeFileSync(join(dir, 'token'), refused)
+  t.equal(await exit, 1)
+  t.match(io.err.events('token_refused')[0], { code: 'ERR_TOKEN_SIGNATURE', grace_ms: 300, origin: '--token-file' })
+  t.match(io.err.text(), /keyway: ERR_TOKEN_SIGNATURE: every gateway refused the service token for \d+ s \(sidecar\.tokenRefusalGrace\)/)
+  t.notOk(io.err.text().includes(refused))
+})
+
+t.test('listen: a changed token file is re-read (and on SIGHUP); a malformed one is refused and the last good token stays', async (t) => {
+  const { control, stop, dir, reload, io } = await runListen(t, { view: VIEW_EPHEMERAL })
   t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
   writeFileSync(join(dir, 'token'), 'not-the-token\n')
   reload()
+  await io.err.waitFor((l) => l.event === 'token_reload_failed')
+  t.match(io.err.events('token_reload_failed')[0], { code: 'ERR_TOKEN_MALFORMED' })
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0, 'still ready on the last good token')
+
+  writeFileSync(join(dir, 'token'), fakeToken({ sub: 'svc_test', jti: 'wrong' }))
+  reload()
   await until(async () => JSON.parse((await cli(['status', '--json', '--control', control])).out).ready === false, 5_000, 'the wrong token to be used')
   const snapshot = JSON.parse((await cli(['status', '--json', '--control', control])).out) as { reason: string }
-  t.match(snapshot.reason, /^gateway refused the sync: ERR_TOKEN_SIGNATURE/)
+  t.match(snapshot.reason, /^the gateway refuses the token: ERR_TOKEN_SIGNATURE: .*write a valid token to .*token \(re-read at once\)/)
+  const text = await cli(['status', '--control', control])
+  t.match(text.out, /token refused: ERR_TOKEN_SIGNATURE: /)
   writeFileSync(join(dir, 'token'), TOKEN)
-  reload()
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0, 'picked up without a signal')
   t.equal(io.err.events('token_replaced').length, 2)
   t.notOk(io.err.text().includes(TOKEN))
+  t.equal(await stop(), 0)
+})
+
+t.test('status (text): a hand-disconnected resource says why and how to get it back', async (t) => {
+  const { control, stop } = await runListen(t, { view: VIEW_EPHEMERAL })
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  t.equal((await cli(['disconnect', 'pg', '--control', control])).code, 0)
+  const text = await cli(['status', '--control', control])
+  const lines = text.out.trimEnd().split('\n')
+  t.match(lines[0], /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+STATE\s+WHY$/)
+  t.match(lines[1], /^pg\s+datasource\s+postgres\s+-\s+not connected\s+disconnected by hand: run "keyway connect pg"$/)
+  t.match(text.err, /^not ready: resource pg not bound: disconnected by hand while auto-connect is on; run "keyway connect pg"/)
+  const readyz = await cli(['wait', '--control', control, '--timeout', '0.2'])
+  t.equal(readyz.code, 1, '/readyz says not ready')
+  t.equal((await cli(['connect', 'pg', '--control', control])).code, 0)
+  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
   t.equal(await stop(), 0)
 })
 

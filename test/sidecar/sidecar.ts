@@ -7,13 +7,14 @@ import { loadConfig } from '../../src/config/index.js'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
 import { Sidecar } from '../../src/sidecar/index.js'
-import { LOOPBACK, type FakeView } from '../helpers/fake-gateway.js'
+import { LOOPBACK, startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
 import { until } from '../helpers/until.js'
 import {
   TOKEN,
   closedWith,
   dial,
   dialError,
+  fakeToken,
   freeLoopbackPort,
   metricValue,
   occupyPort,
@@ -406,4 +407,206 @@ t.test('port overrides toggled off leaves connected resources on an ephemeral po
   const row = sidecar.status()[0]!
   t.equal(row.state, 'bound')
   t.not(portOf(row.localAddress), port)
+})
+
+t.test('disconnect under auto-connect: status says why and how back, not ready; auto-connect off and on rebinds', async (t) => {
+  const { sidecar, fake, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', null], ['redis', null]) })
+  t.equal(sidecar.ready(), undefined)
+  await sidecar.disconnect('pg')
+  t.match(sidecar.status()[0], { name: 'pg', state: 'not connected', localAddress: '', reason: 'disconnected', fix: 'disconnected by hand: run "keyway connect pg"' })
+  t.notOk('reason' in sidecar.status()[1]!, 'a bound row has no reason')
+  t.match(sidecar.ready(), /^resource pg not bound: disconnected by hand while auto-connect is on; run "keyway connect pg"$/, 'readiness follows the README')
+  t.match(sidecar.snapshot(), { ready: false, reason: /keyway connect pg/ })
+
+  // A sync does not undo a disconnect.
+  await sidecar.sync()
+  t.equal(sidecar.status()[0]!.state, 'not connected')
+
+  // Auto-connect off: nothing is wanted, so ready; the row says auto-connect is off.
+  fake.setView(view(MANUAL, ['pg', null], ['redis', null]))
+  await sidecar.sync()
+  t.equal(sidecar.ready(), undefined)
+  t.match(sidecar.status()[1], { name: 'redis', reason: 'not_requested', fix: /auto-connect is off: run "keyway connect redis"/ })
+
+  // ... and on again: the hand-disconnected resource is bound again.
+  fake.setView(view(AUTO, ['pg', null], ['redis', null]))
+  await sidecar.sync()
+  t.same(
+    sidecar.status().map((r) => [r.name, r.state]),
+    [
+      ['pg', 'bound'],
+      ['redis', 'bound'],
+    ],
+  )
+  t.equal(sidecar.ready(), undefined)
+  t.match(sink.events('disconnects_cleared')[0], { resources: ['pg'] })
+
+  // connect() is the other way back.
+  await sidecar.disconnect('redis')
+  t.match(sidecar.ready(), /redis/)
+  await sidecar.connect('redis')
+  t.equal(sidecar.ready(), undefined)
+})
+
+t.test('a port in use says so in the row, with the fix', async (t) => {
+  const taken = await occupyPort(t)
+  const { sidecar } = await sidecarWorld(t, { view: view(AUTO, ['pg', taken.port]) })
+  t.match(sidecar.status()[0], { state: 'error: ERR_PORT_IN_USE', reason: 'port_in_use', fix: new RegExp(`free port ${taken.port}`) })
+})
+
+t.test('sessions are logged at info when they start and end, with resource, bytes each way and duration', async (t) => {
+  const { sidecar, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', null]) })
+  const port = portOf(sidecar.status()[0]!.localAddress)
+  const socket = await dial(t, port)
+  t.equal((await roundTrip(socket, Buffer.from('12345'))).toString(), '12345')
+  t.match(await sink.waitFor((l) => l.event === 'session_start'), { level: 'info', resource: 'pg', session: /^ses_/, gateway: /^127\.0\.0\.1:/ })
+  socket.end()
+  const end = await sink.waitFor((l) => l.event === 'session_end')
+  t.match(end, { level: 'info', resource: 'pg', bytes_in: 5, bytes_out: 5, reason: String, duration_ms: Number })
+})
+
+t.test('the token deadline: exp from the token, the rotation grace from the gateway; status, gauge, warning', async (t) => {
+  const exp = Date.UTC(2027, 0, 1) / 1000
+  const token = fakeToken({ sub: 'svc_test', exp })
+  const { sidecar, fake, clock, registry, sink } = await sidecarWorld(t, {
+    view: view(AUTO),
+    deps: { token, tokenOrigin: { origin: '--token-file', file: '/run/keyway/token' } },
+    start: false,
+  })
+  fake.acceptToken(token)
+  await sidecar.start()
+  t.match(sidecar.snapshot().token, { expiresAt: '2027-01-01T00:00:00.000Z', rotatedOut: false, origin: '--token-file', file: '/run/keyway/token', refused: null })
+  t.equal(await metricValue(registry, 'keyway_sidecar_token_expiry_seconds'), exp)
+  t.match(sink.events('token_deadline')[0], { level: 'info', expires_at: '2027-01-01T00:00:00.000Z', rotated_out: false })
+  t.same(sink.events('token_expiring'), [], 'a year ahead: no warning')
+
+  // Rotated out with a 2 minute grace: the gateway says so, the sidecar warns at once.
+  const graceEnd = clock.now() + 120_000
+  fake.setView({ ...view(AUTO), token: { expiresAt: new Date(graceEnd).toISOString(), rotatedOut: true } })
+  await sidecar.sync()
+  t.match(sidecar.snapshot().token, { expiresAt: new Date(graceEnd).toISOString(), rotatedOut: true })
+  t.equal(await metricValue(registry, 'keyway_sidecar_token_expiry_seconds'), graceEnd / 1000)
+  const warned = sink.events('token_expiring')
+  t.equal(warned.length, 1)
+  t.match(warned[0], { level: 'warn', rotated_out: true, seconds_left: 120, msg: /rotated out.*write the new token to \/run\/keyway\/token/ })
+  await sidecar.sync()
+  t.equal(sink.events('token_expiring').length, 1, 'said once')
+  t.notOk(sink.text().includes(token), 'the token never reaches the logs')
+})
+
+t.test('an open-ended token: the gauge is +Inf; a token near its exp is warned about an hour ahead', async (t) => {
+  // A sync interval longer than the jump, so the loop's poll does not time out inside clock.advance().
+  const { sidecar, registry, sink, clock, fake } = await sidecarWorld(t, { view: view(AUTO), config: { syncInterval: 36_000_000 } })
+  t.equal(await metricValue(registry, 'keyway_sidecar_token_expiry_seconds'), Infinity)
+  t.match(sidecar.snapshot().token, { expiresAt: null, rotatedOut: false })
+  const soon = clock.now() + 2 * 3_600_000
+  fake.setView({ ...view(AUTO), token: { expiresAt: new Date(soon).toISOString(), rotatedOut: false } })
+  await sidecar.sync()
+  t.same(sink.events('token_expiring'), [])
+  clock.advance(3_600_000)
+  await sidecar.sync()
+  t.match(sink.events('token_expiring'), [{ level: 'warn', rotated_out: false, seconds_left: 3600 }])
+})
+
+t.test('a token every gateway refuses: reported, re-read, and given up on only after the grace', async (t) => {
+  let reloads = 0
+  const fatal: KeywayError[] = []
+  const { sidecar, fake, clock, sink } = await sidecarWorld(t, {
+    view: view(AUTO, ['pg', null]),
+    config: { tokenRefusalGrace: 60_000 },
+    deps: { reloadToken: () => reloads++, onFatal: (err) => fatal.push(err), tokenOrigin: { origin: 'KEYWAY_TOKEN_FILE', file: '/run/keyway/token' } },
+  })
+  fake.acceptToken('someone-else', 'ERR_TOKEN_REVOKED')
+  clock.advance(1_000)
+  t.equal(await sidecar.sync(), 'error')
+  t.match(sink.events('token_refused'), [{ level: 'error', code: 'ERR_TOKEN_REVOKED', grace_ms: 60_000, origin: 'KEYWAY_TOKEN_FILE' }])
+  t.match(sidecar.ready(), /^the gateway refuses the token: ERR_TOKEN_REVOKED: .*write a valid token to \/run\/keyway\/token.*exits in 60 s$/)
+  t.match(sidecar.snapshot().token.refused, { code: 'ERR_TOKEN_REVOKED', exitAt: new Date(clock.now() + 60_000).toISOString() })
+  t.equal(reloads, 1, 'the token source is re-read')
+
+  for (let i = 0; i < 59; i++) {
+    clock.advance(1_000)
+    await sidecar.sync()
+  }
+  t.same(fatal, [], 'not before the grace (59 s)')
+  t.equal(sink.events('token_refused').length, 1, 'reported once')
+  t.equal(sidecar.status()[0]!.state, 'bound', 'bindings stay meanwhile')
+  clock.advance(1_000)
+  await sidecar.sync()
+  t.equal(fatal.length, 1)
+  t.ok(isKeywayError(fatal[0], 'ERR_TOKEN_REVOKED'))
+  t.match(fatal[0]!.message, /refused the service token for 60 s/)
+  t.match(sink.events('token_refused_exit'), [{ code: 'ERR_TOKEN_REVOKED' }])
+  await sidecar.sync()
+  t.equal(fatal.length, 1, 'once')
+})
+
+t.test('a new token from the source during the refusal ends it; transient failures never count', async (t) => {
+  const fresh = fakeToken({ sub: 'svc_test', jti: 'new' })
+  const fatal: KeywayError[] = []
+  let next: string | undefined
+  const holder: { sidecar?: Sidecar } = {}
+  const world = await sidecarWorld(t, {
+    view: view(AUTO, ['pg', null]),
+    config: { tokenRefusalGrace: 5_000 },
+    deps: {
+      reloadToken: () => {
+        if (next) holder.sidecar!.setToken(next)
+      },
+      onFatal: (err) => fatal.push(err),
+    },
+  })
+  const { sidecar, fake, clock, sink } = world
+  holder.sidecar = sidecar
+  fake.acceptToken(fresh, 'ERR_TOKEN_EXPIRED')
+  t.equal(await sidecar.sync(), 'error')
+  t.match(sidecar.ready(), /ERR_TOKEN_EXPIRED/)
+  next = fresh
+  clock.advance(1_000)
+  await sidecar.sync()
+  t.match(sink.events('token_replaced'), [{ token_fp: /^sha256:/ }])
+  t.equal(sidecar.snapshot().token.refused, null)
+  clock.advance(1_000)
+  t.equal(await sidecar.sync(), 'ok')
+  t.equal(sidecar.ready(), undefined)
+
+  // The gateway down for longer than the grace is not a refusal.
+  await fake.down()
+  for (let i = 0; i < 10; i++) {
+    clock.advance(1_000)
+    await sidecar.sync()
+  }
+  t.same(fatal, [])
+  t.equal(sidecar.snapshot().token.refused, null)
+})
+
+t.test('a gateway that refuses the token does not end failover: the next one is asked', async (t) => {
+  const pki = await testPki()
+  const stale = await startFakeGateway(t, { pki, token: 'another-token', view: view(AUTO) })
+  const { sidecar, fake } = await sidecarWorld(t, {
+    view: view(AUTO, ['pg', null]),
+    gateways: (f) => [
+      { host: LOOPBACK, port: stale.port },
+      { host: LOOPBACK, port: f.port },
+    ],
+  })
+  t.equal(sidecar.ready(), undefined)
+  t.equal(sidecar.snapshot().gateway.gateway, fake.address)
+  const socket = await dial(t, portOf(sidecar.status()[0]!.localAddress))
+  t.equal((await roundTrip(socket, Buffer.from('second'))).toString(), 'second')
+})
+
+t.test('a token that cannot be parsed is refused at construction and by setToken', async (t) => {
+  const pki = await testPki()
+  const config = loadConfig({ env: {} }).sidecar
+  const make = (token: string) => new Sidecar({ config, ca: pki.caCertPem, token, logger: silentLogger(), registry: new Registry(), clock: new ManualClock() })
+  for (const bad of ['not-a-token', 'a.b', 'a.b.c.d', 'eyJ.e30.x y']) {
+    const err = t.throws(() => make(bad)) as unknown as KeywayError
+    t.ok(isKeywayError(err, 'ERR_TOKEN_MALFORMED'), bad)
+    t.notOk(err.message.includes(bad), 'the message never quotes the token')
+  }
+  const sidecar = make(TOKEN)
+  t.ok(isKeywayError(t.throws(() => sidecar.setToken('garbage')), 'ERR_TOKEN_MALFORMED'))
+  t.equal(sidecar.snapshot().tokenFingerprint, sidecar.snapshot().token.fingerprint, 'the old token stays')
+  await sidecar.close()
 })
