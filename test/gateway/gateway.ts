@@ -230,6 +230,31 @@ t.test('the API answers who am I and my resources, with ETags, on the same port'
   t.match(await api(port, world.caPem, '/v1/nope', auth), { status: 404 })
 })
 
+t.test('/v1/resources tells the token its deadline: none, its exp, or the end of its rotation grace (a new ETag)', async (t) => {
+  const { world, etl, port, running } = await setup(t)
+  const auth = { authorization: `Bearer ${etl}` }
+  const open = await api(port, world.caPem, '/v1/resources', auth)
+  t.match(open.body, { token: { expiresAt: null, rotatedOut: false } })
+
+  const exp = world.clock.now() + 86_400_000
+  const expiring = await world.serviceToken('svc_etl', { expiresAt: exp })
+  await running.reload()
+  t.match((await api(port, world.caPem, '/v1/resources', { authorization: `Bearer ${expiring}` })).body, {
+    token: { expiresAt: new Date(Math.floor(exp / 1000) * 1000).toISOString(), rotatedOut: false },
+  })
+
+  // tokens rotate --grace 2m: the old token's record gets an end.
+  const graceEnd = new Date(Math.floor(world.clock.now() / 1000) * 1000 + 120_000).toISOString()
+  world.editPolicy((doc) => {
+    const record = doc.accounts!.find((a) => a.id === 'svc_etl')!.tokens![0]!
+    record.expires = graceEnd
+  })
+  await running.reload()
+  const rotated = await api(port, world.caPem, '/v1/resources', { ...auth, 'if-none-match': String(open.headers.etag) })
+  t.equal(rotated.status, 200, 'the deadline is part of the ETag: a sidecar polling with If-None-Match learns it')
+  t.match(rotated.body, { token: { expiresAt: graceEnd, rotatedOut: true } })
+})
+
 t.test('close() drains: a live session finishes, then the gateway stops', async (t) => {
   const { world, etl, port, running } = await setup(t)
   const tunnel = await openTunnel(t, port, world.caPem, etl, 'db')
