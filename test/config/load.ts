@@ -52,3 +52,31 @@ t.test('an unreadable file is ERR_CONFIG_IO', async (t) => {
   const err = t.throws(() => loadConfig({ file: '/nonexistent/keyway.yaml', env: {} }))
   t.ok(isKeywayError(err, 'ERR_CONFIG_IO'))
 })
+
+t.test('precedence for every setting with a flag: flag, then alias variable, then long variable, then file', async (t) => {
+  // [setting, flag value, alias variable (or null), alias value, long-variable value, file value, read back]
+  const cases: [string, string, string | null, string, string, string, (c: ReturnType<typeof loadConfig>) => unknown][] = [
+    ['gateway.listen', '127.0.0.1:4', null, '', '127.0.0.1:3', '127.0.0.1:2', (c) => c.gateway.listen.port],
+    ['gateway.metrics', '127.0.0.1:4', null, '', '127.0.0.1:3', '127.0.0.1:2', (c) => (c.gateway.metrics === '' ? 0 : c.gateway.metrics.port)],
+    ['log.level', 'error', null, '', 'warn', 'debug', (c) => c.log.level],
+    ['sidecar.gateways', '127.0.0.1:4', 'KEYWAY_GATEWAY', '127.0.0.1:5', '127.0.0.1:3', '127.0.0.1:2', (c) => c.sidecar.gateways[0]!.port],
+    ['sidecar.ca', '/flag/ca.pem', 'KEYWAY_CA', '/alias/ca.pem', '/long/ca.pem', '/file/ca.pem', (c) => c.sidecar.ca],
+    ['sidecar.tokenFile', '/flag/token', 'KEYWAY_TOKEN_FILE', '/alias/token', '/long/token', '/file/token', (c) => c.sidecar.tokenFile],
+    ['sidecar.control', '127.0.0.1:4', 'KEYWAY_CONTROL', '127.0.0.1:5', '127.0.0.1:3', '127.0.0.1:2', (c) => c.sidecar.control.port],
+  ]
+  const values = (flag: string): unknown => (/^\d|^127/.test(flag) && flag.includes(':') ? Number(flag.split(':')[1]) : flag)
+  for (const [setting, flag, alias, aliasValue, longValue, fileValue, read] of cases) {
+    const [section, key] = setting.split('.') as [string, string]
+    const dir = t.testdir({ 'keyway.yaml': `${section}:\n  ${key}: ${setting === 'sidecar.gateways' ? `[${fileValue}]` : fileValue}\n` })
+    const file = join(dir, 'keyway.yaml')
+    const long = { [envNameOf(setting)]: longValue }
+    const env = alias ? { ...long, [alias]: aliasValue } : long
+    t.equal(read(loadConfig({ file, env: {} })), values(fileValue), `${setting}: the file over the default`)
+    t.equal(read(loadConfig({ file, env: long })), values(longValue), `${setting}: ${envNameOf(setting)} over the file`)
+    if (alias) t.equal(read(loadConfig({ file, env })), values(aliasValue), `${setting}: ${alias} over ${envNameOf(setting)}`)
+    t.equal(read(loadConfig({ file, env, overrides: { [setting]: flag } })), values(flag), `${setting}: the flag over the environment`)
+  }
+  // --config over KEYWAY_CONFIG.
+  const a = t.testdir({ 'keyway.yaml': 'log:\n  level: warn\n' })
+  t.equal(loadConfig({ file: join(a, 'keyway.yaml'), env: { KEYWAY_CONFIG: '/nonexistent/keyway.yaml' } }).log.level, 'warn')
+})
