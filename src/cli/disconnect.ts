@@ -4,7 +4,9 @@ import { expectPositionals, parseCommandArgs, println, type CliIo, type Command 
 const USAGE = `Usage: keyway disconnect RESOURCE [--control HOST:PORT] [--config FILE]
 
 Unbinds RESOURCE in the running sidecar and closes its live connections. With
-auto-connect it stays unbound until "keyway connect RESOURCE".
+auto-connect it stays unbound until "keyway connect RESOURCE" (or until
+auto-connect is turned off and on again), and the sidecar is not ready
+meanwhile: "keyway status" shows it as disconnected by hand.
 
 Options:
   --control HOST:PORT the sidecar's control endpoint (KEYWAY_CONTROL, sidecar.control; default 127.0.0.1:7070)`
@@ -22,6 +24,7 @@ export const command: Command = {
     const address = resolveControlAddress({ file: values.config, control: values.control, env: io.env })
     await new ControlClient(address).disconnect(resource!)
     println(io.stdout, `disconnected ${resource}`)
+    println(io.stderr, `bind it again with: keyway connect ${resource}`)
     return 0
   },
 }

@@ -143,6 +143,7 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
   const disconnected = await cli(['disconnect', 'web'], { KEYWAY_CONTROL: control })
   t.equal(disconnected.code, 0)
   t.equal(disconnected.out, 'disconnected web\n')
+  t.equal(disconnected.err, 'bind it again with: keyway connect web', 'the way back is said')
   const again = await cli(['disconnect', 'web', '--control', control])
   t.equal(again.code, 1)
   t.match(again.err, /^keyway: ERR_NOT_CONNECTED: resource "web" is not connected/)
