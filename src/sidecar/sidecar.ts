@@ -538,7 +538,6 @@ export class Sidecar {
         this.#applyView(checkView((answer as { body: unknown }).body))
         this.#etag = answer.etag
       }
-      this.#noteDeadline()
       if (!this.#whoamiDone) await this.#whoami()
     } catch (err) {
       const e = toKeywayError(err)
@@ -549,6 +548,8 @@ export class Sidecar {
       result = 'error'
       if (isTokenRefusal(e.code)) this.#refused(e)
     }
+    // Also while no gateway answers: the token's own exp is known locally.
+    if (!this.#refusal) this.#noteDeadline()
     this.#metrics.syncTotal.inc({ result })
     if (!this.#closed) await this.#serial(() => this.#reconcile())
     return result

@@ -137,8 +137,14 @@ export class TokenSource {
     }
     this.#lastFailure = undefined
     if (token === this.#token) return false
+    try {
+      this.#onChange(token)
+    } catch (err) {
+      // Runs from a watcher's timer: a throw here would end the process.
+      this.#logger.error({ event: 'token_reload_failed', code: toKeywayError(err).code, reason: (err as Error).message, ...this.describe() }, 'the new token was not taken')
+      return false
+    }
     this.#token = token
-    this.#onChange(token)
     return true
   }
 
