@@ -204,13 +204,14 @@ export interface SidecarRunOptions {
 export async function runSidecar(config: KeywayConfig, io: CliIo, options: SidecarRunOptions = {}): Promise<number> {
   let sidecar: Sidecar | undefined
   const spec = resolveTokenSource({ flagGiven: options.tokenFileFlag === true, env: io.env, tokenFile: config.sidecar.tokenFile })
-  const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
   const logger = createLogger({
     level: config.log.level,
     base: { component: 'sidecar' },
     destination: io.stderr as Writable & { write(msg: string): void },
   })
+  // Reads the token now: one that cannot be parsed ends the command before anything else is tried.
   const tokens = new TokenSource({ spec, logger, onChange: (token) => sidecar?.setToken(token) })
+  const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   let fatal: KeywayError | undefined

@@ -2,7 +2,7 @@ import { loadConfig } from '../config/index.js'
 import { runSidecar } from '../daemon.js'
 import { parseCommandArgs, type CliIo, type Command } from './command.js'
 
-const USAGE = `Usage: keyway listen [--config FILE] [--gateway HOST:PORT[,HOST:PORT...]] [--ca FILE] [--token-file FILE] [--control HOST:PORT]
+const USAGE = `Usage: keyway listen [--config FILE] [--gateway HOST:PORT[,HOST:PORT...]] [--ca FILE] [--token-file FILE] [--control HOST:PORT] [--log-level LEVEL]
 
 Runs the sidecar: fetches the resources granted to the service token, binds
 them on 127.0.0.1 (their override ports with port overrides; all of them at

@@ -203,7 +203,8 @@ t.test('listen: a token that cannot be parsed fails at once, said once, exit 1',
   const pki = await testPki()
   const dir = t.testdir({ 'ca.pem': pki.caCertPem })
   const started = Date.now()
-  const r = await cli(['listen', '--gateway', '127.0.0.1:1', '--ca', join(dir, 'ca.pem'), '--control', '127.0.0.1:0'], { KEYWAY_TOKEN: 'not-a-token' })
+  // The CA is missing too: the token is judged first.
+  const r = await cli(['listen', '--gateway', '127.0.0.1:1', '--ca', join(dir, 'missing.pem'), '--control', '127.0.0.1:0'], { KEYWAY_TOKEN: 'not-a-token' })
   t.equal(r.code, 1)
   t.ok(Date.now() - started < 10_000, 'no retrying')
   t.equal(r.err.trim().split('\n').length, 1, 'one line')
