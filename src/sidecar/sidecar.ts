@@ -249,7 +249,12 @@ export class Sidecar {
     if (this.#started) return
     this.#started = true
     this.#logger.info(
-      { event: 'sidecar_start', gateways: this.#config.gateways.map(formatHostPort), token_fp: tokenFingerprint(this.#token) },
+      {
+        event: 'sidecar_start',
+        gateways: this.#config.gateways.map(formatHostPort),
+        token_fp: tokenFingerprint(this.#token),
+        ...(this.#tokenOrigin ? { token_origin: this.#tokenOrigin.origin } : {}),
+      },
       'sidecar starting',
     )
     await this.sync()

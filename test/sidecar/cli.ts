@@ -191,6 +191,7 @@ t.test('listen: --token-file wins over a stale KEYWAY_TOKEN; KEYWAY_TOKEN wins o
   const flag = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: stale } })
   t.equal((await cli(['wait', '--control', flag.control, '--timeout', '10'])).code, 0, 'the flag\'s token is used')
   t.match(JSON.parse((await cli(['status', '--json', '--control', flag.control])).out), { token: { origin: '--token-file', refused: null } })
+  t.match(flag.io.err.events('sidecar_start')[0], { token_origin: '--token-file' })
   t.equal(await flag.stop(), 0)
 
   const env = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: `${TOKEN}\n`, KEYWAY_TOKEN_FILE: '/nonexistent/token' }, tokenFile: null })
@@ -256,6 +257,7 @@ t.test('status (text): a hand-disconnected resource says why and how to get it b
   t.match(text.err, /^not ready: resource pg not bound: disconnected by hand while auto-connect is on; run "keyway connect pg"/)
   const readyz = await cli(['wait', '--control', control, '--timeout', '0.2'])
   t.equal(readyz.code, 1, '/readyz says not ready')
+  t.match(readyz.err, /ERR_NOT_READY: .*disconnected by hand while auto-connect is on; run "keyway connect pg"/, 'with the reason')
   t.equal((await cli(['connect', 'pg', '--control', control])).code, 0)
   t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
   t.equal(await stop(), 0)
