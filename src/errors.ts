@@ -10,6 +10,8 @@ export const ERROR_CODES = {
   ERR_POLICY_INVALID: 'The policy document has one or more problems (each with file:line:col).',
   ERR_POLICY_IO: 'The policy file could not be read or written.',
   ERR_POLICY_LOCKED: 'Another edit holds the policy lock and did not release it in time.',
+  ERR_CREDENTIALS_MODE: 'The credentials file (password hashes) is readable or writable by others than its owner and group.',
+  ERR_CREDENTIALS_INVALID: 'The credentials file is not in the credentials format.',
 
   // tokens
   ERR_TOKEN_MISSING: 'No token was presented.',
@@ -31,6 +33,7 @@ export const ERROR_CODES = {
   ERR_GRANT_DENIED: 'The account holds no grant for the resource.',
   ERR_GRANT_EXPIRED: 'The account held temporary access to the resource, but it has expired.',
   ERR_LOGIN_FAILED: 'Email or password is wrong, or the account cannot log in.',
+  ERR_LOGIN_THROTTLED: 'Too many failed logins for this account or from this address; retry after the delay given.',
 
   // tunnel handshake and forwarding
   ERR_HANDSHAKE_MALFORMED: 'The tunnel handshake is not in the Keyway wire format.',
@@ -41,6 +44,10 @@ export const ERROR_CODES = {
   ERR_UPSTREAM_UNREACHABLE: 'The upstream refused or reset the connection.',
   ERR_UPSTREAM_TIMEOUT: 'The upstream did not accept the connection within the connect timeout.',
   ERR_CONN_LIMIT: 'The gateway is at its connection limit.',
+  ERR_PROXY_HEADER: 'A connection from a configured load balancer did not start with a valid PROXY protocol v2 header in time.',
+  ERR_API_HEADERS_TIMEOUT: 'An API request did not send its headers within gateway.apiHeadersTimeout.',
+  ERR_API_REQUEST_TIMEOUT: 'An API request did not complete within gateway.apiRequestTimeout.',
+  ERR_API_ADDRESS_LIMIT: 'The client address holds as many API connections as gateway.apiMaxConnectionsPerAddress allows.',
   ERR_ACCOUNT_CONN_LIMIT: 'The account is at its connection limit.',
   ERR_SHUTTING_DOWN: 'The daemon is shutting down and accepts no new sessions.',
   ERR_SESSION_CLOSED: 'The other end closed a live session: idle timeout, maximum lifetime, half-close timeout or a reset; the message says which.',

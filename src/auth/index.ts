@@ -19,3 +19,4 @@ export { createTokenVerifier, checkTokenStillValid, MAX_TOKEN_LENGTH } from './v
 export type { TokenVerifier, TokenVerifierOptions, TokenVerifierStats, VerifiedToken, TokenPolicyCode } from './verify.js'
 export { hashPassword, verifyPassword } from './password.js'
 export { decodeTokenClaims, type UnverifiedClaims } from './decode.js'
+export { LoginLimiter, type SignInLimiter, type LoginLimiterOptions } from './login-limiter.js'

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { parseDuration } from '../clock.js'
-import { parseHostPort, type HostPort } from '../net/index.js'
+import { parseAddressList, parseHostPort, type HostPort } from '../net/index.js'
 
 const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v
@@ -22,6 +22,11 @@ const hostPort = (allowZero: boolean) =>
     return r
   })
 
+const addressList = z.array(z.string()).superRefine((v, ctx) => {
+  const r = parseAddressList(v)
+  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
+})
+
 const listenAddress = hostPort(true)
 const dialAddress = hostPort(false)
 
@@ -31,6 +36,8 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 export const configSchema = z.strictObject({
   /** Path of the policy file. */
   policy: z.string().min(1).default('policy.yaml'),
+  /** Path of the credentials file (user password hashes); mode 0600, or 0640 with the process's group. */
+  credentials: z.string().min(1).default('credentials.yaml'),
   /** Folder for generated state (development keys and certificates). */
   state: z.string().min(1).default('state'),
   /** Create missing development keys and certificates in `state` at start. */
@@ -82,6 +89,16 @@ export const configSchema = z.strictObject({
       maxConnectionsPerAccount: z.number().int().positive().default(1_000),
       /** Watch the policy file and reload it on change (SIGHUP always reloads). */
       watchPolicy: z.boolean().default(true),
+      /** An API request's headers must arrive within this (from the connection or the previous response). */
+      apiHeadersTimeout: duration.default(10_000),
+      /** A whole API request must be answered within this. */
+      apiRequestTimeout: duration.default(30_000),
+      /** API connections open at once from one client address. */
+      apiMaxConnectionsPerAddress: z.number().int().positive().default(64),
+      /** Load balancers (addresses, CIDR blocks) that must send a PROXY protocol v2 header; nobody else may. */
+      proxyProtocolFrom: addressList.default([]),
+      /** Refusals written to the log per second (tunnels, API, logins); the rest are counted in a summary line. */
+      auditRefusalRate: z.number().int().nonnegative().default(50),
     })
     .prefault({}),
   sidecar: z

@@ -1,11 +1,22 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { hashPassword, issueToken, newTokenId, verifyPassword, type SigningKey, type TokenVerifier, type VerifiedToken } from '../auth/index.js'
+import {
+  hashPassword,
+  issueToken,
+  newTokenId,
+  tokenFingerprint,
+  verifyPassword,
+  type SignInLimiter,
+  type SigningKey,
+  type TokenVerifier,
+  type VerifiedToken,
+} from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
-import { readJson, sendJson, type Logger } from '../observe/index.js'
+import { readJson, sendJson, type Logger, type RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { API_PATHS, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
+import type { Peer } from './api-guard.js'
 import type { GatewayMetrics } from './metrics.js'
 
 /** What the API needs from the gateway around it. */
@@ -20,6 +31,14 @@ export interface ApiContext {
   readonly issuer: string
   readonly audience: string
   readonly loginTtl: number
+  /** Where refusals are written, rate-limited. */
+  readonly audit: RefusalAudit
+  /** The real client of a request (behind a PROXY-protocol load balancer too). */
+  readonly peerOf: (req: IncomingMessage) => Peer
+  /** Failed logins, per account and per address: a growing delay. */
+  readonly limiter: SignInLimiter
+  /** A user's password hash from the credentials file; undefined when none is set. */
+  readonly passwordHashOf: (accountId: string) => Promise<string | undefined>
 }
 
 /** Password checks running at once; more are answered 429. */
@@ -29,6 +48,7 @@ const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   ERR_USAGE: 400,
   ERR_NOT_FOUND: 404,
   ERR_ACCOUNT_SUSPENDED: 403,
+  ERR_LOGIN_THROTTLED: 429,
   ERR_INTERNAL: 500,
 }
 
@@ -123,26 +143,35 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
       if (typeof body.email !== 'string' || typeof body.password !== 'string') {
         throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
       }
-      if (loginsRunning >= MAX_CONCURRENT_LOGINS) {
-        res.setHeader('retry-after', '1')
-        throw new KeywayError('ERR_LOGIN_FAILED', 'too many logins at once; retry in a second', { detail: { status: 429 } })
+      const peer = ctx.peerOf(req)
+      const name = body.email.trim().toLowerCase().slice(0, 200)
+      const account = ctx.policy().accountByName(name)
+      const fail = (code: 'ERR_LOGIN_FAILED' | 'ERR_LOGIN_THROTTLED', message: string, retryMs = 0): never => {
+        ctx.metrics.authFailures.inc({ code })
+        ctx.metrics.loginFailures.inc({ code })
+        // The account as typed (an unknown one too), never the password.
+        ctx.audit.refused({ event: 'login_failed', code, client: peer.text, account: account?.id, extra: { account_name: name.slice(0, 100) } }, 'login failed')
+        if (retryMs > 0) res.setHeader('retry-after', String(Math.ceil(retryMs / 1000)))
+        throw new KeywayError(code, message, { detail: { audited: true } })
       }
-      const account = ctx.policy().accountByName(body.email)
-      const usable = account && account.type === 'user' && !account.suspended && account.passwordHash
+      const wait = ctx.limiter.retryAfter(name, peer.host)
+      if (wait > 0) fail('ERR_LOGIN_THROTTLED', `too many failed logins; retry in ${Math.ceil(wait / 1000)} s`, wait)
+      if (loginsRunning >= MAX_CONCURRENT_LOGINS) fail('ERR_LOGIN_THROTTLED', 'too many logins at once; retry in a second', 1_000)
       let ok: boolean
       loginsRunning++
       try {
-        ok = usable
-          ? await verifyPassword(body.password, account.passwordHash!)
+        const hash = account && account.type === 'user' && !account.suspended ? await ctx.passwordHashOf(account.id) : undefined
+        ok = hash
+          ? await verifyPassword(body.password, hash)
           : await verifyPassword(body.password, await (dummyHash ??= hashPassword('keyway-dummy-password'))).then(() => false)
       } finally {
         loginsRunning--
       }
       if (!ok || !account) {
-        ctx.metrics.authFailures.inc({ code: 'ERR_LOGIN_FAILED' })
-        ctx.logger.warn({ event: 'login_failed', email: body.email.slice(0, 100) }, 'login failed')
-        throw new KeywayError('ERR_LOGIN_FAILED', 'email or password is wrong, or the account cannot log in')
+        ctx.limiter.failed(name, peer.host)
+        return fail('ERR_LOGIN_FAILED', 'email or password is wrong, or the account cannot log in')
       }
+      ctx.limiter.succeeded(name, peer.host)
       const now = ctx.clock.now()
       const expiresAt = now + ctx.loginTtl
       const token = await issueToken(ctx.signingKey, {
@@ -154,7 +183,7 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
         kind: 'login',
         now,
       })
-      ctx.logger.info({ event: 'login', account: account.id, account_name: account.name }, 'user logged in')
+      ctx.logger.info({ event: 'login', account: account.id, account_name: account.name, client: peer.text }, 'user logged in')
       const out: LoginResponse = { token, expiresAt: new Date(expiresAt).toISOString() }
       sendJson(res, 200, out)
     },
@@ -163,13 +192,35 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
   return (req, res) => {
     const path = new URL(req.url ?? '/', 'https://gateway').pathname
     const route = routes[`${req.method} ${path}`]
-    if (!route) return sendJson(res, 404, { code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${path}` })
+    if (!route) {
+      auditRefusal(ctx, req, path, new KeywayError('ERR_NOT_FOUND', `no route ${req.method} ${path}`))
+      return sendJson(res, 404, { code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${path}` })
+    }
     route(req, res).catch((err: unknown) => {
       const e = toKeywayError(err)
       if (e.code === 'ERR_INTERNAL') ctx.logger.error({ event: 'api_error', err: e }, 'API request failed')
+      else if (e.detail?.audited !== true) auditRefusal(ctx, req, path, e)
       const status = typeof e.detail?.status === 'number' ? e.detail.status : statusOf(e.code)
       if (!res.headersSent) sendJson(res, status, { code: e.code, message: e.message })
       else res.destroy()
     })
   }
+}
+
+/** Audits a refused API call: code, path, the token's fingerprint and account when a token came, and the client. */
+function auditRefusal(ctx: ApiContext, req: IncomingMessage, path: string, e: KeywayError): void {
+  const detailFp = e.detail?.fingerprint
+  const detailAccount = e.detail?.accountId
+  const presented = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1]
+  ctx.audit.refused(
+    {
+      event: 'api_denied',
+      code: e.code,
+      client: ctx.peerOf(req).text,
+      account: typeof detailAccount === 'string' ? detailAccount : undefined,
+      tokenFp: typeof detailFp === 'string' ? detailFp : presented !== undefined ? tokenFingerprint(presented) : undefined,
+      extra: { method: String(req.method).slice(0, 10), path: path.slice(0, 100) },
+    },
+    e.message,
+  )
 }

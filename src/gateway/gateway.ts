@@ -1,32 +1,43 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Registry } from 'prom-client'
-import type { SigningKey, TokenVerifier } from '../auth/index.js'
+import { LoginLimiter, type SignInLimiter, type SigningKey, type TokenVerifier } from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
-import type { Logger } from '../observe/index.js'
+import { formatHostPort, parseAddressList, ProxyHeaderParser, type AddressList } from '../net/index.js'
+import { RefusalAudit, type Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { ALPN_MUX, type MuxConnection } from '../mux/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL } from '../protocol/index.js'
 import { createApiHandler } from './api.js'
+import { ApiGuard, type ApiGuardSettings, type Peer } from './api-guard.js'
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { handleMuxConnection } from './mux-tunnel.js'
-import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
+import { handleTunnel, socketClient, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
 const MAX_API_SOCKETS = 4_096
-/** An API connection idle this long is closed. */
+/** An API connection idle this long is closed (the API guard's deadlines are shorter by default). */
 const API_SOCKET_TIMEOUT_MS = 30_000
+
+/** Gateway settings beyond the tunnels' (from the `gateway` configuration). */
+export interface GatewaySettings extends TunnelSettings, ApiGuardSettings {
+  readonly drainGrace: number
+  /** Load balancers (addresses, CIDR blocks) whose connections start with a PROXY v2 header; nobody else's may. */
+  readonly proxyProtocolFrom: readonly string[]
+  /** Refusal lines per second in the log; the rest are summarized. */
+  readonly auditRefusalRate: number
+}
 
 /** Everything the gateway uses from the outside world, injected. */
 export interface GatewayOptions {
   host: string
   port: number
   tls: { cert: string; key: string }
-  settings: TunnelSettings & { drainGrace: number }
+  settings: GatewaySettings
   /** The policy in force; read on every decision. */
   policy: () => CompiledPolicy
   verifier: TokenVerifier
@@ -41,6 +52,10 @@ export interface GatewayOptions {
    * clock tolerance, so admission and the revocation sweep agree. Default 0.
    */
   tokenExpiryGraceMs?: number
+  /** A user's password hash (the credentials file); without it no user can log in. */
+  passwordHashOf?: (accountId: string) => Promise<string | undefined>
+  /** Failed logins' limiter; default a {@link LoginLimiter} on `clock`. */
+  loginLimiter?: SignInLimiter
 }
 
 /**
@@ -51,8 +66,15 @@ export interface GatewayOptions {
 export class Gateway {
   readonly metrics: GatewayMetrics
   readonly sessions: SessionRegistry
+  /** The rate-limited audit trail of refusals. */
+  readonly audit: RefusalAudit
   readonly #options: GatewayOptions
+  readonly #listener: NetServer
   readonly #tls: TlsServer
+  readonly #apiGuard: ApiGuard
+  readonly #proxyFrom: AddressList
+  /** Real clients of connections that came through a load balancer, by the balancer side's `host:port`. */
+  readonly #proxied = new Map<string, Peer>()
   readonly #http: HttpServer
   readonly #tunnels: TunnelContext
   readonly #apiSockets = new Set<TLSSocket>()
@@ -64,6 +86,10 @@ export class Gateway {
     this.#options = options
     this.metrics = createGatewayMetrics(options.registry)
     const { logger } = options
+    const proxyFrom = parseAddressList(options.settings.proxyProtocolFrom)
+    if (typeof proxyFrom === 'string') throw new KeywayError('ERR_CONFIG_INVALID', `gateway.proxyProtocolFrom: ${proxyFrom}`)
+    this.#proxyFrom = proxyFrom
+    this.audit = new RefusalAudit({ logger, clock: options.clock, ratePerSecond: options.settings.auditRefusalRate })
     this.sessions = new SessionRegistry({
       clock: options.clock,
       policy: options.policy,
@@ -78,6 +104,8 @@ export class Gateway {
       sessions: this.sessions,
       metrics: this.metrics,
       logger,
+      audit: this.audit,
+      clientOf: (socket) => this.#peerOf(socket).text,
       clock: options.clock,
       dial: options.dial,
       closing: () => this.#closing,
@@ -85,17 +113,24 @@ export class Gateway {
       streams: { count: 0 },
       dialing: new Map(),
     }
-    this.#http = createHttpServer(
-      createApiHandler({
-        verifier: options.verifier,
-        policy: options.policy,
-        clock: options.clock,
-        logger,
-        metrics: this.metrics,
-        signingKey: options.signingKey,
-        ...options.tokens,
-      }),
-    )
+    this.#apiGuard = new ApiGuard({ settings: options.settings, clock: options.clock, audit: this.audit, metrics: this.metrics })
+    const api = createApiHandler({
+      verifier: options.verifier,
+      policy: options.policy,
+      clock: options.clock,
+      logger,
+      metrics: this.metrics,
+      signingKey: options.signingKey,
+      ...options.tokens,
+      audit: this.audit,
+      peerOf: (req) => this.#apiGuard.peerOf(req.socket) ?? this.#peerOf(req.socket),
+      limiter: options.loginLimiter ?? new LoginLimiter({ clock: options.clock }),
+      passwordHashOf: options.passwordHashOf ?? (async () => undefined),
+    })
+    this.#http = createHttpServer((req, res) => {
+      this.#apiGuard.request(req, res)
+      api(req, res)
+    })
     this.#http.on('clientError', (_err, socket) => socket.destroy())
     this.#http.keepAliveTimeout = 30_000
     // headersTimeout and requestTimeout need a listening http.Server; this one
@@ -115,23 +150,83 @@ export class Gateway {
       if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
       // The API is served only to peers that asked for HTTP (docs/protocol.md), and to a bounded number of them.
       if (socket.alpnProtocol !== ALPN_HTTP || this.#closing || this.#apiSockets.size >= MAX_API_SOCKETS) return void socket.destroy()
+      if (!this.#apiGuard.admit(socket, this.#peerOf(socket))) return
       // http.Server tracks connections only when it listens itself, which this one never does.
       this.#apiSockets.add(socket)
       socket.once('close', () => this.#apiSockets.delete(socket))
       this.#http.emit('connection', socket)
     })
     this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
-      logger.debug({ event: 'tls_error', code: err.code, client: `${socket.remoteAddress}:${socket.remotePort}` }, err.message)
+      logger.debug({ event: 'tls_error', code: err.code, client: this.#peerOf(socket).text }, err.message)
       this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
       // Node leaves the socket open after a TLS error before the handshake
       // completes (ERR_TLS_HANDSHAKE_TIMEOUT included): without this a client
       // that never sends a ClientHello holds its descriptor forever.
       socket.destroy()
     })
-    this.#tls.on('error', (err: NodeJS.ErrnoException) => {
+    // The listener is plain TCP: a load balancer's PROXY header comes before the TLS handshake.
+    this.#listener = createNetServer({ allowHalfOpen: true, noDelay: true }, (raw) => this.#accept(raw))
+    this.#listener.on('error', (err: NodeJS.ErrnoException) => {
       // Accept errors (EMFILE, ENFILE) land here; libuv retries the accept by itself.
       logger.error({ event: 'accept_error', code: err.code }, err.message)
     })
+  }
+
+  /** The real client of a socket: the PROXY header's source when a load balancer sent one, else the socket's peer. */
+  #peerOf(socket: Socket): Peer {
+    const seen = socketClient(socket)
+    return this.#proxied.get(seen) ?? { host: socket.remoteAddress ?? '?', text: seen }
+  }
+
+  /**
+   * A new TCP connection: straight to TLS, or, from a configured load
+   * balancer, first its PROXY v2 header (required, strict, bounded in size
+   * and by `handshakeTimeout`). From anyone else a PROXY header is not TLS and
+   * fails the handshake.
+   */
+  #accept(raw: Socket): void {
+    if (!this.#proxyFrom.has(raw.remoteAddress ?? '')) return void this.#tls.emit('connection', raw)
+    const { clock, settings, logger } = this.#options
+    const balancer = socketClient(raw)
+    const parser = new ProxyHeaderParser()
+    let done = false
+    const finish = (): void => {
+      done = true
+      clock.clearTimeout(timer)
+      raw.off('data', onData)
+    }
+    const fail = (message: string): void => {
+      if (done) return
+      finish()
+      this.metrics.proxyHeaderErrors.inc()
+      this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+      this.audit.refused({ event: 'proxy_header_refused', code: 'ERR_PROXY_HEADER', client: balancer }, message)
+      raw.destroy()
+    }
+    const onData = (chunk: Buffer): void => {
+      const r = parser.push(chunk)
+      if (r.state === 'need') return
+      if (r.state === 'error') return fail(r.message)
+      finish()
+      raw.pause()
+      if (r.rest.length > 0) raw.unshift(r.rest)
+      if (r.source !== undefined) {
+        this.#proxied.set(balancer, { host: r.source.host, text: formatHostPort(r.source) })
+        raw.once('close', () => this.#proxied.delete(balancer))
+      }
+      // tls.Server feeds what the socket already buffered (the unshifted rest) to the handshake.
+      this.#tls.emit('connection', raw)
+    }
+    const timer = clock.setTimeout(() => fail(`no complete PROXY header within ${settings.handshakeTimeout} ms`), settings.handshakeTimeout)
+    raw.on('data', onData)
+    raw.on('error', (err: NodeJS.ErrnoException) => logger.debug({ event: 'tunnel_socket_error', client: balancer, code: err.code }, err.message))
+    raw.once('close', () => {
+      if (!done) {
+        finish()
+        this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
+      }
+    })
+    if (this.#closing) fail('the gateway is shutting down')
   }
 
   /** Listens on the configured address. */
@@ -145,9 +240,9 @@ export class Gateway {
             : new KeywayError('ERR_CONFIG_INVALID', `the gateway cannot listen on ${at} (gateway.listen): ${err.message}`, { cause: err }),
         )
       }
-      this.#tls.once('error', onError)
-      this.#tls.listen({ host: this.#options.host, port: this.#options.port, backlog: 1024 }, () => {
-        this.#tls.off('error', onError)
+      this.#listener.once('error', onError)
+      this.#listener.listen({ host: this.#options.host, port: this.#options.port, backlog: 1024 }, () => {
+        this.#listener.off('error', onError)
         resolve()
       })
     })
@@ -158,7 +253,7 @@ export class Gateway {
 
   /** The bound address. */
   address(): AddressInfo | undefined {
-    return (this.#tls.address() as AddressInfo | null) ?? undefined
+    return (this.#listener.address() as AddressInfo | null) ?? undefined
   }
 
   /** Tunnels accepted and not yet closed (handshaking, dialing or forwarding): keyway/1 sockets and multiplexed streams. */
@@ -201,7 +296,7 @@ export class Gateway {
   async #close(): Promise<void> {
     this.#closing = true
     const { logger, settings, clock } = this.#options
-    const listening = new Promise<void>((resolve) => this.#tls.close(() => resolve()))
+    const listening = new Promise<void>((resolve) => this.#listener.close(() => resolve()))
     // Sidecars open their next streams elsewhere; the streams already open drain like tunnels.
     for (const conn of this.#muxes) conn.goaway('ERR_SHUTTING_DOWN', 'the gateway is shutting down')
     logger.info({ event: 'gateway_draining', sessions: this.sessions.size, grace_ms: settings.drainGrace }, 'draining')
@@ -224,6 +319,7 @@ export class Gateway {
     for (const socket of this.#tunnels.sockets) socket.destroy()
     for (const socket of this.#apiSockets) socket.destroy()
     await listening
+    this.audit.close()
     logger.info({ event: 'gateway_closed', forced: forced.length }, 'gateway closed')
   }
 }

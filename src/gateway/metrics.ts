@@ -8,6 +8,9 @@ export interface GatewayMetrics {
   readonly sessionsClosed: Counter<'reason'>
   readonly bytes: Counter<'direction' | 'resource'>
   readonly authFailures: Counter<'code'>
+  readonly loginFailures: Counter<'code'>
+  readonly apiRejected: Counter<'code'>
+  readonly proxyHeaderErrors: Counter
   readonly handshakeSeconds: Histogram
   readonly policyGeneration: Gauge
   readonly policyReloads: Counter<'result'>
@@ -46,6 +49,23 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
       name: 'keyway_gateway_auth_failures_total',
       help: 'Refused tunnels and API calls, by error code.',
       labelNames: ['code'],
+      registers,
+    }),
+    loginFailures: new Counter({
+      name: 'keyway_gateway_login_failures_total',
+      help: 'Failed logins by code: ERR_LOGIN_FAILED (wrong email or password), ERR_LOGIN_THROTTLED (refused by the failed-login limiter).',
+      labelNames: ['code'],
+      registers,
+    }),
+    apiRejected: new Counter({
+      name: 'keyway_gateway_api_rejected_total',
+      help: 'API connections the gateway closed itself, by code: headers or request deadline, per-address limit.',
+      labelNames: ['code'],
+      registers,
+    }),
+    proxyHeaderErrors: new Counter({
+      name: 'keyway_gateway_proxy_header_errors_total',
+      help: 'Connections from a configured load balancer closed for a missing, late or malformed PROXY v2 header.',
       registers,
     }),
     handshakeSeconds: new Histogram({

@@ -4,7 +4,7 @@ import type { TimerHandle } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { MuxConnection, type MuxStream } from '../mux/index.js'
 import { HelloParser, type Hello } from '../protocol/index.js'
-import { admit, clientOf, reportRefusal, type Opening, type TunnelContext } from './tunnel.js'
+import { admit, reportRefusal, type Opening, type TunnelContext } from './tunnel.js'
 
 /** TCP keepalive on multiplexed connections: a vanished sidecar frees its streams' slots. */
 const KEEPALIVE_MS = 30_000
@@ -19,7 +19,7 @@ const KEEPALIVE_MS = 30_000
  * `idleTimeout`: it holds a descriptor, so only a proven client keeps one idle.
  */
 export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes: Set<MuxConnection>): void {
-  const client = clientOf(socket)
+  const client = ctx.clientOf(socket)
   ctx.sockets.add(socket)
   socket.setKeepAlive(true, KEEPALIVE_MS)
   const startedAt = process.hrtime.bigint()
@@ -75,10 +75,10 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     let answered = false
     // Until forward() owns the stream, a RESET from the peer or a lost connection must not go unhandled.
     stream.on('error', ignoreError)
-    const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
+    const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message, account?: string): void => {
       if (answered) return
       answered = true
-      reportRefusal(ctx, opening, code, logMessage, hello, token)
+      reportRefusal(ctx, opening, code, logMessage, hello, token, account)
       stream.refuse(code, message)
     }
     const opening: Opening = {

@@ -5,7 +5,7 @@ import { tokenFingerprint, type TokenVerifier, type VerifiedToken } from '../aut
 import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
-import type { Logger } from '../observe/index.js'
+import type { Logger, RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
@@ -31,6 +31,10 @@ export interface TunnelContext {
   readonly sessions: SessionRegistry
   readonly metrics: GatewayMetrics
   readonly logger: Logger
+  /** Where refusals are written, rate-limited. */
+  readonly audit: RefusalAudit
+  /** The real client's `host:port` of a socket (the PROXY header's when a load balancer sent one). */
+  readonly clientOf: (socket: Socket) => string
   readonly clock: Clock
   readonly dial: DialFunc
   /** True once the gateway stops accepting. */
@@ -58,8 +62,8 @@ const RESULT_OF: Partial<Record<ErrorCode, Result>> = {
   ERR_INTERNAL: 'error',
 }
 
-/** @internal */
-export function clientOf(socket: Socket): string {
+/** The `host:port` a socket comes from, as the kernel sees it. */
+export function socketClient(socket: Socket): string {
   return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
 }
 
@@ -70,28 +74,40 @@ export interface Opening {
   readonly startedAt: bigint
   /** True once the peer left or was answered: nothing to dial for. */
   settled(): boolean
-  /** Answers `code`: counts, logs (`logMessage` may say more, for operators only) and tells the peer. No-op once settled. */
-  refuse(code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage?: string): void
+  /**
+   * Answers `code`: counts, audits (`logMessage` may say more, for operators
+   * only; `account` when a refused token named one) and tells the peer.
+   * No-op once settled.
+   */
+  refuse(code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage?: string, account?: string): void
   /** Answers OK with the session id; returns the endpoint to forward. */
   accept(session: string): ForwardEndpoint
   /** Bytes that came with the request, delivered to the upstream first. */
   readonly initial: Buffer | undefined
 }
 
-/** Counts and logs a refused tunnel. */
-export function reportRefusal(ctx: TunnelContext, opening: Pick<Opening, 'client' | 'startedAt'>, code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken): void {
+/** Counts and audits a refused tunnel (rate-limited: {@link RefusalAudit}). */
+export function reportRefusal(
+  ctx: TunnelContext,
+  opening: Pick<Opening, 'client' | 'startedAt'>,
+  code: ErrorCode,
+  message: string,
+  hello?: Hello,
+  token?: VerifiedToken,
+  accountOfRefusal?: string,
+): void {
   const result = RESULT_OF[code] ?? 'denied'
   ctx.metrics.sessionsTotal.inc({ result })
   if (result === 'denied') ctx.metrics.authFailures.inc({ code })
   ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
-  ctx.logger.warn(
+  ctx.audit.refused(
     {
       event: 'tunnel_denied',
       code,
       client: opening.client,
-      resource: hello?.resource,
-      account: token?.accountId,
-      token_fp: hello ? tokenFingerprint(hello.token) : undefined,
+      account: token?.accountId ?? accountOfRefusal,
+      tokenFp: hello ? tokenFingerprint(hello.token) : undefined,
+      extra: { resource: hello?.resource },
     },
     message,
   )
@@ -110,7 +126,8 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     token = await ctx.verifier.verify(hello.token)
   } catch (err) {
     const e = toKeywayError(err)
-    return refuse(e.code, e.message, hello)
+    const named = e.detail?.accountId
+    return refuse(e.code, e.message, hello, undefined, e.message, typeof named === 'string' ? named : undefined)
   }
   const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
   if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
@@ -211,7 +228,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
  */
 export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   const startedAt = process.hrtime.bigint()
-  const client = clientOf(socket)
+  const client = ctx.clientOf(socket)
   const parser = new HelloParser(ctx.settings.handshakeMaxBytes)
   let answered = false
   // The hello is complete: an EOF from now on is a half-close carried into the tunnel.
@@ -219,12 +236,12 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
   let rest: Buffer | undefined
   ctx.sockets.add(socket)
 
-  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message): void => {
+  const refuse = (code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage = message, account?: string): void => {
     if (answered) return
     answered = true
     ctx.clock.clearTimeout(timer)
     socket.removeListener('data', onData)
-    reportRefusal(ctx, opening, code, logMessage, hello, token)
+    reportRefusal(ctx, opening, code, logMessage, hello, token, account)
     if (socket.destroyed) return
     // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
     socket.pause()

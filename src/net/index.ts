@@ -1,1 +1,2 @@
 export { parseHostPort, formatHostPort, isLoopback, type HostPort } from './address.js'
+export { ProxyHeaderParser, parseAddressList, AddressList, PROXY_HEADER_MAX_BYTES, type ProxyHeaderResult } from './proxy-protocol.js'
