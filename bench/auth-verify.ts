@@ -30,7 +30,6 @@ function policyWith(tokenIds: string[]): CompiledPolicy {
     roles: [],
     suspended: false,
     tokens,
-    passwordHash: undefined,
   }
   const unused = (): never => {
     throw new Error('unused')

@@ -6,6 +6,7 @@ import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from
 import type { CliIo } from './cli/command.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
+import { CredentialStore } from './credentials/index.js'
 import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
@@ -70,6 +71,14 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     },
   })
   const policy = await store.start()
+  // A credentials file others may read stops the start here, before anything listens.
+  const credentials = new CredentialStore({ file: config.credentials, logger })
+  try {
+    await credentials.start()
+  } catch (err) {
+    store.close()
+    throw err
+  }
   let keySet = await loadKeySet(config.keys.jwks)
   let signingKey: SigningKey | undefined
   try {
@@ -102,6 +111,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     clock,
     dial: world.dial ?? dialTcp,
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
+    passwordHashOf: (id) => credentials.passwordHashOf(id),
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)

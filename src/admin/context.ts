@@ -11,6 +11,8 @@ import { ensureDevState } from './init.js'
 export interface AdminContext {
   /** The policy file the operation reads or edits. */
   readonly policyFile: string
+  /** The credentials file (password hashes); default `credentials.yaml` beside the policy. */
+  readonly credentialsFile?: string
   readonly clock: Clock
   /** The key that signs new service tokens, or a function loading it on first use. */
   readonly signingKey?: SigningKey | (() => Promise<SigningKey>)
@@ -37,6 +39,7 @@ export function adminContextFromConfig(config: KeywayConfig, clock: Clock): Admi
   }
   return {
     policyFile: config.policy,
+    credentialsFile: config.credentials,
     clock,
     signingKey: () => (key ??= load()),
     issuer: config.tokens.issuer,

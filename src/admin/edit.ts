@@ -82,15 +82,16 @@ export function compileEdited(doc: Document | string, file: string): CompiledPol
 
 /**
  * Writes `text` to `file` atomically: readers see the old content or the new,
- * never a mix, and a crash leaves one of the two. Keeps the file's mode.
+ * never a mix, and a crash leaves one of the two. Keeps the file's mode; a
+ * new file gets `newMode`.
  *
  * @throws KeywayError ERR_POLICY_IO
  */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+export async function writeFileAtomic(file: string, text: string, newMode = 0o644): Promise<void> {
   const dir = dirname(file)
   const mode = await stat(file).then(
     (s) => s.mode & 0o7777,
-    () => 0o644,
+    () => newMode,
   )
   const tmp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
   try {
@@ -154,7 +155,7 @@ interface LockHolder {
  * Takes the lock at `lockPath`, or throws ERR_POLICY_LOCKED once `clock`
  * passes `deadline`. Returns the release function.
  */
-async function acquireLock(lockPath: string, clock: Clock, deadline: number): Promise<() => Promise<void>> {
+export async function acquireLock(lockPath: string, clock: Clock, deadline: number): Promise<() => Promise<void>> {
   const mine = JSON.stringify({ pid: process.pid, host: hostname(), time: new Date(clock.now()).toISOString() }) + '\n'
   let backoff = 2
   for (;;) {

@@ -2,8 +2,10 @@ import { hashPassword } from '../auth/index.js'
 import { KeywayError } from '../errors.js'
 import { compilePolicy, parseInstant, RESOURCE_KINDS, type AccountDoc, type AccountType, type CompiledPolicy, type GrantSource, type ResourceKind } from '../policy/index.js'
 import { formatHostPort } from '../net/index.js'
+import type { Credentials } from '../credentials/index.js'
 import { edit, type AdminContext } from './context.js'
-import { accountEntry, compareText, describeAccount, findAccount, isoInstant, newAccountId, newNode, sectionList, type ReadPolicy } from './document.js'
+import { editCredentials } from './credentials.js'
+import { compareText, describeAccount, findAccount, isoInstant, newAccountId, newNode, readPolicy, sectionList, type ReadPolicy } from './document.js'
 
 /** Shortest password `setPassword` accepts. */
 export const MIN_PASSWORD_LENGTH = 8
@@ -31,24 +33,25 @@ export async function createUser(ctx: AdminContext, email: string, options: Crea
   await edit(ctx, (doc, current) => {
     const clash = current.accountByName(normalized)
     if (clash !== undefined) throw new KeywayError('ERR_ALREADY_EXISTS', `${describeAccount(clash)} already exists`, { detail: { email: normalized } })
-    const account: AccountDoc = { id, type: 'user', email: normalized, ...(passwordHash === undefined ? {} : { passwordHash }) }
+    const account: AccountDoc = { id, type: 'user', email: normalized }
     sectionList(doc, 'accounts').add(newNode(doc, account))
   })
+  // The hash goes to the credentials file, never the policy; a crash in between leaves a user without a password.
+  if (passwordHash !== undefined) await editCredentials(ctx, (users) => void users.set(id, { ...users.get(id), passwordHash }))
   return { id, email: normalized }
 }
 
 /**
- * Sets a user's password; the policy stores only its scrypt hash.
+ * Sets a user's password: its scrypt hash goes to the credentials file
+ * (locked, atomic, 0600), never to the policy.
  *
- * @throws KeywayError ERR_USAGE (too short), ERR_NOT_FOUND (no such user)
+ * @throws KeywayError ERR_USAGE (too short), ERR_NOT_FOUND (no such user), ERR_CREDENTIALS_MODE
  */
 export async function setPassword(ctx: AdminContext, email: string, password: string): Promise<{ id: string; email: string }> {
   const passwordHash = await hashChecked(password)
-  return edit(ctx, (doc, current) => {
-    const account = findAccount(current, email, 'user')
-    accountEntry(doc, account).set('passwordHash', passwordHash)
-    return { id: account.id, email: account.name }
-  })
+  const account = findAccount((await readPolicy(ctx.policyFile)).policy, email, 'user')
+  await editCredentials(ctx, (users) => void users.set(account.id, { ...users.get(account.id), passwordHash }))
+  return { id: account.id, email: account.name }
 }
 
 async function hashChecked(password: string): Promise<string> {
@@ -151,7 +154,7 @@ export function formatSource(source: GrantSource): string {
  *
  * @throws KeywayError ERR_NOT_FOUND
  */
-export function showAccount(read: ReadPolicy, ref: string, now: number): AccountView {
+export function showAccount(read: ReadPolicy, ref: string, now: number, credentials: Credentials = new Map()): AccountView {
   const account = findAccount(read.policy, ref)
   const raw = (read.doc.accounts ?? []).find((a) => a?.id === account.id)
   let policy = read.policy
@@ -193,7 +196,7 @@ export function showAccount(read: ReadPolicy, ref: string, now: number): Account
     noRole: account.roles.length === 0,
     suspended: account.suspended,
     tags: account.type === 'service' ? ['service'] : [],
-    passwordSet: account.type === 'user' ? account.passwordHash !== undefined : null,
+    passwordSet: account.type === 'user' ? credentials.get(account.id)?.passwordHash !== undefined : null,
     resources: byKind,
     expiredGrants,
     tokens,

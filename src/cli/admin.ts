@@ -14,6 +14,8 @@ import {
   listAccounts,
   listResources,
   listRoles,
+  migratePasswords,
+  readCredentialsOf,
   readPolicy,
   removeResource,
   resumeService,
@@ -188,7 +190,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     positionals: 1,
     async run([ref], values, env) {
       const ctx = env.ctx()
-      const view = showAccount(await readPolicy(ctx.policyFile), ref!, env.clock.now())
+      const view = showAccount(await readPolicy(ctx.policyFile), ref!, env.clock.now(), await readCredentialsOf(ctx))
       if (values.json === true) println(env.io.stdout, JSON.stringify(view, null, 2))
       else println(env.io.stdout, renderAccount(view))
       return 0
@@ -210,13 +212,25 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   {
     words: 'users set-password',
     args: 'EMAIL [--password-stdin]',
-    summary: 'Set a user\'s password (read from stdin, or prompted on a terminal); only its scrypt hash is stored',
+    summary: 'Set a user\'s password (read from stdin, or prompted on a terminal); only its scrypt hash is stored, in the credentials file',
     options: { 'password-stdin': { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
       const password = await readPassword(env.io, values['password-stdin'] === true)
       const r = await setPassword(env.ctx(), email!, password)
       println(env.io.stdout, `Password set for ${r.email}.`)
+      return 0
+    },
+  },
+  {
+    words: 'users migrate-passwords',
+    args: '',
+    summary: 'Move password hashes an older policy holds into the credentials file (0600) and out of the policy',
+    options: {},
+    positionals: 0,
+    async run(_args, _values, env) {
+      const moved = await migratePasswords(env.ctx())
+      println(env.io.stdout, moved.length === 0 ? 'No password hashes in the policy; nothing to move.' : `Moved ${moved.length} password hash(es) to the credentials file: ${moved.join(', ')}.`)
       return 0
     },
   },

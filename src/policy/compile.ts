@@ -195,7 +195,6 @@ export function compilePolicy(doc: unknown, options: CompileOptions = {}): Compi
       roles: a.roles.length === 0 ? NO_ROLE_NAMES : Object.freeze(a.roles.slice()),
       suspended: a.suspended,
       tokens,
-      passwordHash: a.passwordHash,
     })
     accountObjects.push(account)
     byName.set(a.type === 'user' ? a.name.toLowerCase() : a.name, account)

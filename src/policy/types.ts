@@ -75,7 +75,10 @@ export interface AccountDoc {
   grants?: GrantDoc[]
   /** Services: live tokens. */
   tokens?: TokenRecordDoc[]
-  /** Users: `scrypt$…` password hash. */
+  /**
+   * Never valid: password hashes live in the credentials file. Kept in the
+   * type so that an old policy gets a located error naming the migration.
+   */
   passwordHash?: string
 }
 
@@ -128,7 +131,6 @@ export interface Account {
   readonly roles: readonly string[]
   readonly suspended: boolean
   readonly tokens: ReadonlyMap<string, TokenRecord>
-  readonly passwordHash: string | undefined
 }
 
 /** Where an allow comes from. */

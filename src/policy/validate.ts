@@ -68,7 +68,6 @@ export interface ValidatedAccount {
   readonly grantStart: number
   readonly grantEnd: number
   readonly tokens: readonly ValidatedTokenRecord[]
-  readonly passwordHash: string | undefined
 }
 
 /**
@@ -121,7 +120,6 @@ const NAME = /^\S(?:[^\n\r\t]*\S)?$/
 const EMAIL = /^[^\s@]+@[^\s@]+$/
 const SERVICE_ID = /^svc_[A-Za-z0-9._-]+$/
 const USER_ID = /^usr_[A-Za-z0-9._-]+$/
-const PASSWORD_HASH = /^scrypt\$/
 const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:(Z)|([+-])(\d{2}):(\d{2}))$/i
 const KIND_SET: ReadonlySet<string> = new Set(RESOURCE_KINDS)
 const INSTANT_HINT = 'write it like 2026-03-01T00:00:00Z'
@@ -425,7 +423,6 @@ function checkAccounts(
     // name or email, by type; one namespace so accountByName is unambiguous
     const nameValue = stringAt(a, 'name', path, report, false)
     const emailValue = stringAt(a, 'email', path, report, false)
-    const hash = stringAt(a, 'passwordHash', path, report, false)
     let display: string | undefined
     let email: string | undefined
     if (type === 'service') {
@@ -450,8 +447,12 @@ function checkAccounts(
         if (EMAIL.test(emailValue)) email = display = emailValue
         else report([...path, 'email'], `"${emailValue}" is not an email address; write it as name@domain`)
       }
-      if (hash !== undefined && !PASSWORD_HASH.test(hash)) {
-        report([...path, 'passwordHash'], 'passwordHash must be an `scrypt$…` hash; set it with the admin command, never a plain password')
+      if (a.passwordHash !== undefined) {
+        // Anyone who reads the policy (a ConfigMap, a 0644 file) could guess passwords offline from it.
+        report(
+          [...path, 'passwordHash'],
+          'password hashes do not belong in the policy; move them to the credentials file with `keyway admin users migrate-passwords` (docs/security.md)',
+        )
       }
       if (display !== undefined) {
         const key = display.toLowerCase()
@@ -606,7 +607,6 @@ function checkAccounts(
         grantStart,
         grantEnd,
         tokens,
-        passwordHash: type === 'user' ? hash : undefined,
       })
     }
   }

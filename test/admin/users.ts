@@ -1,10 +1,14 @@
 import t from 'tap'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import {
   assignRole,
   createService,
   createUser,
   grantAccess,
   listAccounts,
+  migratePasswords,
+  readCredentialsOf,
   readPolicy,
   rotateToken,
   setPassword,
@@ -18,18 +22,22 @@ import { writeAdminSetup } from '../helpers/cli.js'
 
 const HOUR = 3600_000
 
-t.test('createUser: lower-cased unique email, optional password stored only as a hash', async (t) => {
+t.test('createUser: lower-cased unique email, optional password stored only as a hash, in the 0600 credentials file', async (t) => {
   const setup = await writeAdminSetup(t.testdir())
   const ctx = setup.ctx(new ManualClock())
   const bob = await createUser(ctx, 'Bob@Example.com', { password: 'correct horse' })
   t.match(bob, { email: 'bob@example.com', id: /^usr_[0-9a-f]{16}$/ })
   t.notOk(setup.policyText().includes('correct horse'))
+  t.notOk(setup.policyText().includes('scrypt'), 'the policy never holds a hash')
   const { policy } = await readPolicy(setup.policyFile)
   const account = policy.accountByName('bob@example.com')!
   t.match(account, { type: 'user', roles: [] })
-  t.ok(await verifyPassword('correct horse', account.passwordHash!))
-  await createUser(ctx, 'carol@example.com')
-  t.equal((await readPolicy(setup.policyFile)).policy.accountByName('carol@example.com')!.passwordHash, undefined)
+  t.ok(await verifyPassword('correct horse', (await readCredentialsOf(ctx)).get(account.id)!.passwordHash!))
+  const credentialsFile = join(dirname(setup.policyFile), 'credentials.yaml')
+  t.equal(statSync(credentialsFile).mode & 0o777, 0o600)
+  t.notOk(readFileSync(credentialsFile, 'utf8').includes('correct horse'))
+  const carol = await createUser(ctx, 'carol@example.com')
+  t.equal((await readCredentialsOf(ctx)).get(carol.id), undefined)
   t.ok(isKeywayError(await t.rejects(createUser(ctx, 'BOB@example.com')), 'ERR_ALREADY_EXISTS'))
   t.ok(isKeywayError(await t.rejects(createUser(ctx, 'not-an-email')), 'ERR_USAGE'))
   t.ok(isKeywayError(await t.rejects(createUser(ctx, 'dan@example.com', { password: 'short' })), 'ERR_USAGE'))
@@ -40,10 +48,11 @@ t.test('setPassword replaces the hash; only users have passwords', async (t) => 
   const ctx = setup.ctx(new ManualClock())
   await setPassword(ctx, 'ALICE@example.com', 'first password')
   await setPassword(ctx, 'alice@example.com', 'second password')
-  const hash = (await readPolicy(setup.policyFile)).policy.accountByName('alice@example.com')!.passwordHash!
+  const alice = (await readPolicy(setup.policyFile)).policy.accountByName('alice@example.com')!
+  const hash = (await readCredentialsOf(ctx)).get(alice.id)!.passwordHash!
   t.ok(await verifyPassword('second password', hash))
   t.notOk(await verifyPassword('first password', hash))
-  t.match(setup.policyText(), /passwordHash: scrypt\$/)
+  t.notMatch(setup.policyText(), /passwordHash/)
   t.ok(isKeywayError(await t.rejects(setPassword(ctx, 'etl', 'a password')), 'ERR_NOT_FOUND'))
   t.ok(isKeywayError(await t.rejects(setPassword(ctx, 'ghost@example.com', 'a password')), 'ERR_NOT_FOUND'))
 })
@@ -125,4 +134,33 @@ t.test('show: resources by kind with where access comes from, suspension, tokens
   t.same(alice.resources.server.map((r) => [r.name, r.sources]), [['ssh-box', ['direct']]])
   const read = await readPolicy(setup.policyFile)
   t.ok(isKeywayError(t.throws(() => showAccount(read, 'ghost', 0)), 'ERR_NOT_FOUND'))
+})
+
+t.test('a credentials file others may read is refused, and no password is written through it', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const ctx = setup.ctx(new ManualClock())
+  await setPassword(ctx, 'alice@example.com', 'first password')
+  const file = join(dirname(setup.policyFile), 'credentials.yaml')
+  const { chmodSync } = await import('node:fs')
+  chmodSync(file, 0o644)
+  const before = readFileSync(file, 'utf8')
+  t.ok(isKeywayError(await t.rejects(setPassword(ctx, 'alice@example.com', 'second password')), 'ERR_CREDENTIALS_MODE'))
+  t.equal(readFileSync(file, 'utf8'), before)
+})
+
+t.test('migratePasswords moves hashes from an old policy to the credentials file, keeping the rest of the policy', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const ctx = setup.ctx(new ManualClock())
+  const alice = (await readPolicy(setup.policyFile)).policy.accountByName('alice@example.com')!
+  const hash = 'scrypt$16384$8$1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g='
+  const old = setup.policyText().replace(/(- id: usr_[^\n]*\n(\s+)type: user\n)/, (all: string, _line: string, indent: string) => `${all}${indent}passwordHash: ${hash}\n`)
+  t.not(old, setup.policyText(), 'the test policy has a hash in it')
+  writeFileSync(setup.policyFile, '# kept comment\n' + old)
+  t.ok(isKeywayError(await t.rejects(readPolicy(setup.policyFile)), 'ERR_POLICY_INVALID'), 'a policy holding a hash is refused')
+  await t.rejects(readPolicy(setup.policyFile), { message: /keyway admin users migrate-passwords/ })
+  t.same(await migratePasswords(ctx), [alice.id])
+  t.notMatch(setup.policyText(), /passwordHash/)
+  t.match(setup.policyText(), /# kept comment/)
+  t.equal((await readCredentialsOf(ctx)).get(alice.id)!.passwordHash, hash)
+  t.same(await migratePasswords(ctx), [], 'a second run has nothing to move')
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { basename, dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { listAccounts, readPolicy } from '../../src/admin/index.js'
 import { tokenFingerprint } from '../../src/auth/index.js'
 import { systemClock } from '../../src/clock.js'
@@ -156,11 +156,14 @@ t.test('users create and set-password read the password from stdin', async (t) =
   const created = await runKeyway(['admin', 'users', 'create', 'bob@example.com', '--password-stdin', ...c], { stdin: 'a long password\n' })
   t.equal(created.code, 0, created.stderr)
   const { verifyPassword } = await import('../../src/auth/index.js')
-  let hash = (await readPolicy(setup.policyFile)).policy.accountByName('bob@example.com')!.passwordHash!
+  const { readCredentials } = await import('../../src/credentials/index.js')
+  const bobId = (await readPolicy(setup.policyFile)).policy.accountByName('bob@example.com')!.id
+  const hashOf = async () => (await readCredentials(join(dirname(setup.policyFile), 'credentials.yaml'))).credentials.get(bobId)!.passwordHash!
+  let hash = await hashOf()
   t.ok(await verifyPassword('a long password', hash), 'one trailing newline is not part of the password')
   const set = await runKeyway(['admin', 'users', 'set-password', 'bob@example.com', '--password-stdin', ...c], { stdin: 'another password' })
   t.equal(set.code, 0, set.stderr)
-  hash = (await readPolicy(setup.policyFile)).policy.accountByName('bob@example.com')!.passwordHash!
+  hash = await hashOf()
   t.ok(await verifyPassword('another password', hash))
   t.notOk(setup.policyText().includes('another password'))
   const noTty = await runKeyway(['admin', 'users', 'set-password', 'bob@example.com', ...c])

@@ -160,7 +160,7 @@ t.test('every file a Keyway container reads is mounted', async (t) => {
       t.equal(c.command, undefined, `${c.name}: the image's entrypoint runs (no command override)`)
       const needed =
         command === 'gateway'
-          ? { policy: config.policy, 'keys.jwks': config.keys.jwks, 'keys.signing': config.keys.signing, 'gateway.tls.cert': config.gateway.tls.cert, 'gateway.tls.key': config.gateway.tls.key }
+          ? { policy: config.policy, credentials: config.credentials, 'keys.jwks': config.keys.jwks, 'keys.signing': config.keys.signing, 'gateway.tls.cert': config.gateway.tls.cert, 'gateway.tls.key': config.gateway.tls.key }
           : { 'sidecar.ca': config.sidecar.ca, ...(envOf(c).KEYWAY_TOKEN === undefined ? { 'sidecar.tokenFile': config.sidecar.tokenFile } : {}) }
       for (const [setting, path] of Object.entries(needed)) {
         t.ok(posix.isAbsolute(path), `${c.name}: ${setting} is absolute (${path})`)
@@ -173,6 +173,8 @@ t.test('every file a Keyway container reads is mounted', async (t) => {
           t.doesNotThrow(() => compilePolicyText(policy.text!, config.policy), 'the policy ConfigMap compiles')
         }
         t.equal(config.gateway.watchPolicy, true, 'the gateway watches the policy folder for ConfigMap updates')
+        const credentials = mountedFile(pod, c, config.credentials)
+        t.ok(typeof credentials !== 'string' && credentials.volume.secret !== undefined, 'password hashes come from a Secret, never a ConfigMap')
       }
     }
   }

@@ -39,12 +39,12 @@ t.test('compiles the fixture: settings, resources with assigned ports, roles, ac
   t.same(p.roles.get('ops'), ['bastion', 'k8s-prod', 'prod-db'])
   t.same(p.roles.get('empty'), [])
   const ci = p.accounts.get('svc_ci')!
-  t.match(ci, { id: 'svc_ci', type: 'service', name: 'ci-pipeline', email: undefined, roles: ['engineering'], suspended: false, passwordHash: undefined })
+  t.match(ci, { id: 'svc_ci', type: 'service', name: 'ci-pipeline', email: undefined, roles: ['engineering'], suspended: false })
   t.same([...ci.tokens.keys()], ['tok_1', 'tok_0'])
   t.same(ci.tokens.get('tok_0'), { id: 'tok_0', fingerprint: 'sha256:fedcba9876543210', expiresAt: at('2026-01-02T00:00:00Z') })
   t.equal(ci.tokens.get('tok_1')?.expiresAt, Infinity)
   const alice = p.accounts.get('usr_alice')!
-  t.match(alice, { type: 'user', name: 'Alice@Example.com', email: 'Alice@Example.com', passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA' })
+  t.match(alice, { type: 'user', name: 'Alice@Example.com', email: 'Alice@Example.com' })
   t.equal(p.accounts.get('svc_bi')?.suspended, true)
   t.equal(fixture(7).generation, 7)
 })

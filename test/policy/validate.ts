@@ -127,7 +127,7 @@ t.test('a service has a name only; a user has an email', async (t) => {
   one(t, edit((d) => delete d.accounts![2]!.email), 'accounts[2]', /a user account needs an `email`; add one/)
   one(t, edit((d) => (d.accounts![2]!.name = 'Ann')), 'accounts[2].name', 'a user is named by its email; remove `name`')
   one(t, edit((d) => (d.accounts![2]!.email = 'ann')), 'accounts[2].email', /"ann" is not an email address; write it as name@domain/)
-  one(t, edit((d) => (d.accounts![2]!.passwordHash = 'hunter2')), 'accounts[2].passwordHash', /must be an `scrypt\$…` hash/)
+  one(t, edit((d) => (d.accounts![2]!.passwordHash = 'scrypt$16384$8$1$c2FsdA$aGFzaA')), 'accounts[2].passwordHash', /password hashes do not belong in the policy; move them to the credentials file with `keyway admin users migrate-passwords`/)
   one(t, edit((d) => ((d.accounts![2] as unknown as Doc).type = 'robot')), 'accounts[2].type', /type "robot" is not an account type; use service or user/)
 })
 
