@@ -261,6 +261,11 @@ export class Gateway {
     return this.#tunnels.sockets.size - this.#muxes.size + this.#tunnels.streams.count
   }
 
+  /** API connections open now (ALPN http/1.1). */
+  get apiConnections(): number {
+    return this.#apiSockets.size
+  }
+
   /** Multiplexed connections open now (ALPN keyway/2). */
   get multiplexedConnections(): number {
     return this.#muxes.size
