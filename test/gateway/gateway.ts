@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { request, type RequestOptions } from 'node:https'
+import type { ConnectionOptions } from 'node:tls'
 import { encodeHello } from '../../src/protocol/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { fullBacklogServer, freePort, readAll } from '../helpers/net.js'
@@ -267,4 +268,73 @@ t.test('close() drains: a live session finishes, then the gateway stops', async 
   t.equal(await echoes(tunnel.socket, 'finish me'), 'finish me')
   await closing
   t.match(await world.logs.waitFor((l) => l.event === 'gateway_closed'), { forced: 0 })
+})
+
+t.test('refused API calls are audited with the code, the token fingerprint and account, and the client, never the token', async (t) => {
+  const { world, etl, port } = await setup(t)
+  const forged = etl.slice(0, -4) + 'AAAA'
+  t.match(await api(port, world.caPem, '/v1/whoami', { authorization: `Bearer ${forged}` }), { status: 401 })
+  await api(port, world.caPem, '/v1/nope')
+  const { issueToken, newTokenId, tokenFingerprint } = await import('../../src/auth/index.js')
+  const unlisted = await issueToken(world.signingKey, { issuer: 'keyway-test', audience: 'keyway-test', subject: 'svc_etl', tokenId: newTokenId(), kind: 'service', now: world.clock.now() })
+  t.match(await api(port, world.caPem, '/v1/resources', { authorization: `Bearer ${unlisted}` }), { status: 401, body: { code: 'ERR_TOKEN_REVOKED' } })
+  const denied = world.logs.events('api_denied')
+  t.match(denied, [
+    { level: 'warn', code: /^ERR_TOKEN_/, token_fp: tokenFingerprint(forged), client: /^127\.0\.0\.1:\d+$/, path: '/v1/whoami' },
+    { code: 'ERR_NOT_FOUND', path: '/v1/nope' },
+    { code: 'ERR_TOKEN_REVOKED', account: 'svc_etl', token_fp: tokenFingerprint(unlisted) },
+  ])
+  t.notOk(world.logs.text().includes(forged) || world.logs.text().includes(unlisted), 'no token in the logs')
+})
+
+t.test('PROXY v2 from a configured balancer: the real client is logged; without the header, or late, the connection is refused', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { world, bi, port } = await setup(t, { clock, gateway: { proxyProtocolFrom: ['127.0.0.1/32'] } })
+  const { connect: tcpConnect } = await import('node:net')
+  const { connect: tlsConnectOver } = await import('node:tls')
+  const { proxyV2 } = await import('../helpers/proxy.js')
+  const raw = tcpConnect({ host: '127.0.0.1', port })
+  t.teardown(() => raw.destroy())
+  await once(raw, 'connect')
+  raw.write(proxyV2({ host: '203.0.113.9', port: 51000 }))
+  const tls = tlsConnectOver({ socket: raw, ca: world.caPem, servername: 'localhost', ALPNProtocols: ['keyway/1'] })
+  await once(tls, 'secureConnect')
+  tls.write(encodeHello({ token: bi, resource: 'db' }))
+  t.match((await readReply(tls)).reply, { ok: false, code: 'ERR_GRANT_DENIED' })
+  t.match(world.logs.events('tunnel_denied'), [{ client: '203.0.113.9:51000', account: 'svc_bi' }], 'the audit names the real client')
+
+  // A listed address that speaks TLS straight away: the header is required.
+  await t.rejects(connectTls(t, port, world.caPem), 'no TLS without the header')
+  t.match(await world.logs.waitFor((l) => l.event === 'proxy_header_refused'), { code: 'ERR_PROXY_HEADER', client: /^127\.0\.0\.1:/ })
+
+  // A listed address that sends nothing is closed at handshakeTimeout (injected clock).
+  const silent = tcpConnect({ host: '127.0.0.1', port })
+  t.teardown(() => silent.destroy())
+  await once(silent, 'connect')
+  const closed = once(silent, 'close')
+  await until(() => world.logs.events('proxy_header_refused').length === 1 && clock.pending > 0, 5_000, 'the header deadline to be armed')
+  clock.advance(5_000)
+  await closed
+  t.match(world.logs.events('proxy_header_refused')[1], { msg: /no complete PROXY header within 5000 ms/ })
+})
+
+t.test('PROXY v2 from an unlisted address is a handshake error; its plain TLS works', async (t) => {
+  const { world, bi, port } = await setup(t, { gateway: { proxyProtocolFrom: ['127.0.0.1'] } })
+  const { connect: tcpConnect } = await import('node:net')
+  const { connect: tlsConnectOver } = await import('node:tls')
+  const { proxyV2 } = await import('../helpers/proxy.js')
+  const raw = tcpConnect({ host: '127.0.0.1', port, localAddress: '127.0.0.2' })
+  t.teardown(() => raw.destroy())
+  await once(raw, 'connect')
+  raw.write(proxyV2({ host: '203.0.113.9', port: 51000 }))
+  const forged = tlsConnectOver({ socket: raw, ca: world.caPem, servername: 'localhost', ALPNProtocols: ['keyway/1'] })
+  const [err] = (await once(forged, 'error').catch((e: unknown) => [e])) as [Error]
+  t.ok(err instanceof Error, 'the handshake fails')
+  t.equal(world.logs.events('tunnel_denied').length, 0, 'nothing reached the tunnel')
+  const direct = tlsConnectOver({ host: '127.0.0.1', port, localAddress: '127.0.0.2', ca: world.caPem, servername: 'localhost', ALPNProtocols: ['keyway/1'] } as ConnectionOptions)
+  t.teardown(() => direct.destroy())
+  await once(direct, 'secureConnect')
+  direct.write(encodeHello({ token: bi, resource: 'db' }))
+  t.match((await readReply(direct)).reply, { ok: false, code: 'ERR_GRANT_DENIED' })
+  t.match(world.logs.events('tunnel_denied'), [{ client: /^127\.0\.0\.2:\d+$/ }])
 })
