@@ -26,3 +26,24 @@ t.test('a gateway whose metrics port is taken fails to start and does not keep s
   const [err] = (await once(probe, 'error')) as [NodeJS.ErrnoException]
   t.equal(err.code, 'ECONNREFUSED', 'the tunnel port is closed again')
 })
+
+t.test('a credentials file others may read stops the gateway before it listens, as ssh refuses a key', async (t) => {
+  const { writeFileSync, chmodSync } = await import('node:fs')
+  const { join } = await import('node:path')
+  const world = await createWorld(t, { policy })
+  const file = join(world.dir, 'credentials.yaml')
+  writeFileSync(file, 'version: 1\nusers: {}\n')
+  chmodSync(file, 0o644)
+  await t.rejects(world.startGateway(), { code: 'ERR_CREDENTIALS_MODE', message: /chmod 600/ })
+  t.equal(world.logs.events('gateway_listening').length, 0)
+  chmodSync(file, 0o600)
+  const running = await world.startGateway()
+  t.ok(running.gateway.address())
+})
+
+t.test('a policy that still holds a password hash is refused, naming the migration command', async (t) => {
+  const world = await createWorld(t, {
+    policy: { version: 1, accounts: [{ id: 'usr_ada', type: 'user', email: 'ada@example.com', passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA' }] },
+  })
+  await t.rejects(world.startGateway(), { code: 'ERR_POLICY_INVALID', message: /keyway admin users migrate-passwords/ })
+})

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { pgClient, startStack } from '../helpers/stack.js'
 
@@ -12,8 +12,11 @@ t.test('a user logs in with email and password, gets a short-lived token of the 
   t.equal(set.code, 0, set.stderr)
   await stack.admin('roles', 'assign', 'ada@example.com', 'etl')
   const policy = readFileSync(join(stack.dir, 'policy.yaml'), 'utf8')
-  t.match(policy, /passwordHash: scrypt\$/)
-  t.notMatch(policy, /correct horse battery/, 'the password is stored only as a scrypt hash')
+  t.notMatch(policy, /passwordHash|scrypt/, 'the policy never holds a password hash')
+  const credentials = readFileSync(join(stack.dir, 'credentials.yaml'), 'utf8')
+  t.match(credentials, /passwordHash: scrypt\$/)
+  t.notMatch(credentials, /correct horse battery/, 'the password is stored only as a scrypt hash')
+  t.equal(statSync(join(stack.dir, 'credentials.yaml')).mode & 0o777, 0o600, 'in a 0600 file')
 
   const wrong = await stack.run(['login', '--email', 'ada@example.com', '--password-stdin'], {}, 'wrong password\n')
   t.equal(wrong.code, 1)
@@ -33,6 +36,9 @@ t.test('a user logs in with email and password, gets a short-lived token of the 
   const client = await pgClient(t, stack.overridePort)
   t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }])
   t.match(await stack.gateway.waitLog((l) => l.event === 'login'), { account_name: 'ada@example.com' })
-  t.ok(stack.gateway.lines.some((l) => l.event === 'login_failed'))
+  t.match(
+    stack.gateway.lines.filter((l) => l.event === 'login_failed'),
+    [{ code: 'ERR_LOGIN_FAILED', account_name: 'ada@example.com', client: /^127\.0\.0\.1:/ }, { account_name: 'nobody@example.com' }],
+  )
   t.notOk(JSON.stringify(stack.gateway.lines).includes('correct horse'), 'no password in the logs')
 })
