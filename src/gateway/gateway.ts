@@ -132,7 +132,9 @@ export class Gateway {
       api(req, res)
     })
     this.#http.on('clientError', (_err, socket) => socket.destroy())
-    this.#http.keepAliveTimeout = 30_000
+    // An idle kept-alive connection is closed quietly (and its Keep-Alive hint tells clients so)
+    // before the headers deadline would answer it 408: only a started request is cut with a code.
+    this.#http.keepAliveTimeout = Math.max(1_000, Math.min(30_000, options.settings.apiHeadersTimeout - 1_000))
     // headersTimeout and requestTimeout need a listening http.Server; this one
     // only receives sockets, so an idle-socket timeout bounds slow API peers.
     this.#http.timeout = API_SOCKET_TIMEOUT_MS
