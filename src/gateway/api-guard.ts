@@ -90,11 +90,6 @@ export class ApiGuard {
     return true
   }
 
-  /** The peer of an admitted socket. */
-  peerOf(socket: Socket): Peer | undefined {
-    return this.#sockets.get(socket)?.peer
-  }
-
   /** Call for every request before its handler: its headers arrived; the request deadline runs on until the response ends. */
   request(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket

@@ -6,17 +6,18 @@ import { LoginLimiter, type SignInLimiter, type SigningKey, type TokenVerifier }
 import type { Clock } from '../clock.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
-import { formatHostPort, parseAddressList, ProxyHeaderParser, type AddressList } from '../net/index.js'
+import { parseAddressList } from '../net/index.js'
 import { RefusalAudit, type Logger } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { ALPN_MUX, type MuxConnection } from '../mux/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL } from '../protocol/index.js'
 import { createApiHandler } from './api.js'
-import { ApiGuard, type ApiGuardSettings, type Peer } from './api-guard.js'
+import { ApiGuard, type ApiGuardSettings } from './api-guard.js'
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { handleMuxConnection } from './mux-tunnel.js'
-import { handleTunnel, socketClient, type TunnelContext, type TunnelSettings } from './tunnel.js'
+import { ProxyAcceptor } from './proxy-acceptor.js'
+import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
 const MAX_API_SOCKETS = 4_096
@@ -72,9 +73,7 @@ export class Gateway {
   readonly #listener: NetServer
   readonly #tls: TlsServer
   readonly #apiGuard: ApiGuard
-  readonly #proxyFrom: AddressList
-  /** Real clients of connections that came through a load balancer, by the balancer side's `host:port`. */
-  readonly #proxied = new Map<string, Peer>()
+  readonly #proxy: ProxyAcceptor
   readonly #http: HttpServer
   readonly #tunnels: TunnelContext
   readonly #apiSockets = new Set<TLSSocket>()
@@ -88,7 +87,6 @@ export class Gateway {
     const { logger } = options
     const proxyFrom = parseAddressList(options.settings.proxyProtocolFrom)
     if (typeof proxyFrom === 'string') throw new KeywayError('ERR_CONFIG_INVALID', `gateway.proxyProtocolFrom: ${proxyFrom}`)
-    this.#proxyFrom = proxyFrom
     this.audit = new RefusalAudit({ logger, clock: options.clock, ratePerSecond: options.settings.auditRefusalRate })
     this.sessions = new SessionRegistry({
       clock: options.clock,
@@ -105,7 +103,7 @@ export class Gateway {
       metrics: this.metrics,
       logger,
       audit: this.audit,
-      clientOf: (socket) => this.#peerOf(socket).text,
+      clientOf: (socket) => this.#proxy.peerOf(socket).text,
       clock: options.clock,
       dial: options.dial,
       closing: () => this.#closing,
@@ -123,7 +121,7 @@ export class Gateway {
       signingKey: options.signingKey,
       ...options.tokens,
       audit: this.audit,
-      peerOf: (req) => this.#apiGuard.peerOf(req.socket) ?? this.#peerOf(req.socket),
+      peerOf: (req) => this.#proxy.peerOf(req.socket),
       limiter: options.loginLimiter ?? new LoginLimiter({ clock: options.clock }),
       passwordHashOf: options.passwordHashOf ?? (async () => undefined),
     })
@@ -136,7 +134,7 @@ export class Gateway {
     // before the headers deadline would answer it 408: only a started request is cut with a code.
     this.#http.keepAliveTimeout = Math.max(1_000, Math.min(30_000, options.settings.apiHeadersTimeout - 1_000))
     // headersTimeout and requestTimeout need a listening http.Server; this one
-    // only receives sockets, so an idle-socket timeout bounds slow API peers.
+    // only receives sockets: ApiGuard enforces the deadlines, this is a backstop.
     this.#http.timeout = API_SOCKET_TIMEOUT_MS
     this.#tls = createTlsServer({
       cert: options.tls.cert,
@@ -152,83 +150,36 @@ export class Gateway {
       if (socket.alpnProtocol === ALPN_TUNNEL) return handleTunnel(socket, this.#tunnels)
       // The API is served only to peers that asked for HTTP (docs/protocol.md), and to a bounded number of them.
       if (socket.alpnProtocol !== ALPN_HTTP || this.#closing || this.#apiSockets.size >= MAX_API_SOCKETS) return void socket.destroy()
-      if (!this.#apiGuard.admit(socket, this.#peerOf(socket))) return
+      if (!this.#apiGuard.admit(socket, this.#proxy.peerOf(socket))) return
       // http.Server tracks connections only when it listens itself, which this one never does.
       this.#apiSockets.add(socket)
       socket.once('close', () => this.#apiSockets.delete(socket))
       this.#http.emit('connection', socket)
     })
     this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket) => {
-      logger.debug({ event: 'tls_error', code: err.code, client: this.#peerOf(socket).text }, err.message)
+      logger.debug({ event: 'tls_error', code: err.code, client: this.#proxy.peerOf(socket).text }, err.message)
       this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
       // Node leaves the socket open after a TLS error before the handshake
       // completes (ERR_TLS_HANDSHAKE_TIMEOUT included): without this a client
       // that never sends a ClientHello holds its descriptor forever.
       socket.destroy()
     })
+    this.#proxy = new ProxyAcceptor({
+      from: proxyFrom,
+      timeoutMs: options.settings.handshakeTimeout,
+      clock: options.clock,
+      metrics: this.metrics,
+      audit: this.audit,
+      logger,
+      handOff: (raw) => void this.#tls.emit('connection', raw),
+      closing: () => this.#closing,
+    })
     // The listener is plain TCP: a load balancer's PROXY header comes before the TLS handshake.
-    this.#listener = createNetServer({ allowHalfOpen: true, noDelay: true }, (raw) => this.#accept(raw))
+    this.#listener = createNetServer({ allowHalfOpen: true, noDelay: true }, (raw) => this.#proxy.accept(raw))
     this.#listener.on('error', (err: NodeJS.ErrnoException) => {
       // Accept errors (EMFILE, ENFILE) land here; libuv retries the accept by itself.
       logger.error({ event: 'accept_error', code: err.code }, err.message)
     })
-  }
-
-  /** The real client of a socket: the PROXY header's source when a load balancer sent one, else the socket's peer. */
-  #peerOf(socket: Socket): Peer {
-    const seen = socketClient(socket)
-    return this.#proxied.get(seen) ?? { host: socket.remoteAddress ?? '?', text: seen }
-  }
-
-  /**
-   * A new TCP connection: straight to TLS, or, from a configured load
-   * balancer, first its PROXY v2 header (required, strict, bounded in size
-   * and by `handshakeTimeout`). From anyone else a PROXY header is not TLS and
-   * fails the handshake.
-   */
-  #accept(raw: Socket): void {
-    if (!this.#proxyFrom.has(raw.remoteAddress ?? '')) return void this.#tls.emit('connection', raw)
-    const { clock, settings, logger } = this.#options
-    const balancer = socketClient(raw)
-    const parser = new ProxyHeaderParser()
-    let done = false
-    const finish = (): void => {
-      done = true
-      clock.clearTimeout(timer)
-      raw.off('data', onData)
-    }
-    const fail = (message: string): void => {
-      if (done) return
-      finish()
-      this.metrics.proxyHeaderErrors.inc()
-      this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
-      this.audit.refused({ event: 'proxy_header_refused', code: 'ERR_PROXY_HEADER', client: balancer }, message)
-      raw.destroy()
-    }
-    const onData = (chunk: Buffer): void => {
-      const r = parser.push(chunk)
-      if (r.state === 'need') return
-      if (r.state === 'error') return fail(r.message)
-      finish()
-      raw.pause()
-      if (r.rest.length > 0) raw.unshift(r.rest)
-      if (r.source !== undefined) {
-        this.#proxied.set(balancer, { host: r.source.host, text: formatHostPort(r.source) })
-        raw.once('close', () => this.#proxied.delete(balancer))
-      }
-      // tls.Server feeds what the socket already buffered (the unshifted rest) to the handshake.
-      this.#tls.emit('connection', raw)
-    }
-    const timer = clock.setTimeout(() => fail(`no complete PROXY header within ${settings.handshakeTimeout} ms`), settings.handshakeTimeout)
-    raw.on('data', onData)
-    raw.on('error', (err: NodeJS.ErrnoException) => logger.debug({ event: 'tunnel_socket_error', client: balancer, code: err.code }, err.message))
-    raw.once('close', () => {
-      if (!done) {
-        finish()
-        this.metrics.sessionsTotal.inc({ result: 'handshake_error' })
-      }
-    })
-    if (this.#closing) fail('the gateway is shutting down')
   }
 
   /** Listens on the configured address. */
