@@ -12,7 +12,7 @@ import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
 import { PolicyStore } from './policy/index.js'
-import { Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
+import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -229,12 +229,16 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
   const failed = new Promise<void>((resolve) => {
     onFatal = resolve
   })
+  const runtimeDir = resolveRuntimeDir(config.sidecar.runtimeDir, io.env)
+  const gid = resolveGroup(config.sidecar.runtimeGroup)
   sidecar = new Sidecar({
     config: config.sidecar,
     ca,
     token: tokens.token,
     logger,
     registry,
+    runtimeDir,
+    socketMode: gid === undefined ? 0o600 : 0o660,
     tokenOrigin: tokens.describe(),
     reloadToken: () => tokens.reload(),
     onFatal: (err) => {
@@ -243,10 +247,11 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
     },
   })
   const running = sidecar
-  let control: ObservabilityServer | undefined
+  let control: ControlServer | undefined
   const stop = io.stopSignal
   try {
-    control = await startControlServer({ address: config.sidecar.control, target: running, registry, logger })
+    // The control server makes the runtime directory private before the sidecar binds sockets in it.
+    control = await startControlServer({ address: config.sidecar.control, runtimeDir, gid, controlTcp: config.sidecar.controlTcp, target: running, registry, logger })
     // A rotated token file (a Kubernetes Secret's ..data swap included) is picked up without a restart; SIGHUP re-reads it too.
     tokens.start()
     io.onReload?.(() => void tokens.reload())

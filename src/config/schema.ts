@@ -113,8 +113,16 @@ export const configSchema = z.strictObject({
       tokenFile: z.string().default(''),
       /** How long every gateway may refuse the token (forged, expired, revoked) with no new token before the sidecar exits. */
       tokenRefusalGrace: duration.default(60_000),
-      /** Local control endpoint: status, connect, /healthz, /readyz, /metrics. Loopback only. */
+      /** Loopback TCP endpoint of /healthz, /readyz and /metrics (and of the control API with `controlTcp`). Loopback only. */
       control: listenAddress.default({ host: '127.0.0.1', port: 7070 }),
+      /** Private directory of the control socket (and resource sockets); '' resolves $XDG_RUNTIME_DIR/keyway, /run/keyway, $TMPDIR/keyway-<uid>. */
+      runtimeDir: z.string().default(''),
+      /** Share the runtime directory with this group (name or gid): mode 0750, sockets 0660. '' keeps it private (0700). */
+      runtimeGroup: z.string().default(''),
+      /** Also answer the control API (/v1/*) on `control`, behind the bearer secret in <runtimeDir>/control.token. */
+      controlTcp: z.boolean().default(false),
+      /** Resources bound as Unix sockets in the runtime directory instead of 127.0.0.1 ports: names, or "*" for all. */
+      unixSockets: z.array(z.string().min(1)).default([]),
       /** How often to poll the gateway for grant changes. */
       syncInterval: duration.default(1_000),
       connectTimeout: duration.default(5_000),

@@ -452,7 +452,15 @@ export class GatewayClient {
     // SNI must not carry an IP address (RFC 6066); the certificate check then
     // falls back to the host, which needs an IP subjectAltName.
     const servername = this.#servername ?? (isIP(gw.host) === 0 ? gw.host : undefined)
-    const options: tls.ConnectionOptions = { host: gw.host, port: gw.port, ca: this.#ca, minVersion: 'TLSv1.2' }
+    // Explicit, so that NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment cannot turn the checks off.
+    const options: tls.ConnectionOptions = {
+      host: gw.host,
+      port: gw.port,
+      ca: this.#ca,
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: true,
+      checkServerIdentity: tls.checkServerIdentity,
+    }
     if (servername !== undefined) options.servername = servername
     return options
   }

@@ -1,4 +1,6 @@
+import { chmod, unlink } from 'node:fs/promises'
 import * as net from 'node:net'
+import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
@@ -11,6 +13,7 @@ import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiRespons
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
 import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
+import { prepareSocketPath } from './runtime-dir.js'
 
 /** The `sidecar` section of the configuration. */
 export type SidecarConfig = KeywayConfig['sidecar']
@@ -45,6 +48,10 @@ export interface SidecarDeps {
    * should exit non-zero (a supervisor restarts it, an operator sees why).
    */
   onFatal?: (err: KeywayError) => void
+  /** The private runtime directory, made by the control server; needed when `config.unixSockets` names resources. */
+  runtimeDir?: string
+  /** Mode of resource sockets: 0600, or 0660 when the runtime directory is shared with a group. */
+  socketMode?: number
 }
 
 /**
@@ -71,6 +78,15 @@ export interface TokenStatus {
   rotatedOut: boolean
   /** Set while every gateway refuses the token. */
   refused: { code: string; message: string; since: string; exitAt: string } | null
+}
+
+/**
+ * File name of a resource's Unix socket: `.s.PGSQL.<port>` for a PostgreSQL
+ * resource with a port (so `psql -h DIR -p PORT` finds it), else the name.
+ */
+export function socketNameOf(resource: Pick<ApiResource, 'name' | 'type'>, port: number): string {
+  if (resource.type === 'postgres' && port > 0) return `.s.PGSQL.${port}`
+  return `${resource.name.replace(/[^A-Za-z0-9._-]/g, '_')}.sock`
 }
 
 /** One row of {@link Sidecar.status}, like a line of `sdm status`. */
@@ -165,6 +181,8 @@ export class Sidecar {
   readonly #logger: Logger
   readonly #clock: Clock
   readonly #bindHost: string
+  readonly #runtimeDir: string | undefined
+  readonly #socketMode: number
   readonly #metrics: SidecarMetrics
   readonly #entries = new Map<string, Entry>()
   /** Resources bound by connect() (kept across syncs while granted). */
@@ -208,6 +226,11 @@ export class Sidecar {
     this.#clock = deps.clock ?? systemClock
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
     assertLoopback(this.#bindHost, 'the sidecar bind address')
+    this.#runtimeDir = deps.runtimeDir
+    this.#socketMode = deps.socketMode ?? 0o600
+    if (deps.config.unixSockets.length > 0 && deps.runtimeDir === undefined) {
+      throw new KeywayError('ERR_CONFIG_INVALID', 'sidecar.unixSockets needs the runtime directory (sidecar.runtimeDir)')
+    }
     if (!deps.token) throw new KeywayError('ERR_TOKEN_MISSING', 'the sidecar needs a service token (KEYWAY_TOKEN or sidecar.tokenFile)')
     this.#tokenExp = decodeTokenClaims(deps.token).expiresAt
     this.#tokenOrigin = deps.tokenOrigin
@@ -738,21 +761,34 @@ export class Sidecar {
     }
   }
 
+  #socketPath(resource: ApiResource, port: number): string | undefined {
+    const names = this.#config.unixSockets
+    if (this.#runtimeDir === undefined || !(names.includes('*') || names.includes(resource.name))) return undefined
+    return join(this.#runtimeDir, socketNameOf(resource, port))
+  }
+
   async #bind(entry: Entry, port: number): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(entry, socket))
+    const path = this.#socketPath(entry.resource, port)
     try {
+      if (path !== undefined) await prepareSocketPath(path, `resource "${entry.name}"`)
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen({ host: this.#bindHost, port, exclusive: true }, () => {
+        server.listen(path === undefined ? { host: this.#bindHost, port, exclusive: true } : { path, exclusive: true }, () => {
           server.off('error', reject)
           resolve()
         })
       })
+      // The runtime directory keeps others out; the mode lets its group in when it is shared.
+      if (path !== undefined) await chmod(path, this.#socketMode)
     } catch (err) {
+      if (server.listening) server.close()
       const code = (err as NodeJS.ErrnoException).code
-      const where = formatHostPort({ host: this.#bindHost, port })
+      const where = path ?? formatHostPort({ host: this.#bindHost, port })
       const e =
-        code === 'EADDRINUSE'
+        err instanceof KeywayError
+          ? err
+          : code === 'EADDRINUSE'
           ? new KeywayError('ERR_PORT_IN_USE', `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`, {
               cause: err,
               detail: { resource: entry.name, port },
@@ -769,10 +805,10 @@ export class Sidecar {
       throw e
     }
     server.on('error', (err) => this.#logger.error({ event: 'listener_error', resource: entry.name, err }, 'local listener failed'))
-    const address = server.address() as net.AddressInfo
+    const address = server.address() as net.AddressInfo | string
     entry.server = server
     entry.requestedPort = port
-    entry.localAddress = formatHostPort({ host: address.address, port: address.port })
+    entry.localAddress = typeof address === 'string' ? address : formatHostPort({ host: address.address, port: address.port })
     entry.error = undefined
     this.#logger.info({ event: 'resource_bound', resource: entry.name, address: entry.localAddress }, `${entry.name} bound on ${entry.localAddress}`)
   }
@@ -781,6 +817,7 @@ export class Sidecar {
     if (entry.server) {
       // close() stops accepting at once; its callback would wait for live connections.
       entry.server.close()
+      if (entry.localAddress.startsWith('/')) void unlink(entry.localAddress).catch(noop)
       entry.server = undefined
       entry.requestedPort = undefined
       this.#logger.info(

@@ -25,6 +25,7 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
     KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
     KEYWAY_CONTROL: `127.0.0.1:${controlPort}`,
+    KEYWAY_SIDECAR_RUNTIME_DIR: join(dir, 'rt'),
   }
   const gateway = startDaemon(t, ['gateway', '--config', join(dir, 'config/keyway.yaml')], env)
   const created = await gateway.waitLog((l) => l.event === 'dev_state_created')

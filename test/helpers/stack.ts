@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { freePort, type Teardown } from './net.js'
+import { tempRuntimeDir } from './runtime-dir.js'
 import { startPostgres, type Postgres } from './postgres.js'
 import { keyway, startDaemon, type Daemon, type Ran } from './processes.js'
 
@@ -87,8 +88,10 @@ export async function startStack(t: Teardown, options: StackOptions = {}): Promi
     },
     async sidecar(token) {
       const control = `127.0.0.1:${await freePort()}`
-      const daemon = startDaemon(t, ['listen'], { ...env, KEYWAY_TOKEN: token, KEYWAY_CONTROL: control })
-      const runSidecar = (args: string[]) => run([...args, '--control', control])
+      // Each sidecar its own runtime directory (its control socket): the commands find it through the variable.
+      const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: tempRuntimeDir(t) }
+      const daemon = startDaemon(t, ['listen'], { ...env, ...rt, KEYWAY_TOKEN: token, KEYWAY_CONTROL: control })
+      const runSidecar = (args: string[]) => run(args, rt)
       await daemon.waitLog((l) => l.event === 'control_listening')
       const ready = await runSidecar(['wait', '--timeout', '20'])
       if (ready.code !== 0) throw new Error(`sidecar not ready: ${ready.stderr}`)

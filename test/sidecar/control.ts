@@ -4,18 +4,30 @@ import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
 import { ControlClient, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
+import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { freeLoopbackPort, occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
 
-async function withControl(t: Test, world: World) {
-  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+async function withControl(t: Test, world: World, options: { controlTcp?: boolean } = {}) {
+  const runtimeDir = tempRuntimeDir(t)
+  const server = await startControlServer({
+    address: { host: LOOPBACK, port: 0 },
+    runtimeDir,
+    controlTcp: options.controlTcp ?? false,
+    target: world.sidecar,
+    registry: world.registry,
+    logger: silentLogger(),
+  })
   t.teardown(() => server.close())
   const port = server.address()!.port
-  return { port, client: new ControlClient({ host: LOOPBACK, port }) }
+  const socket = server.socketPath
+  return { port, socket, runtimeDir, server, client: new ControlClient({ kind: 'unix', path: socket }) }
 }
 
-function request(port: number, method: string, path: string, options: { body?: string; headers?: Record<string, string> } = {}) {
+/** An HTTP request to a TCP port or a Unix socket path. */
+function request(to: number | string, method: string, path: string, options: { body?: string; headers?: Record<string, string> } = {}) {
   return new Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
-    const req = http.request({ host: LOOPBACK, port, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
+    const where = typeof to === 'number' ? { host: LOOPBACK, port: to } : { socketPath: to }
+    const req = http.request({ ...where, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }))
@@ -70,7 +82,7 @@ t.test('status, connect and disconnect through the control API', async (t) => {
 t.test('errors are {code, message} with a 4xx status', async (t) => {
   const taken = await occupyPort(t)
   const world = await sidecarWorld(t, { view: VIEW(taken.port) })
-  const { port } = await withControl(t, world)
+  const { socket: port } = await withControl(t, world)
   const json = { 'content-type': 'application/json' }
 
   const inUse = await request(port, 'POST', '/v1/connect', { body: '{"resource":"pg"}', headers: json })
@@ -107,7 +119,7 @@ t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', 
     t.match(JSON.parse(res.body), { code: 'ERR_USAGE', message: /loopback/ })
   }
   for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]) {
-    t.equal((await request(port, 'GET', '/v1/status', { headers: { host } })).status, 200, host)
+    t.equal((await request(port, 'GET', '/readyz', { headers: { host } })).status, 200, host)
   }
 })
 
@@ -143,7 +155,7 @@ t.test('/healthz, /readyz and /metrics', async (t) => {
 t.test('only loopback: a non-loopback control address is refused', async (t) => {
   const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
   for (const host of ['0.0.0.0', '192.168.1.10', '::']) {
-    const err = (await startControlServer({ address: { host, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
+    const err = (await startControlServer({ address: { host, port: 0 }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
       (e: unknown) => e,
     )) as KeywayError
     t.ok(isKeywayError(err, 'ERR_CONFIG_INVALID'), host)
@@ -154,7 +166,7 @@ t.test('only loopback: a non-loopback control address is refused', async (t) => 
 t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
   const taken = await occupyPort(t)
   const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
-  const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
+  const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
     (e: unknown) => e,
   )) as KeywayError
   t.ok(isKeywayError(err, 'ERR_PORT_IN_USE'))
