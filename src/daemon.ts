@@ -238,7 +238,7 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
     logger,
     registry,
     runtimeDir,
-    socketMode: gid === undefined ? 0o600 : 0o660,
+    runtimeGid: gid,
     tokenOrigin: tokens.describe(),
     reloadToken: () => tokens.reload(),
     onFatal: (err) => {

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { chmod, unlink } from 'node:fs/promises'
+import { chmod, chown, unlink } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -203,7 +203,8 @@ export async function startControlServer(options: ControlServerOptions): Promise
   try {
     await unix.start()
     listening = true
-    // The directory already keeps others out; the mode lets the group in when it is shared.
+    // The directory already keeps others out; group and mode let the group in when it is shared.
+    if (options.gid !== undefined) await chown(socketPath, -1, options.gid)
     await chmod(socketPath, options.gid === undefined ? 0o600 : 0o660)
     const access: ControlAccess = tokenFile === undefined ? { kind: 'closed', socket: socketPath } : { kind: 'bearer', secret: await writeSecretFile(tokenFile) }
     tcp = new ObservabilityServer({

@@ -1,4 +1,4 @@
-import { chmod, unlink } from 'node:fs/promises'
+import { chmod, chown, unlink } from 'node:fs/promises'
 import * as net from 'node:net'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
@@ -50,8 +50,8 @@ export interface SidecarDeps {
   onFatal?: (err: KeywayError) => void
   /** The private runtime directory, made by the control server; needed when `config.unixSockets` names resources. */
   runtimeDir?: string
-  /** Mode of resource sockets: 0600, or 0660 when the runtime directory is shared with a group. */
-  socketMode?: number
+  /** The runtime directory's group when it is shared: resource sockets get it and mode 0660 (else 0600). */
+  runtimeGid?: number | undefined
 }
 
 /**
@@ -182,7 +182,7 @@ export class Sidecar {
   readonly #clock: Clock
   readonly #bindHost: string
   readonly #runtimeDir: string | undefined
-  readonly #socketMode: number
+  readonly #runtimeGid: number | undefined
   readonly #metrics: SidecarMetrics
   readonly #entries = new Map<string, Entry>()
   /** Resources bound by connect() (kept across syncs while granted). */
@@ -227,7 +227,7 @@ export class Sidecar {
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
     assertLoopback(this.#bindHost, 'the sidecar bind address')
     this.#runtimeDir = deps.runtimeDir
-    this.#socketMode = deps.socketMode ?? 0o600
+    this.#runtimeGid = deps.runtimeGid
     if (deps.config.unixSockets.length > 0 && deps.runtimeDir === undefined) {
       throw new KeywayError('ERR_CONFIG_INVALID', 'sidecar.unixSockets needs the runtime directory (sidecar.runtimeDir)')
     }
@@ -779,8 +779,9 @@ export class Sidecar {
           resolve()
         })
       })
-      // The runtime directory keeps others out; the mode lets its group in when it is shared.
-      if (path !== undefined) await chmod(path, this.#socketMode)
+      // The runtime directory keeps others out; group and mode let its group in when it is shared.
+      if (path !== undefined && this.#runtimeGid !== undefined) await chown(path, -1, this.#runtimeGid)
+      if (path !== undefined) await chmod(path, this.#runtimeGid === undefined ? 0o600 : 0o660)
     } catch (err) {
       if (server.listening) server.close()
       const code = (err as NodeJS.ErrnoException).code

@@ -1,8 +1,12 @@
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs'
 import * as http from 'node:http'
+import { dirname, join } from 'node:path'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
-import { ControlClient, startControlServer } from '../../src/sidecar/index.js'
+import { ControlClient, resolveControlEndpoint, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
 import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { freeLoopbackPort, occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
@@ -178,4 +182,114 @@ t.test('a control client with no sidecar behind: ERR_SIDECAR_UNREACHABLE', async
   const err = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
   t.ok(isKeywayError(err, 'ERR_SIDECAR_UNREACHABLE'))
   t.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}.*ECONNREFUSED`))
+})
+
+t.test('the TCP endpoint keeps /healthz, /readyz and /metrics; the control API there is 401 ERR_CONTROL_UNAUTHORIZED by default', async (t) => {
+  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const { port, socket, server } = await withControl(t, world)
+  t.equal(server.tokenFile, undefined, 'no bearer secret is written')
+  for (const path of ['/healthz', '/readyz', '/metrics']) t.equal((await request(port, 'GET', path)).status, 200, `${path} on TCP`)
+  const json = { 'content-type': 'application/json' }
+  for (const [method, path] of [['GET', '/v1/status'], ['POST', '/v1/connect'], ['POST', '/v1/disconnect'], ['GET', '/v1/anything']] as const) {
+    const res = await request(port, method, path, { body: '{"resource":"pg"}', headers: { ...json, authorization: 'Bearer guessed' } })
+    t.equal(res.status, 401, `${method} ${path} on TCP`)
+    t.equal(res.headers['www-authenticate'], 'Bearer')
+    t.match(JSON.parse(res.body), { code: 'ERR_CONTROL_UNAUTHORIZED', message: new RegExp(`Unix socket ${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`) })
+  }
+  t.same((await world.sidecar.status()).map((r) => r.state), ['not connected', 'not connected'], 'nothing was bound through TCP')
+  t.equal((await request(socket, 'GET', '/v1/status')).status, 200, 'the Unix socket answers')
+})
+
+t.test('with controlTcp the TCP control API needs the bearer secret of control.token (0600); the CLI endpoint reads it', async (t) => {
+  const pgPort = await freeLoopbackPort()
+  const world = await sidecarWorld(t, { view: VIEW(pgPort) })
+  const { port, runtimeDir, server } = await withControl(t, world, { controlTcp: true })
+  t.equal(server.tokenFile, join(runtimeDir, 'control.token'))
+  t.equal(statSync(server.tokenFile!).mode & 0o777, 0o600)
+  const secret = readFileSync(server.tokenFile!, 'utf8').trim()
+  for (const authorization of [undefined, 'Bearer ', `Bearer ${secret.slice(0, -1)}`, `Bearer ${secret}x`, `Basic ${secret}`]) {
+    const res = await request(port, 'GET', '/v1/status', { headers: authorization === undefined ? {} : { authorization } })
+    t.equal(res.status, 401, `Authorization: ${authorization ?? '(none)'}`)
+    t.match(JSON.parse(res.body), { code: 'ERR_CONTROL_UNAUTHORIZED', message: /control\.token/ })
+  }
+  t.equal((await request(port, 'GET', '/v1/status', { headers: { authorization: `Bearer ${secret}` } })).status, 200)
+
+  const endpoint = resolveControlEndpoint({ control: `127.0.0.1:${port}`, runtimeDir, env: {} })
+  t.same(endpoint, { kind: 'tcp', address: { host: '127.0.0.1', port }, bearer: secret })
+  t.same(await new ControlClient(endpoint).connect('pg'), { resource: 'pg', localAddress: `127.0.0.1:${pgPort}` })
+  const anonymous = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(anonymous, 'ERR_CONTROL_UNAUTHORIZED'))
+  t.equal(anonymous.detail?.status, 401)
+  t.same(resolveControlEndpoint({ runtimeDir, env: {} }), { kind: 'unix', path: join(runtimeDir, 'control.sock') }, 'without --control: the socket')
+
+  await server.close()
+  t.notOk(existsSync(server.tokenFile!), 'the secret is removed on close')
+  t.notOk(existsSync(server.socketPath), 'and the socket')
+})
+
+/** uid and gid of `nobody`, when this test runs as root. */
+function nobody(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined
+  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nobody:'))
+  const [, , uid, gid] = line?.split(':') ?? []
+  return uid && gid ? { uid: Number(uid), gid: Number(gid) } : undefined
+}
+
+/** Runs a probe as another user: each line it prints is `what=STATUS` or `what=ERRCODE`. */
+async function probeAs(user: { uid: number; gid: number }, socket: string, port: number): Promise<Record<string, string>> {
+  const code = `
+const http = require('node:http')
+const ask = (what, options) => new Promise((resolve) => {
+  const req = http.request({ ...options, agent: false }, (res) => { res.resume(); resolve(what + '=' + res.statusCode) })
+  req.on('error', (err) => resolve(what + '=' + (err.code || err.message)))
+  req.end()
+})
+Promise.all([
+  ask('socket', { socketPath: ${JSON.stringify(socket)}, path: '/v1/status' }),
+  ask('tcp', { host: '127.0.0.1', port: ${port}, path: '/v1/status' }),
+  ask('tcp_disconnect', { host: '127.0.0.1', port: ${port}, path: '/v1/disconnect', method: 'POST', headers: { 'content-type': 'application/json' } }),
+  ask('healthz', { host: '127.0.0.1', port: ${port}, path: '/healthz' }),
+]).then((lines) => console.log(lines.join('\\n')))`
+  const child = spawn(process.execPath, ['-e', code], { uid: user.uid, gid: user.gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+  const [exit] = (await once(child, 'exit')) as [number | null]
+  if (exit !== 0) throw new Error(`the probe as uid ${user.uid} exited ${exit}: ${err}`)
+  return Object.fromEntries(out.trim().split('\n').map((l) => l.split('=') as [string, string]))
+}
+
+t.test('the probe as a test: another local user (nobody) cannot use the control API, on the socket or on TCP', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
+  const user = nobody()!
+  const world = await sidecarWorld(t, { view: { ...VIEW(await freeLoopbackPort()), settings: { portOverrides: true, autoConnect: true } } })
+  // umask 000 and a parent anyone may enter: only the runtime directory's own mode stands in the way.
+  const before = process.umask(0)
+  t.teardown(() => void process.umask(before))
+  const runtimeDir = tempRuntimeDir(t)
+  chmodSync(dirname(runtimeDir), 0o755)
+  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+  t.teardown(() => server.close())
+  t.equal(statSync(runtimeDir).mode & 0o777, 0o700)
+  const port = server.address()!.port
+  const seen = await probeAs(user, server.socketPath, port)
+  t.equal(seen.socket, 'EACCES', 'the control socket is out of reach')
+  t.equal(seen.tcp, '401', 'the TCP control API answers 401')
+  t.equal(seen.tcp_disconnect, '401', 'and cannot unbind a resource')
+  t.equal(seen.healthz, '200', 'the probes still work')
+  t.equal((await request(server.socketPath, 'GET', '/v1/status')).status, 200, 'the owner still can')
+})
+
+t.test('shared with a group: directory 0750 and socket 0660, so a member of the group can use it', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
+  const user = nobody()!
+  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const runtimeDir = tempRuntimeDir(t)
+  chmodSync(dirname(runtimeDir), 0o755)
+  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, gid: user.gid, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+  t.teardown(() => server.close())
+  t.equal(statSync(runtimeDir).mode & 0o777, 0o750)
+  t.equal(statSync(runtimeDir).gid, user.gid)
+  t.equal(statSync(server.socketPath).mode & 0o777, 0o660)
+  const seen = await probeAs(user, server.socketPath, server.address()!.port)
+  t.equal(seen.socket, '200', 'a member of the group reaches the control API')
 })
