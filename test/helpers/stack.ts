@@ -21,14 +21,16 @@ export interface Stack {
   run(args: string[], extraEnv?: Record<string, string>, input?: string): Promise<Ran>
   /** Creates a service account (with a role, or none) and returns its token. */
   service(name: string, role?: string): Promise<string>
-  /** Starts `keyway listen` with `token`; resolves once `keyway wait` says it is ready. */
-  sidecar(token: string): Promise<Sidecar>
+  /** Starts `keyway listen` with `token` (and `extraEnv`); resolves once `keyway wait` says it is ready. */
+  sidecar(token: string, extraEnv?: Record<string, string>): Promise<Sidecar>
 }
 
 /** A running `keyway listen`. */
 export interface Sidecar {
   readonly daemon: Daemon
   readonly control: string
+  /** Its runtime directory: the control socket, and resource sockets with sidecar.unixSockets. */
+  readonly runtimeDir: string
   run(args: string[]): Promise<Ran>
 }
 
@@ -86,16 +88,16 @@ export async function startStack(t: Teardown, options: StackOptions = {}): Promi
       const r = await must(['admin', 'services', 'create', name, ...(role ? ['--role', role] : [])])
       return r.stdout.trim()
     },
-    async sidecar(token) {
+    async sidecar(token, extraEnv = {}) {
       const control = `127.0.0.1:${await freePort()}`
       // Each sidecar its own runtime directory (its control socket): the commands find it through the variable.
       const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: tempRuntimeDir(t) }
-      const daemon = startDaemon(t, ['listen'], { ...env, ...rt, KEYWAY_TOKEN: token, KEYWAY_CONTROL: control })
+      const daemon = startDaemon(t, ['listen'], { ...env, ...rt, ...extraEnv, KEYWAY_TOKEN: token, KEYWAY_CONTROL: control })
       const runSidecar = (args: string[]) => run(args, rt)
       await daemon.waitLog((l) => l.event === 'control_listening')
       const ready = await runSidecar(['wait', '--timeout', '20'])
       if (ready.code !== 0) throw new Error(`sidecar not ready: ${ready.stderr}`)
-      return { daemon, control, run: runSidecar }
+      return { daemon, control, runtimeDir: rt.KEYWAY_SIDECAR_RUNTIME_DIR, run: runSidecar }
     },
   }
 }
