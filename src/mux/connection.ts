@@ -9,6 +9,7 @@ import {
   encodeProblem,
   FRAME_HEADER,
   FrameType,
+  MAX_DATA_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_FRAME_TYPE,
   writeHeader,
@@ -411,6 +412,8 @@ export class MuxConnection implements StreamOwner {
     this.#type = type
     this.#stream = id
     if (type === FrameType.DATA) {
+      // Refused for its size before any credit is counted: a peer cannot make the receiver take it in first.
+      if (size > MAX_DATA_PAYLOAD) return this.#fail(`DATA frame of ${size} bytes exceeds the maximum of ${MAX_DATA_PAYLOAD}`)
       this.#dataTarget = this.#streams.get(id)
       if (this.#dataTarget === undefined && !this.#known(id)) return this.#fail(`DATA on stream ${id}, never opened`)
       if (size === 0) return true

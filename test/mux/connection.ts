@@ -787,6 +787,16 @@ const VIOLATIONS: { name: string; frames: Buffer[]; what: RegExp; options?: Part
   { name: 'frame type 0', frames: [frame(0, 1)], what: /unknown frame type 0/ },
   { name: 'DATA on a never-opened stream', frames: [frame(FrameType.DATA, 1, Buffer.from('x'))], what: /never opened/ },
   {
+    name: 'DATA one byte over the maximum payload, within the credit',
+    frames: [frame(FrameType.OPEN, 1, Buffer.from('pg')), frame(FrameType.DATA, 1, Buffer.alloc(MAX_DATA_PAYLOAD + 1))],
+    what: new RegExp(`DATA frame of ${MAX_DATA_PAYLOAD + 1} bytes exceeds the maximum of ${MAX_DATA_PAYLOAD}`),
+  },
+  {
+    name: 'DATA over both the maximum payload and the window: refused for its size',
+    frames: [frame(FrameType.OPEN, 1, Buffer.from('pg')), frame(FrameType.DATA, 1, Buffer.alloc(INITIAL_WINDOW + 1))],
+    what: /DATA frame of \d+ bytes exceeds the maximum/,
+  },
+  {
     name: 'OPEN with a repeated stream id',
     frames: [frame(FrameType.OPEN, 3, Buffer.from('a')), frame(FrameType.OPEN, 3, Buffer.from('b'))],
     what: /OPEN with stream id 3 not above 3/,
