@@ -103,7 +103,15 @@ export async function ensureRuntimeDir(dir: string, gid?: number): Promise<void>
       { detail: { dir, mode: st.mode & 0o777 } },
     )
   }
-  if (gid !== undefined && st.gid !== gid) await chown(dir, -1, gid)
+  if (gid !== undefined && st.gid !== gid) {
+    await chown(dir, -1, gid).catch((err: unknown) => {
+      throw new KeywayError(
+        'ERR_CONFIG_INVALID',
+        `cannot give the sidecar runtime directory ${dir} the group ${gid} (sidecar.runtimeGroup): ${(err as Error).message}; the sidecar's user must belong to that group`,
+        { cause: err, detail: { dir, gid } },
+      )
+    })
+  }
   // The group gets its bits only once the directory has that group.
   if ((st.mode & 0o777) !== mode) await chmod(dir, mode)
 }

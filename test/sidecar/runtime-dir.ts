@@ -116,3 +116,8 @@ t.test('the bearer secret is written 0600 under umask 000, replacing an old file
   t.equal(modeOf(file), 0o600)
   t.not(await writeSecretFile(file), secret, 'a fresh secret each start')
 })
+
+t.test('a group this user may not give is refused with a clear error', { skip: isRoot ? 'root may give any group' : false }, async (t) => {
+  const dir = scratch(t)
+  await t.rejects(ensureRuntimeDir(join(dir, 'rt'), 0), { code: 'ERR_CONFIG_INVALID', message: /must belong to that group/ })
+})
