@@ -15,7 +15,7 @@ Options:
   --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
                       (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
                       $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
-  --control HOST:PORT use the loopback TCP endpoint instead (KEYWAY_CONTROL); the
+  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
                       control API there needs sidecar.controlTcp and the secret in
                       DIR/control.token, read automatically`
 

@@ -120,8 +120,9 @@ export class ControlClient {
 }
 
 /**
- * The control endpoint a command talks to. `--control HOST:PORT` (or
- * KEYWAY_CONTROL) picks loopback TCP, with the bearer secret read from the
+ * The control endpoint a command talks to. The `--control HOST:PORT` flag
+ * picks loopback TCP (KEYWAY_CONTROL alone does not: it may be set for the
+ * sidecar's health port in the same container), with the bearer secret read from the
  * runtime directory when it is there (`/readyz` needs none). Otherwise the
  * Unix socket in the runtime directory, resolved as `keyway listen` resolves
  * it: `--runtime-dir`, `sidecar.runtimeDir`, `$XDG_RUNTIME_DIR/keyway`,
@@ -139,7 +140,7 @@ export function resolveControlEndpoint(options: {
     overrides: { 'sidecar.control': options.control, 'sidecar.runtimeDir': options.runtimeDir },
   })
   const dir = resolveRuntimeDir(config.sidecar.runtimeDir, options.env)
-  const tcp = options.control !== undefined || (options.env.KEYWAY_CONTROL ?? '') !== ''
+  const tcp = options.control !== undefined
   if (!tcp) return { kind: 'unix', path: join(dir, CONTROL_SOCKET) }
   let bearer: string | undefined
   try {

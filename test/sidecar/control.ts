@@ -221,6 +221,11 @@ t.test('with controlTcp the TCP control API needs the bearer secret of control.t
   t.ok(isKeywayError(anonymous, 'ERR_CONTROL_UNAUTHORIZED'))
   t.equal(anonymous.detail?.status, 401)
   t.same(resolveControlEndpoint({ runtimeDir, env: {} }), { kind: 'unix', path: join(runtimeDir, 'control.sock') }, 'without --control: the socket')
+  t.same(
+    resolveControlEndpoint({ runtimeDir, env: { KEYWAY_CONTROL: `127.0.0.1:${port}` } }),
+    { kind: 'unix', path: join(runtimeDir, 'control.sock') },
+    'KEYWAY_CONTROL (the health port) does not move the commands off the socket',
+  )
 
   await server.close()
   t.notOk(existsSync(server.tokenFile!), 'the secret is removed on close')
