@@ -19,7 +19,8 @@
  */
 import * as net from 'node:net'
 import { configSchema } from '../src/config/schema.js'
-import { adoptAccepted, dialTcp, forward } from '../src/forward/index.js'
+import { dialTcp, forward } from '../src/forward/index.js'
+import { adoptAccepted } from '../src/read-buffer/index.js'
 import { runHops } from './hop-main.js'
 
 const settings = configSchema.parse({}).gateway

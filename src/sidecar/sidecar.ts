@@ -5,7 +5,8 @@ import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
-import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
+import { forward, type ForwardSession } from '../forward/index.js'
+import { adoptAccepted } from '../read-buffer/index.js'
 import { formatHostPort } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
@@ -45,6 +46,8 @@ export interface SidecarDeps {
    * should exit non-zero (a supervisor restarts it, an operator sees why).
    */
   onFatal?: (err: KeywayError) => void
+  /** The data path may use Node's internals (start-up self-test passed and `forward.nodeInternals` is on). Default true. */
+  nodeInternals?: boolean
 }
 
 /**
@@ -164,6 +167,7 @@ export class Sidecar {
   readonly #ownsClient: boolean
   readonly #logger: Logger
   readonly #clock: Clock
+  readonly #nodeInternals: boolean
   readonly #bindHost: string
   readonly #metrics: SidecarMetrics
   readonly #entries = new Map<string, Entry>()
@@ -207,6 +211,7 @@ export class Sidecar {
     this.#logger = deps.logger
     this.#clock = deps.clock ?? systemClock
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
+    this.#nodeInternals = deps.nodeInternals ?? true
     assertLoopback(this.#bindHost, 'the sidecar bind address')
     if (!deps.token) throw new KeywayError('ERR_TOKEN_MISSING', 'the sidecar needs a service token (KEYWAY_TOKEN or sidecar.tokenFile)')
     this.#tokenExp = decodeTokenClaims(deps.token).expiresAt
@@ -222,6 +227,7 @@ export class Sidecar {
         servername: deps.config.servername,
         connectTimeoutMs: deps.config.connectTimeout,
         multiplex: deps.config.multiplex,
+        nodeInternals: deps.nodeInternals ?? true,
         clock: this.#clock,
         logger: deps.logger,
         ...(deps.connectTls ? { connectTls: deps.connectTls } : {}),
@@ -800,7 +806,7 @@ export class Sidecar {
       accepted.destroy()
       return
     }
-    const local = adoptAccepted(accepted)
+    const local = this.#nodeInternals ? adoptAccepted(accepted) : accepted
     local.on('error', noop)
     entry.pending.add(local)
     const resource = entry.name
