@@ -41,7 +41,9 @@ export interface MuxConnectionOptions {
   /**
    * Read the socket (a `net.Socket` or `tls.TLSSocket`) into reused buffers
    * and lend DATA payloads to the streams' forward() sessions, instead of a
-   * new buffer per read (per TLS record). Default true.
+   * new buffer per read (per TLS record). On a TLS socket this goes through
+   * Node's internals (read-buffer/node-internals.ts): false with the
+   * `forward.nodeInternals: off` switch. Default true.
    */
   reuseReadBuffers?: boolean
 }

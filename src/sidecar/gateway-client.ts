@@ -115,7 +115,6 @@ const MUX_KEEPALIVE_MS = 30_000
 /** A gateway that answered keyway/1 is offered keyway/2 again after this long (it may have been upgraded). */
 const V1_RECHECK_MS = 60_000
 
-
 function ignoreError(): void {}
 
 function toErrorCode(code: unknown): ErrorCode | undefined {
