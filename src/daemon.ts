@@ -10,9 +10,11 @@ import { CredentialStore } from './credentials/index.js'
 import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
-import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
+import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
+import { VERSION } from './package.js'
 import { PolicyStore } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
+import { checkFastPath } from './read-buffer/index.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -48,6 +50,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   }
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  const fastPath = await dataPath(config, logger, registry)
   let gateway: Gateway | undefined
   const store = new PolicyStore({
     file: config.policy,
@@ -112,6 +115,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     dial: world.dial ?? dialTcp,
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
     passwordHashOf: (id) => credentials.passwordHashOf(id),
+    nodeInternals: fastPath,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
@@ -197,6 +201,20 @@ export async function runGateway(config: KeywayConfig, io: CliIo): Promise<numbe
   return 0
 }
 
+/**
+ * Decides once per daemon whether the data path uses Node's internals
+ * (`forward.nodeInternals`, then the self-test on a real socket pair), logs
+ * which path it takes and registers `keyway_build_info`. True: the fast path.
+ */
+async function dataPath(config: KeywayConfig, logger: Logger, registry: Registry): Promise<boolean> {
+  const fast = await checkFastPath(config.forward.nodeInternals === 'on')
+  registerBuildInfo(registry, { version: VERSION, nodeVersion: process.version, fastPath: fast.enabled })
+  const fields = { event: 'data_path', node_version: process.version, fast_path: fast.enabled, ...(fast.reason !== undefined ? { reason: fast.reason } : {}) }
+  if (fast.enabled || config.forward.nodeInternals === 'off') logger.info(fields, fast.enabled ? `data path: fast (Node ${process.version} internals verified)` : 'data path: public APIs only (forward.nodeInternals: off)')
+  else logger.warn(fields, `data path: public APIs only: ${fast.reason ?? 'self-test failed'}`)
+  return fast.enabled
+}
+
 /** How `keyway listen` was asked to run, beyond the configuration. */
 export interface SidecarRunOptions {
   /** `--token-file` was given (it wins over KEYWAY_TOKEN; its value is `config.sidecar.tokenFile`). */
@@ -231,6 +249,7 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
   })
   const runtimeDir = resolveRuntimeDir(config.sidecar.runtimeDir, io.env)
   const gid = resolveGroup(config.sidecar.runtimeGroup)
+  const fastPath = await dataPath(config, logger, registry)
   sidecar = new Sidecar({
     config: config.sidecar,
     ca,
@@ -239,6 +258,7 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
     registry,
     runtimeDir,
     runtimeGid: gid,
+    nodeInternals: fastPath,
     tokenOrigin: tokens.describe(),
     reloadToken: () => tokens.reload(),
     onFatal: (err) => {

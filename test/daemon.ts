@@ -3,6 +3,7 @@ import { connect } from 'node:net'
 import { once } from 'node:events'
 import { loadConfig } from '../src/config/index.js'
 import { startGateway } from '../src/daemon.js'
+import { VERSION } from '../src/package.js'
 import { listen } from './helpers/net.js'
 import { createWorld } from './helpers/world.js'
 
@@ -46,4 +47,19 @@ t.test('a policy that still holds a password hash is refused, naming the migrati
     policy: { version: 1, accounts: [{ id: 'usr_ada', type: 'user', email: 'ada@example.com', passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA' }] },
   })
   await t.rejects(world.startGateway(), { code: 'ERR_POLICY_INVALID', message: /keyway admin users migrate-passwords/ })
+})
+
+t.test('the gateway logs once which data path it uses and exposes keyway_build_info; forward.nodeInternals: off switches the fast path off', async (t) => {
+  const world = await createWorld(t, { policy })
+  for (const setting of ['on', 'off'] as const) {
+    const config = loadConfig({ file: world.config.file, env: { KEYWAY_FORWARD_NODE_INTERNALS: setting, KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0', KEYWAY_GATEWAY_METRICS: '' } })
+    const running = await startGateway(config, { logger: world.logger, clock: world.clock })
+    const fast = setting === 'on'
+    const line = await world.logs.waitFor((l) => l.event === 'data_path' && l.fast_path === fast)
+    t.match(line, { node_version: process.version, fast_path: fast }, `one data_path line (${setting})`)
+    if (!fast) t.match(line.reason, /switched off/)
+    const text = await running.registry.metrics()
+    t.match(text, `keyway_build_info{version="${VERSION}",node_version="${process.version}",fast_path="${fast}"} 1`, `keyway_build_info (${setting})`)
+    await running.close()
+  }
 })

@@ -133,6 +133,16 @@ export const configSchema = z.strictObject({
       multiplex: z.boolean().default(true),
     })
     .prefault({}),
+  forward: z
+    .strictObject({
+      /**
+       * `on`: the data path uses Node's internals where the start-up
+       * self-test finds they work (read-buffer/node-internals.ts); `off`:
+       * public APIs only, the way out after a Node upgrade that breaks them.
+       */
+      nodeInternals: z.enum(['on', 'off']).default('on'),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: logLevel.default('info'),

@@ -57,6 +57,8 @@ export interface GatewayOptions {
   passwordHashOf?: (accountId: string) => Promise<string | undefined>
   /** Failed logins' limiter; default a {@link LoginLimiter} on `clock`. */
   loginLimiter?: SignInLimiter
+  /** Multiplexed connections may read through Node's internals (start-up self-test passed, `forward.nodeInternals` on). Default true. */
+  nodeInternals?: boolean
 }
 
 /**
@@ -106,6 +108,7 @@ export class Gateway {
       clientOf: (socket) => this.#proxy.peerOf(socket).text,
       clock: options.clock,
       dial: options.dial,
+      nodeInternals: options.nodeInternals ?? true,
       closing: () => this.#closing,
       sockets: new Set(),
       streams: { count: 0 },

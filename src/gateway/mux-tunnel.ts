@@ -54,6 +54,7 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     role: 'server',
     maxControlPayload: ctx.settings.handshakeMaxBytes,
     clock: ctx.clock,
+    reuseReadBuffers: ctx.nodeInternals,
     onOpen: (stream, payload, size) => {
       clearIdle()
       stream.once('close', armIdle)

@@ -37,6 +37,8 @@ export interface TunnelContext {
   readonly clientOf: (socket: Socket) => string
   readonly clock: Clock
   readonly dial: DialFunc
+  /** Multiplexed connections read into reused buffers through Node's internals (read-buffer/node-internals.ts). */
+  readonly nodeInternals: boolean
   /** True once the gateway stops accepting. */
   readonly closing: () => boolean
   /** Sockets of the tunnels accepted and not yet closed (handshaking, dialing or forwarding), and of multiplexed connections: the connection limit counts them, shutdown closes what the drain left. */

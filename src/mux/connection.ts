@@ -2,7 +2,7 @@ import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { KeywayError } from '../errors.js'
-import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
+import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../read-buffer/index.js'
 import {
   decodeProblem,
   encodeFrame,
@@ -42,7 +42,9 @@ export interface MuxConnectionOptions {
   /**
    * Read the socket (a `net.Socket` or `tls.TLSSocket`) into reused buffers
    * and lend DATA payloads to the streams' forward() sessions, instead of a
-   * new buffer per read (per TLS record). Default true.
+   * new buffer per read (per TLS record). On a TLS socket this goes through
+   * Node's internals (read-buffer/node-internals.ts): false with the
+   * `forward.nodeInternals: off` switch. Default true.
    */
   reuseReadBuffers?: boolean
 }
@@ -83,7 +85,7 @@ const SLAB_IDLE_MS = 1_000
  * small streams share TLS records and system calls; a bulk DATA frame
  * (32-64 KiB, built in a reused buffer) goes in a write of its own. The
  * socket is read into reused buffers and DATA payloads are lent to the
- * streams' readers without a copy (forward/read-buffer.ts).
+ * streams' readers without a copy (read-buffer/read-buffer.ts).
  *
  * Nothing the peer sends can throw out of here: a frame that breaks a rule
  * ends the connection with GOAWAY `ERR_PROTOCOL_VIOLATION` and resets its

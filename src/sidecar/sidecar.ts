@@ -7,7 +7,8 @@ import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
-import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
+import { forward, type ForwardSession } from '../forward/index.js'
+import { adoptAccepted } from '../read-buffer/index.js'
 import { formatHostPort } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
@@ -52,6 +53,8 @@ export interface SidecarDeps {
   runtimeDir?: string
   /** The runtime directory's group when it is shared: resource sockets get it and mode 0660 (else 0600). */
   runtimeGid?: number | undefined
+  /** The data path may use Node's internals (start-up self-test passed and `forward.nodeInternals` is on). Default true. */
+  nodeInternals?: boolean
 }
 
 /**
@@ -180,6 +183,7 @@ export class Sidecar {
   readonly #ownsClient: boolean
   readonly #logger: Logger
   readonly #clock: Clock
+  readonly #nodeInternals: boolean
   readonly #bindHost: string
   readonly #runtimeDir: string | undefined
   readonly #runtimeGid: number | undefined
@@ -225,6 +229,7 @@ export class Sidecar {
     this.#logger = deps.logger
     this.#clock = deps.clock ?? systemClock
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
+    this.#nodeInternals = deps.nodeInternals ?? true
     assertLoopback(this.#bindHost, 'the sidecar bind address')
     this.#runtimeDir = deps.runtimeDir
     this.#runtimeGid = deps.runtimeGid
@@ -245,6 +250,7 @@ export class Sidecar {
         servername: deps.config.servername,
         connectTimeoutMs: deps.config.connectTimeout,
         multiplex: deps.config.multiplex,
+        nodeInternals: deps.nodeInternals ?? true,
         clock: this.#clock,
         logger: deps.logger,
         ...(deps.connectTls ? { connectTls: deps.connectTls } : {}),
@@ -838,7 +844,7 @@ export class Sidecar {
       accepted.destroy()
       return
     }
-    const local = adoptAccepted(accepted)
+    const local = this.#nodeInternals ? adoptAccepted(accepted) : accepted
     local.on('error', noop)
     entry.pending.add(local)
     const resource = entry.name

@@ -158,7 +158,7 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
     },
   }
   world.writePolicy(options.policy)
-  ;(world as { config: KeywayConfig }).config = loadConfig({ file: join(dir, 'keyway.yaml'), env: {} })
+  ;(world as { config: KeywayConfig }).config = loadConfig({ file: join(dir, 'keyway.yaml'), env: { KEYWAY_FORWARD_NODE_INTERNALS: process.env.KEYWAY_FORWARD_NODE_INTERNALS } })
   return world
 }
 

@@ -19,8 +19,8 @@ import {
 } from '../../src/mux/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
 import { LOOPBACK, connect, countWrites, listenOnce, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
-import { adoptAccepted, forward } from '../../src/forward/index.js'
-import { hasReadBuffer } from '../../src/forward/read-buffer.js'
+import { forward } from '../../src/forward/index.js'
+import { adoptAccepted, hasReadBuffer } from '../../src/read-buffer/index.js'
 import { closedStream as closed, errorOf, rawFrame as frame, roundTrip } from '../helpers/mux.js'
 import { until, within } from '../helpers/until.js'
 

@@ -300,12 +300,12 @@ const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'
 const runtime = dockerfile.stages.at(-1)!
 const build = dockerfile.stages[0]!
 
-t.test('the base image is a pinned Node 20, in every stage', async (t) => {
+t.test('the base image is a pinned Node 26, in every stage', async (t) => {
   t.ok(dockerfile.stages.length >= 2, 'multi-stage: a build stage and a runtime stage')
   for (const stage of dockerfile.stages) {
     const m = /^node:(\d+)\.(\d+)\.(\d+)-[a-z]+-slim(@sha256:[0-9a-f]{64})?$/.exec(stage.image)
     t.ok(m, `${stage.name}: ${stage.image} names a full version`)
-    t.equal(m?.[1], '20', `${stage.name}: Node 20, as package.json engines and CI`)
+    t.equal(m?.[1], '26', `${stage.name}: Node 26, the primary runtime of package.json engines and CI`)
     t.notMatch(stage.image, /latest/, `${stage.name}: no latest`)
   }
   t.equal(new Set(dockerfile.stages.map((s) => s.image)).size, 1, 'build and runtime use the same base')
