@@ -51,6 +51,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   let gateway: Gateway | undefined
   const store = new PolicyStore({
     file: config.policy,
+    limits: config.policyLimits,
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return
