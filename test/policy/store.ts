@@ -147,6 +147,8 @@ t.test('the event loop keeps turning while a large policy reloads, and the resul
   }, 1)
   t.teardown(() => clearInterval(ticker))
   const result: ReloadResult = await store.reload()
+  // The stretch since the last tick counts too: a reload that blocked to its end resolves before any timer runs again.
+  maxGap = Math.max(maxGap, performance.now() - last)
   clearInterval(ticker)
   t.equal(result.ok, true)
   t.comment(`unsliced ${unslicedMs.toFixed(0)} ms, longest event-loop gap during the reload ${maxGap.toFixed(0)} ms`)
