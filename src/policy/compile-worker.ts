@@ -4,6 +4,8 @@
  * the packed policy back, its buffers moved rather than copied. Errors go
  * back as plain data (code, message, problems).
  */
+import { readlinkSync } from 'node:fs'
+import { constants, setPriority } from 'node:os'
 import { parentPort, workerData } from 'node:worker_threads'
 import { DocumentError, toKeywayError } from '../errors.js'
 import { packPolicyDocument } from './compile.js'
@@ -20,6 +22,15 @@ export interface PackJob {
 }
 
 const job = workerData as PackJob
+// Serving comes first: on Linux, where niceness is per thread, this thread
+// yields the CPU to the gateway's event loop (a reload takes longer on a busy
+// machine instead of slowing every session). Elsewhere it stays as it is.
+try {
+  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
+  if (Number.isInteger(tid) && tid > 0) setPriority(tid, constants.priority.PRIORITY_LOW)
+} catch {
+  // No /proc, or not allowed: run at the process's priority.
+}
 try {
   const text = readPolicyFile(job.file, job.limits.maxBytes)
   const parsed = parsePolicyText(text, job.file)
