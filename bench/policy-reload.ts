@@ -4,8 +4,9 @@
  * accounts and 1,000,000 grants (bench/policy-generate.ts, plus the bench's
  * own account) while redis-benchmark sends PING through it and /healthz is
  * polled every 10 ms. Measures the time from SIGHUP to the new policy (the
- * gateway's `policy_reloaded` log line), the PING p99 before and during the
- * reload, and the longest gap between two /healthz answers.
+ * gateway's `policy_reloaded` log line), the PING p99 of each redis-benchmark
+ * run before and during the reload (median of the runs, and the worst), and
+ * the longest gap between two /healthz answers, with and without a reload.
  * Targets: p99 during reload <= 2x p99 without; no /healthz gap over 100 ms.
  *
  * Part of `npm run bench` (skip it with --no-reload; only it: --only reload).
@@ -190,7 +191,7 @@ export async function policyReload(o: {
     // Runs that overlap the reload (the last one may end a little after it).
     const overlapping = during.filter((w) => w.start < reloadedAt)
     const baseP99 = median(baseline.map((w) => w.p99))
-    const reloadP99 = Math.max(...overlapping.map((w) => w.p99))
+    const reloadP99 = median(overlapping.map((w) => w.p99))
     return {
       accounts: large.accounts,
       grants: large.grants,
@@ -198,9 +199,11 @@ export async function policyReload(o: {
       reloadMs: reloadedAt - sighup,
       baselineP99Ms: baseP99,
       reloadP99Ms: reloadP99,
-      reloadP99MedianMs: median(overlapping.map((w) => w.p99)),
+      reloadP99WorstMs: Math.max(...overlapping.map((w) => w.p99)),
+      baselineP99WorstMs: Math.max(...baseline.map((w) => w.p99)),
       p99Ratio: reloadP99 / baseP99,
       pingRunsDuringReload: overlapping.length,
+      pingRequests: requests,
       healthzBaselineMaxGapMs: longestGap(answers, baseline[0]!.start, baseline[baseline.length - 1]!.end),
       healthzReloadMaxGapMs: longestGap(answers, sighup, reloadedAt),
       healthzAnswersDuringReload: answers.filter((a) => a >= sighup && a <= reloadedAt).length,
@@ -224,8 +227,8 @@ export function reloadMarkdown(f: Figures): string[] {
     '| figure | measured | target |',
     '|---|---:|---|',
     `| time from SIGHUP to the new policy | ${n(f.reloadMs! / 1000, 1)} s | - |`,
-    `| PING p99 without a reload (median of 3 runs) | ${n(f.baselineP99Ms, 2)} ms | - |`,
-    `| PING p99 during the reload (worst of ${n(f.pingRunsDuringReload)} runs; median ${n(f.reloadP99MedianMs, 2)} ms) | ${n(f.reloadP99Ms, 2)} ms (${n(f.p99Ratio, 2)}x) | <= 2x |`,
+    `| PING p99 without a reload (median of 3 runs of ${n(f.pingRequests)} requests; worst ${n(f.baselineP99WorstMs, 2)} ms) | ${n(f.baselineP99Ms, 2)} ms | - |`,
+    `| PING p99 during the reload (median of the ${n(f.pingRunsDuringReload)} runs; worst ${n(f.reloadP99WorstMs, 2)} ms) | ${n(f.reloadP99Ms, 2)} ms (${n(f.p99Ratio, 2)}x) | <= 2x |`,
     `| longest /healthz gap during the reload (${n(f.healthzAnswersDuringReload)} answers) | ${n(f.healthzReloadMaxGapMs)} ms | <= 100 ms |`,
     `| longest /healthz gap without a reload | ${n(f.healthzBaselineMaxGapMs)} ms | - |`,
     `| gateway RSS before / peak during the reload | ${n(f.gatewayRssBeforeMiB)} / ${n(f.gatewayRssPeakMiB)} MiB | - |`,

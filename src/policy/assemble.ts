@@ -88,7 +88,7 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
   const opt = (i: number): string | undefined => (i < 0 ? undefined : str(i))
 
   // Resources: name → index; everything below speaks indexes.
-  const resourceList: Resource[] = new Array(p.resourceCount)
+  const resourceList: Resource[] = []
   const resourceIndex = new Map<string, number>()
   const resources = new ReadonlyPolicyMap<string, Resource>()
   for (let i = 0, o = 0; i < p.resourceCount; i++, o += RESOURCE_STRIDE) {
@@ -101,7 +101,7 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
       port: p.resources[o + 4]!,
       portOverride: override < 0 ? undefined : override,
     })
-    resourceList[i] = r
+    resourceList.push(r)
     resourceIndex.set(r.name, i)
     fill(resources, r.name, r)
     if (i % STEP === STEP - 1) yield
@@ -109,18 +109,18 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
 
   // Roles.
   const { roleBits: bits, roleSorted, roleWords: words, roleGrants, roleGrantEnds } = p
-  const roleAllow: Decision[] = new Array(p.roleCount)
-  const roleSource: GrantSource[] = new Array(p.roleCount)
-  const roleNames: string[] = new Array(p.roleCount)
+  const roleAllow: Decision[] = []
+  const roleSource: GrantSource[] = []
+  const roleNames: string[] = []
   const roles = new ReadonlyPolicyMap<string, readonly string[]>()
   for (let i = 0; i < p.roleCount; i++) {
     const name = str(p.roleNames[i]!)
-    roleNames[i] = name
+    roleNames.push(name)
     const grants: string[] = []
     for (let k = roleGrantEnds[i]!, end = roleGrantEnds[i + 1]!; k < end; k++) grants.push(resourceList[roleGrants[k]!]!.name)
     fill(roles, name, Object.freeze(grants))
-    roleAllow[i] = decision(true, undefined, 'role', name, undefined, undefined)
-    roleSource[i] = Object.freeze({ via: 'role', role: name })
+    roleAllow.push(decision(true, undefined, 'role', name, undefined, undefined))
+    roleSource.push(Object.freeze({ via: 'role', role: name }))
     if (i % STEP === STEP - 1) yield
   }
 
@@ -128,16 +128,17 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
   const grantRes = p.grantResources
   const grantExp = p.grantExpires
   const grantCount = grantExp.length
-  const grantAllow: Decision[] = new Array(grantCount)
-  const grantExpired: Decision[] = new Array(grantCount)
+  // Filled by push: `new Array(n)` of a large n makes a slow dictionary-mode array.
+  const grantAllow: Decision[] = []
+  const grantExpired: Decision[] = []
   for (let g = 0; g < grantCount; g++) {
     const exp = grantExp[g]!
     if (exp === Infinity) {
-      grantAllow[g] = ALLOW_DIRECT
-      grantExpired[g] = DENY_GRANT
+      grantAllow.push(ALLOW_DIRECT)
+      grantExpired.push(DENY_GRANT)
     } else {
-      grantAllow[g] = decision(true, undefined, 'temporary', undefined, exp, undefined)
-      grantExpired[g] = decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, exp)
+      grantAllow.push(decision(true, undefined, 'temporary', undefined, exp, undefined))
+      grantExpired.push(decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, exp))
     }
     if (g % (4 * STEP) === 4 * STEP - 1) yield
   }
