@@ -150,7 +150,7 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
   const byName = new Map<string, Account>()
   for (let ai = 0, ao = 0; ai < p.accountCount; ai++, ao += ACCOUNT_STRIDE) {
     const id = str(p.accounts[ao]!)
-    const o = p.accounts[ao + 4]!
+    const o = p.accounts[ao + 3]!
     const flags = packed[o]!
     const roleCount = packed[o + 2]!
     let accountRoles = NO_ROLE_NAMES
@@ -160,8 +160,8 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
       accountRoles = Object.freeze(names)
     }
     let tokens = NO_TOKENS
-    const ts = p.accounts[ao + 5]!
-    const te = p.accounts[ao + 6]!
+    const ts = p.accounts[ao + 4]!
+    const te = p.accounts[ao + 5]!
     if (te > ts) {
       const map = new ReadonlyPolicyMap<string, TokenRecord>()
       for (let t = ts; t < te; t++) {
@@ -179,7 +179,6 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
       roles: accountRoles,
       suspended: (flags & F_SUSPENDED) !== 0,
       tokens,
-      passwordHash: opt(p.accounts[ao + 3]!),
     })
     accountOffset.set(id, o)
     fill(accounts, id, account)

@@ -33,7 +33,7 @@ export interface PackedPolicy {
   readonly roleBits: Uint32Array | undefined
   readonly roleWords: number
   readonly accountCount: number
-  /** {@link ACCOUNT_STRIDE} ints per account: id, name, email, password hash (strings or -1), offset of its run in {@link accountRuns}, first token, token end. */
+  /** {@link ACCOUNT_STRIDE} ints per account: id, name, email (strings or -1), offset of its run in {@link accountRuns}, first token, token end. */
   readonly accounts: Int32Array
   /**
    * One run per account, what `decide` reads: [flags, grant count, role
@@ -55,7 +55,7 @@ export interface PackedPolicy {
 /** Ints per resource in {@link PackedPolicy.resources}. */
 export const RESOURCE_STRIDE = 6
 /** Ints per account in {@link PackedPolicy.accounts}. */
-export const ACCOUNT_STRIDE = 7
+export const ACCOUNT_STRIDE = 6
 /** Ints before an account run's roles. */
 export const RUN_HEADER = 4
 /** Flag bits of an account run. */
@@ -141,16 +141,15 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
     accounts[ao] = str(a.id)
     accounts[ao + 1] = str(a.name)
     accounts[ao + 2] = str(a.email)
-    accounts[ao + 3] = str(a.passwordHash)
-    accounts[ao + 4] = o
-    accounts[ao + 5] = t
+    accounts[ao + 3] = o
+    accounts[ao + 4] = t
     for (const tr of a.tokens) {
       tokens[2 * t] = str(tr.id)
       tokens[2 * t + 1] = str(tr.fingerprint)
       tokenExpires[t++] = tr.expiresAt
       if (tr.expiresAt !== Infinity) expiries.push(tr.expiresAt)
     }
-    accounts[ao + 6] = t
+    accounts[ao + 5] = t
     accountRuns[o] = (a.suspended ? F_SUSPENDED : 0) | (a.type === 'user' ? F_USER : 0)
     accountRuns[o + 1] = ge - gs
     accountRuns[o + 2] = a.roles.length

@@ -60,7 +60,7 @@ const modelArb: fc.Arbitrary<Model> = fc
       }
       const common = { roles: accountRoles, suspended: a.suspended, grants }
       return a.user
-        ? { id: `usr_${i}`, type: 'user' as const, email: `User${i}@Example.test`, passwordHash: 'scrypt$1$2$3$c2FsdA$aGFzaA', ...common }
+        ? { id: `usr_${i}`, type: 'user' as const, email: `User${i}@Example.test`, ...common }
         : {
             id: `svc_${i}`,
             type: 'service' as const,
