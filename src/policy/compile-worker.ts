@@ -8,18 +8,8 @@ import { readlinkSync } from 'node:fs'
 import { constants, setPriority } from 'node:os'
 import { parentPort, workerData } from 'node:worker_threads'
 import { DocumentError, toKeywayError } from '../errors.js'
-import { packPolicyDocument } from './compile.js'
-import type { PolicyLimits } from './limits.js'
 import { packedTransferList } from './pack.js'
-import { parsePolicyText } from './parse.js'
-import { readPolicyFile } from './read.js'
-
-/** What the worker is given. */
-export interface PackJob {
-  readonly file: string
-  readonly limits: PolicyLimits
-  readonly bitsetMaxBytes?: number
-}
+import { packPolicyFileHere, type PackJob } from './pack-here.js'
 
 const job = workerData as PackJob
 // Serving comes first: on Linux, where niceness is per thread, this thread
@@ -32,14 +22,7 @@ try {
   // No /proc, or not allowed: run at the process's priority.
 }
 try {
-  const text = readPolicyFile(job.file, job.limits.maxBytes)
-  const parsed = parsePolicyText(text, job.file)
-  const packed = packPolicyDocument(parsed.value, {
-    file: job.file,
-    locate: parsed.locate,
-    limits: job.limits,
-    ...(job.bitsetMaxBytes === undefined ? {} : { bitsetMaxBytes: job.bitsetMaxBytes }),
-  })
+  const packed = packPolicyFileHere(job)
   parentPort!.postMessage({ ok: true, packed }, packedTransferList(packed))
 } catch (err) {
   const e = toKeywayError(err, 'ERR_INTERNAL')

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { DocumentError, KeywayError, type ErrorCode, type Problem } from '../errors.js'
-import type { PackJob } from './compile-worker.js'
+import type { PackJob } from './pack-here.js'
 import type { PolicyLimits } from './limits.js'
 import type { PackedPolicy } from './pack.js'
 

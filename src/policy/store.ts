@@ -3,7 +3,8 @@ import { basename, dirname } from 'node:path'
 import { DocumentError, KeywayError, toKeywayError, type Problem } from '../errors.js'
 import { assemblePolicy } from './assemble.js'
 import { DEFAULT_POLICY_LIMITS, type PolicyLimits } from './limits.js'
-import { packPolicyFile } from './pack-file.js'
+import type { PackedPolicy } from './pack.js'
+import { packPolicyFile, type PackFileOptions } from './pack-file.js'
 import type { CompiledPolicy } from './types.js'
 
 /** What a reload did. */
@@ -25,6 +26,12 @@ export interface PolicyStoreOptions {
   limits?: PolicyLimits
   /** Longest stretch, ms, that wrapping a new policy holds the event loop before letting it turn. Default 4. */
   sliceMs?: number
+  /**
+   * Reads and packs the file. Default `packPolicyFile` (on a worker thread);
+   * tests of what the store does with the result may pass `packPolicyFileHere`
+   * wrapped in a promise (same steps, this thread).
+   */
+  pack?: (file: string, options: PackFileOptions) => Promise<PackedPolicy>
 }
 
 /**
@@ -99,7 +106,7 @@ export class PolicyStore {
   async #reloadOnce(): Promise<ReloadResult> {
     let result: ReloadResult
     try {
-      const packed = await packPolicyFile(this.#options.file, {
+      const packed = await (this.#options.pack ?? packPolicyFile)(this.#options.file, {
         limits: this.#options.limits ?? DEFAULT_POLICY_LIMITS,
         signal: this.#abort.signal,
       })

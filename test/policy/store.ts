@@ -7,6 +7,8 @@ import { stringify } from 'yaml'
 import { DEFAULT_POLICY_LIMITS, type PolicyLimits } from '../../src/policy/limits.js'
 import { compilePolicyText } from '../../src/policy/compile.js'
 import { PolicyStore, type ReloadResult } from '../../src/policy/store.js'
+import { packPolicyFileHere } from '../../src/policy/pack-here.js'
+import type { PackFileOptions } from '../../src/policy/pack-file.js'
 import type { CompiledPolicy, PolicyDoc } from '../../src/policy/types.js'
 import { generate, NOW, rng } from '../../bench/policy-generate.js'
 
@@ -31,8 +33,13 @@ function small(accounts: number): PolicyDoc {
   }
 }
 
-function storeFor(t: Test, file: string, limits?: Partial<PolicyLimits>): PolicyStore {
-  const store = new PolicyStore({ file, limits: { ...DEFAULT_POLICY_LIMITS, ...limits } })
+// The worker's own steps on this thread: these tests are about what the store
+// does with a result (a worker start costs seconds under the test runner's
+// TypeScript loader); test/policy/pack-file.ts covers the worker.
+const here = async (file: string, o: PackFileOptions) => packPolicyFileHere({ file, limits: o.limits })
+
+function storeFor(t: Test, file: string, limits?: Partial<PolicyLimits>, worker = false): PolicyStore {
+  const store = new PolicyStore({ file, limits: { ...DEFAULT_POLICY_LIMITS, ...limits }, ...(worker ? {} : { pack: here }) })
   t.teardown(() => store.close())
   return store
 }
@@ -85,26 +92,6 @@ t.test('a policy file over maxBytes is refused unread; the last good one stays; 
   await t.rejects(fresh.start(), { code: 'ERR_POLICY_TOO_LARGE' })
 })
 
-t.test('reload errors come back from the worker with their codes and located problems', async (t) => {
-  const dir = tempDir(t)
-  const file = join(dir, 'policy.yaml')
-  writeFileSync(file, stringify(small(1)))
-  const store = storeFor(t, file)
-  await store.start()
-  writeFileSync(file, 'version: 1\nroles:\n  - name: r\n    grants: [nope]\n')
-  const invalid = await store.reload()
-  t.equal(invalid.ok, false)
-  if (!invalid.ok) {
-    t.equal(invalid.error.code, 'ERR_POLICY_INVALID')
-    t.match(invalid.problems, [{ file, line: 4, key: 'roles[0].grants[0]' }])
-  }
-  rmSync(file)
-  const missing = await store.reload()
-  t.equal(missing.ok, false)
-  if (!missing.ok) t.equal(missing.error.code, 'ERR_POLICY_IO')
-  t.equal(store.current().accounts.size, 1)
-})
-
 /** Samples `decide` on both policies: the same decisions, field for field. */
 function sameDecisions(t: Test, got: CompiledPolicy, want: CompiledPolicy, doc: PolicyDoc, lookups: number): void {
   const random = rng(11)
@@ -126,7 +113,7 @@ t.test('the event loop keeps turning while a large policy reloads, and the resul
   const dir = tempDir(t)
   const file = join(dir, 'policy.yaml')
   writeFileSync(file, stringify(small(1)))
-  const store = storeFor(t, file)
+  const store = storeFor(t, file, {}, true)
   await store.start()
 
   const { doc } = generate({ accounts: 5_000, roles: 100, resources: 2_000, roleGrants: 200, accountGrants: 6 })
