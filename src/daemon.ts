@@ -11,7 +11,7 @@ import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
-import { PolicyStore } from './policy/index.js'
+import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 
 /** A running daemon, for tests and the CLI. */
@@ -32,6 +32,8 @@ export interface GatewayWorld {
   clock?: Clock
   /** How upstreams are dialled; default {@link dialTcp}. */
   dial?: DialFunc
+  /** How the policy file is read and packed; default on a worker thread (see `PolicyStoreOptions.pack`). */
+  packPolicy?: PolicyStoreOptions['pack']
 }
 
 
@@ -52,6 +54,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   const store = new PolicyStore({
     file: config.policy,
     limits: config.policyLimits,
+    ...(world.packPolicy ? { pack: world.packPolicy } : {}),
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return
