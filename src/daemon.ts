@@ -12,7 +12,7 @@ import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
 import { VERSION } from './package.js'
-import { PolicyStore } from './policy/index.js'
+import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 import { checkFastPath } from './read-buffer/index.js'
 
@@ -34,6 +34,8 @@ export interface GatewayWorld {
   clock?: Clock
   /** How upstreams are dialled; default {@link dialTcp}. */
   dial?: DialFunc
+  /** How the policy file is read and packed; default on a worker thread (see `PolicyStoreOptions.pack`). */
+  packPolicy?: PolicyStoreOptions['pack']
 }
 
 
@@ -54,6 +56,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   let gateway: Gateway | undefined
   const store = new PolicyStore({
     file: config.policy,
+    limits: config.policyLimits,
+    ...(world.packPolicy ? { pack: world.packPolicy } : {}),
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return

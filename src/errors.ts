@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   ERR_POLICY_LOCKED: 'Another edit holds the policy lock and did not release it in time.',
   ERR_CREDENTIALS_MODE: 'The credentials file (password hashes) is readable or writable by others than its owner and group.',
   ERR_CREDENTIALS_INVALID: 'The credentials file is not in the credentials format.',
+  ERR_POLICY_TOO_LARGE: 'The policy file or one of its entity counts is over its configured limit (policyLimits).',
 
   // tokens
   ERR_TOKEN_MISSING: 'No token was presented.',

@@ -5,7 +5,7 @@ import { loadConfig } from '../src/config/index.js'
 import { startGateway } from '../src/daemon.js'
 import { VERSION } from '../src/package.js'
 import { listen } from './helpers/net.js'
-import { createWorld } from './helpers/world.js'
+import { createWorld, packPolicyHere } from './helpers/world.js'
 
 const policy = { version: 1 as const, resources: [], roles: [], accounts: [] }
 
@@ -19,7 +19,7 @@ t.test('a gateway whose metrics port is taken fails to start and does not keep s
   const taken = await listen(t, (s) => s.destroy())
   const world = await createWorld(t, { policy })
   const config = loadConfig({ file: world.config.file, env: { KEYWAY_GATEWAY_METRICS: `127.0.0.1:${taken.port}`, KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0' } })
-  await t.rejects(startGateway(config, { logger: world.logger, clock: world.clock }), { code: 'ERR_PORT_IN_USE', message: /gateway\.metrics/ })
+  await t.rejects(startGateway(config, { logger: world.logger, clock: world.clock, packPolicy: packPolicyHere }), { code: 'ERR_PORT_IN_USE', message: /gateway\.metrics/ })
   const listening = await world.logs.waitFor((l) => l.event === 'gateway_listening')
   const tunnelPort = Number(String(listening.address).split(':')[1])
   await world.logs.waitFor((l) => l.event === 'gateway_closed')

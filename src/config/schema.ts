@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { parseDuration } from '../clock.js'
 import { parseAddressList, parseHostPort, type HostPort } from '../net/index.js'
+import { DEFAULT_POLICY_LIMITS } from '../policy/index.js'
 
 const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v
@@ -42,6 +43,20 @@ export const configSchema = z.strictObject({
   state: z.string().min(1).default('state'),
   /** Create missing development keys and certificates in `state` at start. */
   bootstrap: z.boolean().default(false),
+  /** A policy over any of these is refused (ERR_POLICY_TOO_LARGE); the gateway keeps its last good one. */
+  policyLimits: z
+    .strictObject({
+      /** Size of the policy file, bytes. */
+      maxBytes: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxBytes),
+      maxAccounts: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxAccounts),
+      maxRoles: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxRoles),
+      maxResources: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxResources),
+      /** Role grants plus account grants. */
+      maxGrants: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxGrants),
+      /** Token records of all accounts. */
+      maxTokens: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxTokens),
+    })
+    .prefault({}),
   keys: z
     .strictObject({
       /** Private Ed25519 JWK that signs tokens (admin CLI, login). */

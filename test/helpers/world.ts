@@ -9,11 +9,22 @@ import { generateSigningKey, importSigningKey, issueToken, newTokenId, tokenFing
 import { ManualClock, systemClock, type Clock } from '../../src/clock.js'
 import { loadConfig, type KeywayConfig } from '../../src/config/index.js'
 import { startGateway, type RunningGateway } from '../../src/daemon.js'
+import { packPolicyFileHere, type PackFileOptions } from '../../src/policy/index.js'
 import type { Logger } from '../../src/observe/index.js'
 import { createDevPki } from '../../src/pki/index.js'
 import type { AccountDoc, PolicyDoc } from '../../src/policy/index.js'
 import { ALPN_TUNNEL, encodeHello, ReplyParser, type Reply } from '../../src/protocol/index.js'
 import type { Teardown } from './net.js'
+
+
+/**
+ * The policy worker's steps on the test's own thread: gateways of in-process
+ * tests pack their policy here (a worker start costs seconds under the test
+ * runner's TypeScript loader). The worker itself is tested by
+ * test/policy/pack-file.ts, test/policy/store.ts and the e2e tests (dist/).
+ */
+export const packPolicyHere = async (file: string, o: PackFileOptions) =>
+  packPolicyFileHere({ file, limits: o.limits, ...(o.bitsetMaxBytes === undefined ? {} : { bitsetMaxBytes: o.bitsetMaxBytes }) })
 
 export type { Teardown }
 
@@ -152,7 +163,7 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
       return token
     },
     async startGateway() {
-      const running = await startGateway(world.config, { logger, clock })
+      const running = await startGateway(world.config, { logger, clock, packPolicy: packPolicyHere })
       t.teardown(() => running.close())
       return running
     },
