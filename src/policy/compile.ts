@@ -109,7 +109,7 @@ export function compilePolicy(doc: unknown, options: CompileOptions = {}): Compi
 
   // Resources: name → index; everything below speaks indexes.
   const resourceList: Resource[] = v.resources.map((r) =>
-    Object.freeze({ name: r.name, kind: r.kind, type: r.type, host: r.host, port: r.port, portOverride: r.portOverride }),
+    Object.freeze({ name: r.name, kind: r.kind, type: r.type, host: r.host, port: r.port, portOverride: r.portOverride, credential: r.credential }),
   )
   const resourceIndex = new Map<string, number>()
   for (let i = 0; i < resourceList.length; i++) resourceIndex.set(resourceList[i]!.name, i)

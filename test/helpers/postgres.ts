@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -24,11 +24,21 @@ function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args]
 }
 
+/** Options of {@link startPostgres}. */
+export interface PostgresOptions {
+  /**
+   * `trust` (default): every user logs in without a password.
+   * `scram`: only `postgres` is trusted (for the test's own setup); every
+   * other user must pass SCRAM-SHA-256 over TCP.
+   */
+  auth?: 'trust' | 'scram'
+}
+
 /**
  * Starts a fresh cluster (trust auth, no fsync) on a free loopback port.
  * Call `stop()` in teardown: it stops the server and removes its files.
  */
-export async function startPostgres(): Promise<Postgres> {
+export async function startPostgres(options: PostgresOptions = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'keyway-pg-'))
   const data = join(dir, 'data')
   if (process.getuid?.() === 0) {
@@ -38,8 +48,15 @@ export async function startPostgres(): Promise<Postgres> {
   }
   const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
   await run(initCmd, initArgs)
+  if (options.auth === 'scram') {
+    writeFileSync(
+      join(data, 'pg_hba.conf'),
+      ['local all all trust', 'host all postgres 127.0.0.1/32 trust', 'host all all 127.0.0.1/32 scram-sha-256', ''].join('\n'),
+      { mode: 0o644 },
+    )
+  }
   const port = await freePort()
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on`
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on -c password_encryption=scram-sha-256`
   const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
   await run(startCmd, startArgs)
   let stopped = false
