@@ -65,7 +65,7 @@ export async function loginUpstream(
   } catch (err) {
     const e = timedOut ? toKeywayError(new Error(`login not completed within ${limit} ms`), 'ERR_HANDSHAKE_TIMEOUT') : toKeywayError(err)
     const clientSide = e.code === 'ERR_HANDSHAKE_MALFORMED' || e.code === 'ERR_HANDSHAKE_TIMEOUT'
-    ctx.metrics.sessionsClosed.inc({ reason: clientSide ? 'client_login_error' : 'upstream_login_failed' })
+    ctx.metrics.sessionsTotal.inc({ result: clientSide ? 'handshake_error' : 'upstream_error' })
     if (!clientSide) ctx.metrics.upstreamLoginFailures.inc({ resource: hello.resource, code: e.code })
     ctx.logger.warn(
       {
