@@ -65,7 +65,8 @@ export class StreamReader {
   }
 
   readonly #onData = (chunk: Buffer): void => {
-    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk])
+    // Copied: a multiplexed stream may hand out a view of a read buffer that is reused later.
+    this.#buf = this.#buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#buf, chunk])
     const w = this.#waiter
     if (w !== undefined && this.#buf.length >= w.n) {
       this.#waiter = undefined
