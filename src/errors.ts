@@ -44,6 +44,8 @@ export const ERROR_CODES = {
   ERR_PROTOCOL_VIOLATION: 'A multiplexed tunnel connection sent a frame that breaks the protocol rules; the connection is closed.',
   ERR_UPSTREAM_UNREACHABLE: 'The upstream refused or reset the connection.',
   ERR_UPSTREAM_TIMEOUT: 'The upstream did not accept the connection within the connect timeout.',
+  ERR_CREDENTIAL_UNAVAILABLE: "The gateway could not read the resource's upstream secret (file or environment variable) or its upstream CA.",
+  ERR_UPSTREAM_LOGIN_FAILED: 'The upstream refused the login the gateway made with the resource credentials, or broke its protocol while logging in.',
   ERR_CONN_LIMIT: 'The gateway is at its connection limit.',
   ERR_PROXY_HEADER: 'A connection from a configured load balancer did not start with a valid PROXY protocol v2 header in time.',
   ERR_API_HEADERS_TIMEOUT: 'An API request did not send its headers within gateway.apiHeadersTimeout.',

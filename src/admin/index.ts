@@ -47,7 +47,10 @@ export {
   addResource,
   listResources,
   removeResource,
+  setResource,
   type AddResourceOptions,
+  type ResourceCredentialOptions,
+  type SetResourceOptions,
   type ResourceListEntry,
   type RemoveResourceOptions,
 } from './resources.js'

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { isMap, type Document } from 'yaml'
 import { KeywayError } from '../errors.js'
 import { formatHostPort } from '../net/index.js'
@@ -7,8 +8,27 @@ import { edit, type AdminContext } from './context.js'
 import { compileEdited } from './edit.js'
 import { accountEntry, checkName, compareText, dropIfEmpty, entryOf, existingList, indexWhere, newNode, plain, removeWhere, sectionList } from './document.js'
 
+/**
+ * How the gateway logs in upstream for a resource (credential injection): the
+ * user and a reference to the secret, never the secret itself.
+ */
+export interface ResourceCredentialOptions {
+  /** Upstream user the gateway logs in as. */
+  username?: string
+  /** File on the gateway holding the password; a relative path is made absolute against the working directory. */
+  passwordFile?: string
+  /** Environment variable of the gateway holding the password. */
+  passwordEnv?: string
+  /** Pinned database; else the client's. */
+  database?: string
+  /** disable, require or verify-full. */
+  upstreamTls?: string
+  /** CA file for verify-full; a relative path is made absolute. */
+  upstreamCa?: string
+}
+
 /** What `keyway admin resources add` takes. */
-export interface AddResourceOptions {
+export interface AddResourceOptions extends ResourceCredentialOptions {
   name: string
   kind: string
   /** Protocol: postgres, mysql, redis, ssh, http, ... */
@@ -27,6 +47,8 @@ export interface ResourceListEntry {
   readonly address: string
   /** The local port when port overrides are on, else null. */
   readonly portOverride: number | null
+  /** The upstream user the gateway logs in as, or null (bytes forwarded blindly). Never the secret. */
+  readonly username: string | null
 }
 
 /** What {@link addResource} did. */
@@ -72,13 +94,85 @@ export async function addResource(ctx: AdminContext, options: AddResourceOptions
         })
       }
     }
-    const resource: ResourceDoc = { name, kind: kind as ResourceKind, type, address, ...(portOverride === undefined ? {} : { portOverride }) }
+    const resource: ResourceDoc = {
+      name,
+      kind: kind as ResourceKind,
+      type,
+      address,
+      ...(portOverride === undefined ? {} : { portOverride }),
+      ...credentialFields(options),
+    }
     sectionList(doc, 'resources').add(newNode(doc, resource))
     if (!current.settings.portOverrides) return { name, portOverride: portOverride ?? null, assigned: false, pinned: [] }
     // Pin every assigned port, not only the new one: an unpinned port would move when a resource before it goes.
     const pinned = pinAssignedPorts(doc, ctx.policyFile)
     const mine = pinned.find((p) => p.resource === name)
     return { name, portOverride: mine?.port ?? portOverride ?? null, assigned: mine !== undefined, pinned: pinned.filter((p) => p !== mine) }
+  })
+}
+
+const CREDENTIAL_KEYS = ['username', 'passwordFile', 'passwordEnv', 'database', 'upstreamTls', 'upstreamCa'] as const
+
+/** The credential keys to write, paths made absolute; `upstreamTls: disable` is the default and not written. */
+function credentialFields(o: ResourceCredentialOptions): Partial<ResourceDoc> {
+  const out: Record<string, string> = {}
+  if (o.username !== undefined) out.username = o.username
+  if (o.passwordFile !== undefined) out.passwordFile = resolve(o.passwordFile)
+  if (o.passwordEnv !== undefined) out.passwordEnv = o.passwordEnv
+  if (o.database !== undefined) out.database = o.database
+  if (o.upstreamTls !== undefined && o.upstreamTls !== 'disable') out.upstreamTls = o.upstreamTls
+  if (o.upstreamCa !== undefined) out.upstreamCa = resolve(o.upstreamCa)
+  return out as Partial<ResourceDoc>
+}
+
+/** What `keyway admin resources set` changes; absent fields stay as they are. */
+export interface SetResourceOptions extends ResourceCredentialOptions {
+  address?: string
+  /** Remove every credential field first: the gateway forwards bytes blindly again. */
+  clearCredentials?: boolean
+}
+
+/**
+ * Changes a resource's address or credential fields. A new secret reference
+ * replaces the other kind (`passwordFile` drops `passwordEnv` and the reverse);
+ * `upstreamTls: disable` drops `upstreamCa`. The edited policy is validated
+ * as a whole before it is written.
+ *
+ * @returns the keys changed.
+ * @throws KeywayError ERR_NOT_FOUND, ERR_USAGE; DocumentError ERR_POLICY_INVALID
+ */
+export async function setResource(ctx: AdminContext, name: string, options: SetResourceOptions): Promise<{ name: string; changed: string[] }> {
+  if (options.address !== undefined) {
+    const parsed = parseHostPort(options.address)
+    if (typeof parsed === 'string') throw new KeywayError('ERR_USAGE', `--address: ${parsed}`)
+  }
+  if (options.passwordFile !== undefined && options.passwordEnv !== undefined) throw new KeywayError('ERR_USAGE', 'give --password-file or --password-env, not both')
+  return edit(ctx, (doc, current) => {
+    if (!current.resources.has(name)) throw new KeywayError('ERR_NOT_FOUND', `no resource named "${name}"; see keyway admin resources list`, { detail: { resource: name } })
+    const entry = entryOf(doc, 'resources', 'name', name)
+    const changed: string[] = []
+    if (options.clearCredentials === true) {
+      for (const k of CREDENTIAL_KEYS) if (entry.has(k)) entry.delete(k)
+      changed.push('credentials cleared')
+    }
+    if (options.address !== undefined) {
+      entry.set('address', options.address)
+      changed.push('address')
+    }
+    const fields = credentialFields(options) as Record<string, string>
+    if (fields.passwordFile !== undefined) entry.delete('passwordEnv')
+    if (fields.passwordEnv !== undefined) entry.delete('passwordFile')
+    if (options.upstreamTls === 'disable') {
+      entry.delete('upstreamTls')
+      entry.delete('upstreamCa')
+      changed.push('upstreamTls')
+    }
+    for (const [k, v] of Object.entries(fields)) {
+      entry.set(k, v)
+      changed.push(k)
+    }
+    if (changed.length === 0) throw new KeywayError('ERR_USAGE', 'nothing to change: give --address, --username, --password-file, --password-env, --database, --upstream-tls, --upstream-ca or --clear-credentials')
+    return { name, changed }
   })
 }
 
@@ -92,6 +186,7 @@ export function listResources(policy: CompiledPolicy): ResourceListEntry[] {
       type: r.type,
       address: formatHostPort({ host: r.host, port: r.port }),
       portOverride: r.portOverride ?? null,
+      username: r.credential?.username ?? null,
     }))
     .sort((a, b) => order(a.kind) - order(b.kind) || compareText(a.name, b.name))
 }

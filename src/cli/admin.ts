@@ -23,6 +23,7 @@ import {
   revokeTokens,
   rotateToken,
   setPassword,
+  setResource,
   setSetting,
   showAccount,
   showSettings,
@@ -31,6 +32,7 @@ import {
   unassignRole,
   type AccountView,
   type AdminContext,
+  type ResourceCredentialOptions,
 } from '../admin/index.js'
 import { parseDuration, systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
@@ -64,7 +66,27 @@ interface Subcommand {
 
 const JSON_FLAG = { json: { type: 'boolean' } } as const
 
-const RESOURCES_ADD_USAGE = 'Usage: keyway admin resources add NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT] [--config FILE]'
+const CREDENTIAL_ARGS = '[--username USER (--password-file PATH | --password-env VAR) [--database NAME] [--upstream-tls require|verify-full [--upstream-ca PATH]]]'
+const RESOURCES_ADD_USAGE = `Usage: keyway admin resources add NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT] ${CREDENTIAL_ARGS} [--config FILE]`
+const CREDENTIAL_FLAGS = {
+  username: { type: 'string' },
+  'password-file': { type: 'string' },
+  'password-env': { type: 'string' },
+  database: { type: 'string' },
+  'upstream-tls': { type: 'string' },
+  'upstream-ca': { type: 'string' },
+} as const
+
+/** The credential flags given, as {@link ResourceCredentialOptions}. */
+function credentialOptions(values: Values): ResourceCredentialOptions {
+  const out: Record<string, string> = {}
+  const map = { username: 'username', 'password-file': 'passwordFile', 'password-env': 'passwordEnv', database: 'database', 'upstream-tls': 'upstreamTls', 'upstream-ca': 'upstreamCa' } as const
+  for (const [flag, key] of Object.entries(map)) {
+    const v = values[flag]
+    if (typeof v === 'string') out[key] = v
+  }
+  return out
+}
 
 const SUBCOMMANDS: readonly Subcommand[] = [
   {
@@ -350,9 +372,9 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'resources add',
-    args: 'NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT]',
-    summary: `Add a resource (KIND: ${RESOURCE_KINDS.join(', ')}); an assigned override port is written to the file`,
-    options: { kind: { type: 'string' }, type: { type: 'string' }, address: { type: 'string' }, 'port-override': { type: 'string' } },
+    args: `NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT] ${CREDENTIAL_ARGS}`,
+    summary: `Add a resource (KIND: ${RESOURCE_KINDS.join(', ')}); an assigned override port is written to the file; --username and a secret reference make the gateway log in upstream`,
+    options: { kind: { type: 'string' }, type: { type: 'string' }, address: { type: 'string' }, 'port-override': { type: 'string' }, ...CREDENTIAL_FLAGS },
     positionals: 1,
     async run([name], values, env) {
       const need = (flag: string): string => {
@@ -371,9 +393,27 @@ const SUBCOMMANDS: readonly Subcommand[] = [
         type: need('type'),
         address: need('address'),
         ...(portOverride === undefined ? {} : { portOverride }),
+        ...credentialOptions(values),
       })
       const port = r.portOverride === null ? '' : `, local port ${r.portOverride}${r.assigned ? ' (assigned from the range and written to the policy)' : ''}`
       println(env.io.stdout, `Added resource ${r.name}${port}.`)
+      return 0
+    },
+  },
+  {
+    words: 'resources set',
+    args: `NAME [--address HOST:PORT] [--username USER] [--password-file PATH | --password-env VAR] [--database NAME] [--upstream-tls disable|require|verify-full] [--upstream-ca PATH] [--clear-credentials]`,
+    summary: 'Change a resource: its address, or the credentials the gateway logs in upstream with (never the secret itself)',
+    options: { address: { type: 'string' }, 'clear-credentials': { type: 'boolean' }, ...CREDENTIAL_FLAGS },
+    positionals: 1,
+    async run([name], values, env) {
+      const address = values.address
+      const r = await setResource(env.ctx(), name!, {
+        ...credentialOptions(values),
+        ...(typeof address === 'string' ? { address } : {}),
+        ...(values['clear-credentials'] === true ? { clearCredentials: true } : {}),
+      })
+      println(env.io.stdout, `Changed resource ${r.name}: ${r.changed.join(', ')}.`)
       return 0
     },
   },
@@ -390,7 +430,10 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       else {
         println(
           env.io.stdout,
-          formatTable(['NAME', 'KIND', 'TYPE', 'ADDRESS', 'PORT'], rows.map((r) => [r.name, r.kind, r.type, r.address, r.portOverride === null ? '-' : String(r.portOverride)])),
+          formatTable(
+            ['NAME', 'KIND', 'TYPE', 'ADDRESS', 'PORT', 'UPSTREAM USER'],
+            rows.map((r) => [r.name, r.kind, r.type, r.address, r.portOverride === null ? '-' : String(r.portOverride), r.username ?? '-']),
+          ),
         )
       }
       return 0

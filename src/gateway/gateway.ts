@@ -4,10 +4,12 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { Registry } from 'prom-client'
 import { LoginLimiter, type SignInLimiter, type SigningKey, type TokenVerifier } from '../auth/index.js'
 import type { Clock } from '../clock.js'
+import { SecretResolver } from '../secrets/index.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
 import { parseAddressList } from '../net/index.js'
 import { RefusalAudit, type Logger } from '../observe/index.js'
+import { SaltedPasswordCache } from '../pgwire/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { ALPN_MUX, type MuxConnection } from '../mux/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL } from '../protocol/index.js'
@@ -59,6 +61,8 @@ export interface GatewayOptions {
   loginLimiter?: SignInLimiter
   /** Multiplexed connections may read through Node's internals (start-up self-test passed, `forward.nodeInternals` on). Default true. */
   nodeInternals?: boolean
+  /** Environment where `passwordEnv` secrets are read. Default `process.env`. */
+  env?: NodeJS.ProcessEnv
 }
 
 /**
@@ -113,6 +117,8 @@ export class Gateway {
       sockets: new Set(),
       streams: { count: 0 },
       dialing: new Map(),
+      credentials: new SecretResolver({ clock: options.clock, ...(options.env ? { env: options.env } : {}) }),
+      saltedPasswords: new SaltedPasswordCache(),
     }
     this.#apiGuard = new ApiGuard({ settings: options.settings, clock: options.clock, audit: this.audit, metrics: this.metrics })
     const api = createApiHandler({
@@ -234,6 +240,8 @@ export class Gateway {
 
   /** Call after the policy changed: ends sessions whose access has ended. */
   policyChanged(): number {
+    // Secrets are re-read after a reload (a changed reference, or an operator who fixed the file and sent SIGHUP).
+    this.#tunnels.credentials.clear()
     return this.sessions.sweep()
   }
 

@@ -11,6 +11,7 @@ export interface GatewayMetrics {
   readonly loginFailures: Counter<'code'>
   readonly apiRejected: Counter<'code'>
   readonly proxyHeaderErrors: Counter
+  readonly upstreamLoginFailures: Counter<'resource' | 'code'>
   readonly handshakeSeconds: Histogram
   readonly policyGeneration: Gauge
   readonly policyReloads: Counter<'result'>
@@ -66,6 +67,12 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
     proxyHeaderErrors: new Counter({
       name: 'keyway_gateway_proxy_header_errors_total',
       help: 'Connections from a configured load balancer closed for a missing, late or malformed PROXY v2 header.',
+      registers,
+    }),
+    upstreamLoginFailures: new Counter({
+      name: 'keyway_gateway_upstream_login_failures_total',
+      help: 'Logins the gateway made upstream with a resource credential that failed, by resource and code (ERR_UPSTREAM_LOGIN_FAILED, ERR_CREDENTIAL_UNAVAILABLE).',
+      labelNames: ['resource', 'code'],
       registers,
     }),
     handshakeSeconds: new Histogram({

@@ -6,10 +6,13 @@ import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
 import type { Logger, RefusalAudit } from '../observe/index.js'
+import type { SecretResolver } from '../secrets/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
+import { encodeErrorResponse, type SaltedPasswordCache } from '../pgwire/index.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
+import { loginUpstream } from './upstream-login.js'
 
 /** Limits and timeouts of tunnels (from the `gateway` configuration). */
 export interface TunnelSettings {
@@ -47,6 +50,10 @@ export interface TunnelContext {
   readonly streams: { count: number }
   /** Admitted tunnels still dialling, by account: they hold a slot of the per-account limit. */
   readonly dialing: Map<string, number>
+  /** Upstream secrets of resources with credentials. */
+  readonly credentials: SecretResolver
+  /** SCRAM salted passwords, so a new connection costs no PBKDF2. */
+  readonly saltedPasswords: SaltedPasswordCache
 }
 
 type Result = 'ok' | 'denied' | 'handshake_error' | 'upstream_error' | 'limited' | 'shutting_down' | 'error'
@@ -189,11 +196,30 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   }
   const peer = opening.accept(session.id)
   ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
+  let initialAToB = opening.initial
+  let upstreamUser: string | undefined
+  if (resource.credential !== undefined) {
+    const login = await loginUpstream(ctx, hello, token, peer, upstream, { ...resource, credential: resource.credential }, initialAToB)
+    if (login === undefined) return
+    // The policy may have changed during the login too.
+    const revoked = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
+    if (revoked || ctx.closing()) {
+      login.upstream.destroy()
+      const code = revoked ?? 'ERR_SHUTTING_DOWN'
+      reportRefusal(ctx, opening, code, `access to "${hello.resource}" ended during the upstream login: ${code}`, hello, token)
+      peer.end(encodeErrorResponse(code, `access to "${hello.resource}" ended: ${code}`), () => peer.destroy())
+      return
+    }
+    peer.write(login.toClient)
+    upstream = login.upstream
+    initialAToB = login.toUpstream
+    upstreamUser = login.username
+  }
   const fwd = forward(peer, upstream, {
     idleTimeoutMs: ctx.settings.idleTimeout,
     maxLifetimeMs: ctx.settings.maxLifetime,
     halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
-    initialAToB: opening.initial,
+    initialAToB,
     // The gateway's clock decides the lifetime and half-close limits too (tests inject one).
     clock: ctx.clock,
   })
@@ -204,7 +230,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   const sessionStart = ctx.clock.now()
   const client = opening.client
   ctx.logger.info(
-    { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint },
+    { event: 'session_start', session: session.id, account: token.accountId, account_name: token.account.name, resource: hello.resource, client, token_fp: token.fingerprint, ...(upstreamUser !== undefined ? { upstream_user: upstreamUser } : {}) },
     'session started',
   )
   void fwd.done

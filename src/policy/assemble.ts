@@ -91,6 +91,7 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
   const resourceList: Resource[] = []
   const resourceIndex = new Map<string, number>()
   const resources = new ReadonlyPolicyMap<string, Resource>()
+  const credentials = new Map(p.credentials)
   for (let i = 0, o = 0; i < p.resourceCount; i++, o += RESOURCE_STRIDE) {
     const override = p.resources[o + 5]!
     const r: Resource = Object.freeze({
@@ -100,6 +101,7 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
       host: str(p.resources[o + 2]!),
       port: p.resources[o + 4]!,
       portOverride: override < 0 ? undefined : override,
+      credential: credentials.get(i),
     })
     resourceList.push(r)
     resourceIndex.set(r.name, i)

@@ -3,7 +3,7 @@
  * parsed from YAML, validated (every problem at once, located), and compiled
  * into an immutable policy whose `decide` allocates nothing.
  */
-export { RESOURCE_KINDS } from './types.js'
+export { CREDENTIAL_TYPES, RESOURCE_KINDS, UPSTREAM_TLS_MODES } from './types.js'
 export type {
   Account,
   AccountDoc,
@@ -15,6 +15,7 @@ export type {
   GrantSource,
   PolicyDoc,
   Resource,
+  ResourceCredential,
   ResourceDoc,
   ResourceKind,
   RoleDoc,
@@ -22,6 +23,7 @@ export type {
   SettingsDoc,
   TokenRecord,
   TokenRecordDoc,
+  UpstreamTlsMode,
 } from './types.js'
 export { parsePolicyText, locateIn } from './parse.js'
 export { loadPolicyFile } from './load.js'

@@ -1,4 +1,4 @@
-import { RESOURCE_KINDS, type Settings } from './types.js'
+import { RESOURCE_KINDS, type ResourceCredential, type Settings } from './types.js'
 import type { ValidatedPolicy } from './validate.js'
 
 /**
@@ -20,6 +20,8 @@ export interface PackedPolicy {
   readonly resourceCount: number
   /** {@link RESOURCE_STRIDE} ints per resource: name, type, host (strings), kind (index into RESOURCE_KINDS), port, override port or -1. */
   readonly resources: Int32Array
+  /** Upstream credentials by resource index (few, plain objects: cloned, not moved). */
+  readonly credentials: ReadonlyArray<readonly [number, ResourceCredential]>
   readonly roleCount: number
   /** String of each role's name. */
   readonly roleNames: Int32Array
@@ -82,6 +84,7 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
 
   const resourceCount = v.resources.length
   const resources = new Int32Array(resourceCount * RESOURCE_STRIDE)
+  const credentials: [number, ResourceCredential][] = []
   for (let i = 0, o = 0; i < resourceCount; i++, o += RESOURCE_STRIDE) {
     const r = v.resources[i]!
     resources[o] = str(r.name)
@@ -90,6 +93,7 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
     resources[o + 3] = KIND_INDEX.get(r.kind)!
     resources[o + 4] = r.port
     resources[o + 5] = r.portOverride ?? -1
+    if (r.credential !== undefined) credentials.push([i, r.credential])
   }
 
   const roleCount = v.roles.length
@@ -170,6 +174,7 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
     stringEnds,
     resourceCount,
     resources,
+    credentials,
     roleCount,
     roleNames,
     roleGrantEnds,

@@ -33,6 +33,42 @@ export interface ResourceDoc {
   address: string
   /** Local port the sidecar binds when port overrides are on. */
   portOverride?: number
+  /** Upstream user the gateway logs in as (credential injection; postgres only). */
+  username?: string
+  /** File on the gateway holding the upstream password (e.g. a mounted Kubernetes Secret). Never the secret itself. */
+  passwordFile?: string
+  /** Environment variable of the gateway process holding the upstream password. */
+  passwordEnv?: string
+  /** Database the gateway always logs in to; else the one the client asks for. */
+  database?: string
+  /** TLS from the gateway to the upstream. Default `disable`. */
+  upstreamTls?: UpstreamTlsMode
+  /** CA file (PEM) on the gateway for `upstreamTls: verify-full`; else the system CAs. */
+  upstreamCa?: string
+}
+
+/** TLS modes from the gateway to an upstream with credentials, as libpq's `sslmode` names them. */
+export const UPSTREAM_TLS_MODES = ['disable', 'require', 'verify-full'] as const
+/** One of {@link UPSTREAM_TLS_MODES}. */
+export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number]
+
+/** Resource types for which the gateway can log in upstream with the resource's credentials. */
+export const CREDENTIAL_TYPES = ['postgres'] as const
+
+/**
+ * How the gateway logs in to a resource on the client's behalf: the user and
+ * where the secret lives. The secret itself is never in the policy; the
+ * gateway reads it when a session needs it.
+ */
+export interface ResourceCredential {
+  readonly username: string
+  /** Where the password is read from. */
+  readonly secret: { readonly file: string } | { readonly env: string }
+  /** Pinned database, or undefined for the client's. */
+  readonly database: string | undefined
+  readonly upstreamTls: UpstreamTlsMode
+  /** CA file for verify-full, or undefined for the system CAs. */
+  readonly upstreamCa: string | undefined
 }
 
 /** One entry of `roles:` */
@@ -111,6 +147,8 @@ export interface Resource {
   readonly port: number
   /** The override port (assigned from the range when the document gives none), or undefined when overrides are off. */
   readonly portOverride: number | undefined
+  /** Upstream credentials the gateway injects, or undefined: bytes are forwarded blindly. */
+  readonly credential: ResourceCredential | undefined
 }
 
 /** A compiled token record of an account. */

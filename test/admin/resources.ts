@@ -58,11 +58,11 @@ t.test('list: by kind (tab order) then name, with address and override port', as
   await addResource(ctx, { name: 'aws', kind: 'cloud', type: 'aws', address: 'sts.amazonaws.com:443' })
   await addResource(ctx, { name: 'cache', kind: 'datasource', type: 'redis', address: '[::1]:6379' })
   t.same(listResources((await readPolicy(setup.policyFile)).policy), [
-    { name: 'cache', kind: 'datasource', type: 'redis', address: '[::1]:6379', portOverride: 16003 },
-    { name: 'pg', kind: 'datasource', type: 'postgres', address: '127.0.0.1:5432', portOverride: 16000 },
-    { name: 'ssh-box', kind: 'server', type: 'ssh', address: '10.0.0.7:22', portOverride: 16050 },
-    { name: 'web', kind: 'website', type: 'http', address: '127.0.0.1:8080', portOverride: 16001 },
-    { name: 'aws', kind: 'cloud', type: 'aws', address: 'sts.amazonaws.com:443', portOverride: 16002 },
+    { name: 'cache', kind: 'datasource', type: 'redis', address: '[::1]:6379', portOverride: 16003, username: null },
+    { name: 'pg', kind: 'datasource', type: 'postgres', address: '127.0.0.1:5432', portOverride: 16000, username: null },
+    { name: 'ssh-box', kind: 'server', type: 'ssh', address: '10.0.0.7:22', portOverride: 16050, username: null },
+    { name: 'web', kind: 'website', type: 'http', address: '127.0.0.1:8080', portOverride: 16001, username: null },
+    { name: 'aws', kind: 'cloud', type: 'aws', address: 'sts.amazonaws.com:443', portOverride: 16002, username: null },
   ])
 })
 

@@ -187,14 +187,52 @@ t.test('resources add writes the assigned port; list; remove', async (t) => {
   t.equal(badPort.code, 2)
   t.match(badPort.stderr, /--port-override "abc" is not a port number/)
   const list = await runKeyway(['admin', 'resources', 'list', ...c])
-  t.match(list.stdout, /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+PORT\nmysql\s+datasource\s+mysql\s+db\.internal:3306\s+16002\n/)
+  t.match(list.stdout, /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+PORT\s+UPSTREAM USER\nmysql\s+datasource\s+mysql\s+db\.internal:3306\s+16002\s+-\n/)
   const json = JSON.parse((await runKeyway(['admin', 'resources', 'list', '--json', ...c])).stdout)
-  t.same(json[0], { name: 'mysql', kind: 'datasource', type: 'mysql', address: 'db.internal:3306', portOverride: 16002 })
+  t.same(json[0], { name: 'mysql', kind: 'datasource', type: 'mysql', address: 'db.internal:3306', portOverride: 16002, username: null })
   const refused = await runKeyway(['admin', 'resources', 'remove', 'pg', ...c])
   t.equal(refused.code, 2)
   t.match(refused.stderr, /still granted by role analysts/)
   const forced = await runKeyway(['admin', 'resources', 'remove', 'pg', '--force', ...c])
   t.match(forced.stdout, /Removed resource pg; removed its grants from role analysts\./)
+})
+
+t.test('resources add and set: credentials are references in the policy, checked like every field', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const c = ['--config', setup.configFile]
+  const add = await runKeyway(
+    ['admin', 'resources', 'add', 'orders', '--kind', 'datasource', '--type', 'postgres', '--address', 'db.internal:5432', '--port-override', '16100', '--username', 'app', '--password-file', 'secrets/orders', '--database', 'orders', ...c],
+  )
+  t.equal(add.code, 0, add.stderr)
+  const text = setup.policyText()
+  t.match(text, new RegExp(`username: app\\n\\s+passwordFile: ${process.cwd()}/secrets/orders\\n\\s+database: orders`), 'the path is written absolute')
+  const json = JSON.parse((await runKeyway(['admin', 'resources', 'list', '--json', ...c])).stdout) as { name: string; username: string | null }[]
+  t.match(json.find((r) => r.name === 'orders'), { username: 'app' })
+
+  const env = await runKeyway(['admin', 'resources', 'set', 'orders', '--password-env', 'ORDERS_PASSWORD', '--upstream-tls', 'verify-full', '--upstream-ca', '/etc/keyway/db-ca.pem', ...c])
+  t.equal(env.code, 0, env.stderr)
+  t.match(env.stdout, /Changed resource orders: passwordEnv, upstreamTls, upstreamCa\./)
+  t.notMatch(setup.policyText(), /passwordFile/, 'a new reference replaces the other kind')
+  t.match(setup.policyText(), /passwordEnv: ORDERS_PASSWORD\n\s+upstreamTls: verify-full\n\s+upstreamCa: \/etc\/keyway\/db-ca.pem/)
+
+  const badTls = await runKeyway(['admin', 'resources', 'set', 'orders', '--upstream-tls', 'prefer', ...c])
+  t.equal(badTls.code, 1)
+  t.match(badTls.stderr, /upstreamTls "prefer" is not a TLS mode; use one of disable, require, verify-full \(resources\[\d+\]\.upstreamTls\)/)
+  t.match(badTls.stderr, /ERR_POLICY_INVALID/)
+  const both = await runKeyway(['admin', 'resources', 'set', 'orders', '--password-env', 'A', '--password-file', '/b', ...c])
+  t.equal(both.code, 2)
+  const notPostgres = await runKeyway(['admin', 'resources', 'add', 'box', '--kind', 'server', '--type', 'ssh', '--address', 'h:22', '--port-override', '16101', '--username', 'root', '--password-env', 'X', ...c])
+  t.equal(notPostgres.code, 1)
+  t.match(notPostgres.stderr, /only for type postgres/)
+
+  const cleared = await runKeyway(['admin', 'resources', 'set', 'orders', '--clear-credentials', ...c])
+  t.equal(cleared.code, 0, cleared.stderr)
+  t.notMatch(setup.policyText(), /username|passwordEnv|upstreamTls|upstreamCa|database: orders/)
+  const nothing = await runKeyway(['admin', 'resources', 'set', 'orders', ...c])
+  t.equal(nothing.code, 2)
+  t.match(nothing.stderr, /nothing to change/)
+  const unknown = await runKeyway(['admin', 'resources', 'set', 'nope', '--username', 'x', ...c])
+  t.match(unknown.stderr, /ERR_NOT_FOUND/)
 })
 
 t.test('settings: the auto-connect dependency, show', async (t) => {

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -24,11 +24,26 @@ function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args]
 }
 
+/** Options of {@link startPostgres}. */
+export interface PostgresOptions {
+  /**
+   * `trust` (default): every user logs in without a password.
+   * `scram`: only `postgres` is trusted (for the test's own setup); every
+   * other user must pass SCRAM-SHA-256 over TCP.
+   */
+  auth?: 'trust' | 'scram' | 'md5'
+  /**
+   * Serve TLS with this certificate; every user but `postgres` must then use
+   * it (`hostssl` lines only).
+   */
+  tls?: { certPem: string; keyPem: string }
+}
+
 /**
  * Starts a fresh cluster (trust auth, no fsync) on a free loopback port.
  * Call `stop()` in teardown: it stops the server and removes its files.
  */
-export async function startPostgres(): Promise<Postgres> {
+export async function startPostgres(options: PostgresOptions = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'keyway-pg-'))
   const data = join(dir, 'data')
   if (process.getuid?.() === 0) {
@@ -38,8 +53,28 @@ export async function startPostgres(): Promise<Postgres> {
   }
   const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
   await run(initCmd, initArgs)
+  let tlsOpts = ''
+  if (options.tls !== undefined) {
+    writeFileSync(join(data, 'server.crt'), options.tls.certPem, { mode: 0o644 })
+    writeFileSync(join(data, 'server.key'), options.tls.keyPem, { mode: 0o600 })
+    if (process.getuid?.() === 0) {
+      const uid = Number((await run('id', ['-u', 'postgres'])).stdout.trim())
+      const gid = Number((await run('id', ['-g', 'postgres'])).stdout.trim())
+      chownSync(join(data, 'server.key'), uid, gid)
+      chownSync(join(data, 'server.crt'), uid, gid)
+    }
+    tlsOpts = ' -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key'
+  }
+  if (options.auth === 'scram' || options.auth === 'md5') {
+    const method = options.auth === 'scram' ? 'scram-sha-256' : 'md5'
+    writeFileSync(
+      join(data, 'pg_hba.conf'),
+      ['local all all trust', 'host all postgres 127.0.0.1/32 trust', `${options.tls ? 'hostssl' : 'host'} all all 127.0.0.1/32 ${method}`, ''].join('\n'),
+      { mode: 0o644 },
+    )
+  }
   const port = await freePort()
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on`
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on -c password_encryption=${options.auth === 'md5' ? 'md5' : 'scram-sha-256'}${tlsOpts}`
   const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
   await run(startCmd, startArgs)
   let stopped = false

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { freePort, type Teardown } from './net.js'
 import { tempRuntimeDir } from './runtime-dir.js'
-import { startPostgres, type Postgres } from './postgres.js'
+import { startPostgres, type Postgres, type PostgresOptions } from './postgres.js'
 import { keyway, startDaemon, type Daemon, type Ran } from './processes.js'
 
 /** A real deployment on loopback: PostgreSQL, `keyway gateway`, and sidecars, as separate processes. */
@@ -40,6 +40,8 @@ export interface StackOptions {
   resource?: string
   /** Environment for the gateway (e.g. KEYWAY_GATEWAY_DRAIN_GRACE). */
   gatewayEnv?: Record<string, string>
+  /** How the cluster authenticates (default trust). */
+  postgres?: PostgresOptions
 }
 
 /**
@@ -49,7 +51,7 @@ export interface StackOptions {
  */
 export async function startStack(t: Teardown, options: StackOptions = {}): Promise<Stack & { overridePort: number }> {
   const resource = options.resource ?? 'warehouse'
-  const pgServer = await startPostgres()
+  const pgServer = await startPostgres(options.postgres)
   t.teardown(() => pgServer.stop())
   const dir = mkdtempSync(join(tmpdir(), 'keyway-e2e-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

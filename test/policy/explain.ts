@@ -93,3 +93,15 @@ t.test('agrees with decide everywhere on the fixture', async (t) => {
     }
   }
 })
+
+t.test('a resource with credentials: explain says whose login the gateway makes, never where the secret is', async (t) => {
+  const { compilePolicy } = await import('../../src/policy/compile.js')
+  const policy = compilePolicy({
+    resources: [{ name: 'orders', kind: 'datasource', type: 'postgres', address: '127.0.0.1:6543', username: 'app', passwordFile: '/run/secrets/orders-pw' }],
+    roles: [{ name: 'etl', grants: ['orders'] }],
+    accounts: [{ id: 'svc_etl', type: 'service', name: 'etl', roles: ['etl'] }],
+  })
+  const e = explainAccess(policy, 'etl', 'orders', START)
+  t.ok(e.lines.includes('the gateway logs in upstream as app (a credential is configured)'))
+  t.notOk(JSON.stringify(e).includes('/run/secrets'), 'the secret reference is not shown')
+})
