@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import { KeywayError } from '../errors.js'
+import { httpStatusOf, KeywayError } from '../errors.js'
 
 /** A route beyond the built-in /healthz, /readyz and /metrics. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean
@@ -57,7 +57,7 @@ export class ObservabilityServer {
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         options.logger.warn({ event: 'http_error', err }, 'observability request failed')
-        if (!res.headersSent) sendJson(res, 500, { code: 'ERR_INTERNAL', message: 'internal error' })
+        if (!res.headersSent) sendJson(res, httpStatusOf('ERR_INTERNAL'), { code: 'ERR_INTERNAL', message: 'internal error' })
         else res.destroy()
       })
     })
@@ -123,7 +123,7 @@ export class ObservabilityServer {
         return
       }
       default:
-        return sendJson(res, 404, { code: 'ERR_NOT_FOUND', message: `no route ${url.pathname}` })
+        return sendJson(res, httpStatusOf('ERR_NOT_FOUND'), { code: 'ERR_NOT_FOUND', message: `no route ${url.pathname}` })
     }
   }
 }
