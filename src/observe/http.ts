@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import { httpStatusOf, KeywayError } from '../errors.js'
+import { httpStatusOf } from '../errors.js'
+import { listenOn } from '../net/index.js'
 
 /** A route beyond the built-in /healthz, /readyz and /metrics. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean
@@ -67,22 +68,12 @@ export class ObservabilityServer {
 
   /** Listens; rejects with the listen error (EADDRINUSE…). */
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const at = `${this.#options.host}:${this.#options.port}`
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new KeywayError('ERR_PORT_IN_USE', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): the port is already in use`, { cause: err })
-            : new KeywayError('ERR_CONFIG_INVALID', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): ${err.message}`, { cause: err }),
-        )
-      }
-      this.#server.once('error', onError)
-      this.#server.listen({ host: this.#options.host, port: this.#options.port }, () => {
-        this.#server.off('error', onError)
-        this.#server.on('error', (err) => this.#options.logger.error({ event: 'http_error', err }, 'observability server error'))
-        resolve()
-      })
+    const setting = this.#options.setting ?? 'metrics'
+    await listenOn(this.#server, { host: this.#options.host, port: this.#options.port }, {
+      inUse: (at) => `cannot listen on ${at} (${setting}): the port is already in use`,
+      failed: (at, err) => `cannot listen on ${at} (${setting}): ${err.message}`,
     })
+    this.#server.on('error', (err) => this.#options.logger.error({ event: 'http_error', err }, 'observability server error'))
     return this.#server.address() as AddressInfo
   }
 

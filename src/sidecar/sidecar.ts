@@ -6,7 +6,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
-import { formatHostPort } from '../net/index.js'
+import { formatHostPort, listenOn } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
@@ -741,26 +741,14 @@ export class Sidecar {
   async #bind(entry: Entry, port: number): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(entry, socket))
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject)
-        server.listen({ host: this.#bindHost, port, exclusive: true }, () => {
-          server.off('error', reject)
-          resolve()
-        })
+      await listenOn(server, { host: this.#bindHost, port, exclusive: true }, {
+        inUse: (where) => `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`,
+        failed: (where, err) => `cannot bind resource "${entry.name}" on ${where}: ${err.message}`,
+        failedCode: 'ERR_INTERNAL',
+        detail: { resource: entry.name, port },
       })
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      const where = formatHostPort({ host: this.#bindHost, port })
-      const e =
-        code === 'EADDRINUSE'
-          ? new KeywayError('ERR_PORT_IN_USE', `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`, {
-              cause: err,
-              detail: { resource: entry.name, port },
-            })
-          : new KeywayError('ERR_INTERNAL', `cannot bind resource "${entry.name}" on ${where}: ${(err as Error).message}`, {
-              cause: err,
-              detail: { resource: entry.name, port, code },
-            })
+      const e = toKeywayError(err)
       // Retried on every sync: say it once, not every second.
       const fields = { event: 'bind_failed', resource: entry.name, port, code: e.code, reason: e.message }
       if (entry.error?.message !== e.message) this.#logger.warn(fields, e.message)
