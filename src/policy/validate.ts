@@ -1,5 +1,5 @@
 import { parseHostPort } from '../net/index.js'
-import { formatPath, type SourcePosition, type YamlPath } from '../yaml/document.js'
+import { formatPath, type SourcePosition, type YamlPath } from '../yaml/index.js'
 import type { Problem } from '../errors.js'
 import { RESOURCE_KINDS, type AccountType, type ResourceKind, type Settings } from './types.js'
 

@@ -1,4 +1,4 @@
-import type { AccountType, ResourceKind } from '../policy/types.js'
+import type { AccountType, ResourceKind } from '../policy/index.js'
 
 /** HTTP paths of the gateway API (ALPN http/1.1 on the gateway's TLS port). */
 export const API_PATHS = {
