@@ -15,7 +15,7 @@ import type { Clock } from '../clock.js'
 import { httpStatusOf, KeywayError, toKeywayError } from '../errors.js'
 import { readJson, sendJson, type Logger, type RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
-import { API_PATHS, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
+import { API_PATHS, LoginRequestSchema, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
 import type { Peer } from './api-guard.js'
 import type { GatewayMetrics } from './metrics.js'
 
@@ -122,15 +122,15 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     },
     [`POST ${API_PATHS.login}`]: async (req, res) => {
       if (!ctx.signingKey) throw new KeywayError('ERR_LOGIN_FAILED', 'login is not enabled on this gateway (no signing key)')
-      let body: { email?: unknown; password?: unknown }
+      let raw: unknown
       try {
-        body = (await readJson(req)) as typeof body
+        raw = await readJson(req)
       } catch {
         throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
       }
-      if (typeof body.email !== 'string' || typeof body.password !== 'string') {
-        throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
-      }
+      const parsed = LoginRequestSchema.safeParse(raw)
+      if (!parsed.success) throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
+      const body = parsed.data
       const peer = ctx.peerOf(req)
       const name = body.email.trim().toLowerCase().slice(0, 200)
       const account = ctx.policy().accountByName(name)

@@ -7,7 +7,15 @@ import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
 import { formatHostPort, listenOn } from '../net/index.js'
-import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
+import {
+  API_PATHS,
+  parseApiAnswer,
+  ResourcesResponseSchema,
+  WhoamiResponseSchema,
+  type ApiResource,
+  type ResourcesResponse,
+  type WhoamiResponse,
+} from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
 import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
@@ -628,15 +636,16 @@ export class Sidecar {
       const answer = await this.#client.api<WhoamiResponse>('GET', API_PATHS.whoami, { token: this.#token })
       this.#whoamiDone = true
       if (answer.status === 304) return
-      const who = (answer as { body: WhoamiResponse }).body
+      const who = parseApiAnswer(WhoamiResponseSchema, (answer as { body: unknown }).body)
+      if (!who) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/whoami with an unexpected shape')
       this.#account = who.account
       this.#logger.info(
         {
           event: 'sidecar_authenticated',
-          account: who.account?.id,
-          account_name: who.account?.name,
-          token_fp: who.token?.fingerprint ?? tokenFingerprint(this.#token),
-          token_expires_at: who.token?.expiresAt ?? null,
+          account: who.account.id,
+          account_name: who.account.name,
+          token_fp: who.token.fingerprint,
+          token_expires_at: who.token.expiresAt,
         },
         'authenticated to the gateway',
       )
@@ -880,25 +889,7 @@ function syncReason(err: KeywayError): string {
 
 /** Checks the shape of `GET /v1/resources` so a bad answer fails the sync, not a bind. */
 function checkView(body: unknown): ResourcesResponse {
-  const v = body as Partial<ResourcesResponse> | null
-  const ok =
-    v !== null &&
-    typeof v === 'object' &&
-    typeof v.settings === 'object' &&
-    v.settings !== null &&
-    typeof v.settings.autoConnect === 'boolean' &&
-    typeof v.settings.portOverrides === 'boolean' &&
-    Array.isArray(v.resources) &&
-    v.resources.every(
-      (r) =>
-        r !== null &&
-        typeof r === 'object' &&
-        typeof r.name === 'string' &&
-        r.name !== '' &&
-        typeof r.kind === 'string' &&
-        typeof r.type === 'string' &&
-        (r.portOverride === null || r.portOverride === undefined || (Number.isInteger(r.portOverride) && r.portOverride > 0 && r.portOverride < 65536)),
-    )
-  if (!ok) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/resources with an unexpected shape')
-  return v as ResourcesResponse
+  const view = parseApiAnswer(ResourcesResponseSchema, body)
+  if (!view) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/resources with an unexpected shape')
+  return view
 }
