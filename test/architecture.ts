@@ -137,3 +137,35 @@ t.test('src/: no import cycles between folders or files (type-only imports inclu
   t.same(cycles.units, [], 'between folders and top-level files')
   t.same(cycles.files, [], 'between files')
 })
+
+/** `unit -> allowed units` from the **May import** lines of docs/dev/architecture.md. */
+function documentedImports(markdown: string): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>()
+  const sections = markdown.split(/^### /m).slice(1)
+  for (const section of sections) {
+    const unit = /^`([^`]+)`/.exec(section)?.[1]
+    const line = /^May import: (.*)$/m.exec(section)?.[1]
+    if (unit === undefined || line === undefined) continue
+    out.set(unit, new Set([...line.matchAll(/`([^`]+)`/g)].map((m) => m[1]!)))
+  }
+  return out
+}
+
+t.test('docs/dev/architecture.md: a section per folder and top-level file, and every import it does not list fails', async (t) => {
+  const doc = readFileSync(join(SRC, '..', 'docs', 'dev', 'architecture.md'), 'utf8')
+  const allowed = documentedImports(doc)
+  const sources = readSources()
+  const units = new Set([...sources.keys()].map(unitOf))
+  t.same([...units].filter((u) => !allowed.has(u)).sort(), [], 'every folder and top-level file has a section with a May import line')
+  t.same([...allowed.keys()].filter((u) => !units.has(u)).sort(), [], 'every section is a real folder or file')
+  const undocumented: string[] = []
+  for (const [file, targets] of graph(sources)) {
+    for (const target of targets) {
+      const from = unitOf(file)
+      const to = unitOf(target)
+      if (from !== to && !allowed.get(from)?.has(to)) undocumented.push(`${file} -> ${to}`)
+    }
+  }
+  t.same(undocumented, [], 'each import between folders is listed under May import')
+  t.same(documentedImports('### `a/`\n\nx\n\nMay import: `b/`, `errors.ts`.\n'), new Map([['a/', new Set(['b/', 'errors.ts'])]]), 'the parser reads a section')
+})
