@@ -107,3 +107,29 @@ t.test('backoff: equal jitter (at least half the exponential delay), capped', as
   t.same(await delays(1), [250, 500, 1000, 1500, 1500, 1500])
   t.same(await delays(0), [125, 250, 500, 750, 750, 750])
 })
+
+t.test('a refusal of the token itself asks the other gateways too; the first refusal is the answer when none accepts', async (t) => {
+  const { failover } = make()
+  const stale = new KeywayError('ERR_TOKEN_KID_UNKNOWN', 'unknown key')
+  const tried: number[] = []
+  t.equal(
+    await failover.run(async (gw) => {
+      tried.push(gw.port)
+      if (gw.port === A.port) throw stale
+      return 'accepted'
+    }),
+    'accepted',
+    'a gateway with a newer key set accepts',
+  )
+  t.same(tried, [1001, 1002])
+  t.equal(failover.state().gateway, '127.0.0.1:1002')
+
+  const { failover: both } = make()
+  const err = await both
+    .run(async (gw) => {
+      throw gw.port === A.port ? stale : new KeywayError('ERR_ACCOUNT_UNKNOWN', 'no such account')
+    })
+    .catch((e: unknown) => e)
+  t.equal(err, stale, 'the first refusal')
+  t.match(both.state(), { up: true, gateway: '127.0.0.1:1001' }, 'a refusing gateway is up')
+})
