@@ -3,7 +3,6 @@ import { relative } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
 import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from './auth/index.js'
-import type { CliIo } from './cli/command.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { CredentialStore } from './credentials/index.js'
@@ -15,6 +14,21 @@ import { VERSION } from './package.js'
 import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 import { checkFastPath } from './read-buffer/index.js'
+
+/**
+ * What a daemon needs of its process: where to write, the environment, and the
+ * stop and reload signals. The CLI's `CliIo` is one (declared here so that
+ * `daemon.ts` does not import `cli/`, which imports it).
+ */
+export interface DaemonIo {
+  readonly stderr: Writable
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly cwd: string
+  /** Aborts when the process is asked to stop (SIGTERM/SIGINT); the daemon drains then. */
+  readonly stopSignal?: AbortSignal
+  /** Fires on SIGHUP; the daemon reloads then. */
+  readonly onReload?: (fn: () => void) => void
+}
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -180,7 +194,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
 }
 
 /** Runs the gateway until SIGTERM/SIGINT, reloading on SIGHUP. Resolves to the exit code. */
-export async function runGateway(config: KeywayConfig, io: CliIo): Promise<number> {
+export async function runGateway(config: KeywayConfig, io: DaemonIo): Promise<number> {
   const running = await startGateway(config)
   const at = running.gateway.address()!
   if (config.bootstrap) {
@@ -233,7 +247,7 @@ export interface SidecarRunOptions {
  * with the gateway's code when every gateway refused the token for
  * `sidecar.tokenRefusalGrace`. Resolves to the exit code.
  */
-export async function runSidecar(config: KeywayConfig, io: CliIo, options: SidecarRunOptions = {}): Promise<number> {
+export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: SidecarRunOptions = {}): Promise<number> {
   let sidecar: Sidecar | undefined
   const spec = resolveTokenSource({ flagGiven: options.tokenFileFlag === true, env: io.env, tokenFile: config.sidecar.tokenFile })
   const logger = createLogger({

@@ -1,78 +1,101 @@
+/** The HTTP statuses an error code may answer with (see {@link httpStatusOf}). */
+export type HttpErrorStatus = 400 | 401 | 403 | 404 | 408 | 409 | 413 | 429 | 500 | 502 | 503 | 504
+
+/** One row of the error table: the HTTP status every HTTP surface answers with, and the meaning. */
+export interface ErrorInfo {
+  readonly status: HttpErrorStatus
+  readonly meaning: string
+}
+
 /**
  * Every error Keyway reports carries one of these stable codes. Callers branch
  * on `code`, never on a message. The list is closed: adding a code means adding
- * it here and to docs/errors.md (a test checks both agree).
+ * it here, with its HTTP status (a code without one does not type-check), and
+ * to docs/errors.md (a test checks both agree, status included).
  */
 export const ERROR_CODES = {
   // configuration and policy
-  ERR_CONFIG_INVALID: 'The daemon configuration file is invalid.',
-  ERR_CONFIG_IO: 'A file named by the configuration could not be read or written.',
-  ERR_POLICY_INVALID: 'The policy document has one or more problems (each with file:line:col).',
-  ERR_POLICY_IO: 'The policy file could not be read or written.',
-  ERR_POLICY_LOCKED: 'Another edit holds the policy lock and did not release it in time.',
-  ERR_CREDENTIALS_MODE: 'The credentials file (password hashes) is readable or writable by others than its owner and group.',
-  ERR_CREDENTIALS_INVALID: 'The credentials file is not in the credentials format.',
-  ERR_POLICY_TOO_LARGE: 'The policy file or one of its entity counts is over its configured limit (policyLimits).',
+  ERR_CONFIG_INVALID: { status: 500, meaning: 'The daemon configuration file is invalid.' },
+  ERR_CONFIG_IO: { status: 500, meaning: 'A file named by the configuration could not be read or written.' },
+  ERR_POLICY_INVALID: { status: 400, meaning: 'The policy document has one or more problems (each with file:line:col).' },
+  ERR_POLICY_IO: { status: 500, meaning: 'The policy file could not be read or written.' },
+  ERR_POLICY_LOCKED: { status: 409, meaning: 'Another edit holds the policy lock and did not release it in time.' },
+  ERR_CREDENTIALS_MODE: { status: 500, meaning: 'The credentials file (password hashes) is readable or writable by others than its owner and group.' },
+  ERR_CREDENTIALS_INVALID: { status: 500, meaning: 'The credentials file is not in the credentials format.' },
+  ERR_POLICY_TOO_LARGE: { status: 413, meaning: 'The policy file or one of its entity counts is over its configured limit (policyLimits).' },
 
   // tokens
-  ERR_TOKEN_MISSING: 'No token was presented.',
-  ERR_TOKEN_MALFORMED: 'The token is not a well-formed compact JWS.',
-  ERR_TOKEN_ALG: 'The token uses an algorithm outside the allowlist (alg none, HMAC, ...).',
-  ERR_TOKEN_KID_UNKNOWN: 'The token names a key id that is not in the key set.',
-  ERR_TOKEN_SIGNATURE: 'The token signature does not verify.',
-  ERR_TOKEN_ISSUER: 'The token issuer is not the configured issuer.',
-  ERR_TOKEN_AUDIENCE: 'The token audience is not the configured audience.',
-  ERR_TOKEN_CLAIM_MISSING: 'A required claim (sub, jti, iat, exp, ...) is missing or has the wrong type.',
-  ERR_TOKEN_EXPIRED: 'The token has expired.',
-  ERR_TOKEN_NOT_YET_VALID: 'The token is not valid yet (iat or nbf in the future).',
-  ERR_TOKEN_REVOKED: 'The token id is no longer listed for its account (revoked or rotated out).',
+  ERR_TOKEN_MISSING: { status: 401, meaning: 'No token was presented.' },
+  ERR_TOKEN_MALFORMED: { status: 401, meaning: 'The token is not a well-formed compact JWS.' },
+  ERR_TOKEN_ALG: { status: 401, meaning: 'The token uses an algorithm outside the allowlist (alg none, HMAC, ...).' },
+  ERR_TOKEN_KID_UNKNOWN: { status: 401, meaning: 'The token names a key id that is not in the key set.' },
+  ERR_TOKEN_SIGNATURE: { status: 401, meaning: 'The token signature does not verify.' },
+  ERR_TOKEN_ISSUER: { status: 401, meaning: 'The token issuer is not the configured issuer.' },
+  ERR_TOKEN_AUDIENCE: { status: 401, meaning: 'The token audience is not the configured audience.' },
+  ERR_TOKEN_CLAIM_MISSING: { status: 401, meaning: 'A required claim (sub, jti, iat, exp, ...) is missing or has the wrong type.' },
+  ERR_TOKEN_EXPIRED: { status: 401, meaning: 'The token has expired.' },
+  ERR_TOKEN_NOT_YET_VALID: { status: 401, meaning: 'The token is not valid yet (iat or nbf in the future).' },
+  ERR_TOKEN_REVOKED: { status: 401, meaning: 'The token id is no longer listed for its account (revoked or rotated out).' },
 
   // accounts and grants
-  ERR_ACCOUNT_UNKNOWN: 'The account does not exist.',
-  ERR_ACCOUNT_SUSPENDED: 'The account is suspended.',
-  ERR_RESOURCE_UNKNOWN: 'The resource does not exist.',
-  ERR_GRANT_DENIED: 'The account holds no grant for the resource.',
-  ERR_GRANT_EXPIRED: 'The account held temporary access to the resource, but it has expired.',
-  ERR_LOGIN_FAILED: 'Email or password is wrong, or the account cannot log in.',
-  ERR_LOGIN_THROTTLED: 'Too many failed logins for this account or from this address; retry after the delay given.',
+  ERR_ACCOUNT_UNKNOWN: { status: 401, meaning: 'The account does not exist.' },
+  ERR_ACCOUNT_SUSPENDED: { status: 403, meaning: 'The account is suspended.' },
+  ERR_RESOURCE_UNKNOWN: { status: 404, meaning: 'The resource does not exist.' },
+  ERR_GRANT_DENIED: { status: 404, meaning: 'The account holds no grant for the resource.' },
+  ERR_GRANT_EXPIRED: { status: 403, meaning: 'The account held temporary access to the resource, but it has expired.' },
+  ERR_LOGIN_FAILED: { status: 401, meaning: 'Email or password is wrong, or the account cannot log in.' },
+  ERR_LOGIN_THROTTLED: { status: 429, meaning: 'Too many failed logins for this account or from this address; retry after the delay given.' },
 
   // tunnel handshake and forwarding
-  ERR_HANDSHAKE_MALFORMED: 'The tunnel handshake is not in the Keyway wire format.',
-  ERR_HANDSHAKE_VERSION: 'The tunnel handshake uses an unsupported protocol version.',
-  ERR_HANDSHAKE_TOO_LARGE: 'The tunnel handshake exceeds its size limit.',
-  ERR_HANDSHAKE_TIMEOUT: 'The tunnel handshake did not complete in time.',
-  ERR_PROTOCOL_VIOLATION: 'A multiplexed tunnel connection sent a frame that breaks the protocol rules; the connection is closed.',
-  ERR_UPSTREAM_UNREACHABLE: 'The upstream refused or reset the connection.',
-  ERR_UPSTREAM_TIMEOUT: 'The upstream did not accept the connection within the connect timeout.',
-  ERR_CREDENTIAL_UNAVAILABLE: "The gateway could not read the resource's upstream secret (file or environment variable) or its upstream CA.",
-  ERR_UPSTREAM_LOGIN_FAILED: 'The upstream refused the login the gateway made with the resource credentials, or broke its protocol while logging in.',
-  ERR_CONN_LIMIT: 'The gateway is at its connection limit.',
-  ERR_PROXY_HEADER: 'A connection from a configured load balancer did not start with a valid PROXY protocol v2 header in time.',
-  ERR_API_HEADERS_TIMEOUT: 'An API request did not send its headers within gateway.apiHeadersTimeout.',
-  ERR_API_REQUEST_TIMEOUT: 'An API request did not complete within gateway.apiRequestTimeout.',
-  ERR_API_ADDRESS_LIMIT: 'The client address holds as many API connections as gateway.apiMaxConnectionsPerAddress allows.',
-  ERR_ACCOUNT_CONN_LIMIT: 'The account is at its connection limit.',
-  ERR_SHUTTING_DOWN: 'The daemon is shutting down and accepts no new sessions.',
-  ERR_SESSION_CLOSED: 'The other end closed a live session: idle timeout, maximum lifetime, half-close timeout or a reset; the message says which.',
-  ERR_GATEWAY_UNAVAILABLE: 'No gateway could be reached.',
-  ERR_INTERNAL: 'An unexpected internal error; the message says more.',
+  ERR_HANDSHAKE_MALFORMED: { status: 400, meaning: 'The tunnel handshake is not in the Keyway wire format.' },
+  ERR_HANDSHAKE_VERSION: { status: 400, meaning: 'The tunnel handshake uses an unsupported protocol version.' },
+  ERR_HANDSHAKE_TOO_LARGE: { status: 413, meaning: 'The tunnel handshake exceeds its size limit.' },
+  ERR_HANDSHAKE_TIMEOUT: { status: 504, meaning: 'The tunnel handshake did not complete in time.' },
+  ERR_PROTOCOL_VIOLATION: { status: 502, meaning: 'A multiplexed tunnel connection sent a frame that breaks the protocol rules; the connection is closed.' },
+  ERR_UPSTREAM_UNREACHABLE: { status: 502, meaning: 'The upstream refused or reset the connection.' },
+  ERR_UPSTREAM_TIMEOUT: { status: 504, meaning: 'The upstream did not accept the connection within the connect timeout.' },
+  ERR_CONN_LIMIT: { status: 503, meaning: 'The gateway is at its connection limit.' },
+  ERR_PROXY_HEADER: { status: 400, meaning: 'A connection from a configured load balancer did not start with a valid PROXY protocol v2 header in time.' },
+  ERR_API_HEADERS_TIMEOUT: { status: 408, meaning: 'An API request did not send its headers within gateway.apiHeadersTimeout.' },
+  ERR_API_REQUEST_TIMEOUT: { status: 408, meaning: 'An API request did not complete within gateway.apiRequestTimeout.' },
+  ERR_API_ADDRESS_LIMIT: { status: 429, meaning: 'The client address holds as many API connections as gateway.apiMaxConnectionsPerAddress allows.' },
+  ERR_ACCOUNT_CONN_LIMIT: { status: 429, meaning: 'The account is at its connection limit.' },
+  ERR_SHUTTING_DOWN: { status: 503, meaning: 'The daemon is shutting down and accepts no new sessions.' },
+  ERR_SESSION_CLOSED: { status: 502, meaning: 'The other end closed a live session: idle timeout, maximum lifetime, half-close timeout or a reset; the message says which.' },
+  ERR_GATEWAY_UNAVAILABLE: { status: 503, meaning: 'No gateway could be reached.' },
+  ERR_INTERNAL: { status: 500, meaning: 'An unexpected internal error; the message says more.' },
 
   // sidecar and command line
-  ERR_PORT_IN_USE: 'A port that must be bound (a sidecar resource, a gateway or control listener) is already in use.',
-  ERR_NOT_CONNECTED: 'The resource is not connected in this sidecar.',
-  ERR_SIDECAR_UNREACHABLE: 'The sidecar control endpoint could not be reached.',
-  ERR_CONTROL_UNAUTHORIZED: 'The sidecar control API was asked over TCP without its bearer secret (or with a wrong one), or its TCP access is off.',
-  ERR_NOT_READY: 'The sidecar did not become ready in time.',
-  ERR_USAGE: 'The command line is wrong; the message says how to call it.',
-  ERR_NOT_FOUND: 'The named account, role or resource does not exist.',
-  ERR_ALREADY_EXISTS: 'The named account, role or resource already exists.',
-  ERR_DIRECT_GRANT_WITH_ROLE: 'A permanent direct grant needs the account to have No Role.',
-  ERR_ROLE_WITH_DIRECT_GRANTS: 'The account holds permanent direct grants, which a role would override.',
-  ERR_FILE_EXISTS: 'A file that would be written already exists.',
-} as const
+  ERR_PORT_IN_USE: { status: 409, meaning: 'A port that must be bound (a sidecar resource, a gateway or control listener) is already in use.' },
+  ERR_NOT_CONNECTED: { status: 409, meaning: 'The resource is not connected in this sidecar.' },
+  ERR_SIDECAR_UNREACHABLE: { status: 503, meaning: 'The sidecar control endpoint could not be reached.' },
+  ERR_NOT_READY: { status: 503, meaning: 'The sidecar did not become ready in time.' },
+  ERR_USAGE: { status: 400, meaning: 'The command line is wrong; the message says how to call it.' },
+  ERR_NOT_FOUND: { status: 404, meaning: 'The named account, role or resource does not exist.' },
+  ERR_ALREADY_EXISTS: { status: 409, meaning: 'The named account, role or resource already exists.' },
+  ERR_DIRECT_GRANT_WITH_ROLE: { status: 409, meaning: 'A permanent direct grant needs the account to have No Role.' },
+  ERR_ROLE_WITH_DIRECT_GRANTS: { status: 409, meaning: 'The account holds permanent direct grants, which a role would override.' },
+  ERR_FILE_EXISTS: { status: 409, meaning: 'A file that would be written already exists.' },
+  ERR_CREDENTIAL_UNAVAILABLE: { status: 502, meaning: "The gateway could not read the resource's upstream secret (file or environment variable) or its upstream CA." },
+  ERR_UPSTREAM_LOGIN_FAILED: { status: 502, meaning: 'The upstream refused the login the gateway made with the resource credentials, or broke its protocol while logging in.' },
+  ERR_CONTROL_UNAUTHORIZED: { status: 401, meaning: 'The sidecar control API was asked over TCP without its bearer secret (or with a wrong one), or its TCP access is off.' },
+} as const satisfies Record<`ERR_${string}`, ErrorInfo>
 
 /** The closed union of Keyway error codes. */
 export type ErrorCode = keyof typeof ERROR_CODES
+
+/**
+ * The HTTP status of an error code: the one mapping used by the gateway API,
+ * the sidecar control API, the observability endpoints and the admin API.
+ */
+export function httpStatusOf(code: ErrorCode): HttpErrorStatus {
+  return ERROR_CODES[code].status
+}
+
+/** True when `value` is one of the codes of {@link ERROR_CODES} (e.g. read from an answer). */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value)
+}
 
 /** Options carried by every Keyway error. */
 export interface KeywayErrorOptions {

@@ -1,6 +1,4 @@
-import { COMMANDS } from './cli/commands.js'
-import type { CliIo } from './cli/command.js'
-import { runCli } from './cli/run.js'
+import { COMMANDS, runCli, type CliIo } from './cli/index.js'
 
 const argv = process.argv.slice(2)
 const daemon = argv[0] === 'gateway' || argv[0] === 'listen'

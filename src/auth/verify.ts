@@ -2,7 +2,7 @@ import { decodeProtectedHeader, jwtVerify, type CryptoKey, type JWTPayload } fro
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
-import type { Account, CompiledPolicy } from '../policy/types.js'
+import type { Account, CompiledPolicy } from '../policy/index.js'
 import { fingerprintFromHash, tokenHash } from './fingerprint.js'
 import type { TokenKind } from './issue.js'
 import { SIGNING_ALG, type KeySet } from './keys.js'

@@ -2,8 +2,7 @@ import { createInterface } from 'node:readline'
 import { Writable } from 'node:stream'
 import { loadConfig, readConfiguredFile } from '../config/index.js'
 import { KeywayError } from '../errors.js'
-import type { LoginResponse } from '../protocol/index.js'
-import { API_PATHS } from '../protocol/index.js'
+import { API_PATHS, LoginResponseSchema, parseApiAnswer } from '../protocol/index.js'
 import { GatewayClient } from '../sidecar/index.js'
 import { parseCommandArgs, println, type CliIo, type Command } from './command.js'
 
@@ -59,10 +58,12 @@ export const command: Command = {
       connectTimeoutMs: config.sidecar.connectTimeout,
     })
     try {
-      const answer = await client.api<LoginResponse>('POST', API_PATHS.login, { token: '', body: { email: values.email, password } })
+      const answer = await client.api<unknown>('POST', API_PATHS.login, { token: '', body: { email: values.email, password } })
       if (!('body' in answer)) throw new KeywayError('ERR_INTERNAL', 'unexpected 304 from the gateway')
-      println(io.stdout, answer.body.token)
-      println(io.stderr, `logged in as ${values.email}; the token expires at ${answer.body.expiresAt}`)
+      const login = parseApiAnswer(LoginResponseSchema, answer.body)
+      if (!login) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/login with an unexpected shape')
+      println(io.stdout, login.token)
+      println(io.stderr, `logged in as ${values.email}; the token expires at ${login.expiresAt}`)
       return 0
     } finally {
       client.close()

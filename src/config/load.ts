@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { DocumentError, KeywayError, type Problem } from '../errors.js'
 import { PACKAGE_ROOT } from '../package.js'
-import { formatPath, parseLocated } from '../yaml/document.js'
+import { formatPath, parseLocated } from '../yaml/index.js'
 import { configSchema, type ConfigShape } from './schema.js'
 
 /** The effective daemon configuration: validated, paths absolute, frozen. */

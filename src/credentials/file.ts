@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { stringify } from 'yaml'
 import { formatProblem, KeywayError, type Problem } from '../errors.js'
-import { formatPath, parseLocated } from '../yaml/document.js'
+import { formatPath, parseLocated } from '../yaml/index.js'
 
 /** What the credentials file holds for one user account, by account id. */
 export interface UserCredentials {

@@ -1,7 +1,7 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Clock, TimerHandle } from '../clock.js'
-import { ERROR_CODES, type ErrorCode } from '../errors.js'
+import { ERROR_CODES, httpStatusOf, type ErrorCode } from '../errors.js'
 import type { RefusalAudit } from '../observe/index.js'
 import type { GatewayMetrics } from './metrics.js'
 
@@ -73,7 +73,7 @@ export class ApiGuard {
   admit(socket: Socket, peer: Peer): boolean {
     const held = this.#perAddress.get(peer.host) ?? 0
     if (held >= this.#settings.apiMaxConnectionsPerAddress) {
-      this.#refuse(socket, peer, 'ERR_API_ADDRESS_LIMIT', 429, `${peer.host} holds ${held} API connections, the limit (gateway.apiMaxConnectionsPerAddress)`)
+      this.#refuse(socket, peer, 'ERR_API_ADDRESS_LIMIT', `${peer.host} holds ${held} API connections, the limit (gateway.apiMaxConnectionsPerAddress)`)
       return false
     }
     this.#perAddress.set(peer.host, held + 1)
@@ -112,11 +112,11 @@ export class ApiGuard {
     const { apiHeadersTimeout, apiRequestTimeout } = this.#settings
     g.headers = this.#clock.setTimeout(() => {
       g.headers = undefined
-      if (g.inFlight === 0) this.#refuse(socket, g.peer, 'ERR_API_HEADERS_TIMEOUT', 408, `request headers not complete within ${apiHeadersTimeout} ms`)
+      if (g.inFlight === 0) this.#refuse(socket, g.peer, 'ERR_API_HEADERS_TIMEOUT', `request headers not complete within ${apiHeadersTimeout} ms`)
     }, apiHeadersTimeout)
     g.request = this.#clock.setTimeout(() => {
       g.request = undefined
-      this.#refuse(socket, g.peer, 'ERR_API_REQUEST_TIMEOUT', 408, `request not complete within ${apiRequestTimeout} ms`)
+      this.#refuse(socket, g.peer, 'ERR_API_REQUEST_TIMEOUT', `request not complete within ${apiRequestTimeout} ms`)
     }, apiRequestTimeout)
   }
 
@@ -127,7 +127,7 @@ export class ApiGuard {
     g.request = undefined
   }
 
-  #refuse(socket: Socket, peer: Peer, code: ErrorCode, status: number, message: string): void {
+  #refuse(socket: Socket, peer: Peer, code: ErrorCode, message: string): void {
     this.#metrics.apiRejected.inc({ code })
     this.#audit.refused({ event: 'api_rejected', code, client: peer.text }, message)
     if (socket.destroyed) return
@@ -138,8 +138,9 @@ export class ApiGuard {
       return
     }
     // The peer hears why, then the connection closes: the http.Server's parser is bypassed on purpose.
-    const body = JSON.stringify({ code, message: ERROR_CODES[code] })
-    const reason = status === 429 ? 'Too Many Requests' : 'Request Timeout'
+    const body = JSON.stringify({ code, message: ERROR_CODES[code].meaning })
+    const status = httpStatusOf(code)
+    const reason = STATUS_CODES[status] ?? 'Error'
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
       () => socket.destroy(),

@@ -12,10 +12,10 @@ import {
   type VerifiedToken,
 } from '../auth/index.js'
 import type { Clock } from '../clock.js'
-import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
+import { httpStatusOf, KeywayError, toKeywayError } from '../errors.js'
 import { readJson, sendJson, type Logger, type RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
-import { API_PATHS, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
+import { API_PATHS, LoginRequestSchema, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
 import type { Peer } from './api-guard.js'
 import type { GatewayMetrics } from './metrics.js'
 
@@ -43,18 +43,6 @@ export interface ApiContext {
 
 /** Password checks running at once; more are answered 429. */
 const MAX_CONCURRENT_LOGINS = 4
-
-const STATUS_OF: Partial<Record<ErrorCode, number>> = {
-  ERR_USAGE: 400,
-  ERR_NOT_FOUND: 404,
-  ERR_ACCOUNT_SUSPENDED: 403,
-  ERR_LOGIN_THROTTLED: 429,
-  ERR_INTERNAL: 500,
-}
-
-function statusOf(code: ErrorCode): number {
-  return STATUS_OF[code] ?? (code.startsWith('ERR_TOKEN') || code.startsWith('ERR_ACCOUNT') || code === 'ERR_LOGIN_FAILED' ? 401 : 400)
-}
 
 function bearer(req: IncomingMessage): string {
   const header = req.headers.authorization ?? ''
@@ -134,15 +122,15 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     },
     [`POST ${API_PATHS.login}`]: async (req, res) => {
       if (!ctx.signingKey) throw new KeywayError('ERR_LOGIN_FAILED', 'login is not enabled on this gateway (no signing key)')
-      let body: { email?: unknown; password?: unknown }
+      let raw: unknown
       try {
-        body = (await readJson(req)) as typeof body
+        raw = await readJson(req)
       } catch {
         throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
       }
-      if (typeof body.email !== 'string' || typeof body.password !== 'string') {
-        throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
-      }
+      const parsed = LoginRequestSchema.safeParse(raw)
+      if (!parsed.success) throw new KeywayError('ERR_USAGE', 'send JSON {"email": "...", "password": "..."}')
+      const body = parsed.data
       const peer = ctx.peerOf(req)
       const name = body.email.trim().toLowerCase().slice(0, 200)
       const account = ctx.policy().accountByName(name)
@@ -194,14 +182,13 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     const route = routes[`${req.method} ${path}`]
     if (!route) {
       auditRefusal(ctx, req, path, new KeywayError('ERR_NOT_FOUND', `no route ${req.method} ${path}`))
-      return sendJson(res, 404, { code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${path}` })
+      return sendJson(res, httpStatusOf('ERR_NOT_FOUND'), { code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${path}` })
     }
     route(req, res).catch((err: unknown) => {
       const e = toKeywayError(err)
       if (e.code === 'ERR_INTERNAL') ctx.logger.error({ event: 'api_error', err: e }, 'API request failed')
       else if (e.detail?.audited !== true) auditRefusal(ctx, req, path, e)
-      const status = typeof e.detail?.status === 'number' ? e.detail.status : statusOf(e.code)
-      if (!res.headersSent) sendJson(res, status, { code: e.code, message: e.message })
+      if (!res.headersSent) sendJson(res, httpStatusOf(e.code), { code: e.code, message: e.message })
       else res.destroy()
     })
   }

@@ -7,7 +7,7 @@ import type { Clock } from '../clock.js'
 import { SecretResolver } from '../secrets/index.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
-import { parseAddressList } from '../net/index.js'
+import { listenOn, parseAddressList } from '../net/index.js'
 import { RefusalAudit, type Logger } from '../observe/index.js'
 import { SaltedPasswordCache } from '../pgwire/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
@@ -193,20 +193,9 @@ export class Gateway {
 
   /** Listens on the configured address. */
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const at = `${this.#options.host}:${this.#options.port}`
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new KeywayError('ERR_PORT_IN_USE', `the gateway cannot listen on ${at} (gateway.listen): the port is already in use`, { cause: err })
-            : new KeywayError('ERR_CONFIG_INVALID', `the gateway cannot listen on ${at} (gateway.listen): ${err.message}`, { cause: err }),
-        )
-      }
-      this.#listener.once('error', onError)
-      this.#listener.listen({ host: this.#options.host, port: this.#options.port, backlog: 1024 }, () => {
-        this.#listener.off('error', onError)
-        resolve()
-      })
+    await listenOn(this.#listener, { host: this.#options.host, port: this.#options.port, backlog: 1024 }, {
+      inUse: (at) => `the gateway cannot listen on ${at} (gateway.listen): the port is already in use`,
+      failed: (at, err) => `the gateway cannot listen on ${at} (gateway.listen): ${err.message}`,
     })
     const address = this.address()!
     this.#options.logger.info({ event: 'gateway_listening', address: `${address.address}:${address.port}` }, 'gateway listening')

@@ -6,7 +6,11 @@ import type { ForwardEndpoint } from '../forward/index.js'
 import { encodeErrorResponse, injectLogin } from '../pgwire/index.js'
 import type { Resource, ResourceCredential } from '../policy/index.js'
 import type { Hello } from '../protocol/index.js'
-import type { TunnelContext } from './tunnel.js'
+import type { Clock } from '../clock.js'
+import type { Logger } from '../observe/index.js'
+import type { SaltedPasswordCache } from '../pgwire/index.js'
+import type { SecretResolver } from '../secrets/index.js'
+import type { GatewayMetrics } from './metrics.js'
 
 /** A login made upstream with the resource's credential, ready to forward. */
 export interface UpstreamLogin {
@@ -18,6 +22,16 @@ export interface UpstreamLogin {
   readonly username: string
 }
 
+/** What {@link loginUpstream} needs of the tunnel around it (a tunnel's context has it all). */
+export interface UpstreamLoginContext {
+  readonly settings: { readonly handshakeTimeout: number; readonly connectTimeout: number }
+  readonly clock: Clock
+  readonly logger: Logger
+  readonly metrics: GatewayMetrics
+  readonly credentials: SecretResolver
+  readonly saltedPasswords: SaltedPasswordCache
+}
+
 /**
  * Runs the PostgreSQL login of a resource with credentials on an accepted
  * tunnel ({@link injectLogin}) within `handshakeTimeout + connectTimeout`.
@@ -26,7 +40,7 @@ export interface UpstreamLogin {
  * Keyway code), the log as `upstream_login_failed` and the metrics count.
  */
 export async function loginUpstream(
-  ctx: TunnelContext,
+  ctx: UpstreamLoginContext,
   hello: Hello,
   token: VerifiedToken,
   peer: ForwardEndpoint,

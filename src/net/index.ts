@@ -1,2 +1,3 @@
 export { parseHostPort, formatHostPort, isLoopback, type HostPort } from './address.js'
 export { ProxyHeaderParser, parseAddressList, AddressList, PROXY_HEADER_MAX_BYTES, type ProxyHeaderResult } from './proxy-protocol.js'
+export { listenOn, formatListenAddress, type ListenErrors } from './listen.js'

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from 'pino'
-import { KeywayError } from '../errors.js'
+import { httpStatusOf } from '../errors.js'
+import { listenOn } from '../net/index.js'
 
 /** A route beyond the built-in /healthz, /readyz and /metrics. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean
@@ -59,7 +60,7 @@ export class ObservabilityServer {
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         options.logger.warn({ event: 'http_error', err }, 'observability request failed')
-        if (!res.headersSent) sendJson(res, 500, { code: 'ERR_INTERNAL', message: 'internal error' })
+        if (!res.headersSent) sendJson(res, httpStatusOf('ERR_INTERNAL'), { code: 'ERR_INTERNAL', message: 'internal error' })
         else res.destroy()
       })
     })
@@ -69,23 +70,13 @@ export class ObservabilityServer {
 
   /** Listens; rejects with the listen error (EADDRINUSE…). On a Unix socket the address is `{address: path, port: 0}`. */
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        const at = this.#options.path ?? `${this.#options.host}:${this.#options.port}`
-        reject(
-          err.code === 'EADDRINUSE'
-            ? new KeywayError('ERR_PORT_IN_USE', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): the port is already in use`, { cause: err })
-            : new KeywayError('ERR_CONFIG_INVALID', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): ${err.message}`, { cause: err }),
-        )
-      }
-      this.#server.once('error', onError)
-      const where = this.#options.path === undefined ? { host: this.#options.host, port: this.#options.port } : { path: this.#options.path }
-      this.#server.listen(where, () => {
-        this.#server.off('error', onError)
-        this.#server.on('error', (err) => this.#options.logger.error({ event: 'http_error', err }, 'observability server error'))
-        resolve()
-      })
+    const setting = this.#options.setting ?? 'metrics'
+    const where = this.#options.path === undefined ? { host: this.#options.host, port: this.#options.port } : { path: this.#options.path }
+    await listenOn(this.#server, where, {
+      inUse: (at) => `cannot listen on ${at} (${setting}): the port is already in use`,
+      failed: (at, err) => `cannot listen on ${at} (${setting}): ${err.message}`,
     })
+    this.#server.on('error', (err) => this.#options.logger.error({ event: 'http_error', err }, 'observability server error'))
     const bound = this.#server.address()
     return typeof bound === 'string' ? { address: bound, family: 'unix', port: 0 } : (bound as AddressInfo)
   }
@@ -127,7 +118,7 @@ export class ObservabilityServer {
         return
       }
       default:
-        return sendJson(res, 404, { code: 'ERR_NOT_FOUND', message: `no route ${url.pathname}` })
+        return sendJson(res, httpStatusOf('ERR_NOT_FOUND'), { code: 'ERR_NOT_FOUND', message: `no route ${url.pathname}` })
     }
   }
 }

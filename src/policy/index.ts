@@ -28,8 +28,9 @@ export type {
 export { parsePolicyText, locateIn } from './parse.js'
 export { loadPolicyFile } from './load.js'
 export type { ParsedPolicy } from './parse.js'
-export { formatPath } from '../yaml/document.js'
-export { validatePolicy, parseInstant, DEFAULT_PORT_RANGE, NO_ROLE_MESSAGE, POLICY_KEYS } from './validate.js'
+export { formatPath } from '../yaml/index.js'
+export { parseInstant } from './instant.js'
+export { validatePolicy, DEFAULT_PORT_RANGE, NO_ROLE_MESSAGE, POLICY_KEYS } from './validate.js'
 export type {
   Locate,
   PolicyPath,

@@ -1,5 +1,5 @@
 import { LineCounter, parseDocument, type Document } from 'yaml'
-import { locateIn } from '../yaml/document.js'
+import { locateIn } from '../yaml/index.js'
 import { DocumentError, type Problem } from '../errors.js'
 import type { PolicyPath, SourcePosition } from './validate.js'
 

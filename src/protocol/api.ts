@@ -1,4 +1,10 @@
-import type { AccountType, ResourceKind } from '../policy/types.js'
+import { z } from 'zod'
+import type { AccountType } from '../policy/index.js'
+
+// One zod schema per message of the gateway API. The gateway builds its
+// answers as the schemas' types (and its tests parse them with the schemas);
+// clients check what they receive with `parseApiAnswer`, so a malformed answer
+// fails where it arrives rather than in whatever uses it later.
 
 /** HTTP paths of the gateway API (ALPN http/1.1 on the gateway's TLS port). */
 export const API_PATHS = {
@@ -7,30 +13,50 @@ export const API_PATHS = {
   login: '/v1/login',
 } as const
 
-/** `GET /v1/whoami` (Authorization: Bearer TOKEN). */
-export interface WhoamiResponse {
-  account: { id: string; name: string; type: AccountType; roles: string[] }
-  token: { id: string; fingerprint: string; kind: 'service' | 'login'; expiresAt: string | null }
-}
+const ACCOUNT_TYPES = ['user', 'service'] as const satisfies readonly AccountType[]
 
-/** One entry of `GET /v1/resources`: what a sidecar may bind. Never the upstream address. */
-export interface ApiResource {
-  name: string
-  kind: ResourceKind
-  type: string
+/** `GET /v1/whoami` (Authorization: Bearer TOKEN). */
+export const WhoamiResponseSchema = z.object({
+  account: z.object({ id: z.string(), name: z.string(), type: z.enum(ACCOUNT_TYPES), roles: z.array(z.string()) }),
+  token: z.object({ id: z.string(), fingerprint: z.string(), kind: z.enum(['service', 'login']), expiresAt: z.string().nullable() }),
+})
+/** `GET /v1/whoami` answer. */
+export type WhoamiResponse = z.infer<typeof WhoamiResponseSchema>
+
+/**
+ * One entry of `GET /v1/resources`: what a sidecar may bind, never the
+ * upstream address. `kind` is any string so that a sidecar keeps working with
+ * a newer gateway that knows more kinds; a missing `portOverride` reads as null.
+ */
+export const ApiResourceSchema = z.object({
+  name: z.string().min(1),
+  kind: z.string(),
+  type: z.string(),
   /** Local port to bind when port overrides are on; null otherwise. */
-  portOverride: number | null
-}
+  portOverride: z.number().int().min(1).max(65535).nullable().default(null),
+})
+/** One entry of `GET /v1/resources`. */
+export type ApiResource = z.infer<typeof ApiResourceSchema>
+
+/** The `token` of {@link ResourcesResponseSchema}: when the presenting token stops working. */
+export const TokenDeadlineSchema = z.object({
+  /** ISO-8601 instant, or null when the token has no end. */
+  expiresAt: z.string().nullable(),
+  /** The token was rotated out: the deadline ends its grace. */
+  rotatedOut: z.boolean(),
+})
+/** The `token` of {@link ResourcesResponse}. */
+export type TokenDeadline = z.infer<typeof TokenDeadlineSchema>
 
 /**
  * `GET /v1/resources` (Authorization: Bearer TOKEN). Carries an `ETag`; a
  * request with `If-None-Match` of the same view gets `304`.
  */
-export interface ResourcesResponse {
-  settings: { portOverrides: boolean; autoConnect: boolean }
-  resources: ApiResource[]
+export const ResourcesResponseSchema = z.object({
+  settings: z.object({ portOverrides: z.boolean(), autoConnect: z.boolean() }),
+  resources: z.array(ApiResourceSchema),
   /** Policy generation the view was computed from. */
-  generation: number
+  generation: z.number(),
   /**
    * When the presenting token stops working: the earlier of its `exp` and the
    * end of its rotation grace (`tokens rotate --grace`). `expiresAt` is null
@@ -38,31 +64,32 @@ export interface ResourcesResponse {
    * of a rotation grace (then it is refused with `ERR_TOKEN_REVOKED`, else
    * `ERR_TOKEN_EXPIRED`). Absent from gateways older than this field.
    */
-  token?: TokenDeadline
-}
-
-/** The `token` of {@link ResourcesResponse}. */
-export interface TokenDeadline {
-  /** ISO-8601 instant, or null when the token has no end. */
-  expiresAt: string | null
-  /** The token was rotated out: the deadline ends its grace. */
-  rotatedOut: boolean
-}
+  token: TokenDeadlineSchema.optional(),
+})
+/** `GET /v1/resources` answer. */
+export type ResourcesResponse = z.infer<typeof ResourcesResponseSchema>
 
 /** `POST /v1/login` body. */
-export interface LoginRequest {
-  email: string
-  password: string
-}
+export const LoginRequestSchema = z.object({ email: z.string(), password: z.string() })
+/** `POST /v1/login` body. */
+export type LoginRequest = z.infer<typeof LoginRequestSchema>
 
 /** `POST /v1/login` answer. */
-export interface LoginResponse {
-  token: string
-  expiresAt: string
-}
+export const LoginResponseSchema = z.object({ token: z.string(), expiresAt: z.string() })
+/** `POST /v1/login` answer. */
+export type LoginResponse = z.infer<typeof LoginResponseSchema>
 
 /** Body of every non-2xx API answer. */
-export interface ApiError {
-  code: string
-  message: string
+export const ApiErrorSchema = z.object({ code: z.string(), message: z.string() })
+/** Body of every non-2xx API answer. */
+export type ApiError = z.infer<typeof ApiErrorSchema>
+
+/**
+ * Checks an answer of the gateway API against its schema: the parsed value
+ * (unknown keys dropped, defaults applied), or `undefined` when the body does
+ * not have the message's shape.
+ */
+export function parseApiAnswer<T>(schema: z.ZodType<T>, body: unknown): T | undefined {
+  const result = schema.safeParse(body)
+  return result.success ? result.data : undefined
 }

@@ -10,4 +10,21 @@ export {
   type Reply,
   type ParseResult,
 } from './handshake.js'
-export { API_PATHS, type WhoamiResponse, type ApiResource, type ResourcesResponse, type TokenDeadline, type LoginRequest, type LoginResponse, type ApiError } from './api.js'
+export {
+  API_PATHS,
+  WhoamiResponseSchema,
+  ApiResourceSchema,
+  ResourcesResponseSchema,
+  TokenDeadlineSchema,
+  LoginRequestSchema,
+  LoginResponseSchema,
+  ApiErrorSchema,
+  parseApiAnswer,
+  type WhoamiResponse,
+  type ApiResource,
+  type ResourcesResponse,
+  type TokenDeadline,
+  type LoginRequest,
+  type LoginResponse,
+  type ApiError,
+} from './api.js'

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
-import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
+import { httpStatusOf, KeywayError, toKeywayError } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
 import { ObservabilityServer, readJson, sendJson, type Route } from '../observe/index.js'
 import { assertLoopback, isLoopbackHostHeader } from './loopback.js'
@@ -27,19 +27,9 @@ export interface ControlTarget {
   ready(): string | undefined
 }
 
-const STATUS_OF: Partial<Record<ErrorCode, number>> = {
-  ERR_USAGE: 400,
-  ERR_CONTROL_UNAUTHORIZED: 401,
-  ERR_GRANT_DENIED: 404,
-  ERR_NOT_CONNECTED: 409,
-  ERR_PORT_IN_USE: 409,
-  ERR_GATEWAY_UNAVAILABLE: 503,
-  ERR_SHUTTING_DOWN: 503,
-}
-
 function sendError(res: ServerResponse, err: unknown): void {
   const e = toKeywayError(err)
-  sendJson(res, STATUS_OF[e.code] ?? (e.code.startsWith('ERR_TOKEN_') ? 401 : 500), { code: e.code, message: e.message })
+  sendJson(res, httpStatusOf(e.code), { code: e.code, message: e.message })
 }
 
 async function readResource(req: IncomingMessage): Promise<string> {

@@ -9,8 +9,16 @@ import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type ForwardSession } from '../forward/index.js'
 import { adoptAccepted } from '../read-buffer/index.js'
-import { formatHostPort } from '../net/index.js'
-import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
+import { formatHostPort, listenOn } from '../net/index.js'
+import {
+  API_PATHS,
+  parseApiAnswer,
+  ResourcesResponseSchema,
+  WhoamiResponseSchema,
+  type ApiResource,
+  type ResourcesResponse,
+  type WhoamiResponse,
+} from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
 import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
@@ -657,15 +665,16 @@ export class Sidecar {
       const answer = await this.#client.api<WhoamiResponse>('GET', API_PATHS.whoami, { token: this.#token })
       this.#whoamiDone = true
       if (answer.status === 304) return
-      const who = (answer as { body: WhoamiResponse }).body
+      const who = parseApiAnswer(WhoamiResponseSchema, (answer as { body: unknown }).body)
+      if (!who) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/whoami with an unexpected shape')
       this.#account = who.account
       this.#logger.info(
         {
           event: 'sidecar_authenticated',
-          account: who.account?.id,
-          account_name: who.account?.name,
-          token_fp: who.token?.fingerprint ?? tokenFingerprint(this.#token),
-          token_expires_at: who.token?.expiresAt ?? null,
+          account: who.account.id,
+          account_name: who.account.name,
+          token_fp: who.token.fingerprint,
+          token_expires_at: who.token.expiresAt,
         },
         'authenticated to the gateway',
       )
@@ -778,32 +787,18 @@ export class Sidecar {
     const path = this.#socketPath(entry.resource, port)
     try {
       if (path !== undefined) await prepareSocketPath(path, `resource "${entry.name}"`)
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject)
-        server.listen(path === undefined ? { host: this.#bindHost, port, exclusive: true } : { path, exclusive: true }, () => {
-          server.off('error', reject)
-          resolve()
-        })
+      await listenOn(server, path === undefined ? { host: this.#bindHost, port, exclusive: true } : { path, exclusive: true }, {
+        inUse: (where) => `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`,
+        failed: (where, err) => `cannot bind resource "${entry.name}" on ${where}: ${err.message}`,
+        failedCode: 'ERR_INTERNAL',
+        detail: { resource: entry.name, port },
       })
       // The runtime directory keeps others out; group and mode let its group in when it is shared.
       if (path !== undefined && this.#runtimeGid !== undefined) await chown(path, -1, this.#runtimeGid)
       if (path !== undefined) await chmod(path, this.#runtimeGid === undefined ? 0o600 : 0o660)
     } catch (err) {
       if (server.listening) server.close()
-      const code = (err as NodeJS.ErrnoException).code
-      const where = path ?? formatHostPort({ host: this.#bindHost, port })
-      const e =
-        err instanceof KeywayError
-          ? err
-          : code === 'EADDRINUSE'
-          ? new KeywayError('ERR_PORT_IN_USE', `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`, {
-              cause: err,
-              detail: { resource: entry.name, port },
-            })
-          : new KeywayError('ERR_INTERNAL', `cannot bind resource "${entry.name}" on ${where}: ${(err as Error).message}`, {
-              cause: err,
-              detail: { resource: entry.name, port, code },
-            })
+      const e = toKeywayError(err)
       // Retried on every sync: say it once, not every second.
       const fields = { event: 'bind_failed', resource: entry.name, port, code: e.code, reason: e.message }
       if (entry.error?.message !== e.message) this.#logger.warn(fields, e.message)
@@ -936,25 +931,7 @@ function syncReason(err: KeywayError): string {
 
 /** Checks the shape of `GET /v1/resources` so a bad answer fails the sync, not a bind. */
 function checkView(body: unknown): ResourcesResponse {
-  const v = body as Partial<ResourcesResponse> | null
-  const ok =
-    v !== null &&
-    typeof v === 'object' &&
-    typeof v.settings === 'object' &&
-    v.settings !== null &&
-    typeof v.settings.autoConnect === 'boolean' &&
-    typeof v.settings.portOverrides === 'boolean' &&
-    Array.isArray(v.resources) &&
-    v.resources.every(
-      (r) =>
-        r !== null &&
-        typeof r === 'object' &&
-        typeof r.name === 'string' &&
-        r.name !== '' &&
-        typeof r.kind === 'string' &&
-        typeof r.type === 'string' &&
-        (r.portOverride === null || r.portOverride === undefined || (Number.isInteger(r.portOverride) && r.portOverride > 0 && r.portOverride < 65536)),
-    )
-  if (!ok) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/resources with an unexpected shape')
-  return v as ResourcesResponse
+  const view = parseApiAnswer(ResourcesResponseSchema, body)
+  if (!view) throw new KeywayError('ERR_INTERNAL', 'the gateway answered /v1/resources with an unexpected shape')
+  return view
 }

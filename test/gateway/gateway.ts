@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { request, type RequestOptions } from 'node:https'
 import type { ConnectionOptions } from 'node:tls'
-import { encodeHello } from '../../src/protocol/index.js'
+import { ApiErrorSchema, encodeHello, ResourcesResponseSchema, WhoamiResponseSchema } from '../../src/protocol/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { fullBacklogServer, freePort, readAll } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
@@ -226,11 +226,15 @@ t.test('the API answers who am I and my resources, with ETags, on the same port'
     body: { settings: { portOverrides: true, autoConnect: true }, resources: [{ name: 'db', kind: 'datasource', type: 'postgres', portOverride: 15432 }] },
   })
   t.notOk(JSON.stringify(res.body).includes('127.0.0.1'), 'no upstream address leaves the gateway')
+  t.same(WhoamiResponseSchema.parse(who.body), who.body, 'whoami is exactly its protocol/ schema')
+  t.same(ResourcesResponseSchema.parse(res.body), res.body, 'resources is exactly its protocol/ schema')
   const again = await api(port, world.caPem, '/v1/resources', { ...auth, 'if-none-match': String(res.headers.etag) })
   t.equal(again.status, 304)
   t.match(await api(port, world.caPem, '/v1/whoami'), { status: 401, body: { code: 'ERR_TOKEN_MISSING' } })
   t.match(await api(port, world.caPem, '/v1/whoami', { authorization: 'Bearer x.y.z' }), { status: 401, body: { code: /^ERR_TOKEN_/ } })
-  t.match(await api(port, world.caPem, '/v1/nope', auth), { status: 404 })
+  const nope = await api(port, world.caPem, '/v1/nope', auth)
+  t.match(nope, { status: 404 })
+  t.ok(ApiErrorSchema.safeParse(nope.body).success, 'errors are ApiError')
 })
 
 t.test('/v1/resources tells the token its deadline: none, its exp, or the end of its rotation grace (a new ETag)', async (t) => {

@@ -30,7 +30,7 @@ import { connect, freePort, readAll } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, openTunnel, type World } from '../helpers/world.js'
-import { scale, twoResourcePolicy, worldVerifier } from './kit.js'
+import { scale, twoResourcePolicy, worldVerifier } from '../helpers/reliability.js'
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
 

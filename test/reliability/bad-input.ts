@@ -11,7 +11,7 @@ import { readAll, writeRandom } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel, readReply } from '../helpers/world.js'
-import { fdsBackTo, memory, MiB, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes, worldVerifier } from './kit.js'
+import { fdsBackTo, memory, MiB, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes, worldVerifier } from '../helpers/reliability.js'
 
 async function setup(t: Test, gateway: Record<string, unknown> = {}) {
   const upA = await countingUpstream(t)

@@ -12,7 +12,7 @@ import { freePort, fullBacklogServer, readAll, writeRandom } from '../helpers/ne
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel, readReply } from '../helpers/world.js'
-import { fdsBackTo, MiB, msSince, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes } from './kit.js'
+import { fdsBackTo, MiB, msSince, openFds, scale, tlsOverRaw, twoResourcePolicy, watchEscapes } from '../helpers/reliability.js'
 
 /** Resolves when the socket closes; never rejects (events.once would on 'error'). */
 function closedP(s: Socket): Promise<void> {

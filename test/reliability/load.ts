@@ -9,7 +9,7 @@ import { sha256OfStream, writeRandom } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel, readReply } from '../helpers/world.js'
-import { memory, MiB, msSince, openFds, percentile, scale, twoResourcePolicy } from './kit.js'
+import { memory, MiB, msSince, openFds, percentile, scale, twoResourcePolicy } from '../helpers/reliability.js'
 
 t.test('property 19: backpressure: 256 MiB from the upstream to a client that pauses; gateway memory grows by a few buffers; byte-exact after resume', async (t) => {
   const total = scale(256, 256) * MiB

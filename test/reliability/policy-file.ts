@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, openTunnel } from '../helpers/world.js'
-import { twoResourcePolicy } from './kit.js'
+import { twoResourcePolicy } from '../helpers/reliability.js'
 
 /** Writes the policy the way a careful editor does (temp file, rename), so the watcher never reads a half-written file. */
 function writeAtomically(file: string, doc: PolicyDoc | string): void {

@@ -13,7 +13,7 @@ import { startDaemon } from '../helpers/processes.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel } from '../helpers/world.js'
-import { cpuMs, msSince, twoResourcePolicy } from './kit.js'
+import { cpuMs, msSince, twoResourcePolicy } from '../helpers/reliability.js'
 
 function readyz(port: number): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {

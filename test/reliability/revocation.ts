@@ -11,7 +11,7 @@ import { readAll } from '../helpers/net.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, openTunnel } from '../helpers/world.js'
-import { gatewayWith, msSince } from './kit.js'
+import { gatewayWith, msSince } from '../helpers/reliability.js'
 
 function policy(port: number): PolicyDoc {
   return {

@@ -10,7 +10,7 @@ import { keyway } from '../helpers/processes.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld } from '../helpers/world.js'
-import { listeningSockets, twoResourcePolicy } from './kit.js'
+import { listeningSockets, twoResourcePolicy } from '../helpers/reliability.js'
 
 t.test('property 11: the sidecar binds loopback only: every listener it opens is on 127.0.0.1; non-loopback settings are refused', async (t) => {
   const upstream = await countingUpstream(t)

@@ -10,7 +10,7 @@ import { encodeHello } from '../../src/protocol/index.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, readReply } from '../helpers/world.js'
-import { fdsBackTo, gatewayWith, memory, MiB, openFds, scale, tlsOverRaw, watchEscapes } from './kit.js'
+import { fdsBackTo, gatewayWith, memory, MiB, openFds, scale, tlsOverRaw, watchEscapes } from '../helpers/reliability.js'
 
 t.test('property 22: soak: random open, write, half-close and reset actions leak no handle, keep the heap within 10%, and every completed transfer is byte-exact', async (t) => {
   const actions = scale(3_000, 10_000)

@@ -4,7 +4,8 @@ import { once } from 'node:events'
 import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs'
 import * as http from 'node:http'
 import { dirname, join } from 'node:path'
-import { isKeywayError, type KeywayError } from '../../src/errors.js'
+import { isKeywayError, KeywayError as KeywayErrorClass, type ErrorCode, type KeywayError } from '../../src/errors.js'
+import { Registry } from 'prom-client'
 import { silentLogger } from '../../src/observe/index.js'
 import { ControlClient, resolveControlEndpoint, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
@@ -81,6 +82,33 @@ t.test('status, connect and disconnect through the control API', async (t) => {
   const denied = (await client.connect('secret').catch((e: unknown) => e)) as KeywayError
   t.ok(isKeywayError(denied, 'ERR_GRANT_DENIED'))
   t.equal(denied.detail?.status, 404)
+})
+
+t.test('a refusal relayed from the gateway answers the status of its code in the one error table', async (t) => {
+  let refusal: ErrorCode = 'ERR_ACCOUNT_SUSPENDED'
+  const target = {
+    snapshot: () => ({}) as never,
+    connect: () => Promise.reject(new KeywayErrorClass(refusal, `cannot connect: ${refusal}`)),
+    disconnect: (resource: string) => Promise.resolve({ resource }),
+    ready: () => undefined,
+  }
+  const server = await startControlServer({
+    address: { host: LOOPBACK, port: 0 },
+    runtimeDir: tempRuntimeDir(t),
+    controlTcp: false,
+    target,
+    registry: new Registry(),
+    logger: silentLogger(),
+  })
+  t.teardown(() => server.close())
+  const port = server.socketPath
+  const json = { 'content-type': 'application/json' }
+  for (const [code, status] of [['ERR_ACCOUNT_SUSPENDED', 403], ['ERR_ACCOUNT_UNKNOWN', 401], ['ERR_TOKEN_EXPIRED', 401], ['ERR_INTERNAL', 500]] as const) {
+    refusal = code
+    const res = await request(port, 'POST', '/v1/connect', { body: '{"resource":"pg"}', headers: json })
+    t.equal(res.status, status, code)
+    t.match(JSON.parse(res.body), { code })
+  }
 })
 
 t.test('errors are {code, message} with a 4xx status', async (t) => {

@@ -1,6 +1,6 @@
 /**
- * Shared pieces of the reliability suite (test/reliability/). Not a test of
- * its own: tap runs it, finds no test and reports it skipped. Everything binds
+ * Shared pieces of the reliability suite (test/reliability/), kept in
+ * test/helpers/ so that tap does not run it as a test file. Everything binds
  * 127.0.0.1 and tears itself down.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
@@ -16,9 +16,9 @@ import type { DialFunc } from '../../src/forward/index.js'
 import type { Logger } from '../../src/observe/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { ALPN_TUNNEL } from '../../src/protocol/index.js'
-import type { Teardown } from '../helpers/net.js'
-import { until } from '../helpers/until.js'
-import { packPolicyHere } from '../helpers/world.js'
+import type { Teardown } from './net.js'
+import { until } from './until.js'
+import { packPolicyHere } from './world.js'
 
 /** `npm run test:stress` sets KEYWAY_STRESS=1: full counts instead of CI counts. */
 export const STRESS = process.env.KEYWAY_STRESS === '1'
