@@ -144,6 +144,8 @@ export const configSchema = z.strictObject({
       idleTimeout: duration.default(3_600_000),
       halfCloseTimeout: duration.default(60_000),
       drainGrace: duration.default(10_000),
+      /** After a grant goes, keep its port bound this long, refusing each new connection with the gateway's code (a PostgreSQL ErrorResponse for postgres resources); 0 releases it at once. */
+      grantRemovedGrace: duration.default(60_000),
       /** Carry tunnels as streams of one TLS connection per gateway (ALPN keyway/2). */
       multiplex: z.boolean().default(true),
     })

@@ -6,6 +6,7 @@ import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
 import type { Logger, RefusalAudit } from '../observe/index.js'
+import { PgWireTracker } from '../pgwire/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
@@ -189,7 +190,10 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   }
   const peer = opening.accept(session.id)
   ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
+  // A PostgreSQL client told why its session ended does not take it for a database crash.
+  const wire = resource.type === 'postgres' ? new PgWireTracker() : undefined
   const fwd = forward(peer, upstream, {
+    ...(wire === undefined ? {} : { tap: wire }),
     idleTimeoutMs: ctx.settings.idleTimeout,
     maxLifetimeMs: ctx.settings.maxLifetime,
     halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
@@ -198,6 +202,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     clock: ctx.clock,
   })
   ;(session as { forward: typeof fwd }).forward = fwd
+  if (wire !== undefined) (session as { farewell?: PgWireTracker }).farewell = wire
   ctx.sessions.add(session)
   ctx.metrics.sessionsTotal.inc({ result: 'ok' })
   ctx.metrics.sessionsActive.inc()

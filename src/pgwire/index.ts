@@ -1,0 +1,6 @@
+export { encodeErrorResponse, keywayErrorResponse } from './error-response.js'
+export type { ErrorFields } from './error-response.js'
+export { DEFAULT_SQLSTATE, SQLSTATE_BY_CODE, sqlStateOf } from './sqlstate.js'
+export { PgWireTracker } from './tracker.js'
+export type { WireState } from './tracker.js'
+export { refuseStartup } from './refuse.js'
