@@ -4,12 +4,14 @@ import { expectPositionals, formatTable, parseCommandArgs, println, type CliIo, 
 const USAGE = `Usage: keyway status [--json] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
 Shows the running sidecar's resources: NAME KIND TYPE ADDRESS STATE, where
-STATE is "bound", "not connected" or "error: CODE"; when a resource is not
-bound, a WHY column says why and how to get it back (disconnected by hand:
-"keyway connect NAME"; auto-connect off; port in use; no grant any more).
-Below the table: the gateway when it is down, when the token stops working,
-and why the sidecar is not ready. --json prints the whole status (gateway,
-account, token, readiness, resources with reason and fix) as JSON.
+STATE is "bound", "not connected", "error: CODE" or "grant removed" (the
+grant went; the port refuses new connections with the gateway's code until
+it is released); when a resource is not bound, a WHY column says why and how
+to get it back (disconnected by hand: "keyway connect NAME"; auto-connect off;
+port in use; no grant any more). Below the table: the gateway when it is
+down, when the token stops working, and why the sidecar is not ready. --json
+prints the whole status (gateway, account, token, readiness, resources with
+reason and fix) as JSON.
 
 Options:
   --json              print JSON
