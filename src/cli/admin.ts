@@ -56,6 +56,10 @@ interface Subcommand {
   /** Arguments after the words, for the usage text. */
   readonly args: string
   readonly summary: string
+  /** Each flag of `options` as shown in help (`--for DURATION`), with what it does. */
+  readonly flags: Readonly<Record<string, string>>
+  /** One command line that works, for help. */
+  readonly example: string
   readonly options: Options
   /** Positional count: exact, or [min, max]. */
   readonly positionals: number | readonly [number, number]
@@ -71,6 +75,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services create',
     args: 'NAME [--role ROLE] [--expires DURATION]',
     summary: 'Create a service account; prints its token once, alone on stdout',
+    flags: { '--role ROLE': 'the role to assign (its grants apply; admin grant is then refused, use --for)', '--expires DURATION': 'the token expires after this long (default: never)' },
+    example: 'keyway admin services create etl-nightly --role etl > etl-nightly.token',
     options: { role: { type: 'string' }, expires: { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
@@ -93,6 +99,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services suspend',
     args: 'NAME',
     summary: 'Suspend a service account: it keeps tokens and grants but reaches nothing',
+    flags: {},
+    example: 'keyway admin services suspend etl-nightly',
     options: {},
     positionals: 1,
     async run([name], _values, env) {
@@ -105,6 +113,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services resume',
     args: 'NAME',
     summary: 'Lift a suspension',
+    flags: {},
+    example: 'keyway admin services resume etl-nightly',
     options: {},
     positionals: 1,
     async run([name], _values, env) {
@@ -117,6 +127,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services delete',
     args: 'NAME',
     summary: 'Delete a service account with its tokens and grants',
+    flags: {},
+    example: 'keyway admin services delete etl-nightly',
     options: {},
     positionals: 1,
     async run([name], _values, env) {
@@ -129,6 +141,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'tokens rotate',
     args: 'NAME [--grace DURATION] [--expires DURATION]',
     summary: 'Issue a new token (printed once, alone on stdout); old ones end after the grace (default 24h)',
+    flags: { '--grace DURATION': 'old tokens keep working this long (default 24h; 0 revokes them now)', '--expires DURATION': 'the new token expires after this long' },
+    example: 'keyway admin tokens rotate etl-nightly --grace 2m > etl-nightly.token',
     options: { grace: { type: 'string' }, expires: { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
@@ -146,6 +160,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'tokens revoke',
     args: 'NAME [TOKEN_ID]',
     summary: 'Revoke one token (by id or fingerprint), or all tokens of the service',
+    flags: {},
+    example: 'keyway admin tokens revoke etl-nightly TOKEN_ID',
     options: {},
     positionals: [1, 2],
     async run([name, id], _values, env) {
@@ -159,6 +175,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users list',
     args: '[--json]',
     summary: 'List every account: No Role first; services tagged "service"',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin users list --json',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -186,6 +204,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users show',
     args: 'ACCOUNT [--json]',
     summary: 'Show an account: resources by kind with where access comes from, status, tokens',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin users show etl-nightly',
     options: JSON_FLAG,
     positionals: 1,
     async run([ref], values, env) {
@@ -200,6 +220,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users create',
     args: 'EMAIL [--password-stdin]',
     summary: 'Create a user (a person); with --password-stdin, set the password read from stdin',
+    flags: { '--password-stdin': 'read the password from stdin instead of a prompt' },
+    example: 'printf %s "$PASSWORD" | keyway admin users create ada@example.com --password-stdin',
     options: { 'password-stdin': { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
@@ -213,6 +235,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users set-password',
     args: 'EMAIL [--password-stdin]',
     summary: 'Set a user\'s password (read from stdin, or prompted on a terminal); only its scrypt hash is stored, in the credentials file',
+    flags: { '--password-stdin': 'read the password from stdin instead of a prompt' },
+    example: 'keyway admin users set-password ada@example.com',
     options: { 'password-stdin': { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
@@ -226,6 +250,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users migrate-passwords',
     args: '',
     summary: 'Move password hashes an older policy holds into the credentials file (0600) and out of the policy',
+    flags: {},
+    example: 'keyway admin users migrate-passwords',
     options: {},
     positionals: 0,
     async run(_args, _values, env) {
@@ -238,6 +264,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles list',
     args: '[--json]',
     summary: 'List roles with their grants and holders',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin roles list',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -252,6 +280,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles create',
     args: 'ROLE',
     summary: 'Create an empty role',
+    flags: {},
+    example: 'keyway admin roles create etl',
     options: {},
     positionals: 1,
     async run([role], _values, env) {
@@ -264,6 +294,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles delete',
     args: 'ROLE [--force]',
     summary: 'Delete a role; refused while accounts hold it, unless --force unassigns it from them',
+    flags: {},
+    example: 'keyway admin roles delete etl',
     options: { force: { type: 'boolean' } },
     positionals: 1,
     async run([role], values, env) {
@@ -276,6 +308,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles grant',
     args: 'ROLE RESOURCE',
     summary: 'Let a role reach a resource (its holders inherit it)',
+    flags: {},
+    example: 'keyway admin roles grant etl warehouse',
     options: {},
     positionals: 2,
     async run([role, resource], _values, env) {
@@ -288,6 +322,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles ungrant',
     args: 'ROLE RESOURCE',
     summary: 'Remove a resource from a role',
+    flags: {},
+    example: 'keyway admin roles ungrant etl warehouse',
     options: {},
     positionals: 2,
     async run([role, resource], _values, env) {
@@ -300,6 +336,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles assign',
     args: 'ACCOUNT ROLE [--drop-direct-grants]',
     summary: 'Give an account a role; refused while it holds permanent direct grants, unless --drop-direct-grants',
+    flags: { '--drop-direct-grants': "remove the account's permanent direct grants, which the role would override" },
+    example: 'keyway admin roles assign etl-nightly etl',
     options: { 'drop-direct-grants': { type: 'boolean' } },
     positionals: 2,
     async run([account, role], values, env) {
@@ -313,6 +351,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles unassign',
     args: 'ACCOUNT ROLE',
     summary: 'Take a role from an account',
+    flags: {},
+    example: 'keyway admin roles unassign etl-nightly etl',
     options: {},
     positionals: 2,
     async run([account, role], _values, env) {
@@ -325,6 +365,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'grant',
     args: 'ACCOUNT RESOURCE [--for DURATION]',
     summary: 'Grant direct access (accounts with No Role), or temporary access with --for',
+    flags: { '--for DURATION': 'temporary access that ends after DURATION (any account, whatever its roles)' },
+    example: 'keyway admin grant etl-nightly warehouse --for 2h',
     options: { for: { type: 'string' } },
     positionals: 2,
     async run([account, resource], values, env) {
@@ -340,6 +382,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'revoke',
     args: 'ACCOUNT RESOURCE',
     summary: 'Remove an account\'s direct and temporary grants for a resource',
+    flags: {},
+    example: 'keyway admin revoke etl-nightly warehouse',
     options: {},
     positionals: 2,
     async run([account, resource], _values, env) {
@@ -352,6 +396,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources add',
     args: 'NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT]',
     summary: `Add a resource (KIND: ${RESOURCE_KINDS.join(', ')}); an assigned override port is written to the file`,
+    flags: { '--kind KIND': 'datasource, server, cluster, website or cloud', '--type TYPE': 'its protocol: postgres, mysql, redis, ssh, http, ...', '--address HOST:PORT': 'where the gateway reaches it', '--port-override PORT': 'the local port sidecars bind (default: assigned from the port range)' },
+    example: 'keyway admin resources add warehouse --kind datasource --type postgres --address 10.0.0.5:5432',
     options: { kind: { type: 'string' }, type: { type: 'string' }, address: { type: 'string' }, 'port-override': { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
@@ -381,6 +427,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources list',
     args: '[--json]',
     summary: 'List resources: name, kind, type, address, override port',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin resources list',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -400,6 +448,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources remove',
     args: 'NAME [--force]',
     summary: 'Remove a resource; refused while roles or accounts grant it, unless --force removes those grants',
+    flags: { '--force': 'also remove the grants of the roles and accounts that name it' },
+    example: 'keyway admin resources remove warehouse',
     options: { force: { type: 'boolean' } },
     positionals: 1,
     async run([name], values, env) {
@@ -413,6 +463,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'settings set',
     args: 'port-overrides on|off | auto-connect on|off | port-range LOW-HIGH',
     summary: 'Change a setting (auto-connect depends on port overrides)',
+    flags: {},
+    example: 'keyway admin settings set port-overrides on',
     options: {},
     positionals: 2,
     async run([name, value], _values, env) {
@@ -426,6 +478,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'settings show',
     args: '[--json]',
     summary: 'Show the settings',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin settings show --json',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -451,6 +505,17 @@ const SUBCOMMANDS: readonly Subcommand[] = [
 
 function subUsage(sub: Subcommand): string {
   return `Usage: keyway admin ${sub.words} ${sub.args} [--config FILE]`
+}
+
+/** `keyway admin NOUN VERB --help`: usage, what it does, its flags and an example. */
+function subHelp(sub: Subcommand): string {
+  const flags: Array<[string, string]> = [
+    ...Object.entries(sub.flags),
+    ['-c, --config FILE', 'daemon configuration (default: KEYWAY_CONFIG, else the embedded config/keyway.yaml)'],
+    ['-h, --help', 'this text'],
+  ]
+  const width = Math.max(...flags.map(([f]) => f.length))
+  return [subUsage(sub), '', `${sub.summary}.`, '', 'Options:', ...flags.map(([f, d]) => `  ${f.padEnd(width)}  ${d}`), '', 'Example:', `  ${sub.example}`].join('\n')
 }
 
 const usage = `Usage: keyway admin NOUN VERB [ARGS] [--config FILE]
@@ -491,9 +556,9 @@ export function createAdminCommand(clock: Clock): Command {
         throw new KeywayError('ERR_USAGE', `${what}\n\n${usage}`)
       }
       const rest = args.slice(sub.words.split(' ').length)
-      const { values, positionals } = parseCommandArgs(rest, sub.options, subUsage(sub))
+      const { values, positionals } = parseCommandArgs(rest, sub.options, subUsage(sub), subHelp(sub))
       if (values.help === true) {
-        println(io.stdout, `${subUsage(sub)}\n\n${sub.summary}.`)
+        println(io.stdout, subHelp(sub))
         return 0
       }
       const [min, max] = typeof sub.positionals === 'number' ? [sub.positionals, sub.positionals] : sub.positionals

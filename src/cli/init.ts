@@ -18,7 +18,10 @@ Refuses to overwrite: if any of these files exists, nothing is written.
 Options:
       --dir DIR    where to write (created if missing)
       --host NAME  a name or IP the gateway certificate is valid for; repeat
-                   for several (default: localhost and 127.0.0.1)`
+                   for several (default: localhost and 127.0.0.1)
+
+Example:
+  keyway init --dir /etc/keyway --host gateway.internal`
 
 /** `keyway init` with an injected clock. */
 export function createInitCommand(clock: Clock): Command {
