@@ -67,6 +67,7 @@ export const ERROR_CODES = {
   ERR_DIRECT_GRANT_WITH_ROLE: 'A permanent direct grant needs the account to have No Role.',
   ERR_ROLE_WITH_DIRECT_GRANTS: 'The account holds permanent direct grants, which a role would override.',
   ERR_FILE_EXISTS: 'A file that would be written already exists.',
+  ERR_PRECONDITION: 'The command is valid but the policy is not in the state it needs (auto-connect needs port overrides on); the message says what to change first.',
 } as const
 
 /** The closed union of Keyway error codes. */

@@ -15,6 +15,7 @@ import {
   listResources,
   listRoles,
   migratePasswords,
+  pruneGrants,
   readCredentialsOf,
   readPolicy,
   removeResource,
@@ -125,13 +126,21 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'services delete',
-    args: 'NAME',
-    summary: 'Delete a service account with its tokens and grants',
-    flags: {},
-    example: 'keyway admin services delete etl-nightly',
-    options: {},
+    args: 'NAME [--yes]',
+    summary: 'Delete a service account with its tokens and grants; asks on a terminal, else needs --yes',
+    flags: { '--yes': 'delete without asking (scripts; required when stdin is not a terminal)' },
+    example: 'keyway admin services delete etl-nightly --yes',
+    options: { yes: { type: 'boolean' } },
     positionals: 1,
-    async run([name], _values, env) {
+    async run([name], values, env) {
+      if (values.yes !== true) {
+        const answer = await confirm(env.io, `Delete service account "${name}" with its tokens and grants? This cannot be undone. [y/N] `)
+        if (answer === undefined) throw new KeywayError('ERR_USAGE', `keyway admin services delete: no terminal to confirm on: add --yes to delete "${name}"`)
+        if (!answer) {
+          println(env.io.stderr, `Kept ${name}.`)
+          return 1
+        }
+      }
       const r = await deleteService(env.ctx(), name!)
       println(env.io.stdout, `Deleted service account ${r.name} (${r.id}); its tokens stop working when the gateway reloads.`)
       return 0
@@ -379,6 +388,21 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     },
   },
   {
+    words: 'grants prune',
+    args: '',
+    summary: 'Remove the temporary grants that have expired (they grant nothing; the gateway never needs them)',
+    flags: {},
+    example: 'keyway admin grants prune',
+    options: {},
+    positionals: 0,
+    async run(_p, _values, env) {
+      const { pruned } = await pruneGrants(env.ctx())
+      if (pruned.length === 0) println(env.io.stdout, 'No expired temporary grants.')
+      for (const g of pruned) println(env.io.stdout, `Removed ${g.account}'s temporary grant for ${g.resource} (expired ${g.expires}).`)
+      return 0
+    },
+  },
+  {
     words: 'revoke',
     args: 'ACCOUNT RESOURCE',
     summary: 'Remove an account\'s direct and temporary grants for a resource',
@@ -504,7 +528,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
 ]
 
 function subUsage(sub: Subcommand): string {
-  return `Usage: keyway admin ${sub.words} ${sub.args} [--config FILE]`
+  return `Usage: keyway admin ${[sub.words, sub.args].filter((w) => w !== '').join(' ')} [--config FILE]`
 }
 
 /** `keyway admin NOUN VERB --help`: usage, what it does, its flags and an example. */
@@ -527,7 +551,7 @@ and keeps the file's comments and order. The gateway picks it up on reload.
 Accounts are named by service name, user email, or id.
 
 Commands:
-${SUBCOMMANDS.map((s) => `  ${s.words} ${s.args}\n      ${s.summary}`).join('\n')}
+${SUBCOMMANDS.map((s) => `  ${[s.words, s.args].filter((w) => w !== '').join(' ')}\n      ${s.summary}`).join('\n')}
 
 Durations: 500ms, 30s, 15m, 12h, 7d.
 Options:
@@ -616,6 +640,33 @@ async function readPassword(io: CliIo, fromStdin: boolean): Promise<string> {
   const again = await promptHidden(io, stdin as never, 'Repeat password: ')
   if (first !== again) throw new KeywayError('ERR_USAGE', 'the passwords differ')
   return first
+}
+
+/**
+ * Asks a yes/no question on a terminal: true for y or yes, false for
+ * anything else; undefined when stdin is not a terminal (nobody to ask).
+ */
+async function confirm(io: CliIo, question: string): Promise<boolean | undefined> {
+  const stdin = io.stdin as CliIo['stdin'] & { isTTY?: boolean }
+  if (stdin.isTTY !== true) return undefined
+  io.stderr.write(question)
+  const line = await new Promise<string>((resolve) => {
+    let text = ''
+    const finish = (): void => {
+      stdin.off('data', onData)
+      stdin.off('end', finish)
+      stdin.pause()
+      resolve(text)
+    }
+    const onData = (data: Buffer | string): void => {
+      text += data.toString()
+      if (text.includes('\n')) finish()
+    }
+    stdin.on('data', onData)
+    stdin.once('end', finish)
+    stdin.resume()
+  })
+  return /^\s*y(es)?\s*$/i.test(line.split('\n')[0]!)
 }
 
 function promptHidden(io: CliIo, stdin: NodeJS.ReadStream, prompt: string): Promise<string> {
