@@ -38,6 +38,7 @@ import { KeywayError } from '../errors.js'
 import { RESOURCE_KINDS } from '../policy/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
+import { isTerminal, keywayCommand } from './hints.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -90,9 +91,13 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       println(env.io.stdout, issued.token)
       const roles = account.roles.length > 0 ? `role ${account.roles.join(', ')}` : 'No Role'
       println(env.io.stderr, `Created service account "${account.name}" (${account.id}, ${roles}).`)
-      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} is printed above: copy it now, it cannot be shown again.`)
-      println(env.io.stderr, `Grant access: keyway admin grant ${account.name} RESOURCE, or keyway admin roles assign ${account.name} ROLE`)
-      println(env.io.stderr, `Use it: KEYWAY_TOKEN=<token> keyway listen   (or a file named by sidecar.tokenFile)`)
+      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} ${whereTokenWent(env.io)}, it cannot be shown again.`)
+      const k = keywayCommand(env.io)
+      // A direct grant is refused for an account with a role: its access comes from the role, or is temporary.
+      if (account.roles.length > 0) {
+        println(env.io.stderr, `Grant access: ${k} admin roles grant ${account.roles[0]} RESOURCE (every holder inherits it), or temporary access: ${k} admin grant ${account.name} RESOURCE --for 2h`)
+      } else println(env.io.stderr, `Grant access: ${k} admin grant ${account.name} RESOURCE, or ${k} admin roles assign ${account.name} ROLE`)
+      println(env.io.stderr, `Use it: KEYWAY_TOKEN=<token> ${k} listen   (or a file named by sidecar.tokenFile)`)
       return 0
     },
   },
@@ -159,7 +164,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       const expiresInMs = durationFlag(values, 'expires')
       const r = await rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) })
       println(env.io.stdout, r.issued.token)
-      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} is printed above: copy it now, it cannot be shown again.`)
+      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} ${whereTokenWent(env.io)}, it cannot be shown again.`)
       for (const old of r.retiring) println(env.io.stderr, `Old token ${old.id} (${old.fingerprint}) works until ${old.expires}.`)
       for (const id of r.removed) println(env.io.stderr, `Removed token ${id}${graceMs === 0 ? ' (revoked)' : ' (expired)'}.`)
       return 0
@@ -613,6 +618,11 @@ function durationFlag(values: Values, flag: string, zeroOk = false): number | un
     throw new KeywayError('ERR_USAGE', `--${flag} "${text}" is not a${zeroOk ? '' : ' positive'} duration: write e.g. 30m, 12h or 7d`)
   }
   return ms
+}
+
+/** Where a token printed alone on stdout went, as a person at the terminal sees it. */
+function whereTokenWent(io: CliIo): string {
+  return isTerminal(io.stdout) ? 'is printed above: copy it now' : 'went to stdout, not to this terminal: keep what received it'
 }
 
 function expiryNote(expiresAt: number): string {

@@ -9,6 +9,8 @@ export interface CliIo {
   readonly stdin: Readable
   readonly env: Readonly<Record<string, string | undefined>>
   readonly cwd: string
+  /** The script this process runs (`process.argv[1]`), for hints that name the command; absent: `keyway`. */
+  readonly script?: string
   /** Resolves when the process is asked to stop (SIGTERM/SIGINT); long-running commands drain then. */
   readonly stopSignal?: AbortSignal
   /** Fires on SIGHUP; long-running commands reload then. */
