@@ -90,7 +90,18 @@ export class Gateway {
 
   constructor(options: GatewayOptions) {
     this.#options = options
-    this.metrics = createGatewayMetrics(options.registry)
+    this.metrics = createGatewayMetrics(options.registry, {
+      tokenExpiryMs: () => {
+        const now = options.clock.now()
+        const soonest = new Map<string, number>()
+        for (const s of this.sessions.values()) {
+          if (s.token.expiresAt === Infinity) continue
+          const name = s.token.account.name
+          soonest.set(name, Math.min(soonest.get(name) ?? Infinity, s.token.expiresAt - now))
+        }
+        return soonest
+      },
+    })
     const { logger } = options
     const proxyFrom = parseAddressList(options.settings.proxyProtocolFrom)
     if (typeof proxyFrom === 'string') throw new KeywayError('ERR_CONFIG_INVALID', `gateway.proxyProtocolFrom: ${proxyFrom}`)

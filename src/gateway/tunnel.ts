@@ -155,10 +155,13 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   if (opening.settled()) return
   let upstream: Socket
   ctx.dialing.set(account, (ctx.dialing.get(account) ?? 0) + 1)
+  const dialStart = process.hrtime.bigint()
   try {
     upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
+    ctx.metrics.upstreamConnectSeconds.observe({ resource: hello.resource }, Number(process.hrtime.bigint() - dialStart) / 1e9)
   } catch (err) {
     const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
+    ctx.metrics.upstreamConnectErrors.inc({ resource: hello.resource, code: e.code })
     // The peer learns that the resource is unreachable, never where it is: the address stays in the log.
     const said = e.code === 'ERR_UPSTREAM_TIMEOUT' ? 'did not accept the connection in time' : 'is unreachable'
     return refuse(e.code, `resource "${hello.resource}" ${said}`, hello, token, `resource "${hello.resource}": ${e.message}`)
@@ -219,6 +222,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
       ctx.metrics.sessionsClosed.inc({ reason: r.reason.startsWith('revoked:') ? 'revoked' : r.reason })
       ctx.metrics.bytes.inc({ direction: 'client_to_upstream', resource: hello.resource }, r.aToB)
       ctx.metrics.bytes.inc({ direction: 'upstream_to_client', resource: hello.resource }, r.bToA)
+      ctx.metrics.sessionSeconds.observe({ resource: hello.resource }, r.durationMs / 1000)
       ctx.logger.info(
         {
           event: 'session_end',
