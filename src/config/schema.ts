@@ -83,6 +83,8 @@ export const configSchema = z.strictObject({
       listen: listenAddress.default({ host: '127.0.0.1', port: 7443 }),
       /** Plain HTTP listener for /metrics, /healthz and /readyz; empty to disable. */
       metrics: z.union([listenAddress, z.literal('')]).default({ host: '127.0.0.1', port: 9464 }),
+      /** Serve /readyz's reasons and error text (file paths, policy problems) on a non-loopback `metrics` address too; on loopback they always are. */
+      metricsDetail: z.boolean().default(false),
       tls: z
         .strictObject({
           cert: z.string().min(1).default('gateway.pem'),
