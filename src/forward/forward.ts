@@ -128,8 +128,8 @@ export interface ForwardSession {
    * once without it); there `b` is destroyed, `words.last` is written to
    * `a` and `a` is ended (its peer then closes, or `a` is destroyed after
    * `words.waitMs`). A point not found within `words.waitMs` closes as
-   * {@link close} does. `reason` and `code` as for {@link close}; once the
-   * session is closing, a no-op.
+   * {@link close} does, as does a session already closing or whose `a`
+   * has ended. `reason` and `code` as for {@link close}.
    */
   closeAt(reason: string, code: string | undefined, words: ClosingWords): void
   /**
@@ -537,7 +537,9 @@ class Session implements ForwardSession, ReadSink {
   }
 
   closeAt(reason: string, code: string | undefined, words: ClosingWords): void {
-    if (this.#flags & (FLAG_FINISHED | FLAG_CUT_A) || this.#reason !== undefined || this.#a.destroyed) return
+    if (this.#flags & (FLAG_FINISHED | FLAG_CUT_A)) return
+    // Already closing, or `a` can take nothing more: no last words, but the session still ends.
+    if (this.#reason !== undefined || this.#a.destroyed || this.#a.writableEnded) return this.#abort(reason, code)
     this.#reason = reason
     this.#words = words
     this.#flags = (this.#flags | FLAG_CUT_A) & ~(FLAG_TAP_A | FLAG_TAP_B)

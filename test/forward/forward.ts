@@ -712,3 +712,13 @@ t.test('closeAt without a point says the last words at once; a point that never 
   t.equal((await reading).toString(), '', 'no last words mid-message')
   t.equal((await never.session.done).reason, 'revoked:ERR_TOKEN_EXPIRED')
 })
+
+t.test('closeAt on a session whose a has ended still closes it, without last words', async (t) => {
+  const clock = new ManualClock()
+  const { client, upstream, session } = await rig(t, { clock })
+  const reading = readAll(client)
+  upstream.end('bye')
+  t.equal((await reading).toString(), 'bye', 'b\'s EOF ended a')
+  session.closeAt('revoked:ERR_GRANT_DENIED', 'ERR_GRANT_DENIED', { last: Buffer.from('<late>'), waitMs: 1_000 })
+  t.equal((await session.done).reason, 'revoked:ERR_GRANT_DENIED')
+})
