@@ -118,16 +118,18 @@ export class PgWireTracker {
       }
       i += remaining
     }
-    // The hot loop: one header read per message, bodies skipped.
-    while (n - i >= 5) {
-      const length = chunk.readInt32BE(i + 1)
+    // The hot loop: one header read per message, bodies skipped. The length
+    // is read byte by byte (readInt32BE's checks cost a third of the loop);
+    // `| 0` keeps it a signed int32, so a length with the top bit set is < 4.
+    const last = n - 5
+    while (i <= last) {
+      const length = ((chunk[i + 1]! << 24) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 8) | chunk[i + 4]!) | 0
       if (length < 4) return void (this.#state = 'off')
-      const end = i + 1 + length
-      if (end > n) {
-        this.#remaining = end - n
-        return
-      }
-      i = end
+      i += 1 + length
+    }
+    if (i > n) {
+      this.#remaining = i - n
+      return
     }
     this.#remaining = 0
     if (i < n) {
