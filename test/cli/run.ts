@@ -47,7 +47,7 @@ t.test('every command\'s and every admin sub-command\'s --help prints a descript
   const commands = [...main.matchAll(/^ {2}(\w+) {2,}/gm)].map((m) => m[1]!)
   t.ok(commands.length >= 10, `commands: ${commands.join(' ')}`)
   const admin = (await runKeyway(['admin', '--help'])).stdout
-  const verbs = [...admin.matchAll(/^ {2}([a-z-]+(?: [a-z-]+)?) [A-Z[]/gm)].map((m) => m[1]!.split(' '))
+  const verbs = [...admin.matchAll(/^ {2}([a-z-]+(?: [a-z-]+)?)(?= [A-Z[]|\n)/gm)].map((m) => m[1]!.split(' '))
   t.ok(verbs.length >= 20, `admin verbs: ${verbs.length}`)
   for (const words of [...commands.filter((c) => c !== 'admin').map((c) => [c]), ...verbs.map((v) => ['admin', ...v])]) {
     const r = await runKeyway([...words, '--help'])

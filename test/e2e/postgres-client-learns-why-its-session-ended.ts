@@ -44,7 +44,7 @@ t.test('a PostgreSQL client whose account is suspended, or whose grant is revoke
     (e: Error & { code?: string }) => e,
   )
   t.match(refused, { message: /^keyway: ERR_GRANT_DENIED: /, code: '42501' }, 'a new connection learns the refusal')
-  const status = JSON.parse((await sidecar.run(['status', '--json'])).stdout) as { resources: Array<{ name: string; state: string; reason?: string }> }
-  t.match(status.resources.find((r) => r.name === 'warehouse'), { state: 'grant removed', reason: /grant was removed/ })
+  const status = JSON.parse((await sidecar.run(['status', '--json'])).stdout) as { resources: Array<{ name: string; state: string; reason?: string; fix?: string }> }
+  t.match(status.resources.find((r) => r.name === 'warehouse'), { state: 'grant removed', reason: 'grant_removed', fix: /grant was removed/ })
   t.match(await sidecar.daemon.waitLog((l) => l.event === 'resource_grant_removed'), { resource: 'warehouse', grace_ms: 60_000 })
 })
