@@ -10,6 +10,7 @@ import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
+import { isLoopback } from './net/index.js'
 import { VERSION } from './package.js'
 import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
@@ -150,10 +151,18 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         logger,
         ready: () => (gateway!.accepting ? undefined : 'shutting down'),
         setting: 'gateway.metrics',
+        // Reachable beyond the host (probes, scrapers): file paths and error text stay off it unless asked for.
+        detail: isLoopback(g.metrics.host) || g.metricsDetail,
         // Ready while accepting, even on a kept last good policy; the body says which policy is in force.
-        readyDetail: () => {
+        readyDetail: (detail) => {
           const error = store.lastError
-          return { policy: { generation: store.current().generation, lastReloadOk: error === undefined, ...(error ? { code: error.code, error: error.message } : {}) } }
+          return {
+            policy: {
+              generation: store.current().generation,
+              lastReloadOk: error === undefined,
+              ...(error ? { code: error.code, ...(detail ? { error: error.message } : {}) } : {}),
+            },
+          }
         },
       })
       const at = await observability.start()

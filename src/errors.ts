@@ -75,6 +75,7 @@ export const ERROR_CODES = {
   ERR_ALREADY_EXISTS: { status: 409, meaning: 'The named account, role or resource already exists.' },
   ERR_DIRECT_GRANT_WITH_ROLE: { status: 409, meaning: 'A permanent direct grant needs the account to have No Role.' },
   ERR_ROLE_WITH_DIRECT_GRANTS: { status: 409, meaning: 'The account holds permanent direct grants, which a role would override.' },
+  ERR_PRECONDITION: { status: 409, meaning: 'The command is valid but the policy is not in the state it needs (auto-connect needs port overrides on); the message says what to change first.' },
   ERR_FILE_EXISTS: { status: 409, meaning: 'A file that would be written already exists.' },
   ERR_CREDENTIAL_UNAVAILABLE: { status: 502, meaning: "The gateway could not read the resource's upstream secret (file or environment variable) or its upstream CA." },
   ERR_UPSTREAM_LOGIN_FAILED: { status: 502, meaning: 'The upstream refused the login the gateway made with the resource credentials, or broke its protocol while logging in.' },

@@ -31,6 +31,7 @@ const io: CliIo = {
   stdin: process.stdin,
   env: process.env,
   cwd: process.cwd(),
+  ...(process.argv[1] === undefined ? {} : { script: process.argv[1] }),
   // Signal handlers are installed only by the long-running commands that ask
   // for them, so a short command still dies on SIGTERM as usual.
   get stopSignal() {

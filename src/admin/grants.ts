@@ -2,7 +2,20 @@ import { isMap, type YAMLMap } from 'yaml'
 import { KeywayError } from '../errors.js'
 import type { GrantDoc } from '../policy/index.js'
 import { edit, type AdminContext } from './context.js'
-import { accountEntry, dropIfEmpty, existingList, findAccount, isoInstant, listIn, newNode, plain, removeWhere, requireResource, wholeSecond } from './document.js'
+import {
+  accountEntry,
+  dropIfEmpty,
+  existingList,
+  findAccount,
+  isoInstant,
+  listIn,
+  newNode,
+  plain,
+  removeWhere,
+  requireResource,
+  rootMap,
+  wholeSecond,
+} from './document.js'
 import { checkPositiveDuration } from './tokens.js'
 
 /** Options of {@link grantAccess}. */
@@ -95,6 +108,43 @@ export async function revokeAccess(ctx: AdminContext, accountRef: string, resour
     }
     dropIfEmpty(entry, 'grants')
     return { removed }
+  })
+}
+
+/** One temporary grant removed by {@link pruneGrants}. */
+export interface PrunedGrant {
+  readonly account: string
+  readonly resource: string
+  /** ISO instant it ended. */
+  readonly expires: string
+}
+
+/**
+ * Removes every temporary grant that has expired (its end is at or before
+ * now): they grant nothing any more, and the gateway never needs them.
+ * Writes the policy only when something was removed.
+ *
+ * @returns the grants removed, by account name and resource.
+ */
+export async function pruneGrants(ctx: AdminContext): Promise<{ pruned: PrunedGrant[] }> {
+  return edit(ctx, (doc, current) => {
+    const now = ctx.clock.now()
+    const pruned: PrunedGrant[] = []
+    for (const entry of existingList(rootMap(doc), 'accounts')?.items ?? []) {
+      if (!isMap(entry)) continue
+      const grants = existingList(entry, 'grants')
+      if (grants === undefined) continue
+      const id = entry.get('id')
+      const name = (typeof id === 'string' ? current.accounts.get(id)?.name : undefined) ?? String(id)
+      removeWhere(grants, (item) => {
+        const g = plain<GrantDoc>(item)
+        if (g.expires === undefined || !(Date.parse(g.expires) <= now)) return false
+        pruned.push({ account: name, resource: g.resource, expires: g.expires })
+        return true
+      })
+      dropIfEmpty(entry, 'grants')
+    }
+    return { pruned }
   })
 }
 

@@ -42,7 +42,7 @@ export {
   type DeleteRoleOptions,
   type AssignRoleOptions,
 } from './roles.js'
-export { grantAccess, revokeAccess, type GrantAccessOptions, type GrantAccessResult } from './grants.js'
+export { grantAccess, pruneGrants, revokeAccess, type GrantAccessOptions, type GrantAccessResult, type PrunedGrant } from './grants.js'
 export {
   addResource,
   listResources,

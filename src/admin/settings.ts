@@ -40,7 +40,7 @@ export interface SetSettingResult {
  *   is refused.
  * - `port-range LOW-HIGH`: where override ports are assigned from.
  *
- * @throws KeywayError ERR_USAGE (unknown setting, bad value, the dependency above)
+ * @throws KeywayError ERR_USAGE (unknown setting, bad value), ERR_PRECONDITION (the dependency above)
  */
 export async function setSetting(ctx: AdminContext, name: string, value: string): Promise<SetSettingResult> {
   const setting = checkSetting(name)
@@ -58,7 +58,7 @@ export async function setSetting(ctx: AdminContext, name: string, value: string)
     if (setting === 'auto-connect') {
       if (on && !portOverrides) {
         throw new KeywayError(
-          'ERR_USAGE',
+          'ERR_PRECONDITION',
           'auto-connect depends on port overrides, which are off: run "keyway admin settings set port-overrides on" first',
         )
       }
@@ -68,7 +68,7 @@ export async function setSetting(ctx: AdminContext, name: string, value: string)
     }
     if (!on && autoConnect) {
       throw new KeywayError(
-        'ERR_USAGE',
+        'ERR_PRECONDITION',
         'auto-connect depends on port overrides and is on: run "keyway admin settings set auto-connect off" first',
       )
     }

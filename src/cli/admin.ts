@@ -15,6 +15,7 @@ import {
   listResources,
   listRoles,
   migratePasswords,
+  pruneGrants,
   readCredentialsOf,
   readPolicy,
   removeResource,
@@ -39,6 +40,7 @@ import { KeywayError } from '../errors.js'
 import { RESOURCE_KINDS } from '../policy/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
+import { isTerminal, keywayCommand } from './hints.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -58,6 +60,10 @@ interface Subcommand {
   /** Arguments after the words, for the usage text. */
   readonly args: string
   readonly summary: string
+  /** Each flag of `options` as shown in help (`--for DURATION`), with what it does. */
+  readonly flags: Readonly<Record<string, string>>
+  /** One command line that works, for help. */
+  readonly example: string
   readonly options: Options
   /** Positional count: exact, or [min, max]. */
   readonly positionals: number | readonly [number, number]
@@ -76,6 +82,15 @@ const CREDENTIAL_FLAGS = {
   'upstream-tls': { type: 'string' },
   'upstream-ca': { type: 'string' },
 } as const
+/** Help lines of {@link CREDENTIAL_FLAGS}. */
+const CREDENTIAL_HELP = {
+  '--username USER': 'the database user the gateway logs in as (the job never holds its password)',
+  '--password-file PATH': 'a file on the gateway holding that user\'s password (e.g. a mounted Kubernetes Secret)',
+  '--password-env VAR': 'or: an environment variable of the gateway process holding it',
+  '--database NAME': 'always log in to this database (default: the one the client asks for)',
+  '--upstream-tls MODE': 'TLS from the gateway to the database: disable, require or verify-full',
+  '--upstream-ca PATH': 'the CA file for verify-full (default: the system CAs)',
+} as const
 
 /** The credential flags given, as {@link ResourceCredentialOptions}. */
 function credentialOptions(values: Values): ResourceCredentialOptions {
@@ -93,6 +108,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services create',
     args: 'NAME [--role ROLE] [--expires DURATION]',
     summary: 'Create a service account; prints its token once, alone on stdout',
+    flags: { '--role ROLE': 'the role to assign (its grants apply; admin grant is then refused, use --for)', '--expires DURATION': 'the token expires after this long (default: never)' },
+    example: 'keyway admin services create etl-nightly --role etl > etl-nightly.token',
     options: { role: { type: 'string' }, expires: { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
@@ -105,9 +122,13 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       println(env.io.stdout, issued.token)
       const roles = account.roles.length > 0 ? `role ${account.roles.join(', ')}` : 'No Role'
       println(env.io.stderr, `Created service account "${account.name}" (${account.id}, ${roles}).`)
-      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} is printed above: copy it now, it cannot be shown again.`)
-      println(env.io.stderr, `Grant access: keyway admin grant ${account.name} RESOURCE, or keyway admin roles assign ${account.name} ROLE`)
-      println(env.io.stderr, `Use it: KEYWAY_TOKEN=<token> keyway listen   (or a file named by sidecar.tokenFile)`)
+      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} ${whereTokenWent(env.io)}, it cannot be shown again.`)
+      const k = keywayCommand(env.io)
+      // A direct grant is refused for an account with a role: its access comes from the role, or is temporary.
+      if (account.roles.length > 0) {
+        println(env.io.stderr, `Grant access: ${k} admin roles grant ${account.roles[0]} RESOURCE (every holder inherits it), or temporary access: ${k} admin grant ${account.name} RESOURCE --for 2h`)
+      } else println(env.io.stderr, `Grant access: ${k} admin grant ${account.name} RESOURCE, or ${k} admin roles assign ${account.name} ROLE`)
+      println(env.io.stderr, `Use it: KEYWAY_TOKEN=<token> ${k} listen   (or a file named by sidecar.tokenFile)`)
       return 0
     },
   },
@@ -115,6 +136,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services suspend',
     args: 'NAME',
     summary: 'Suspend a service account: it keeps tokens and grants but reaches nothing',
+    flags: {},
+    example: 'keyway admin services suspend etl-nightly',
     options: {},
     positionals: 1,
     async run([name], _values, env) {
@@ -127,6 +150,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'services resume',
     args: 'NAME',
     summary: 'Lift a suspension',
+    flags: {},
+    example: 'keyway admin services resume etl-nightly',
     options: {},
     positionals: 1,
     async run([name], _values, env) {
@@ -137,11 +162,21 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'services delete',
-    args: 'NAME',
-    summary: 'Delete a service account with its tokens and grants',
-    options: {},
+    args: 'NAME [--yes]',
+    summary: 'Delete a service account with its tokens and grants; asks on a terminal, else needs --yes',
+    flags: { '--yes': 'delete without asking (scripts; required when stdin is not a terminal)' },
+    example: 'keyway admin services delete etl-nightly --yes',
+    options: { yes: { type: 'boolean' } },
     positionals: 1,
-    async run([name], _values, env) {
+    async run([name], values, env) {
+      if (values.yes !== true) {
+        const answer = await confirm(env.io, `Delete service account "${name}" with its tokens and grants? This cannot be undone. [y/N] `)
+        if (answer === undefined) throw new KeywayError('ERR_USAGE', `keyway admin services delete: no terminal to confirm on: add --yes to delete "${name}"`)
+        if (!answer) {
+          println(env.io.stderr, `Kept ${name}.`)
+          return 1
+        }
+      }
       const r = await deleteService(env.ctx(), name!)
       println(env.io.stdout, `Deleted service account ${r.name} (${r.id}); its tokens stop working when the gateway reloads.`)
       return 0
@@ -151,6 +186,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'tokens rotate',
     args: 'NAME [--grace DURATION] [--expires DURATION]',
     summary: 'Issue a new token (printed once, alone on stdout); old ones end after the grace (default 24h)',
+    flags: { '--grace DURATION': 'old tokens keep working this long (default 24h; 0 revokes them now)', '--expires DURATION': 'the new token expires after this long' },
+    example: 'keyway admin tokens rotate etl-nightly --grace 2m > etl-nightly.token',
     options: { grace: { type: 'string' }, expires: { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
@@ -158,7 +195,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       const expiresInMs = durationFlag(values, 'expires')
       const r = await rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) })
       println(env.io.stdout, r.issued.token)
-      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} is printed above: copy it now, it cannot be shown again.`)
+      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} ${whereTokenWent(env.io)}, it cannot be shown again.`)
       for (const old of r.retiring) println(env.io.stderr, `Old token ${old.id} (${old.fingerprint}) works until ${old.expires}.`)
       for (const id of r.removed) println(env.io.stderr, `Removed token ${id}${graceMs === 0 ? ' (revoked)' : ' (expired)'}.`)
       return 0
@@ -168,6 +205,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'tokens revoke',
     args: 'NAME [TOKEN_ID]',
     summary: 'Revoke one token (by id or fingerprint), or all tokens of the service',
+    flags: {},
+    example: 'keyway admin tokens revoke etl-nightly TOKEN_ID',
     options: {},
     positionals: [1, 2],
     async run([name, id], _values, env) {
@@ -181,6 +220,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users list',
     args: '[--json]',
     summary: 'List every account: No Role first; services tagged "service"',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin users list --json',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -208,6 +249,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users show',
     args: 'ACCOUNT [--json]',
     summary: 'Show an account: resources by kind with where access comes from, status, tokens',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin users show etl-nightly',
     options: JSON_FLAG,
     positionals: 1,
     async run([ref], values, env) {
@@ -222,6 +265,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users create',
     args: 'EMAIL [--password-stdin]',
     summary: 'Create a user (a person); with --password-stdin, set the password read from stdin',
+    flags: { '--password-stdin': 'read the password from stdin instead of a prompt' },
+    example: 'printf %s "$PASSWORD" | keyway admin users create ada@example.com --password-stdin',
     options: { 'password-stdin': { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
@@ -235,6 +280,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users set-password',
     args: 'EMAIL [--password-stdin]',
     summary: 'Set a user\'s password (read from stdin, or prompted on a terminal); only its scrypt hash is stored, in the credentials file',
+    flags: { '--password-stdin': 'read the password from stdin instead of a prompt' },
+    example: 'keyway admin users set-password ada@example.com',
     options: { 'password-stdin': { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
@@ -248,6 +295,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'users migrate-passwords',
     args: '',
     summary: 'Move password hashes an older policy holds into the credentials file (0600) and out of the policy',
+    flags: {},
+    example: 'keyway admin users migrate-passwords',
     options: {},
     positionals: 0,
     async run(_args, _values, env) {
@@ -260,6 +309,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles list',
     args: '[--json]',
     summary: 'List roles with their grants and holders',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin roles list',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -274,6 +325,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles create',
     args: 'ROLE',
     summary: 'Create an empty role',
+    flags: {},
+    example: 'keyway admin roles create etl',
     options: {},
     positionals: 1,
     async run([role], _values, env) {
@@ -286,6 +339,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles delete',
     args: 'ROLE [--force]',
     summary: 'Delete a role; refused while accounts hold it, unless --force unassigns it from them',
+    flags: {},
+    example: 'keyway admin roles delete etl',
     options: { force: { type: 'boolean' } },
     positionals: 1,
     async run([role], values, env) {
@@ -298,6 +353,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles grant',
     args: 'ROLE RESOURCE',
     summary: 'Let a role reach a resource (its holders inherit it)',
+    flags: {},
+    example: 'keyway admin roles grant etl warehouse',
     options: {},
     positionals: 2,
     async run([role, resource], _values, env) {
@@ -310,6 +367,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles ungrant',
     args: 'ROLE RESOURCE',
     summary: 'Remove a resource from a role',
+    flags: {},
+    example: 'keyway admin roles ungrant etl warehouse',
     options: {},
     positionals: 2,
     async run([role, resource], _values, env) {
@@ -322,6 +381,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles assign',
     args: 'ACCOUNT ROLE [--drop-direct-grants]',
     summary: 'Give an account a role; refused while it holds permanent direct grants, unless --drop-direct-grants',
+    flags: { '--drop-direct-grants': "remove the account's permanent direct grants, which the role would override" },
+    example: 'keyway admin roles assign etl-nightly etl',
     options: { 'drop-direct-grants': { type: 'boolean' } },
     positionals: 2,
     async run([account, role], values, env) {
@@ -335,6 +396,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'roles unassign',
     args: 'ACCOUNT ROLE',
     summary: 'Take a role from an account',
+    flags: {},
+    example: 'keyway admin roles unassign etl-nightly etl',
     options: {},
     positionals: 2,
     async run([account, role], _values, env) {
@@ -347,6 +410,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'grant',
     args: 'ACCOUNT RESOURCE [--for DURATION]',
     summary: 'Grant direct access (accounts with No Role), or temporary access with --for',
+    flags: { '--for DURATION': 'temporary access that ends after DURATION (any account, whatever its roles)' },
+    example: 'keyway admin grant etl-nightly warehouse --for 2h',
     options: { for: { type: 'string' } },
     positionals: 2,
     async run([account, resource], values, env) {
@@ -359,9 +424,26 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     },
   },
   {
+    words: 'grants prune',
+    args: '',
+    summary: 'Remove the temporary grants that have expired (they grant nothing; the gateway never needs them)',
+    flags: {},
+    example: 'keyway admin grants prune',
+    options: {},
+    positionals: 0,
+    async run(_p, _values, env) {
+      const { pruned } = await pruneGrants(env.ctx())
+      if (pruned.length === 0) println(env.io.stdout, 'No expired temporary grants.')
+      for (const g of pruned) println(env.io.stdout, `Removed ${g.account}'s temporary grant for ${g.resource} (expired ${g.expires}).`)
+      return 0
+    },
+  },
+  {
     words: 'revoke',
     args: 'ACCOUNT RESOURCE',
     summary: 'Remove an account\'s direct and temporary grants for a resource',
+    flags: {},
+    example: 'keyway admin revoke etl-nightly warehouse',
     options: {},
     positionals: 2,
     async run([account, resource], _values, env) {
@@ -374,6 +456,14 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources add',
     args: `NAME --kind KIND --type TYPE --address HOST:PORT [--port-override PORT] ${CREDENTIAL_ARGS}`,
     summary: `Add a resource (KIND: ${RESOURCE_KINDS.join(', ')}); an assigned override port is written to the file; --username and a secret reference make the gateway log in upstream`,
+    flags: {
+      '--kind KIND': 'datasource, server, cluster, website or cloud',
+      '--type TYPE': 'its protocol: postgres, mysql, redis, ssh, http, ...',
+      '--address HOST:PORT': 'where the gateway reaches it',
+      '--port-override PORT': 'the local port sidecars bind (default: assigned from the port range)',
+      ...CREDENTIAL_HELP,
+    },
+    example: 'keyway admin resources add warehouse --kind datasource --type postgres --address 10.0.0.5:5432 --username etl --password-file /run/secrets/warehouse',
     options: { kind: { type: 'string' }, type: { type: 'string' }, address: { type: 'string' }, 'port-override': { type: 'string' }, ...CREDENTIAL_FLAGS },
     positionals: 1,
     async run([name], values, env) {
@@ -404,6 +494,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources set',
     args: `NAME [--address HOST:PORT] [--username USER] [--password-file PATH | --password-env VAR] [--database NAME] [--upstream-tls disable|require|verify-full] [--upstream-ca PATH] [--clear-credentials]`,
     summary: 'Change a resource: its address, or the credentials the gateway logs in upstream with (never the secret itself)',
+    flags: { '--address HOST:PORT': 'where the gateway reaches it', ...CREDENTIAL_HELP, '--clear-credentials': 'forward bytes blindly again: remove the user and the secret reference' },
+    example: 'keyway admin resources set warehouse --password-file /run/secrets/warehouse-v2',
     options: { address: { type: 'string' }, 'clear-credentials': { type: 'boolean' }, ...CREDENTIAL_FLAGS },
     positionals: 1,
     async run([name], values, env) {
@@ -421,6 +513,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources list',
     args: '[--json]',
     summary: 'List resources: name, kind, type, address, override port',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin resources list',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -443,6 +537,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'resources remove',
     args: 'NAME [--force]',
     summary: 'Remove a resource; refused while roles or accounts grant it, unless --force removes those grants',
+    flags: { '--force': 'also remove the grants of the roles and accounts that name it' },
+    example: 'keyway admin resources remove warehouse',
     options: { force: { type: 'boolean' } },
     positionals: 1,
     async run([name], values, env) {
@@ -456,6 +552,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'settings set',
     args: 'port-overrides on|off | auto-connect on|off | port-range LOW-HIGH',
     summary: 'Change a setting (auto-connect depends on port overrides)',
+    flags: {},
+    example: 'keyway admin settings set port-overrides on',
     options: {},
     positionals: 2,
     async run([name, value], _values, env) {
@@ -469,6 +567,8 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     words: 'settings show',
     args: '[--json]',
     summary: 'Show the settings',
+    flags: { '--json': 'print JSON' },
+    example: 'keyway admin settings show --json',
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
@@ -493,7 +593,18 @@ const SUBCOMMANDS: readonly Subcommand[] = [
 ]
 
 function subUsage(sub: Subcommand): string {
-  return `Usage: keyway admin ${sub.words} ${sub.args} [--config FILE]`
+  return `Usage: keyway admin ${[sub.words, sub.args].filter((w) => w !== '').join(' ')} [--config FILE]`
+}
+
+/** `keyway admin NOUN VERB --help`: usage, what it does, its flags and an example. */
+function subHelp(sub: Subcommand): string {
+  const flags: Array<[string, string]> = [
+    ...Object.entries(sub.flags),
+    ['-c, --config FILE', 'daemon configuration (default: KEYWAY_CONFIG, else the embedded config/keyway.yaml)'],
+    ['-h, --help', 'this text'],
+  ]
+  const width = Math.max(...flags.map(([f]) => f.length))
+  return [subUsage(sub), '', `${sub.summary}.`, '', 'Options:', ...flags.map(([f, d]) => `  ${f.padEnd(width)}  ${d}`), '', 'Example:', `  ${sub.example}`].join('\n')
 }
 
 const usage = `Usage: keyway admin NOUN VERB [ARGS] [--config FILE]
@@ -505,7 +616,7 @@ and keeps the file's comments and order. The gateway picks it up on reload.
 Accounts are named by service name, user email, or id.
 
 Commands:
-${SUBCOMMANDS.map((s) => `  ${s.words} ${s.args}\n      ${s.summary}`).join('\n')}
+${SUBCOMMANDS.map((s) => `  ${[s.words, s.args].filter((w) => w !== '').join(' ')}\n      ${s.summary}`).join('\n')}
 
 Durations: 500ms, 30s, 15m, 12h, 7d.
 Options:
@@ -534,9 +645,9 @@ export function createAdminCommand(clock: Clock): Command {
         throw new KeywayError('ERR_USAGE', `${what}\n\n${usage}`)
       }
       const rest = args.slice(sub.words.split(' ').length)
-      const { values, positionals } = parseCommandArgs(rest, sub.options, subUsage(sub))
+      const { values, positionals } = parseCommandArgs(rest, sub.options, subUsage(sub), subHelp(sub))
       if (values.help === true) {
-        println(io.stdout, `${subUsage(sub)}\n\n${sub.summary}.`)
+        println(io.stdout, subHelp(sub))
         return 0
       }
       const [min, max] = typeof sub.positionals === 'number' ? [sub.positionals, sub.positionals] : sub.positionals
@@ -569,6 +680,11 @@ function durationFlag(values: Values, flag: string, zeroOk = false): number | un
   return ms
 }
 
+/** Where a token printed alone on stdout went, as a person at the terminal sees it. */
+function whereTokenWent(io: CliIo): string {
+  return isTerminal(io.stdout) ? 'is printed above: copy it now' : 'went to stdout, not to this terminal: keep what received it'
+}
+
 function expiryNote(expiresAt: number): string {
   return expiresAt === Infinity ? '' : `, expiring ${new Date(expiresAt).toISOString()}`
 }
@@ -594,6 +710,33 @@ async function readPassword(io: CliIo, fromStdin: boolean): Promise<string> {
   const again = await promptHidden(io, stdin as never, 'Repeat password: ')
   if (first !== again) throw new KeywayError('ERR_USAGE', 'the passwords differ')
   return first
+}
+
+/**
+ * Asks a yes/no question on a terminal: true for y or yes, false for
+ * anything else; undefined when stdin is not a terminal (nobody to ask).
+ */
+async function confirm(io: CliIo, question: string): Promise<boolean | undefined> {
+  const stdin = io.stdin as CliIo['stdin'] & { isTTY?: boolean }
+  if (stdin.isTTY !== true) return undefined
+  io.stderr.write(question)
+  const line = await new Promise<string>((resolve) => {
+    let text = ''
+    const finish = (): void => {
+      stdin.off('data', onData)
+      stdin.off('end', finish)
+      stdin.pause()
+      resolve(text)
+    }
+    const onData = (data: Buffer | string): void => {
+      text += data.toString()
+      if (text.includes('\n')) finish()
+    }
+    stdin.on('data', onData)
+    stdin.once('end', finish)
+    stdin.resume()
+  })
+  return /^\s*y(es)?\s*$/i.test(line.split('\n')[0]!)
 }
 
 function promptHidden(io: CliIo, stdin: NodeJS.ReadStream, prompt: string): Promise<string> {

@@ -9,6 +9,8 @@ export interface CliIo {
   readonly stdin: Readable
   readonly env: Readonly<Record<string, string | undefined>>
   readonly cwd: string
+  /** The script this process runs (`process.argv[1]`), for hints that name the command; absent: `keyway`. */
+  readonly script?: string
   /** Resolves when the process is asked to stop (SIGTERM/SIGINT); long-running commands drain then. */
   readonly stopSignal?: AbortSignal
   /** Fires on SIGHUP; long-running commands reload then. */
@@ -49,15 +51,17 @@ export function parseCommandArgs<O extends NonNullable<ParseArgsConfig['options'
   args: string[],
   options: O,
   usage: string,
+  /** Printed for `--help` instead of `usage` (a longer text). */
+  help: string = usage,
 ) {
   let parsed
   try {
     parsed = parseArgs({ args, options: { ...COMMON_OPTIONS, ...options }, allowPositionals: true, strict: true })
   } catch (err) {
-    if (args.includes('--help') || args.includes('-h')) throw new HelpRequested(usage)
-    throw new KeywayError('ERR_USAGE', `${(err as Error).message}\n${usage}`, { cause: err })
+    if (args.includes('--help') || args.includes('-h')) throw new HelpRequested(help)
+    throw new KeywayError('ERR_USAGE', `${describeParseError(err as Error & { code?: string }, { ...COMMON_OPTIONS, ...options })}\n${usage}`, { cause: err })
   }
-  if ((parsed.values as { help?: boolean }).help) throw new HelpRequested(usage)
+  if ((parsed.values as { help?: boolean }).help) throw new HelpRequested(help)
   return parsed
 }
 
@@ -79,4 +83,49 @@ export function formatTable(header: readonly string[], rows: readonly (readonly 
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: readonly string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()
   return [line(header), ...rows.map(line)].join('\n')
+}
+
+/**
+ * node:util's parse errors in Keyway's words (its own text quotes unevenly
+ * and suggests `--` even for a mistyped flag): `unknown option --four (did
+ * you mean --for?)`, `option --for needs a value`, `option --json takes no
+ * value`.
+ */
+export function describeParseError(err: Error & { code?: string }, options: NonNullable<ParseArgsConfig['options']>): string {
+  const quoted = /'(-[^' ]+)/.exec(err.message)?.[1]
+  const flag = quoted?.split('=')[0]
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag !== undefined) {
+    const near = nearestOption(flag, options)
+    return `unknown option ${flag}${near === undefined ? '' : ` (did you mean ${near}?)`}`
+  }
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag !== undefined) {
+    return /does not take an argument/.test(err.message) ? `option ${flag} takes no value` : `option ${flag} needs a value`
+  }
+  return err.message
+}
+
+/** The known long option closest to `flag` (at most a third of its letters off), as `--name`. */
+function nearestOption(flag: string, options: NonNullable<ParseArgsConfig['options']>): string | undefined {
+  const word = flag.replace(/^-+/, '')
+  let best: string | undefined
+  let bestDistance = Infinity
+  for (const name of Object.keys(options)) {
+    const d = editDistance(word, name)
+    if (d < bestDistance) {
+      best = name
+      bestDistance = d
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(1, Math.floor(word.length / 3)) ? `--${best}` : undefined
+}
+
+/** Levenshtein distance. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]!
 }

@@ -21,7 +21,10 @@ Options:
                      embedded config/keyway.yaml)
       --json         print JSON instead of YAML
       --sources      one line per setting: its value, where the value comes
-                     from (default, file, env NAME) and its variable`
+                     from (default, file, env NAME) and its variable
+
+Example:
+  keyway config print --sources`
 
 /**
  * Loads the daemon configuration named by `--config` (relative to the

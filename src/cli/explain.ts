@@ -16,7 +16,10 @@ Options:
                      embedded config/keyway.yaml)
       --at INSTANT   decide at this instant instead of now, with its zone,
                      e.g. 2026-03-01T09:00:00Z (to check when temporary access ends)
-      --json         print {"allow", "code", "at", "lines"} as JSON`
+      --json         print {"allow", "code", "at", "lines"} as JSON
+
+Example:
+  keyway explain etl-nightly warehouse --at 2026-03-01T09:00:00Z`
 
 /** `keyway explain` with an injected clock. */
 export function createExplainCommand(clock: Clock): Command {

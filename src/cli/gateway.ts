@@ -15,7 +15,10 @@ Options:
       --log-level LEVEL   fatal, error, warn, info, debug, trace, silent
 
 Signals: SIGHUP reloads the policy and keys; SIGTERM drains sessions for
-gateway.drainGrace, then exits 0.`
+gateway.drainGrace, then exits 0.
+
+Example:
+  keyway gateway --config /etc/keyway/keyway.yaml --listen 0.0.0.0:7443 --metrics 0.0.0.0:9464`
 
 /** `keyway gateway` */
 export const command: Command = {

@@ -1,7 +1,8 @@
-import { relative, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { initSetup } from '../admin/index.js'
 import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
+import { keywayCommand, shellWord } from './hints.js'
 import { parseCommandArgs, println, type Command } from './command.js'
 
 const usage = `Usage: keyway init [--dir DIR] [--host NAME]...
@@ -18,7 +19,10 @@ Refuses to overwrite: if any of these files exists, nothing is written.
 Options:
       --dir DIR    where to write (created if missing)
       --host NAME  a name or IP the gateway certificate is valid for; repeat
-                   for several (default: localhost and 127.0.0.1)`
+                   for several (default: localhost and 127.0.0.1)
+
+Example:
+  keyway init --dir /etc/keyway --host gateway.internal`
 
 /** `keyway init` with an injected clock. */
 export function createInitCommand(clock: Clock): Command {
@@ -32,14 +36,15 @@ export function createInitCommand(clock: Clock): Command {
       const dir = resolve(io.cwd, values.dir ?? '.')
       const result = await initSetup(dir, { clock, ...(values.host === undefined ? {} : { hosts: values.host }) })
       for (const file of result.files) println(io.stdout, file)
-      const shown = relative(io.cwd, result.configFile) || result.configFile
+      // Absolute: the variable must name the same file from any folder the next commands run in.
+      const k = keywayCommand(io)
       println(io.stderr, `Created a Keyway setup in ${result.dir}. Next steps:`)
-      println(io.stderr, `  export KEYWAY_CONFIG=${shown}`)
-      println(io.stderr, '  keyway policy check                                  # check the example policy')
-      println(io.stderr, '  keyway admin resources add NAME --kind datasource --type postgres --address HOST:PORT')
-      println(io.stderr, '  keyway admin services create ci --role example > ci.token   # the token is shown once')
-      println(io.stderr, '  keyway gateway                                       # run the gateway')
-      println(io.stderr, '  KEYWAY_TOKEN=$(cat ci.token) keyway listen            # run a sidecar with that token')
+      println(io.stderr, `  export KEYWAY_CONFIG=${shellWord(result.configFile)}`)
+      println(io.stderr, `  ${k} policy check                                  # check the example policy`)
+      println(io.stderr, `  ${k} admin resources add NAME --kind datasource --type postgres --address HOST:PORT`)
+      println(io.stderr, `  ${k} admin services create ci --role example > ci.token   # the token is shown once`)
+      println(io.stderr, `  ${k} gateway                                       # run the gateway`)
+      println(io.stderr, `  KEYWAY_TOKEN=$(cat ci.token) ${k} listen            # run a sidecar with that token`)
       return 0
     },
   }

@@ -26,7 +26,10 @@ Options:
                       else /run/keyway, else $TMPDIR/keyway-<uid>); made mode 0700
   --control HOST:PORT /healthz, /readyz and /metrics, loopback only (sidecar.control,
                       KEYWAY_CONTROL; default 127.0.0.1:7070)
-  --log-level LEVEL   fatal, error, warn, info, debug, trace, silent (log.level, KEYWAY_LOG_LEVEL)`
+  --log-level LEVEL   fatal, error, warn, info, debug, trace, silent (log.level, KEYWAY_LOG_LEVEL)
+
+Example:
+  keyway listen --gateway gw1.internal:7443,gw2.internal:7443 --ca ca.pem --token-file /var/run/secrets/keyway/token`
 
 const OPTIONS = {
   gateway: { type: 'string' },

@@ -15,7 +15,17 @@ Logs a user account in with email and password and prints a short-lived token
 
 The password is read from a prompt, or from stdin with --password-stdin (or
 when stdin is not a terminal). The gateway and CA come from the flags,
-KEYWAY_GATEWAY / KEYWAY_CA, or the configuration's sidecar section.`
+KEYWAY_GATEWAY / KEYWAY_CA, or the configuration's sidecar section.
+
+Options:
+  --email EMAIL       the user's email
+  --password-stdin    read the password from stdin
+  --gateway LIST      gateways to try in order (KEYWAY_GATEWAY, sidecar.gateways)
+  --ca FILE           CA certificate of the gateways (KEYWAY_CA, sidecar.ca)
+  -c, --config FILE   daemon configuration
+
+Example:
+  printf %s "$PASSWORD" | keyway login --email ada@example.com --password-stdin`
 
 async function readPassword(io: CliIo, fromStdin: boolean): Promise<string> {
   const stdin = io.stdin as NodeJS.ReadStream

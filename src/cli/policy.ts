@@ -15,7 +15,10 @@ Without FILE, checks the policy named by the configuration.
 
 Options:
   -c, --config FILE  daemon configuration (default: KEYWAY_CONFIG, else the
-                     embedded config/keyway.yaml)`
+                     embedded config/keyway.yaml)
+
+Example:
+  keyway policy check config/policy.yaml`
 
 /** `keyway policy check` */
 export const command: Command = {

@@ -4,12 +4,14 @@ import { expectPositionals, formatTable, parseCommandArgs, println, type CliIo, 
 const USAGE = `Usage: keyway status [--json] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
 Shows the running sidecar's resources: NAME KIND TYPE ADDRESS STATE, where
-STATE is "bound", "not connected" or "error: CODE"; when a resource is not
-bound, a WHY column says why and how to get it back (disconnected by hand:
-"keyway connect NAME"; auto-connect off; port in use; no grant any more).
-Below the table: the gateway when it is down, when the token stops working,
-and why the sidecar is not ready. --json prints the whole status (gateway,
-account, token, readiness, resources with reason and fix) as JSON.
+STATE is "bound", "not connected", "error: CODE" or "grant removed" (the
+grant went; the port refuses new connections with the gateway's code until
+it is released); when a resource is not bound, a WHY column says why and how
+to get it back (disconnected by hand: "keyway connect NAME"; auto-connect off;
+port in use; no grant any more). Below the table: the gateway when it is
+down, when the token stops working, and why the sidecar is not ready. --json
+prints the whole status (gateway, account, token, readiness, resources with
+reason and fix) as JSON.
 
 Options:
   --json              print JSON
@@ -18,7 +20,11 @@ Options:
                       $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
   --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
                       control API there needs sidecar.controlTcp and the secret in
-                      DIR/control.token, read automatically`
+                      DIR/control.token, read automatically
+  --config FILE       configuration file, for sidecar.runtimeDir and sidecar.control (default: KEYWAY_CONFIG, else the embedded default)
+
+Example:
+  keyway status --json`
 
 const OPTIONS = {
   json: { type: 'boolean' },

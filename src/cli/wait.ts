@@ -17,7 +17,11 @@ Options:
                       $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
   --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
                       control API there needs sidecar.controlTcp and the secret in
-                      DIR/control.token, read automatically`
+                      DIR/control.token, read automatically
+  --config FILE       configuration file, for sidecar.runtimeDir and sidecar.control (default: KEYWAY_CONFIG, else the embedded default)
+
+Example:
+  keyway listen & keyway wait --timeout 30 && ./run-etl`
 
 const OPTIONS = {
   timeout: { type: 'string' },

@@ -83,6 +83,8 @@ export const configSchema = z.strictObject({
       listen: listenAddress.default({ host: '127.0.0.1', port: 7443 }),
       /** Plain HTTP listener for /metrics, /healthz and /readyz; empty to disable. */
       metrics: z.union([listenAddress, z.literal('')]).default({ host: '127.0.0.1', port: 9464 }),
+      /** Serve /readyz's reasons and error text (file paths, policy problems) on a non-loopback `metrics` address too; on loopback they always are. */
+      metricsDetail: z.boolean().default(false),
       tls: z
         .strictObject({
           cert: z.string().min(1).default('gateway.pem'),
@@ -144,6 +146,8 @@ export const configSchema = z.strictObject({
       idleTimeout: duration.default(3_600_000),
       halfCloseTimeout: duration.default(60_000),
       drainGrace: duration.default(10_000),
+      /** After a grant goes, keep its port bound this long, refusing each new connection with the gateway's code (a PostgreSQL ErrorResponse for postgres resources); 0 releases it at once. */
+      grantRemovedGrace: duration.default(60_000),
       /** Carry tunnels as streams of one TLS connection per gateway (ALPN keyway/2). */
       multiplex: z.boolean().default(true),
     })

@@ -72,6 +72,39 @@ export interface ForwardOptions {
   clock?: Clock
   /** Time source of `durationMs`; overrides `clock.now`. */
   now?: () => number
+  /** Sees the bytes as they pass, for a protocol-aware end ({@link ForwardSession.closeAt}); absent, the copy costs nothing more. */
+  tap?: ForwardTap
+}
+
+/**
+ * Watches a session's bytes as they pass, without changing them (pgwire's
+ * message header tracker is one). Each method is called with every chunk of
+ * its direction before it is written on, until it returns false; then that
+ * direction is copied with no call at all.
+ */
+export interface ForwardTap {
+  /** A chunk from `a` (`initialAToB` first), before `b` gets it. */
+  aToB(chunk: Buffer): boolean
+  /** A chunk from `b`, before `a` gets it. */
+  bToA(chunk: Buffer): boolean
+}
+
+/** How {@link ForwardSession.closeAt} ends a session: at a point of the stream from `b` to `a`, with last words to `a`. */
+export interface ClosingWords {
+  /**
+   * Finds the point: called with each further chunk from `b`, returns how
+   * many of its bytes still go to `a` before the point, or -1 when the point
+   * lies beyond the chunk (all of it goes). Absent: the point is now.
+   */
+  readonly until?: (chunk: Buffer) => number
+  /** Written to `a` at the point, before `a` is ended. */
+  readonly last: Buffer
+  /**
+   * The longest wait for the point (past it the session closes as with
+   * close(), without `last`), and then for `a`'s peer to close after `last`
+   * (past it `a` is destroyed).
+   */
+  readonly waitMs: number
 }
 
 /** A running bidirectional copy between two sockets, from {@link forward}. */
@@ -89,6 +122,16 @@ export interface ForwardSession {
    * else `ERR_SESSION_CLOSED`. Idempotent.
    */
   close(reason: string, code?: string): void
+  /**
+   * Ends the session with last words to `a`: from now on `a`'s bytes are
+   * dropped, `b`'s still go to `a` up to the point `words.until` finds (at
+   * once without it); there `b` is destroyed, `words.last` is written to
+   * `a` and `a` is ended (its peer then closes, or `a` is destroyed after
+   * `words.waitMs`). A point not found within `words.waitMs` closes as
+   * {@link close} does, as does a session already closing or whose `a`
+   * has ended. `reason` and `code` as for {@link close}.
+   */
+  closeAt(reason: string, code: string | undefined, words: ClosingWords): void
   /**
    * Graceful stop, for draining: ends both write sides (FIN after pending
    * writes) and waits for the peers to close theirs; bytes still arriving are
@@ -189,6 +232,16 @@ const FLAG_A_CLOSED = 4
 const FLAG_B_CLOSED = 8
 const FLAG_DRAINING = 16
 const FLAG_FINISHED = 32
+const FLAG_TAP_A = 64
+const FLAG_TAP_B = 128
+/** closeAt(): `a`'s bytes are dropped. */
+const FLAG_CUT_A = 256
+/** closeAt(): `b`'s bytes go through `until` to find the point. */
+const FLAG_CUT_B = 512
+/** closeAt(): the last words went; `b` was destroyed on purpose. */
+const FLAG_CUT_DONE = 1024
+/** Anything to do with a chunk besides copying it. */
+const FLAG_HOOKS = FLAG_TAP_A | FLAG_TAP_B | FLAG_CUT_B
 
 // A reset on one side is passed on as a reset (RST) where the socket is plain
 // TCP, so the peer sees a truncated stream as an error rather than a clean EOF.
@@ -237,6 +290,9 @@ class Session implements ForwardSession, ReadSink {
   /** Write combining per direction, made on first use (outbox.ts). */
   #outAToB: Outbox | undefined
   #outBToA: Outbox | undefined
+  #tap: ForwardTap | undefined
+  #words: ClosingWords | undefined
+  #cutTimer: TimerHandle | undefined
   #resolve!: (result: ForwardResult) => void
 
   constructor(a: Endpoint, b: Endpoint, options: ForwardOptions) {
@@ -304,9 +360,16 @@ class Session implements ForwardSession, ReadSink {
     const lifetime = options.maxLifetimeMs ?? 0
     if (lifetime > 0) this.#lifetimeTimer = this.#clock.setTimeout(() => this.close('lifetime'), lifetime)
 
+    const tap = options.tap
+    if (tap !== undefined) {
+      this.#tap = tap
+      this.#flags |= FLAG_TAP_A | FLAG_TAP_B
+    }
+
     let aMayRead = true
     const initial = options.initialAToB
     if (initial !== undefined && initial.length > 0) {
+      if (this.#flags & FLAG_TAP_A && !tap!.aToB(initial)) this.#flags &= ~FLAG_TAP_A
       this.#aToB += initial.length
       aMayRead = b.write(initial)
     }
@@ -327,11 +390,38 @@ class Session implements ForwardSession, ReadSink {
   }
 
   data(from: Endpoint, chunk: Buffer): void {
+    if (this.#flags & FLAG_HOOKS && !this.#hook(from, chunk)) return
+    this.#copy(from, chunk)
+  }
+
+  /** Taps and cuts: false when the chunk must not be copied (closeAt() took what it needed). */
+  #hook(from: object, chunk: Buffer): boolean {
+    const flags = this.#flags
+    if (from === this.#a) {
+      if (flags & FLAG_TAP_A && !this.#tap!.aToB(chunk)) this.#flags &= ~FLAG_TAP_A
+      return true
+    }
+    if (flags & FLAG_CUT_B) {
+      const n = this.#words!.until!(chunk)
+      if (n < 0) return true
+      // A copy: the read buffer behind `chunk` goes back to its socket, which is destroyed next.
+      if (n > 0) {
+        this.#bToA += n
+        this.#a.write(Buffer.from(chunk.subarray(0, n)))
+      }
+      this.#sayLast()
+      return false
+    }
+    if (flags & FLAG_TAP_B && !this.#tap!.bToA(chunk)) this.#flags &= ~FLAG_TAP_B
+    return true
+  }
+
+  #copy(from: Endpoint, chunk: Buffer): void {
     let to: Endpoint
     let out: Outbox | undefined
     if (from === this.#a) {
       to = this.#b
-      if (this.#flags & FLAG_DRAINING) return
+      if (this.#flags & (FLAG_DRAINING | FLAG_CUT_A)) return
       this.#aToB += chunk.length
       out = this.#outAToB
     } else {
@@ -350,6 +440,10 @@ class Session implements ForwardSession, ReadSink {
   }
 
   read(from: object, chunk: Buffer): void {
+    if (this.#flags & FLAG_HOOKS && !this.#hook(from, chunk)) {
+      releaseReadBuffer(from, false)
+      return
+    }
     const to = from === this.#a ? this.#b : this.#a
     const fromA = from === this.#a
     let out = fromA ? this.#outAToB : this.#outBToA
@@ -376,10 +470,10 @@ class Session implements ForwardSession, ReadSink {
     const trusted = trusts(to)
     if (chunk.length < COPY_BELOW && (!trusted || to.writableLength > 0)) {
       // It would be kept: a copy from Node's pool is cheaper than a new read buffer.
-      this.data(from as Endpoint, Buffer.from(chunk))
+      this.#copy(from as Endpoint, Buffer.from(chunk))
       return
     }
-    this.data(from as Endpoint, chunk)
+    this.#copy(from as Endpoint, chunk)
     // A trusted writer that holds nothing has written every chunk it kept
     // from `from`; an untrusted one never says, so its buffers are not reused.
     if (!trusted) releaseReadBuffer(from, false)
@@ -388,7 +482,7 @@ class Session implements ForwardSession, ReadSink {
   }
 
   #combine(fromA: boolean, from: object, to: Endpoint, out: Outbox, chunk: Buffer): void {
-    if (this.#flags & FLAG_DRAINING) return
+    if (this.#flags & (fromA ? FLAG_DRAINING | FLAG_CUT_A : FLAG_DRAINING)) return
     if (fromA) this.#aToB += chunk.length
     else this.#bToA += chunk.length
     out.add(chunk)
@@ -431,13 +525,41 @@ class Session implements ForwardSession, ReadSink {
     if (this.#flags & flag) return
     this.#flags |= flag
     // A socket that closes before both its EOF and its flushed FIN is an abort
-    // (RST, or destroyed by someone else): take the other one down too.
-    if (!socket.readableEnded || !socket.writableFinished) this.#abort('reset')
+    // (RST, or destroyed by someone else): take the other one down too. Not
+    // `b` after closeAt()'s last words: that destroy was ours, and `a` is
+    // still taking them.
+    if ((!socket.readableEnded || !socket.writableFinished) && !(this.#flags & FLAG_CUT_DONE && socket === this.#b)) this.#abort('reset')
     if ((this.#flags & (FLAG_A_CLOSED | FLAG_B_CLOSED)) === (FLAG_A_CLOSED | FLAG_B_CLOSED)) this.#finish()
   }
 
   close(reason: string, code?: string): void {
     this.#abort(reason, code)
+  }
+
+  closeAt(reason: string, code: string | undefined, words: ClosingWords): void {
+    if (this.#flags & (FLAG_FINISHED | FLAG_CUT_A)) return
+    // Already closing, or `a` can take nothing more: no last words, but the session still ends.
+    if (this.#reason !== undefined || this.#a.destroyed || this.#a.writableEnded) return this.#abort(reason, code)
+    this.#reason = reason
+    this.#words = words
+    this.#flags = (this.#flags | FLAG_CUT_A) & ~(FLAG_TAP_A | FLAG_TAP_B)
+    this.#cutTimer = this.#clock.setTimeout(() => this.#abort(reason, code), words.waitMs)
+    if (words.until === undefined) this.#sayLast()
+    else this.#flags |= FLAG_CUT_B
+  }
+
+  #sayLast(): void {
+    const words = this.#words!
+    this.#flags = (this.#flags | FLAG_CUT_DONE) & ~FLAG_CUT_B
+    if (this.#cutTimer !== undefined) this.#clock.clearTimeout(this.#cutTimer)
+    this.#outBToA?.flush()
+    this.#outAToB?.discard()
+    this.#b.destroy()
+    const a = this.#a
+    // Bytes still arriving from a are read and dropped, so that its peer's close is seen.
+    if (a.isPaused()) a.resume()
+    if (!a.writableEnded) a.end(words.last)
+    this.#cutTimer = this.#clock.setTimeout(() => this.#abort(this.#reason ?? 'closed'), words.waitMs)
   }
 
   end(reason?: string): void {
@@ -519,6 +641,7 @@ class Session implements ForwardSession, ReadSink {
     if (this.#lifetimeTimer !== undefined) this.#clock.clearTimeout(this.#lifetimeTimer)
     if (this.#halfCloseTimer !== undefined) this.#clock.clearTimeout(this.#halfCloseTimer)
     if (this.#idleTimer !== undefined) this.#clock.clearTimeout(this.#idleTimer)
+    if (this.#cutTimer !== undefined) this.#clock.clearTimeout(this.#cutTimer)
     const result: ForwardResult = {
       aToB: this.#aToB,
       bToA: this.#bToA,

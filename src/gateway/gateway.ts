@@ -5,7 +5,7 @@ import type { Registry } from 'prom-client'
 import { LoginLimiter, type SignInLimiter, type SigningKey, type TokenVerifier } from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import { SecretResolver } from '../secrets/index.js'
-import { KeywayError, type ErrorCode } from '../errors.js'
+import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
 import type { DialFunc } from '../forward/index.js'
 import { listenOn, parseAddressList } from '../net/index.js'
 import { RefusalAudit, type Logger } from '../observe/index.js'
@@ -25,6 +25,11 @@ import { answeredCode, handleTunnel, type TunnelContext, type TunnelSettings } f
 const MAX_API_SOCKETS = 4_096
 /** An API connection idle this long is closed (the API guard's deadlines are shorter by default). */
 const API_SOCKET_TIMEOUT_MS = 30_000
+/**
+ * A session ended with last words (a PostgreSQL ErrorResponse) waits this
+ * long for the message in flight to end, and then for the client to close.
+ */
+export const FAREWELL_WAIT_MS = 2_000
 
 /** Gateway settings beyond the tunnels' (from the `gateway` configuration). */
 export interface GatewaySettings extends TunnelSettings, ApiGuardSettings {
@@ -89,7 +94,18 @@ export class Gateway {
 
   constructor(options: GatewayOptions) {
     this.#options = options
-    this.metrics = createGatewayMetrics(options.registry)
+    this.metrics = createGatewayMetrics(options.registry, {
+      tokenExpiryMs: () => {
+        const now = options.clock.now()
+        const soonest = new Map<string, number>()
+        for (const s of this.sessions.values()) {
+          if (s.token.expiresAt === Infinity) continue
+          const name = s.token.account.name
+          soonest.set(name, Math.min(soonest.get(name) ?? Infinity, s.token.expiresAt - now))
+        }
+        return soonest
+      },
+    })
     const { logger } = options
     const proxyFrom = parseAddressList(options.settings.proxyProtocolFrom)
     if (typeof proxyFrom === 'string') throw new KeywayError('ERR_CONFIG_INVALID', `gateway.proxyProtocolFrom: ${proxyFrom}`)
@@ -240,7 +256,15 @@ export class Gateway {
       `access ended: ${code}`,
     )
     // The log above keeps the real code; the client is told what any unreachable resource gets.
-    session.forward.close(`revoked:${code}`, answeredCode(code))
+    this.#end(session, `revoked:${code}`, answeredCode(code))
+  }
+
+  /** Ends a session, telling its client why when its protocol allows. */
+  #end(session: LiveSession, reason: string, code: ErrorCode): void {
+    const message = `${ERROR_CODES[code].meaning} The Keyway gateway ended this session to "${session.resource}".`
+    const words = session.farewell?.closingWords(code, message, FAREWELL_WAIT_MS)
+    if (words === undefined) session.forward.close(reason, code)
+    else session.forward.closeAt(reason, code, words)
   }
 
   /**
@@ -271,7 +295,7 @@ export class Gateway {
       if (timer) clock.clearTimeout(timer)
     }
     const forced = [...this.sessions.values()]
-    for (const s of forced) s.forward.close('shutdown')
+    for (const s of forced) this.#end(s, 'shutdown', 'ERR_SHUTTING_DOWN')
     await Promise.all(forced.map((s) => s.forward.done))
     this.sessions.close()
     // Tunnels still handshaking or dialing now would only be refused: close them with the API sockets.

@@ -13,14 +13,35 @@ export interface GatewayMetrics {
   readonly proxyHeaderErrors: Counter
   readonly upstreamLoginFailures: Counter<'resource' | 'code'>
   readonly handshakeSeconds: Histogram
+  readonly sessionSeconds: Histogram<'resource'>
+  readonly upstreamConnectSeconds: Histogram<'resource'>
+  readonly upstreamConnectErrors: Counter<'resource' | 'code'>
   readonly policyGeneration: Gauge
   readonly policyReloads: Counter<'result'>
   readonly policyLastReloadOk: Gauge
 }
 
+/** What the gateway's gauges read when scraped. */
+export interface GatewayMetricsSources {
+  /** Per account name: milliseconds until the soonest `exp` of a token carrying one of its live sessions (accounts whose tokens do not expire are left out). */
+  tokenExpiryMs(): Map<string, number>
+}
+
 /** Registers the gateway's metrics on `registry` (injected: no global registry). */
-export function createGatewayMetrics(registry: Registry): GatewayMetrics {
+export function createGatewayMetrics(registry: Registry, sources?: GatewayMetricsSources): GatewayMetrics {
   const registers = [registry]
+  if (sources !== undefined) {
+    new Gauge({
+      name: 'keyway_gateway_session_token_expiry_seconds',
+      help: 'Per account with live sessions: seconds until the soonest exp of a token carrying one of them (negative within the clock tolerance); absent for accounts whose tokens do not expire.',
+      labelNames: ['account'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [account, ms] of sources.tokenExpiryMs()) this.set({ account }, ms / 1000)
+      },
+    })
+  }
   return {
     sessionsActive: new Gauge({ name: 'keyway_gateway_sessions_active', help: 'Tunnels currently forwarding bytes.', registers }),
     muxConnections: new Gauge({
@@ -79,6 +100,26 @@ export function createGatewayMetrics(registry: Registry): GatewayMetrics {
       name: 'keyway_gateway_handshake_duration_seconds',
       help: 'From TLS established to the tunnel reply (token check, decision and upstream dial).',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    sessionSeconds: new Histogram({
+      name: 'keyway_gateway_session_duration_seconds',
+      help: 'How long forwarding sessions lasted, by resource, observed when they end.',
+      labelNames: ['resource'],
+      buckets: [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 14_400, 86_400],
+      registers,
+    }),
+    upstreamConnectSeconds: new Histogram({
+      name: 'keyway_gateway_upstream_connect_duration_seconds',
+      help: 'Time to establish the TCP connection to the resource, by resource (successful dials only).',
+      labelNames: ['resource'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    upstreamConnectErrors: new Counter({
+      name: 'keyway_gateway_upstream_connect_errors_total',
+      help: 'Failed dials to a resource, by resource and code (ERR_UPSTREAM_UNREACHABLE, ERR_UPSTREAM_TIMEOUT).',
+      labelNames: ['resource', 'code'],
       registers,
     }),
     policyGeneration: new Gauge({ name: 'keyway_policy_generation', help: 'Generation of the policy in force; increases on every change.', registers }),

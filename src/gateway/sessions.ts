@@ -1,7 +1,7 @@
 import { checkTokenStillValid, type VerifiedToken } from '../auth/index.js'
 import type { Clock, TimerHandle } from '../clock.js'
 import type { ErrorCode } from '../errors.js'
-import type { ForwardSession } from '../forward/index.js'
+import type { ClosingWords, ForwardSession } from '../forward/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 
 /** A live tunnel: who, to what, and the forwarding session carrying it. */
@@ -10,6 +10,12 @@ export interface LiveSession {
   readonly token: VerifiedToken
   readonly resource: string
   readonly forward: ForwardSession
+  /**
+   * How a session the gateway ends tells its client why, when the resource's
+   * protocol allows (pgwire's tracker for a plaintext PostgreSQL session):
+   * the words to end with, or undefined to just close.
+   */
+  readonly farewell?: { closingWords(code: string, message: string, waitMs: number): ClosingWords | undefined }
 }
 
 /**

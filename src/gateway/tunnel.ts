@@ -6,11 +6,11 @@ import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
 import type { Logger, RefusalAudit } from '../observe/index.js'
+import { keywayErrorResponse, PgWireTracker, type SaltedPasswordCache } from '../pgwire/index.js'
 import type { SecretResolver } from '../secrets/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
-import { encodeErrorResponse, type SaltedPasswordCache } from '../pgwire/index.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { loginUpstream } from './upstream-login.js'
 
@@ -161,10 +161,13 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   if (opening.settled()) return
   let upstream: Socket
   ctx.dialing.set(account, (ctx.dialing.get(account) ?? 0) + 1)
+  const dialStart = process.hrtime.bigint()
   try {
     upstream = await ctx.dial(resource.host, resource.port, { timeoutMs: ctx.settings.connectTimeout })
+    ctx.metrics.upstreamConnectSeconds.observe({ resource: hello.resource }, Number(process.hrtime.bigint() - dialStart) / 1e9)
   } catch (err) {
     const e = toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
+    ctx.metrics.upstreamConnectErrors.inc({ resource: hello.resource, code: e.code })
     // The peer learns that the resource is unreachable, never where it is: the address stays in the log.
     const said = e.code === 'ERR_UPSTREAM_TIMEOUT' ? 'did not accept the connection in time' : 'is unreachable'
     return refuse(e.code, `resource "${hello.resource}" ${said}`, hello, token, `resource "${hello.resource}": ${e.message}`)
@@ -196,6 +199,10 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   }
   const peer = opening.accept(session.id)
   ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
+  // A PostgreSQL client told why its session ended does not take it for a
+  // database crash; after a login made for it, the server's messages start at
+  // a boundary.
+  const wire = resource.type === 'postgres' ? new PgWireTracker(resource.credential === undefined ? 'startup' : 'messages') : undefined
   let initialAToB = opening.initial
   let upstreamUser: string | undefined
   if (resource.credential !== undefined) {
@@ -207,15 +214,17 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
       login.upstream.destroy()
       const code = revoked ?? 'ERR_SHUTTING_DOWN'
       reportRefusal(ctx, opening, code, `access to "${hello.resource}" ended during the upstream login: ${code}`, hello, token)
-      peer.end(encodeErrorResponse(code, `access to "${hello.resource}" ended: ${code}`), () => peer.destroy())
+      peer.end(keywayErrorResponse(answeredCode(code), `access to "${hello.resource}" ended during the login`), () => peer.destroy())
       return
     }
     peer.write(login.toClient)
+    wire?.bToA(login.toClient)
     upstream = login.upstream
     initialAToB = login.toUpstream
     upstreamUser = login.username
   }
   const fwd = forward(peer, upstream, {
+    ...(wire === undefined ? {} : { tap: wire }),
     idleTimeoutMs: ctx.settings.idleTimeout,
     maxLifetimeMs: ctx.settings.maxLifetime,
     halfCloseTimeoutMs: ctx.settings.halfCloseTimeout,
@@ -224,6 +233,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     clock: ctx.clock,
   })
   ;(session as { forward: typeof fwd }).forward = fwd
+  if (wire !== undefined) (session as { farewell?: PgWireTracker }).farewell = wire
   ctx.sessions.add(session)
   ctx.metrics.sessionsTotal.inc({ result: 'ok' })
   ctx.metrics.sessionsActive.inc()
@@ -240,6 +250,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
       ctx.metrics.sessionsClosed.inc({ reason: r.reason.startsWith('revoked:') ? 'revoked' : r.reason })
       ctx.metrics.bytes.inc({ direction: 'client_to_upstream', resource: hello.resource }, r.aToB)
       ctx.metrics.bytes.inc({ direction: 'upstream_to_client', resource: hello.resource }, r.bToA)
+      ctx.metrics.sessionSeconds.observe({ resource: hello.resource }, r.durationMs / 1000)
       ctx.logger.info(
         {
           event: 'session_end',

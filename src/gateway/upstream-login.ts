@@ -3,7 +3,7 @@ import type { TLSSocket } from 'node:tls'
 import type { VerifiedToken } from '../auth/index.js'
 import { toKeywayError } from '../errors.js'
 import type { ForwardEndpoint } from '../forward/index.js'
-import { encodeErrorResponse, injectLogin } from '../pgwire/index.js'
+import { keywayErrorResponse, injectLogin } from '../pgwire/index.js'
 import type { Resource, ResourceCredential } from '../policy/index.js'
 import type { Hello } from '../protocol/index.js'
 import type { Clock } from '../clock.js'
@@ -97,7 +97,7 @@ export async function loginUpstream(
     if (!peer.destroyed) {
       // The client learns which resource and why; the upstream's address and the secret's location stay in the log.
       const said = e.code === 'ERR_CREDENTIAL_UNAVAILABLE' ? `the gateway has no usable credential for resource "${hello.resource}"` : e.message
-      peer.end(encodeErrorResponse(e.code, said), () => peer.destroy())
+      peer.end(keywayErrorResponse(e.code, said), () => peer.destroy())
     }
     return undefined
   } finally {

@@ -18,8 +18,17 @@ export interface ObservabilityServerOptions {
   logger: Logger
   /** Readiness: undefined when ready, else the reason it is not. */
   ready: () => string | undefined
-  /** Extra fields of the `/readyz` body, ready or not (e.g. the policy in force). */
-  readyDetail?: () => Record<string, unknown>
+  /**
+   * Extra fields of the `/readyz` body, ready or not (e.g. the policy in
+   * force); `detail` says whether error text may be included.
+   */
+  readyDetail?: (detail: boolean) => Record<string, unknown>
+  /**
+   * Whether `/readyz` may say why it is not ready and carry error text (file
+   * paths, messages). Default true; false for an address reachable beyond
+   * the host, where the status alone serves probes.
+   */
+  detail?: boolean
   /** Extra routes tried first (the sidecar's control API). */
   routes?: Route[]
   /** The setting that names the address, for errors (`gateway.metrics`, `sidecar.control`). */
@@ -108,8 +117,10 @@ export class ObservabilityServer {
         return sendJson(res, 200, { status: 'ok' })
       case '/readyz': {
         const reason = this.#options.ready()
-        const detail = this.#options.readyDetail?.() ?? {}
-        return reason === undefined ? sendJson(res, 200, { status: 'ready', ...detail }) : sendJson(res, 503, { status: 'not ready', reason, ...detail })
+        const full = this.#options.detail ?? true
+        const detail = this.#options.readyDetail?.(full) ?? {}
+        if (reason === undefined) return sendJson(res, 200, { status: 'ready', ...detail })
+        return sendJson(res, 503, { status: 'not ready', ...(full ? { reason } : {}), ...detail })
       }
       case '/metrics': {
         const text = await this.#options.registry.metrics()

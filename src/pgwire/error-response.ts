@@ -1,40 +1,51 @@
-import type { ErrorCode } from '../errors.js'
-import { encodeMessage } from './messages.js'
+import { sqlStateOf } from './sqlstate.js'
 
-/**
- * The SQLSTATE a PostgreSQL client is given for a Keyway error code, so that
- * psql, pg and JDBC classify it (28000: not authorized; 08xxx: connection).
- */
-const SQLSTATE: Partial<Record<ErrorCode, string>> = {
-  ERR_ACCOUNT_UNKNOWN: '28000',
-  ERR_ACCOUNT_SUSPENDED: '28000',
-  ERR_RESOURCE_UNKNOWN: '28000',
-  ERR_GRANT_DENIED: '28000',
-  ERR_GRANT_EXPIRED: '28000',
-  ERR_TOKEN_EXPIRED: '28000',
-  ERR_TOKEN_REVOKED: '28000',
-  ERR_UPSTREAM_LOGIN_FAILED: '28000',
-  ERR_CREDENTIAL_UNAVAILABLE: '08004',
-  ERR_UPSTREAM_UNREACHABLE: '08001',
-  ERR_UPSTREAM_TIMEOUT: '08001',
-  ERR_HANDSHAKE_MALFORMED: '08P01',
-  ERR_HANDSHAKE_TIMEOUT: '08P01',
-  ERR_PROTOCOL_VIOLATION: '08P01',
-  ERR_CONN_LIMIT: '53300',
-  ERR_ACCOUNT_CONN_LIMIT: '53300',
-  ERR_SHUTTING_DOWN: '57P01',
-}
-
-/** SQLSTATE for `code`; XX000 (internal_error) for codes without a closer one. */
-export function sqlstateOf(code: ErrorCode): string {
-  return SQLSTATE[code] ?? 'XX000'
+/** The fields of a PostgreSQL ErrorResponse that Keyway sends. */
+export interface ErrorFields {
+  /** `FATAL` ends the connection (the only severity Keyway sends). */
+  readonly severity: 'FATAL' | 'ERROR'
+  /** Five-character SQLSTATE. */
+  readonly sqlState: string
+  readonly message: string
 }
 
 /**
- * A FATAL ErrorResponse carrying Keyway's stable code at the start of the
- * message (`ERR_X: ...`), which every client prints.
+ * Encodes a protocol 3 ErrorResponse ('E', int32 length, then fields S, V, C
+ * and M as NUL-terminated strings, then a NUL). NUL bytes in the message are
+ * dropped: they would end the field.
  */
-export function encodeErrorResponse(code: ErrorCode, message: string): Buffer {
-  const fields = [`SFATAL`, `VFATAL`, `C${sqlstateOf(code)}`, `M${code}: ${message}`]
-  return encodeMessage('E', Buffer.from(`${fields.join('\0')}\0\0`, 'utf8'))
+export function encodeErrorResponse(fields: ErrorFields): Buffer {
+  const parts: Array<[string, string]> = [
+    ['S', fields.severity],
+    ['V', fields.severity],
+    ['C', fields.sqlState],
+    ['M', fields.message.replaceAll('\0', '')],
+  ]
+  let length = 4 + 1
+  const encoded = parts.map(([tag, value]) => {
+    const bytes = Buffer.from(value, 'utf8')
+    length += 1 + bytes.length + 1
+    return [tag, bytes] as const
+  })
+  const out = Buffer.alloc(1 + length)
+  out.write('E', 0, 'latin1')
+  out.writeInt32BE(length, 1)
+  let at = 5
+  for (const [tag, bytes] of encoded) {
+    out.write(tag, at++, 'latin1')
+    bytes.copy(out, at)
+    at += bytes.length
+    out[at++] = 0
+  }
+  out[at] = 0
+  return out
+}
+
+/**
+ * The FATAL ErrorResponse that tells a PostgreSQL client why Keyway ended or
+ * refused its connection: SQLSTATE from the one table (sqlstate.ts), message
+ * `keyway: CODE: message`.
+ */
+export function keywayErrorResponse(code: string, message: string): Buffer {
+  return encodeErrorResponse({ severity: 'FATAL', sqlState: sqlStateOf(code), message: `keyway: ${code}: ${message}` })
 }

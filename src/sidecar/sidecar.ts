@@ -19,6 +19,7 @@ import {
   type ResourcesResponse,
   type WhoamiResponse,
 } from '../protocol/index.js'
+import { refuseStartup } from '../pgwire/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
 import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
@@ -73,8 +74,11 @@ export interface SidecarDeps {
  * - `port_in_use`: its port is taken (`ERR_PORT_IN_USE`); retried on every sync.
  * - `bind_failed`: binding failed otherwise; retried on every sync.
  * - `no_grant`: it was granted earlier in this run, and is no longer.
+ * - `grant_removed`: its grant just went; the port is still bound for
+ *   `sidecar.grantRemovedGrace`, refusing each new connection with the
+ *   gateway's code (state `grant removed`), then it becomes `no_grant`.
  */
-export type UnboundReason = 'not_requested' | 'disconnected' | 'port_in_use' | 'bind_failed' | 'no_grant'
+export type UnboundReason = 'not_requested' | 'disconnected' | 'port_in_use' | 'bind_failed' | 'no_grant' | 'grant_removed'
 
 /** What the sidecar knows about its token, for `status --json`. */
 export interface TokenStatus {
@@ -107,14 +111,14 @@ export interface ResourceStatus {
   type: string
   /** `127.0.0.1:15432` when bound, else ''. */
   localAddress: string
-  state: 'bound' | 'not connected' | `error: ${string}`
+  state: 'bound' | 'not connected' | 'grant removed' | `error: ${string}`
   /** Sessions being forwarded now. */
   sessions: number
   /** Why binding failed, when `state` is an error. */
   error?: string
-  /** Why it is not bound (absent while bound). */
+  /** Why it is not bound (absent while bound, except `grant_removed`). */
   reason?: UnboundReason
-  /** How to get it bound, for people (absent while bound). */
+  /** How to get it bound, for people (absent while bound, except with `grant_removed`). */
   fix?: string
 }
 
@@ -150,6 +154,10 @@ interface Entry {
   readonly sessions: Set<ForwardSession>
   /** Accepted local sockets waiting for their tunnel. */
   readonly pending: Set<net.Socket>
+  /** When the grant went while the port stays bound for `grantRemovedGrace`; undefined while granted. */
+  removedAt: number | undefined
+  /** Releases the port at the end of that grace. */
+  releaseTimer: TimerHandle | undefined
 }
 
 interface LiveSession {
@@ -398,8 +406,13 @@ export class Sidecar {
         kind: e.resource.kind,
         type: e.resource.type,
         localAddress: e.server ? e.localAddress : '',
-        state: e.server ? 'bound' : e.error ? `error: ${e.error.code}` : 'not connected',
+        state: e.removedAt !== undefined && e.server ? 'grant removed' : e.server ? 'bound' : e.error ? `error: ${e.error.code}` : 'not connected',
         sessions: e.sessions.size,
+      }
+      if (e.removedAt !== undefined && e.server) {
+        const at = new Date(e.removedAt + this.#config.grantRemovedGrace).toISOString()
+        row.reason = 'grant_removed'
+        row.fix = `the grant was removed: new connections are refused with the gateway's code until ${at}, then the port is released; an admin can tell why with "keyway explain ACCOUNT ${e.name}"`
       }
       if (!e.server && e.error) row.error = e.error.message
       if (!e.server) Object.assign(row, this.#whyUnbound(e))
@@ -742,6 +755,8 @@ export class Sidecar {
         error: undefined,
         sessions: new Set(),
         pending: new Set(),
+        removedAt: undefined,
+        releaseTimer: undefined,
       }
       this.#entries.set(resource.name, entry)
     }
@@ -755,6 +770,7 @@ export class Sidecar {
     const granted = new Map(view.resources.map((r) => [r.name, r]))
     for (const [name, entry] of this.#entries) {
       if (granted.has(name)) continue
+      if (this.#inGrantRemovedGrace(entry)) continue
       this.#unbind(entry, 'grant_removed', true)
       this.#gone.set(name, entry.resource)
       this.#entries.delete(name)
@@ -764,6 +780,7 @@ export class Sidecar {
     for (const resource of view.resources) {
       this.#gone.delete(resource.name)
       const entry = this.#entry(resource)
+      if (entry.removedAt !== undefined) this.#endGrantRemovedGrace(entry)
       if (!this.#wants(resource)) {
         // Live sessions keep running: only new connections need the listener.
         if (entry.server) this.#unbind(entry, 'auto_connect_off', false)
@@ -780,6 +797,36 @@ export class Sidecar {
     const names = this.#config.unixSockets
     if (this.#runtimeDir === undefined || !(names.includes('*') || names.includes(resource.name))) return undefined
     return join(this.#runtimeDir, socketNameOf(resource, port))
+  }
+
+  /**
+   * True while a bound resource whose grant went keeps its port: each new
+   * connection then learns the gateway's refusal instead of `Connection
+   * refused`. Live sessions are the gateway's to end (it tells PostgreSQL
+   * clients why). Starts the grace on first call.
+   */
+  #inGrantRemovedGrace(entry: Entry): boolean {
+    const grace = this.#config.grantRemovedGrace
+    if (entry.server === undefined || grace <= 0) return false
+    const now = this.#clock.now()
+    if (entry.removedAt === undefined) {
+      entry.removedAt = now
+      entry.releaseTimer = this.#clock.setTimeout(() => {
+        entry.releaseTimer = undefined
+        if (!this.#closed) void this.#serial(() => this.#reconcile())
+      }, grace)
+      this.#logger.info(
+        { event: 'resource_grant_removed', resource: entry.name, address: entry.localAddress, grace_ms: grace },
+        `${entry.name}: grant removed; ${entry.localAddress} refuses new connections for ${grace} ms, then is released`,
+      )
+    }
+    return now - entry.removedAt < grace
+  }
+
+  #endGrantRemovedGrace(entry: Entry): void {
+    entry.removedAt = undefined
+    if (entry.releaseTimer !== undefined) this.#clock.clearTimeout(entry.releaseTimer)
+    entry.releaseTimer = undefined
   }
 
   async #bind(entry: Entry, port: number): Promise<void> {
@@ -816,6 +863,7 @@ export class Sidecar {
   }
 
   #unbind(entry: Entry, reason: string, closeSessions: boolean): void {
+    this.#endGrantRemovedGrace(entry)
     if (entry.server) {
       // close() stops accepting at once; its callback would wait for live connections.
       entry.server.close()
@@ -858,8 +906,13 @@ export class Sidecar {
       },
       (err: unknown) => {
         entry.pending.delete(local)
-        local.destroy()
         const e = toKeywayError(err)
+        // A PostgreSQL client is told why (psql shows the code); any other just sees the close.
+        if (entry.resource.type === 'postgres' && !local.destroyed && !this.#closed) {
+          // Still pending: a close or an unbind destroys it.
+          entry.pending.add(local)
+          void refuseStartup(local, e.code, e.message, { clock: this.#clock, timeoutMs: this.#config.connectTimeout }).then(() => entry.pending.delete(local))
+        } else local.destroy()
         const result: SessionResult = e.detail?.refused === true ? 'refused' : e.code === 'ERR_GATEWAY_UNAVAILABLE' ? 'gateway_unavailable' : 'error'
         this.#metrics.sessionsTotal.inc({ resource, result })
         this.#logger.warn({ event: 'tunnel_failed', resource, code: e.code, result, reason: e.message }, `tunnel to ${resource} failed: ${e.code}`)

@@ -9,7 +9,7 @@ t.test('auto-connect depends on port overrides, both ways', async (t) => {
   const setup = await writeAdminSetup(t.testdir(), off)
   const ctx = setup.ctx(new ManualClock())
   const err = (await t.rejects(setSetting(ctx, 'auto-connect', 'on'))) as KeywayError
-  t.equal(err.code, 'ERR_USAGE')
+  t.equal(err.code, 'ERR_PRECONDITION')
   t.match(err.message, /auto-connect depends on port overrides/)
   t.match(err.message, /settings set port-overrides on/)
   t.equal(setup.policyText(), off, 'nothing written')
@@ -18,7 +18,7 @@ t.test('auto-connect depends on port overrides, both ways', async (t) => {
   t.same(await setSetting(ctx, 'auto-connect', 'on'), { changed: true, pinnedPorts: [] })
   t.match(setup.policyText(), /autoConnect: true # flipped by the settings tests\n/, 'the line comment stays')
   const refuse = (await t.rejects(setSetting(ctx, 'port-overrides', 'off'))) as KeywayError
-  t.equal(refuse.code, 'ERR_USAGE')
+  t.equal(refuse.code, 'ERR_PRECONDITION')
   t.match(refuse.message, /auto-connect depends on port overrides.*auto-connect off/)
   t.same(await setSetting(ctx, 'auto-connect', 'off'), { changed: true, pinnedPorts: [] })
   t.same(await setSetting(ctx, 'port-overrides', 'off'), { changed: true, pinnedPorts: [] })

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { listAccounts, readPolicy } from '../../src/admin/index.js'
 import { tokenFingerprint } from '../../src/auth/index.js'
-import { systemClock } from '../../src/clock.js'
+import { ManualClock, systemClock } from '../../src/clock.js'
+import { createAdminCommand } from '../../src/cli/admin.js'
 import { FIXTURE_POLICY, policyVerifier, runKeyway, writeAdminSetup } from '../helpers/cli.js'
 
 const JWT = /^[\w-]+\.[\w-]+\.[\w-]+$/
@@ -146,8 +147,41 @@ t.test('services suspend, resume, delete', async (t) => {
   t.match((await runKeyway(['admin', 'services', 'suspend', 'etl', ...c])).stdout, /^Suspended etl \(svc_etl\)\.\n$/)
   t.match((await runKeyway(['admin', 'users', 'list', ...c])).stdout, /etl\s+service\s+analysts\s+suspended/)
   t.match((await runKeyway(['admin', 'services', 'resume', 'etl', ...c])).stdout, /^Resumed etl/)
-  t.match((await runKeyway(['admin', 'services', 'delete', 'etl', ...c])).stdout, /^Deleted service account etl/)
+  t.match((await runKeyway(['admin', 'services', 'delete', 'etl', '--yes', ...c])).stdout, /^Deleted service account etl/)
   t.notOk((await readPolicy(setup.policyFile)).policy.accountByName('etl'))
+})
+
+t.test('services delete asks on a terminal; without one it needs --yes', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const c = ['--config', setup.configFile]
+  const script = await runKeyway(['admin', 'services', 'delete', 'etl', ...c])
+  t.equal(script.code, 2)
+  t.match(script.stderr, /^keyway: ERR_USAGE: keyway admin services delete: no terminal to confirm on: add --yes/)
+  const no = await runKeyway(['admin', 'services', 'delete', 'etl', ...c], { tty: true, stdin: 'n\n' })
+  t.equal(no.code, 1)
+  t.match(no.stderr, /Delete service account "etl" with its tokens and grants\? This cannot be undone\. \[y\/N\] Kept etl\./)
+  t.ok((await readPolicy(setup.policyFile)).policy.accountByName('etl'), 'kept after no, and without a terminal')
+  const yes = await runKeyway(['admin', 'services', 'delete', 'etl', ...c], { tty: true, stdin: 'y\n' })
+  t.equal(yes.code, 0)
+  t.match(yes.stdout, /^Deleted service account etl/)
+  t.notOk((await readPolicy(setup.policyFile)).policy.accountByName('etl'))
+})
+
+t.test('grants prune removes only the temporary grants that have expired', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const c = ['--config', setup.configFile]
+  const clock = new ManualClock(Date.parse('2026-01-01T00:00:00Z'))
+  const commands = [createAdminCommand(clock)]
+  t.equal((await runKeyway(['admin', 'grant', 'alice@example.com', 'pg', '--for', '1h', ...c], { commands })).code, 0)
+  t.equal((await runKeyway(['admin', 'grant', 'etl', 'pg', '--for', '3h', ...c], { commands })).code, 0)
+  t.match((await runKeyway(['admin', 'grants', 'prune', ...c], { commands })).stdout, /^No expired temporary grants\.\n$/)
+  clock.advance(2 * 3_600_000)
+  const pruned = await runKeyway(['admin', 'grants', 'prune', ...c], { commands })
+  t.equal(pruned.code, 0)
+  t.equal(pruned.stdout, "Removed alice@example.com's temporary grant for pg (expired 2026-01-01T01:00:00Z).\n")
+  const text = readFileSync(setup.policyFile, 'utf8')
+  t.notMatch(text, /2026-01-01T01:00:00Z/, 'the expired grant is gone from the file')
+  t.match(text, /2026-01-01T03:00:00Z/, 'the running one stays')
 })
 
 t.test('users create and set-password read the password from stdin', async (t) => {
@@ -240,13 +274,13 @@ t.test('settings: the auto-connect dependency, show', async (t) => {
   const c = ['--config', setup.configFile]
   t.equal((await runKeyway(['admin', 'settings', 'set', 'auto-connect', 'on', ...c])).code, 0)
   const off = await runKeyway(['admin', 'settings', 'set', 'port-overrides', 'off', ...c])
-  t.equal(off.code, 2)
-  t.match(off.stderr, /auto-connect depends on port overrides/)
+  t.equal(off.code, 1, 'a failed precondition, not a usage error')
+  t.match(off.stderr, /^keyway: ERR_PRECONDITION: auto-connect depends on port overrides and is on/)
   await runKeyway(['admin', 'settings', 'set', 'auto-connect', 'off', ...c])
   await runKeyway(['admin', 'settings', 'set', 'port-overrides', 'off', ...c])
   const on = await runKeyway(['admin', 'settings', 'set', 'auto-connect', 'on', ...c])
-  t.equal(on.code, 2)
-  t.match(on.stderr, /^keyway: ERR_USAGE: auto-connect depends on port overrides, which are off/)
+  t.equal(on.code, 1)
+  t.match(on.stderr, /^keyway: ERR_PRECONDITION: auto-connect depends on port overrides, which are off: run "keyway admin settings set port-overrides on" first/)
   const show = await runKeyway(['admin', 'settings', 'show', ...c])
   t.equal(show.stdout, 'SETTING         VALUE\nport-overrides  off\nauto-connect    off\nport-range      16000-16099\n')
   t.same(JSON.parse((await runKeyway(['admin', 'settings', 'show', '--json', ...c])).stdout), { portOverrides: false, autoConnect: false, portRange: [16000, 16099] })

@@ -10,7 +10,7 @@ t.test('keyway init --dir: files on stdout, next steps on stderr; the setup work
   t.equal(r.code, 0, r.stderr)
   const dir = join(root, 'setup')
   t.same(r.stdout.trimEnd().split('\n'), Object.keys(INIT_FILES).map((f) => join(dir, f)))
-  t.match(r.stderr, /Next steps:\n {2}export KEYWAY_CONFIG=setup\/keyway\.yaml\n/)
+  t.ok(r.stderr.includes(`Next steps:\n  export KEYWAY_CONFIG=${join(dir, 'keyway.yaml')}\n`), 'an absolute KEYWAY_CONFIG, right from any folder')
   t.match(r.stderr, /keyway admin services create ci --role example/)
   t.same(readdirSync(dir).sort(), Object.keys(INIT_FILES).sort())
 

@@ -30,3 +30,35 @@ t.test('usage errors exit 2; unknown commands exit 2; --version prints the versi
   t.equal(help.code, 0, '--help anywhere prints the usage instead of running the command')
   t.match(help.stdout, /^Usage: keyway gateway/)
 })
+
+t.test('a wrong flag is named, with the nearest right one; a missing value or a value for a switch is said plainly', async (t) => {
+  const four = await runKeyway(['admin', 'grant', 'etl', 'pg', '--four', '2h'])
+  t.equal(four.code, 2)
+  t.match(four.stderr, /^keyway: ERR_USAGE: unknown option --four \(did you mean --for\?\)\nUsage: keyway admin grant /)
+  t.notMatch(four.stderr, /To specify a positional argument/, 'not node:util\'s text')
+  t.match((await runKeyway(['status', '--jsn'])).stderr, /unknown option --jsn \(did you mean --json\?\)/)
+  t.match((await runKeyway(['status', '--xyzzy'])).stderr, /unknown option --xyzzy\n/, 'no suggestion when nothing is close')
+  t.match((await runKeyway(['admin', 'grant', 'etl', 'pg', '--for'])).stderr, /ERR_USAGE: option --for needs a value/)
+  t.match((await runKeyway(['status', '--json=yes'])).stderr, /ERR_USAGE: option --json takes no value/)
+})
+
+t.test('every command\'s and every admin sub-command\'s --help prints a description, its flags and an example', async (t) => {
+  const main = (await runKeyway(['--help'])).stdout
+  const commands = [...main.matchAll(/^ {2}(\w+) {2,}/gm)].map((m) => m[1]!)
+  t.ok(commands.length >= 10, `commands: ${commands.join(' ')}`)
+  const admin = (await runKeyway(['admin', '--help'])).stdout
+  const verbs = [...admin.matchAll(/^ {2}([a-z-]+(?: [a-z-]+)?)(?= [A-Z[]|\n)/gm)].map((m) => m[1]!.split(' '))
+  t.ok(verbs.length >= 20, `admin verbs: ${verbs.length}`)
+  for (const words of [...commands.filter((c) => c !== 'admin').map((c) => [c]), ...verbs.map((v) => ['admin', ...v])]) {
+    const r = await runKeyway([...words, '--help'])
+    const what = `keyway ${words.join(' ')} --help`
+    t.equal(r.code, 0, what)
+    t.match(r.stdout, /^Usage: keyway /, `${what}: usage`)
+    t.match(r.stdout, /\n\n\S.*\w/, `${what}: a description`)
+    t.match(r.stdout, /Options:\n/, `${what}: flags`)
+    t.match(r.stdout, /\nExample:\n {2}\S/, `${what}: an example`)
+    // Every flag of the usage line is explained.
+    const usageLine = r.stdout.split('\n')[0]!
+    for (const flag of usageLine.match(/--[a-z-]+/g) ?? []) t.match(r.stdout.slice(usageLine.length), flag, `${what}: ${flag} explained`)
+  }
+})

@@ -13,10 +13,13 @@ t.test('a temporary grant ends its session at its expiry', async (t) => {
   t.ok(bound)
   const client = await pgClient(t, stack.overridePort)
   t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }])
+  const told = new Promise<Error>((resolve) => client.once('error', resolve))
   const ended = new Promise((resolve) => client.once('end', resolve))
   await ended
+  t.match(await told, { message: /^keyway: ERR_GRANT_EXPIRED: /, code: '28000' }, 'the client reads why')
   const late = Date.now() - expires
   t.ok(late >= 0 && late < 1_000, `the session ended ${late} ms after the grant's expiry`)
   t.match(await stack.gateway.waitLog((l) => l.event === 'session_revoked'), { resource: 'warehouse', code: 'ERR_GRANT_EXPIRED' })
-  t.match(await contractor.daemon.waitLog((l) => l.event === 'resource_unbound' && l.resource === 'warehouse'), { resource: 'warehouse' })
+  // The port stays bound for sidecar.grantRemovedGrace, telling new clients why, then is released.
+  t.match(await contractor.daemon.waitLog((l) => l.event === 'resource_grant_removed' && l.resource === 'warehouse'), { resource: 'warehouse', grace_ms: 60_000 })
 })

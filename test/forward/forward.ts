@@ -15,6 +15,7 @@ import {
   readAll,
   sha256OfStream,
   socketPair,
+  readExactly,
   waitClosed,
   writeRandom,
   type Teardown,
@@ -647,4 +648,77 @@ t.test('record-sized reads from a lending source: the first of a turn goes at on
   )
   t.ok(got.equals(Buffer.concat(records)), `the far end got every byte before the reset (${got.length} of ${3 * 16 * 1024})`)
   t.equal(result.aToB, 3 * 16 * 1024, 'counted')
+})
+
+t.test('a tap sees each direction\'s chunks until it says no more', async (t) => {
+  const seen = { a: [] as string[], b: [] as string[] }
+  const tap = {
+    aToB: (c: Buffer) => (seen.a.push(c.toString()), seen.a.length < 2),
+    bToA: (c: Buffer) => (seen.b.push(c.toString()), true),
+  }
+  const { client, upstream } = await rig(t, { tap, initialAToB: Buffer.from('hello') })
+  t.equal((await readExactly(upstream, 5)).toString(), 'hello')
+  client.write('one')
+  t.equal((await readExactly(upstream, 3)).toString(), 'one')
+  client.write('two')
+  t.equal((await readExactly(upstream, 3)).toString(), 'two')
+  upstream.write('back')
+  t.equal((await readExactly(client, 4)).toString(), 'back')
+  t.same(seen, { a: ['hello', 'one'], b: ['back'] }, 'the initial bytes first; nothing after false')
+})
+
+t.test('closeAt: b\'s bytes go up to the point, then the last words, then EOF; a\'s bytes stop at once', async (t) => {
+  const clock = new ManualClock()
+  const { client, upstream, session } = await rig(t, { clock })
+  upstream.write('AAAA')
+  t.equal((await readExactly(client, 4)).toString(), 'AAAA')
+  const upstreamGot: Buffer[] = []
+  upstream.on('data', (c: Buffer) => upstreamGot.push(c))
+  session.closeAt('revoked:ERR_GRANT_DENIED', 'ERR_GRANT_DENIED', {
+    until: (c) => (c.includes('|') ? c.indexOf('|') + 1 : -1),
+    last: Buffer.from('<bye>'),
+    waitMs: 1_000,
+  })
+  client.write('dropped')
+  upstream.write('BB')
+  t.equal((await readExactly(client, 2)).toString(), 'BB', 'no point yet: all of it goes')
+  upstream.write('C|next message')
+  const reading = readAll(client)
+  client.resume()
+  const rest = await reading
+  t.equal(rest.toString(), 'C|<bye>', 'cut at the point, then the last words and EOF')
+  client.end()
+  const result = await session.done
+  t.equal(result.reason, 'revoked:ERR_GRANT_DENIED')
+  t.equal(Buffer.concat(upstreamGot).toString(), '', 'nothing from a after closeAt reached b')
+})
+
+t.test('closeAt without a point says the last words at once; a point that never comes closes without them', async (t) => {
+  const clock = new ManualClock()
+  const now = await rig(t, { clock })
+  now.session.closeAt('revoked:ERR_TOKEN_EXPIRED', 'ERR_TOKEN_EXPIRED', { last: Buffer.from('<bye>'), waitMs: 1_000 })
+  t.equal((await readAll(now.client)).toString(), '<bye>')
+  // The peer never closes: after waitMs the session ends anyway.
+  clock.advance(1_000)
+  t.equal((await now.session.done).reason, 'revoked:ERR_TOKEN_EXPIRED')
+
+  const never = await rig(t, { clock })
+  never.upstream.write('AAAA')
+  t.equal((await readExactly(never.client, 4)).toString(), 'AAAA')
+  never.session.closeAt('revoked:ERR_TOKEN_EXPIRED', 'ERR_TOKEN_EXPIRED', { until: () => -1, last: Buffer.from('<bye>'), waitMs: 1_000 })
+  const reading = readAll(never.client)
+  never.client.resume()
+  clock.advance(1_000)
+  t.equal((await reading).toString(), '', 'no last words mid-message')
+  t.equal((await never.session.done).reason, 'revoked:ERR_TOKEN_EXPIRED')
+})
+
+t.test('closeAt on a session whose a has ended still closes it, without last words', async (t) => {
+  const clock = new ManualClock()
+  const { client, upstream, session } = await rig(t, { clock })
+  const reading = readAll(client)
+  upstream.end('bye')
+  t.equal((await reading).toString(), 'bye', 'b\'s EOF ended a')
+  session.closeAt('revoked:ERR_GRANT_DENIED', 'ERR_GRANT_DENIED', { last: Buffer.from('<late>'), waitMs: 1_000 })
+  t.equal((await session.done).reason, 'revoked:ERR_GRANT_DENIED')
 })

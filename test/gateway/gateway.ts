@@ -135,7 +135,42 @@ t.test('an unreachable upstream is reported with a code: refused, and never acce
   t.match((await openTunnel(t, port, world.caPem, token, 'db')).reply, { ok: false, code: 'ERR_UPSTREAM_UNREACHABLE' })
   t.match((await openTunnel(t, port, world.caPem, token, 'cache')).reply, { ok: false, code: 'ERR_UPSTREAM_TIMEOUT' })
   t.equal(running.gateway.sessions.size, 0)
+  const errors = await metricValues(running.registry, 'keyway_gateway_upstream_connect_errors_total')
+  t.same(
+    errors.map((v) => [v.labels.resource, v.labels.code, v.value]).sort(),
+    [
+      ['cache', 'ERR_UPSTREAM_TIMEOUT', 1],
+      ['db', 'ERR_UPSTREAM_UNREACHABLE', 1],
+    ],
+    'connect errors per resource and code',
+  )
 })
+
+t.test('metrics: session duration and upstream connect latency per resource; per account, the soonest expiry of a live session\'s token', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { world, port, running } = await setup(t, { clock })
+  const token = await world.serviceToken('svc_etl', { expiresAt: clock.now() + 3_600_000 })
+  await running.reload()
+  t.same(await metricValues(running.registry, 'keyway_gateway_session_token_expiry_seconds'), [], 'absent without a live session')
+  const tunnel = await openTunnel(t, port, world.caPem, token, 'db')
+  t.match(tunnel.reply, { ok: true })
+  const [expiry] = await metricValues(running.registry, 'keyway_gateway_session_token_expiry_seconds')
+  t.match(expiry, { labels: { account: 'etl' } })
+  t.ok(expiry !== undefined && expiry.value > 3_598 && expiry.value <= 3_600, `expires in ${expiry?.value} s`)
+  clock.advance(10_000)
+  t.equal(await echoes(tunnel.socket, 'x'), 'x')
+  await world.logs.waitFor((l) => l.event === 'session_end')
+  const duration = await metricValues(running.registry, 'keyway_gateway_session_duration_seconds')
+  t.match(duration.find((v) => v.metricName === 'keyway_gateway_session_duration_seconds_count' && v.labels.resource === 'db'), { value: 1 })
+  t.match(duration.find((v) => v.metricName === 'keyway_gateway_session_duration_seconds_sum' && v.labels.resource === 'db'), { value: 10 }, 'the injected clock\'s 10 s')
+  const connect = await metricValues(running.registry, 'keyway_gateway_upstream_connect_duration_seconds')
+  t.match(connect.find((v) => v.metricName === 'keyway_gateway_upstream_connect_duration_seconds_count' && v.labels.resource === 'db'), { value: 1 })
+  t.same(await metricValues(running.registry, 'keyway_gateway_session_token_expiry_seconds'), [], 'absent again once the session ended')
+})
+
+async function metricValues(registry: import('prom-client').Registry, name: string) {
+  return (await registry.getSingleMetric(name)!.get()).values as Array<{ value: number; labels: Record<string, string | number>; metricName?: string }>
+}
 
 t.test('revoking a grant ends that session and leaves the other account running', async (t) => {
   const { world, etl, bi, port, running } = await setup(t)

@@ -21,6 +21,8 @@ export interface RunKeywayOptions {
   env?: Record<string, string | undefined>
   /** Text on stdin (default: empty). */
   stdin?: string
+  /** stdin says it is a terminal (for prompts). */
+  tty?: boolean
   cwd?: string
   /** Command table (default: the real COMMANDS). */
   commands?: readonly Command[]
@@ -37,7 +39,7 @@ export async function runKeyway(argv: string[], options: RunKeywayOptions = {}):
   const io: CliIo = {
     stdout,
     stderr,
-    stdin: Readable.from(options.stdin === undefined ? [] : [Buffer.from(options.stdin)]),
+    stdin: Object.assign(Readable.from(options.stdin === undefined ? [] : [Buffer.from(options.stdin)]), options.tty === true ? { isTTY: true } : {}),
     env: options.env ?? {},
     cwd: options.cwd ?? process.cwd(),
   }

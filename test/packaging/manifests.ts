@@ -3,8 +3,9 @@
  * KEYWAY_* variable is a real setting, every path a Keyway container reads is
  * a mounted file, ports and probes match the configured addresses, the
  * sidecar is a native sidecar probed from inside (its control endpoint is
- * loopback only), grace periods exceed the drain grace, and the example
- * policy compiles and grants the port the job dials.
+ * loopback only), grace periods exceed the drain grace, the example
+ * policy compiles and grants the port the job dials, a NetworkPolicy keeps
+ * the job pod off the database, and the exposed metrics port serves no detail.
  */
 import t from 'tap'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -304,6 +305,55 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
   const resource = [...policy.resources.values()].find((r) => r.portOverride === port)
   t.ok(resource, `port ${port} is a resource's override port`)
   t.ok([...policy.roles.values()].some((grants) => grants.includes(resource?.name ?? '')), `a role grants ${resource?.name}`)
+})
+
+t.test('a NetworkPolicy lets the job pod reach only the gateway (and DNS), never the database', async (t) => {
+  const job = pods.find((p) => p.owner.kind === 'Job')!
+  const matches = (selector: Record<string, string> | undefined, labels: Record<string, string>) =>
+    Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v)
+  const policies = byKind('NetworkPolicy').filter((n) => n.metadata.namespace === job.namespace && matches(n.spec.podSelector?.matchLabels, job.labels))
+  t.equal(policies.length, 1, 'one NetworkPolicy selects the job pod')
+  const np = policies[0]
+  if (np === undefined) return
+  t.ok(np.spec.policyTypes.includes('Egress'), 'it restricts egress')
+  t.ok(np.spec.policyTypes.includes('Ingress') && (np.spec.ingress ?? []).length === 0, 'and admits no ingress')
+
+  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
+  const gw = gatewayPod.spec.containers.find(isKeyway)
+  const tunnelPort = effectiveConfig(gatewayPod, gw).gateway.listen.port
+  // The database, as the gateway reaches it.
+  const policyFile = mountedFile(gatewayPod, gw, effectiveConfig(gatewayPod, gw).policy)
+  const databasePorts = typeof policyFile !== 'string' && policyFile.text ? [...compilePolicyText(policyFile.text, 'policy.yaml').resources.values()].map((r) => r.port) : []
+  t.ok(databasePorts.length > 0, 'the resources are known')
+  let toGateway = false
+  for (const rule of np.spec.egress as Doc[]) {
+    const peers = (rule.to ?? []) as Doc[]
+    t.ok(peers.length > 0, 'every egress rule names its peers (none would allow everything)')
+    t.notOk(peers.some((p) => p.ipBlock), 'no ipBlock: no address range is open')
+    const ports = ((rule.ports ?? []) as Doc[]).map((p) => Number(p.port))
+    t.ok(ports.length > 0, 'every egress rule names its ports')
+    for (const port of databasePorts) t.notOk(ports.includes(port), `port ${port} of a resource is not open`)
+    for (const peer of peers) {
+      t.ok(peer.namespaceSelector && peer.podSelector, 'peers are pods of a named namespace')
+      const gatewayPeer =
+        peer.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === gatewayPod.namespace && matches(peer.podSelector?.matchLabels, gatewayPod.labels)
+      if (gatewayPeer) {
+        t.same(ports, [tunnelPort], 'to the gateway pods: the tunnel port only')
+        toGateway = true
+      } else {
+        t.same([...new Set(ports)], [53], 'anything else is DNS')
+      }
+    }
+  }
+  t.ok(toGateway, 'the gateway is reachable')
+})
+
+t.test('the metrics port reachable beyond the pod serves probes without detail', async (t) => {
+  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
+  const gw = gatewayPod.spec.containers.find(isKeyway)
+  const config = effectiveConfig(gatewayPod, gw)
+  t.ok(config.gateway.metrics !== '' && config.gateway.metrics.host === '0.0.0.0')
+  t.equal(config.gateway.metricsDetail, false, 'reasons and error text (file paths) are not served on it')
 })
 
 t.test('probe commands exist in the image', async (t) => {

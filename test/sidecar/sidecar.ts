@@ -8,6 +8,8 @@ import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
 import { Sidecar } from '../../src/sidecar/index.js'
 import { LOOPBACK, startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
+import { readAll } from '../helpers/net.js'
+import { SSL_REQUEST, initial, parseErrorResponse, startup } from '../helpers/pgwire.js'
 import { until } from '../helpers/until.js'
 import {
   TOKEN,
@@ -167,9 +169,55 @@ t.test('port overrides off: connect() binds an ephemeral port and reports it', a
   t.equal((await roundTrip(socket, Buffer.from('hello'))).toString(), 'hello')
 })
 
-t.test('a grant that vanishes is unbound and its live session ends; a new one is bound', async (t) => {
+t.test('a grant that vanishes keeps its port for grantRemovedGrace, telling each new PostgreSQL client why, then it is released', async (t) => {
+  const { sidecar, fake, clock, sink } = await sidecarWorld(t, { view: view(NO_OVERRIDES, ['pg', null]) })
+  const p1 = portOf((await sidecar.connect('pg')).localAddress)
+  const socket = await dial(t, p1)
+  socket.write('a')
+  await readExactly(socket, 1)
+  const closed = closedWith(socket)
+
+  fake.setView(view(NO_OVERRIDES, ['redis', null]))
+  t.equal(await sidecar.sync(), 'ok')
+  t.match(sidecar.status().find((r) => r.name === 'pg'), { state: 'grant removed', localAddress: `127.0.0.1:${p1}`, sessions: 1, reason: 'grant_removed', fix: /grant was removed/ })
+  t.equal(sidecar.ready(), undefined, 'nothing that should be bound is missing')
+  t.match(sink.events('resource_grant_removed')[0], { resource: 'pg', address: `127.0.0.1:${p1}`, grace_ms: 60_000 })
+
+  // A new client is answered with the gateway's refusal, not Connection refused.
+  const late = await dial(t, p1)
+  late.write(initial(SSL_REQUEST))
+  t.equal((await readExactly(late, 1)).toString(), 'N')
+  const answer = readAll(late)
+  late.resume()
+  late.write(startup())
+  t.match(parseErrorResponse(await answer), { S: 'FATAL', C: '28000', M: /^keyway: ERR_GRANT_DENIED: / })
+
+  clock.advance(60_000)
+  t.match(await sink.waitFor((l) => l.event === 'resource_unbound'), { resource: 'pg', reason: 'grant_removed' })
+  await closed
+  t.equal(await dialError(p1), 'ECONNREFUSED')
+  t.match(sidecar.status().find((r) => r.name === 'pg'), { state: 'not connected', localAddress: '', reason: 'no_grant' }, 'then it is a resource no longer granted')
+})
+
+t.test('a grant that comes back within grantRemovedGrace keeps its port as if it never went', async (t) => {
+  const { sidecar, fake, clock, sink } = await sidecarWorld(t, { view: view(NO_OVERRIDES, ['pg', null]) })
+  const port = portOf((await sidecar.connect('pg')).localAddress)
+  fake.setView(view(NO_OVERRIDES))
+  await sidecar.sync()
+  t.equal(sidecar.status()[0]!.state, 'grant removed')
+  fake.setView(view(NO_OVERRIDES, ['pg', null]))
+  await sidecar.sync()
+  t.match(sidecar.status()[0], { state: 'bound', localAddress: `127.0.0.1:${port}` })
+  t.equal(sidecar.status()[0]!.reason, undefined)
+  clock.advance(60_000)
+  await sidecar.sync()
+  t.equal(sidecar.status()[0]!.state, 'bound', 'the grace timer was cancelled')
+  t.equal(sink.events('resource_unbound').length, 0)
+})
+
+t.test('grantRemovedGrace 0: a grant that vanishes is unbound at once and its live session ends; a new one is bound', async (t) => {
   const [p1, p2] = [await freeLoopbackPort(), await freeLoopbackPort()]
-  const { sidecar, fake, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1]) })
+  const { sidecar, fake, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1]), config: { grantRemovedGrace: 0 } })
   const socket = await dial(t, p1)
   socket.write('a')
   await readExactly(socket, 1)
@@ -258,16 +306,20 @@ t.test('a port in use: ERR_PORT_IN_USE naming resource and port; the rest stay b
   t.equal(sidecar.ready(), undefined)
 })
 
-t.test('the gateway refuses: the local connection is closed at once and the code logged', async (t) => {
+t.test('the gateway refuses: a PostgreSQL client reads the code, anything else is closed at once, and the code is logged', async (t) => {
   const port = await freeLoopbackPort()
-  const { sidecar, fake, sink, registry } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
+  const { sidecar, fake, sink, registry } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]), config: { grantRemovedGrace: 0 } })
   fake.refuse.set('pg', { code: 'ERR_ACCOUNT_SUSPENDED', message: 'the account is suspended' })
+  const client = await dial(t, port)
+  const answer = readAll(client)
+  client.write(startup())
+  t.match(parseErrorResponse(await answer), { S: 'FATAL', C: '28000', M: 'keyway: ERR_ACCOUNT_SUSPENDED: the account is suspended' })
   const socket = await dial(t, port)
   socket.write('SELECT 1')
   t.same(await closedWith(socket), { bytes: 0 })
   const line = await sink.waitFor((l) => l.event === 'tunnel_failed')
   t.match(line, { level: 'warn', resource: 'pg', code: 'ERR_ACCOUNT_SUSPENDED', result: 'refused' })
-  t.equal(await metricValue(registry, 'keyway_sidecar_sessions_total', { resource: 'pg', result: 'refused' }), 1)
+  t.equal(await metricValue(registry, 'keyway_sidecar_sessions_total', { resource: 'pg', result: 'refused' }), 2)
   t.equal(sidecar.status()[0]!.state, 'bound', 'the listener stays')
 
   // A refusal for want of a grant triggers a sync at once.
@@ -275,6 +327,7 @@ t.test('the gateway refuses: the local connection is closed at once and the code
   const polls = fake.counts.resourcePolls
   fake.setView(view(AUTO))
   const gone = await dial(t, port)
+  gone.write('SELECT 1')
   await closedWith(gone)
   await sink.waitFor((l) => l.event === 'resource_unbound')
   t.ok(fake.counts.resourcePolls > polls)
@@ -292,6 +345,7 @@ t.test('gateway down: local connections fail fast, the sidecar keeps running, re
   await fake.down()
   await liveClosed
   const socket = await dial(t, port)
+  socket.write('SELECT 1')
   t.same(await closedWith(socket), { bytes: 0 }, 'closed, not left hanging')
   t.match(await sink.waitFor((l) => l.event === 'tunnel_failed'), { code: 'ERR_GATEWAY_UNAVAILABLE', result: 'gateway_unavailable' })
   t.equal(await metricValue(registry, 'keyway_sidecar_sessions_total', { resource: 'pg', result: 'gateway_unavailable' }), 1)
@@ -300,7 +354,9 @@ t.test('gateway down: local connections fail fast, the sidecar keeps running, re
 
   // During the backoff new connections fail without a dial.
   const fast = await dial(t, port)
-  t.same(await closedWith(fast), { bytes: 0 })
+  const fastAnswer = readAll(fast)
+  fast.write(startup())
+  t.match(parseErrorResponse(await fastAnswer), { C: '08006', M: /^keyway: ERR_GATEWAY_UNAVAILABLE: / }, 'a PostgreSQL client reads why')
 
   clock.advance(5_000)
   t.equal(await sidecar.sync(), 'error')
