@@ -220,14 +220,18 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'users create',
-    args: 'EMAIL [--password-stdin]',
-    summary: 'Create a user (a person); with --password-stdin, set the password read from stdin',
-    options: { 'password-stdin': { type: 'boolean' } },
+    args: 'EMAIL [--admin] [--password-stdin]',
+    summary: 'Create a user (a person); --admin lets them use the Admin UI and API; with --password-stdin, set the password read from stdin',
+    options: { 'password-stdin': { type: 'boolean' }, admin: { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
       const password = values['password-stdin'] === true ? await readPassword(env.io, true) : undefined
-      const r = await createUser(env.ctx(), email!, password === undefined ? {} : { password })
-      println(env.io.stdout, `Created user ${r.email} (${r.id}), No Role${password === undefined ? '; set a password: keyway admin users set-password ' + r.email : ''}.`)
+      const admin = values.admin === true
+      const r = await createUser(env.ctx(), email!, { ...(password === undefined ? {} : { password }), ...(admin ? { admin } : {}) })
+      println(
+        env.io.stdout,
+        `Created ${admin ? 'admin ' : ''}user ${r.email} (${r.id}), No Role${password === undefined ? '; set a password: keyway admin users set-password ' + r.email : ''}.`,
+      )
       return 0
     },
   },
