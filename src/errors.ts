@@ -69,6 +69,15 @@ export const ERROR_CODES = {
   ERR_DIRECT_GRANT_WITH_ROLE: 'A permanent direct grant needs the account to have No Role.',
   ERR_ROLE_WITH_DIRECT_GRANTS: 'The account holds permanent direct grants, which a role would override.',
   ERR_FILE_EXISTS: 'A file that would be written already exists.',
+
+  // admin API and UI
+  ERR_ADMIN_UNAUTHENTICATED: 'The admin API request carries no valid session or bearer token.',
+  ERR_ADMIN_FORBIDDEN: 'The caller is signed in but is not an admin (a service token, or a user without admin access).',
+  ERR_CSRF: 'A state-changing admin request sent with a session cookie lacks the session CSRF token or comes from another origin.',
+  ERR_PRECONDITION_FAILED: 'The object changed since it was read (If-Match does not match its ETag); read it again and redo the edit.',
+  ERR_BODY_TOO_LARGE: 'The request body exceeds the admin API size limit.',
+  ERR_CONTENT_TYPE: 'The request body has a content type the endpoint does not take.',
+  ERR_ADMIN_INSECURE_LISTEN: 'The admin listener would serve a non-loopback address without TLS.',
 } as const
 
 /** The closed union of Keyway error codes. */
