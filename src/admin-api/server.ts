@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { hashPassword, verifyPassword, type SignInLimiter, type VerifiedToken } from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
+import { formatHostPort, isLoopback } from '../net/index.js'
 import type { Logger } from '../observe/index.js'
 import type { AdminBackend } from './backend.js'
 import { checkIfMatch, etagOf } from './etag.js'
@@ -90,7 +91,17 @@ export class AdminServer {
   #closed: Promise<void> | undefined
   #started = false
 
+  /**
+   * @throws KeywayError ERR_ADMIN_INSECURE_LISTEN for a non-loopback address
+   *   without TLS, unless `behindTlsProxy`: sessions and passwords would cross the network in clear.
+   */
   constructor(options: AdminServerOptions) {
+    if (!isLoopback(options.host) && options.tls === undefined && options.behindTlsProxy !== true) {
+      throw new KeywayError(
+        'ERR_ADMIN_INSECURE_LISTEN',
+        `the admin listener ${formatHostPort({ host: options.host, port: options.port })} is not a loopback address and has no TLS: configure admin.tls, or set admin.behindTlsProxy when a TLS-terminating proxy sits in front`,
+      )
+    }
     this.#options = options
     this.#sessions = new SessionStore({ clock: options.clock, ttlMs: options.sessionTtlMs })
     this.#app = Fastify({
