@@ -1,8 +1,9 @@
 import type { Writable } from 'node:stream'
 import { relative } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { ensureDevState } from './admin/index.js'
-import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from './auth/index.js'
+import { adminContextFromConfig, ensureDevState } from './admin/index.js'
+import { AdminServer, FileAdminBackend } from './admin-api/index.js'
+import { createTokenVerifier, issueToken, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import type { CliIo } from './cli/command.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
@@ -21,6 +22,8 @@ export interface RunningGateway {
   readonly gateway: Gateway
   readonly store: PolicyStore
   readonly observability: ObservabilityServer | undefined
+  /** The admin API and UI listener (`admin.listen`), unless turned off. */
+  readonly admin: AdminServer | undefined
   readonly registry: Registry
   /** Reloads the policy and the key set (what SIGHUP does). */
   reload(): Promise<void>
@@ -104,6 +107,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     policy: () => store.current(),
   })
   const g = config.gateway
+  // One limiter for every sign-in: `keyway login` and the admin API share the failure counts.
+  const loginLimiter = new LoginLimiter({ clock })
   gateway = new Gateway({
     host: g.listen.host,
     port: g.listen.port,
@@ -120,14 +125,34 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
     passwordHashOf: (id) => credentials.passwordHashOf(id),
     nodeInternals: fastPath,
+    loginLimiter,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
   store.onChange(() => gateway!.policyChanged())
   if (g.watchPolicy) store.watch()
   let observability: ObservabilityServer | undefined
+  let admin: AdminServer | undefined
   try {
     await gateway.start()
+    const a = config.admin
+    if (a.listen !== '') {
+      admin = new AdminServer({
+        host: a.listen.host,
+        port: a.listen.port,
+        tls: a.tls.cert === '' ? undefined : { cert: readConfiguredFile(a.tls.cert, 'admin certificate'), key: readConfiguredFile(a.tls.key, 'admin key') },
+        behindTlsProxy: a.behindTlsProxy,
+        backend: new FileAdminBackend(adminContextFromConfig(config, clock)),
+        clock,
+        logger: logger.child({ component: 'admin' }),
+        sessionTtlMs: a.sessionTtl,
+        limiter: loginLimiter,
+        verifyToken: (token) => verifier.verify(token),
+        ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
+      })
+      const at = await admin.start()
+      logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')
+    }
     if (g.metrics !== '') {
       observability = new ObservabilityServer({
         host: g.metrics.host,
@@ -149,6 +174,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     // A half-started gateway (say, the metrics port is taken) must not keep serving after reporting failure.
     store.close()
     await gateway.close()
+    await admin?.close()
     throw err
   }
 
@@ -157,6 +183,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     gateway,
     store,
     observability,
+    admin,
     registry,
     async reload() {
       await store.reload()
@@ -170,12 +197,23 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     close() {
       // The store keeps reloading while sessions drain: a revocation during the grace still ends them.
       closed ??= (async () => {
+        await admin?.close()
         await gateway!.close()
         store.close()
         await observability?.close()
       })()
       return closed
     },
+  }
+}
+
+/** Issues `keyway login` tokens for admins who sign in asking for a bearer token. */
+function loginTokenIssuer(key: SigningKey, config: KeywayConfig, clock: Clock): (accountId: string) => Promise<{ token: string; expiresAt: number }> {
+  return async (accountId) => {
+    const now = clock.now()
+    const expiresAt = now + config.tokens.loginTtl
+    const token = await issueToken(key, { issuer: config.tokens.issuer, audience: config.tokens.audience, subject: accountId, tokenId: newTokenId(), expiresAt, kind: 'login', now })
+    return { token, expiresAt }
   }
 }
 

@@ -117,7 +117,15 @@ export class AdminServer {
 
   /** Listens; resolves to the bound address. */
   async start(): Promise<AddressInfo> {
-    await this.#app.listen({ host: this.#options.host, port: this.#options.port })
+    try {
+      await this.#app.listen({ host: this.#options.host, port: this.#options.port })
+    } catch (err) {
+      const at = formatHostPort({ host: this.#options.host, port: this.#options.port })
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new KeywayError('ERR_PORT_IN_USE', `the admin listener cannot listen on ${at} (admin.listen): the port is already in use`, { cause: err })
+      }
+      throw err
+    }
     this.#started = true
     return this.address()!
   }

@@ -23,6 +23,7 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
   const env = {
     KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
+    KEYWAY_ADMIN_LISTEN: '127.0.0.1:0',
     KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
     KEYWAY_CONTROL: `127.0.0.1:${controlPort}`,
     KEYWAY_SIDECAR_RUNTIME_DIR: join(dir, 'rt'),
