@@ -39,6 +39,8 @@ import { KeywayError } from '../errors.js'
 import { RESOURCE_KINDS } from '../policy/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
+import { loadConfig } from '../config/index.js'
+import { runAdminServer } from '../daemon.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -175,6 +177,21 @@ const SUBCOMMANDS: readonly Subcommand[] = [
       if (r.revoked.length === 0) println(env.io.stdout, `${name} had no tokens.`)
       for (const t of r.revoked) println(env.io.stdout, `Revoked ${t}.`)
       return 0
+    },
+  },
+  {
+    words: 'serve',
+    args: '[--admin HOST:PORT] [--log-level LEVEL]',
+    summary: 'Serve the admin API on its own (admin.listen), apart from the gateways; runs until SIGTERM',
+    options: { admin: { type: 'string' }, 'log-level': { type: 'string' } },
+    positionals: 0,
+    async run(_args, values, env) {
+      const config = loadConfig({
+        file: values.config as string | undefined,
+        env: env.io.env,
+        overrides: { 'admin.listen': values.admin as string | undefined, 'log.level': values['log-level'] as string | undefined },
+      })
+      return runAdminServer(config, env.io)
     },
   },
   {
