@@ -1,8 +1,9 @@
 import type { Writable } from 'node:stream'
 import { relative } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { ensureDevState } from './admin/index.js'
-import { createTokenVerifier, loadKeySet, loadSigningKey, type SigningKey } from './auth/index.js'
+import { adminContextFromConfig, ensureDevState } from './admin/index.js'
+import { AdminServer, FileAdminBackend } from './admin-api/index.js'
+import { createTokenVerifier, issueToken, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { CredentialStore } from './credentials/index.js'
@@ -10,7 +11,7 @@ import { formatProblem, KeywayError } from './errors.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
-import { isLoopback } from './net/index.js'
+import { formatHostPort, isLoopback } from './net/index.js'
 import { VERSION } from './package.js'
 import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
@@ -36,6 +37,8 @@ export interface RunningGateway {
   readonly gateway: Gateway
   readonly store: PolicyStore
   readonly observability: ObservabilityServer | undefined
+  /** The admin API and UI listener (`admin.listen`), unless turned off. */
+  readonly admin: AdminServer | undefined
   readonly registry: Registry
   /** Reloads the policy and the key set (what SIGHUP does). */
   reload(): Promise<void>
@@ -119,6 +122,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     policy: () => store.current(),
   })
   const g = config.gateway
+  // One limiter for every sign-in: `keyway login` and the admin API share the failure counts.
+  const loginLimiter = new LoginLimiter({ clock })
   gateway = new Gateway({
     host: g.listen.host,
     port: g.listen.port,
@@ -135,14 +140,34 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
     passwordHashOf: (id) => credentials.passwordHashOf(id),
     nodeInternals: fastPath,
+    loginLimiter,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
   store.onChange(() => gateway!.policyChanged())
   if (g.watchPolicy) store.watch()
   let observability: ObservabilityServer | undefined
+  let admin: AdminServer | undefined
   try {
     await gateway.start()
+    const a = config.admin
+    if (a.listen !== '') {
+      admin = new AdminServer({
+        host: a.listen.host,
+        port: a.listen.port,
+        tls: a.tls.cert === '' ? undefined : { cert: readConfiguredFile(a.tls.cert, 'admin certificate'), key: readConfiguredFile(a.tls.key, 'admin key') },
+        behindTlsProxy: a.behindTlsProxy,
+        backend: new FileAdminBackend(adminContextFromConfig(config, clock)),
+        clock,
+        logger: logger.child({ component: 'admin' }),
+        sessionTtlMs: a.sessionTtl,
+        limiter: loginLimiter,
+        verifyToken: (token) => verifier.verify(token),
+        ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
+      })
+      const at = await admin.start()
+      logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')
+    }
     if (g.metrics !== '') {
       observability = new ObservabilityServer({
         host: g.metrics.host,
@@ -172,6 +197,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     // A half-started gateway (say, the metrics port is taken) must not keep serving after reporting failure.
     store.close()
     await gateway.close()
+    await admin?.close()
     throw err
   }
 
@@ -180,6 +206,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     gateway,
     store,
     observability,
+    admin,
     registry,
     async reload() {
       await store.reload()
@@ -193,12 +220,35 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     close() {
       // The store keeps reloading while sessions drain: a revocation during the grace still ends them.
       closed ??= (async () => {
+        await admin?.close()
         await gateway!.close()
         store.close()
         await observability?.close()
       })()
       return closed
     },
+  }
+}
+
+/** The banner lines about the admin listener: where it is and how to create the first admin. */
+function adminBanner(admin: AdminServer | undefined, cfg: string): string[] {
+  const at = admin?.address()
+  if (at === undefined) return []
+  return [
+    `Admin API on http://${formatHostPort({ host: at.address, port: at.port })}/v1/admin/ (docs/admin-ui.md). Create the first admin:`,
+    '',
+    `  node bin/keyway.js admin users create you@example.com --admin --password-stdin --config ${cfg}`,
+    '',
+  ]
+}
+
+/** Issues `keyway login` tokens for admins who sign in asking for a bearer token. */
+function loginTokenIssuer(key: SigningKey, config: KeywayConfig, clock: Clock): (accountId: string) => Promise<{ token: string; expiresAt: number }> {
+  return async (accountId) => {
+    const now = clock.now()
+    const expiresAt = now + config.tokens.loginTtl
+    const token = await issueToken(key, { issuer: config.tokens.issuer, audience: config.tokens.audience, subject: accountId, tokenId: newTokenId(), expiresAt, kind: 'login', now })
+    return { token, expiresAt }
   }
 }
 
@@ -218,6 +268,7 @@ export async function runGateway(config: KeywayConfig, io: DaemonIo): Promise<nu
         `  node bin/keyway.js admin services create demo-job --role demo --config ${cfg} > demo-job.token`,
         `  KEYWAY_TOKEN=$(cat demo-job.token) node bin/keyway.js listen --config ${cfg}`,
         '',
+        ...adminBanner(running.admin, cfg),
       ].join('\n') + '\n',
     )
   }
@@ -317,5 +368,78 @@ export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: Si
     await control?.close()
   }
   if (fatal) throw fatal
+  return 0
+}
+
+/**
+ * `keyway admin serve`: the admin API on its own (`admin.listen`), for
+ * deployments that keep the control plane apart from the gateways. It edits
+ * the same policy the gateways watch. Runs until SIGTERM/SIGINT; SIGHUP
+ * reloads the key set. Resolves to the exit code.
+ */
+export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: GatewayWorld = {}): Promise<number> {
+  const clock = world.clock ?? systemClock
+  const logger = world.logger ?? createLogger({ level: config.log.level, base: { component: 'admin' } })
+  const listen = config.admin.listen
+  if (listen === '') throw new KeywayError('ERR_USAGE', 'admin.listen is empty: give the admin listener an address (--admin HOST:PORT or KEYWAY_ADMIN_LISTEN)')
+  const store = new PolicyStore({ file: config.policy, onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher failed') })
+  await store.start()
+  store.watch()
+  let keySet = await loadKeySet(config.keys.jwks)
+  let signingKey: SigningKey | undefined
+  try {
+    signingKey = await loadSigningKey(config.keys.signing)
+  } catch {
+    logger.warn({ event: 'login_disabled', file: config.keys.signing }, 'no signing key: services cannot be created and sign-in answers no bearer token')
+  }
+  const verifier = createTokenVerifier({
+    keySet: () => keySet,
+    issuer: config.tokens.issuer,
+    audience: config.tokens.audience,
+    clock,
+    clockToleranceSec: Math.round(config.tokens.clockTolerance / 1000),
+    requireExp: config.tokens.requireExpiry,
+    cacheSize: config.tokens.cacheSize,
+    policy: () => store.current(),
+  })
+  const a = config.admin
+  let admin: AdminServer
+  try {
+    admin = new AdminServer({
+      host: listen.host,
+      port: listen.port,
+      tls: a.tls.cert === '' ? undefined : { cert: readConfiguredFile(a.tls.cert, 'admin certificate'), key: readConfiguredFile(a.tls.key, 'admin key') },
+      behindTlsProxy: a.behindTlsProxy,
+      backend: new FileAdminBackend(adminContextFromConfig(config, clock)),
+      clock,
+      logger,
+      sessionTtlMs: a.sessionTtl,
+      limiter: new LoginLimiter({ clock }),
+      // The file may have changed since the watcher last looked: verify against it as it is now.
+      verifyToken: async (token) => {
+        await store.reload()
+        return verifier.verify(token)
+      },
+      ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
+    })
+    const at = await admin.start()
+    logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')
+  } catch (err) {
+    store.close()
+    throw err
+  }
+  io.onReload?.(() => {
+    void loadKeySet(config.keys.jwks).then(
+      (k) => {
+        keySet = k
+        verifier.clearCache()
+      },
+      (err: unknown) => logger.error({ event: 'keys_reload_failed', err }, 'key set reload failed; keeping the last good keys'),
+    )
+  })
+  const stop = io.stopSignal
+  if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+  await admin.close()
+  store.close()
   return 0
 }

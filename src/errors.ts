@@ -1,5 +1,5 @@
 /** The HTTP statuses an error code may answer with (see {@link httpStatusOf}). */
-export type HttpErrorStatus = 400 | 401 | 403 | 404 | 408 | 409 | 413 | 429 | 500 | 502 | 503 | 504
+export type HttpErrorStatus = 400 | 401 | 403 | 404 | 408 | 409 | 412 | 413 | 415 | 429 | 500 | 502 | 503 | 504
 
 /** One row of the error table: the HTTP status every HTTP surface answers with, and the meaning. */
 export interface ErrorInfo {
@@ -80,6 +80,13 @@ export const ERROR_CODES = {
   ERR_CREDENTIAL_UNAVAILABLE: { status: 502, meaning: "The gateway could not read the resource's upstream secret (file or environment variable) or its upstream CA." },
   ERR_UPSTREAM_LOGIN_FAILED: { status: 502, meaning: 'The upstream refused the login the gateway made with the resource credentials, or broke its protocol while logging in.' },
   ERR_CONTROL_UNAUTHORIZED: { status: 401, meaning: 'The sidecar control API was asked over TCP without its bearer secret (or with a wrong one), or its TCP access is off.' },
+  ERR_ADMIN_UNAUTHENTICATED: { status: 401, meaning: 'The admin API request carries no valid session or bearer token.' },
+  ERR_ADMIN_FORBIDDEN: { status: 403, meaning: 'The caller is signed in but is not an admin (a service token, or a user without admin access).' },
+  ERR_CSRF: { status: 403, meaning: 'A state-changing admin request sent with a session cookie lacks the session CSRF token or comes from another origin.' },
+  ERR_PRECONDITION_FAILED: { status: 412, meaning: 'The object changed since it was read (If-Match does not match its ETag); read it again and redo the edit.' },
+  ERR_BODY_TOO_LARGE: { status: 413, meaning: 'The request body exceeds the admin API size limit.' },
+  ERR_CONTENT_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not take.' },
+  ERR_ADMIN_INSECURE_LISTEN: { status: 500, meaning: 'The admin listener would serve a non-loopback address without TLS.' },
 } as const satisfies Record<`ERR_${string}`, ErrorInfo>
 
 /** The closed union of Keyway error codes. */

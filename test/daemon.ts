@@ -63,3 +63,52 @@ t.test('the gateway logs once which data path it uses and exposes keyway_build_i
     await running.close()
   }
 })
+
+t.test('the gateway starts the admin listener (admin.listen): an admin signs in; close() stops it', async (t) => {
+  const world = await createWorld(t, { policy })
+  const { createUser } = await import('../src/admin/index.js')
+  await createUser({ policyFile: world.config.policy, credentialsFile: world.config.credentials, clock: world.clock, issuer: 'keyway-test', audience: 'keyway-test' }, 'root@example.com', { password: 'a long password', admin: true })
+  const config = loadConfig({ file: world.config.file, env: { KEYWAY_ADMIN_LISTEN: '127.0.0.1:0', KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0' } })
+  const running = await startGateway(config, { logger: world.logger, clock: world.clock })
+  t.teardown(() => running.close())
+  const at = running.admin!.address()!
+  t.equal(at.address, '127.0.0.1')
+  const res = await fetch(`http://127.0.0.1:${at.port}/v1/admin/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'root@example.com', password: 'a long password', token: true }) })
+  t.equal(res.status, 200)
+  const body = (await res.json()) as { token: string; csrfToken: string }
+  t.match(body.token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'a login token when asked')
+  const accounts = await fetch(`http://127.0.0.1:${at.port}/v1/admin/accounts`, { headers: { authorization: `Bearer ${body.token}` } })
+  t.equal(accounts.status, 200, 'the login token works as a bearer through the gateway verifier')
+  t.ok(world.logs.lines.some((l) => l.event === 'admin_listening'))
+  await running.close()
+  await t.rejects(fetch(`http://127.0.0.1:${at.port}/v1/admin/openapi.json`), 'closed with the gateway')
+})
+
+t.test('a non-loopback admin listener without TLS stops the gateway start', async (t) => {
+  const world = await createWorld(t, { policy })
+  const config = loadConfig({ file: world.config.file, env: { KEYWAY_ADMIN_LISTEN: '0.0.0.0:0', KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0' } })
+  await t.rejects(startGateway(config, { logger: world.logger, clock: world.clock }), { code: 'ERR_ADMIN_INSECURE_LISTEN' })
+})
+
+t.test('keyway admin serve: the admin API on its own; it sees policy edits made after it started; stops on the stop signal', async (t) => {
+  const world = await createWorld(t, { policy })
+  const { createUser } = await import('../src/admin/index.js')
+  const { runAdminServer } = await import('../src/daemon.js')
+  const { PassThrough } = await import('node:stream')
+  const ctx = { policyFile: world.config.policy, credentialsFile: world.config.credentials, clock: world.clock, issuer: 'keyway-test', audience: 'keyway-test' }
+  const config = loadConfig({ file: world.config.file, env: { KEYWAY_ADMIN_LISTEN: '127.0.0.1:0' } })
+  const stop = new AbortController()
+  const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough(), env: {}, cwd: world.dir, stopSignal: stop.signal }
+  const done = runAdminServer(config, io, { logger: world.logger, clock: world.clock })
+  t.teardown(() => stop.abort())
+  const line = await world.logs.waitFor((l) => l.event === 'admin_listening')
+  const port = Number(String(line.address).split(':').pop())
+  await createUser(ctx, 'root@example.com', { password: 'a long password', admin: true })
+  const login = await fetch(`http://127.0.0.1:${port}/v1/admin/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'root@example.com', password: 'a long password', token: true }) })
+  t.equal(login.status, 200)
+  const { token } = (await login.json()) as { token: string }
+  const accounts = await fetch(`http://127.0.0.1:${port}/v1/admin/accounts`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal(accounts.status, 200, 'a user created after the start can use a login token: the policy is read fresh')
+  stop.abort()
+  t.equal(await done, 0)
+})

@@ -16,6 +16,8 @@ const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
 export interface CreateUserOptions {
   /** Initial password; without one the user cannot log in until {@link setPassword}. */
   password?: string
+  /** Grants admin access (the Admin UI and API); kept in the credentials file. */
+  admin?: boolean
 }
 
 /**
@@ -24,7 +26,7 @@ export interface CreateUserOptions {
  *
  * @throws KeywayError ERR_USAGE (not an email, password too short), ERR_ALREADY_EXISTS
  */
-export async function createUser(ctx: AdminContext, email: string, options: CreateUserOptions = {}): Promise<{ id: string; email: string }> {
+export async function createUser(ctx: AdminContext, email: string, options: CreateUserOptions = {}): Promise<{ id: string; email: string; admin: boolean }> {
   const normalized = email.trim().toLowerCase()
   if (!EMAIL.test(normalized)) throw new KeywayError('ERR_USAGE', `"${email}" is not an email address; write it as name@example.com`)
   // scrypt is slow on purpose: hash before taking the lock.
@@ -37,8 +39,12 @@ export async function createUser(ctx: AdminContext, email: string, options: Crea
     sectionList(doc, 'accounts').add(newNode(doc, account))
   })
   // The hash goes to the credentials file, never the policy; a crash in between leaves a user without a password.
-  if (passwordHash !== undefined) await editCredentials(ctx, (users) => void users.set(id, { ...users.get(id), passwordHash }))
-  return { id, email: normalized }
+  if (passwordHash !== undefined || options.admin === true) {
+    await editCredentials(ctx, (users) =>
+      void users.set(id, { ...users.get(id), ...(passwordHash === undefined ? {} : { passwordHash }), ...(options.admin === true ? { admin: true } : {}) }),
+    )
+  }
+  return { id, email: normalized, admin: options.admin === true }
 }
 
 /**

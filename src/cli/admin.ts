@@ -41,6 +41,8 @@ import { RESOURCE_KINDS } from '../policy/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
 import { isTerminal, keywayCommand } from './hints.js'
+import { loadConfig } from '../config/index.js'
+import { runAdminServer } from '../daemon.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -217,6 +219,23 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     },
   },
   {
+    words: 'serve',
+    args: '[--admin HOST:PORT] [--log-level LEVEL]',
+    summary: 'Serve the admin API on its own (admin.listen), apart from the gateways; runs until SIGTERM',
+    flags: { '--admin HOST:PORT': 'where it listens (default admin.listen, 127.0.0.1:7444)', '--log-level LEVEL': 'fatal, error, warn, info, debug, trace or silent' },
+    example: 'keyway admin serve --admin 127.0.0.1:7444 --config /etc/keyway/keyway.yaml',
+    options: { admin: { type: 'string' }, 'log-level': { type: 'string' } },
+    positionals: 0,
+    async run(_args, values, env) {
+      const config = loadConfig({
+        file: values.config as string | undefined,
+        env: env.io.env,
+        overrides: { 'admin.listen': values.admin as string | undefined, 'log.level': values['log-level'] as string | undefined },
+      })
+      return runAdminServer(config, env.io)
+    },
+  },
+  {
     words: 'users list',
     args: '[--json]',
     summary: 'List every account: No Role first; services tagged "service"',
@@ -263,16 +282,20 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'users create',
-    args: 'EMAIL [--password-stdin]',
-    summary: 'Create a user (a person); with --password-stdin, set the password read from stdin',
-    flags: { '--password-stdin': 'read the password from stdin instead of a prompt' },
-    example: 'printf %s "$PASSWORD" | keyway admin users create ada@example.com --password-stdin',
-    options: { 'password-stdin': { type: 'boolean' } },
+    args: 'EMAIL [--admin] [--password-stdin]',
+    summary: 'Create a user (a person); --admin lets them use the Admin UI and API; with --password-stdin, set the password read from stdin',
+    flags: { '--admin': 'the user may sign in to the Admin UI and API', '--password-stdin': 'read the password from stdin instead of a prompt' },
+    example: 'printf %s "$PASSWORD" | keyway admin users create ada@example.com --admin --password-stdin',
+    options: { 'password-stdin': { type: 'boolean' }, admin: { type: 'boolean' } },
     positionals: 1,
     async run([email], values, env) {
       const password = values['password-stdin'] === true ? await readPassword(env.io, true) : undefined
-      const r = await createUser(env.ctx(), email!, password === undefined ? {} : { password })
-      println(env.io.stdout, `Created user ${r.email} (${r.id}), No Role${password === undefined ? '; set a password: keyway admin users set-password ' + r.email : ''}.`)
+      const admin = values.admin === true
+      const r = await createUser(env.ctx(), email!, { ...(password === undefined ? {} : { password }), ...(admin ? { admin } : {}) })
+      println(
+        env.io.stdout,
+        `Created ${admin ? 'admin ' : ''}user ${r.email} (${r.id}), No Role${password === undefined ? '; set a password: keyway admin users set-password ' + r.email : ''}.`,
+      )
       return 0
     },
   },

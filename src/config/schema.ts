@@ -118,6 +118,26 @@ export const configSchema = z.strictObject({
       auditRefusalRate: z.number().int().nonnegative().default(50),
     })
     .prefault({}),
+  admin: z
+    .strictObject({
+      /** The admin API and web Admin UI listener; empty to disable. */
+      listen: z.union([listenAddress, z.literal('')]).default({ host: '127.0.0.1', port: 7444 }),
+      tls: z
+        .strictObject({
+          /** Certificate (PEM) of the admin listener; empty: plain HTTP (loopback only, unless behindTlsProxy). */
+          cert: z.string().default(''),
+          key: z.string().default(''),
+        })
+        .prefault({}),
+      /** A TLS-terminating proxy sits in front: a non-loopback plain listener is allowed and cookies are Secure. */
+      behindTlsProxy: z.boolean().default(false),
+      /** How long an admin's browser session lasts. */
+      sessionTtl: duration.default(8 * 3_600_000),
+    })
+    .superRefine((v, ctx) => {
+      if ((v.tls.cert === '') !== (v.tls.key === '')) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'set both admin.tls.cert and admin.tls.key, or neither' })
+    })
+    .prefault({}),
   sidecar: z
     .strictObject({
       /** Gateways to try in order (failover). */

@@ -8,7 +8,7 @@ import { formatPath, parseLocated } from '../yaml/index.js'
 export interface UserCredentials {
   /** `scrypt$…` hash of the password. */
   readonly passwordHash?: string | undefined
-  /** May use the admin UI (reserved for it; nothing reads it yet). */
+  /** May use the Admin UI and the admin HTTP API (`keyway admin users create --admin`). */
   readonly admin?: boolean | undefined
 }
 

@@ -207,6 +207,27 @@ t.test('users create and set-password read the password from stdin', async (t) =
   t.equal(empty.code, 2)
 })
 
+t.test('users create --admin --password-stdin bootstraps an admin: the flag and the hash go to the credentials file, 0600', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const c = ['--config', setup.configFile]
+  const r = await runKeyway(['admin', 'users', 'create', 'root@example.com', '--admin', '--password-stdin', ...c], { stdin: 'a long password\n' })
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /^Created admin user root@example\.com \(usr_/)
+  const { readCredentials } = await import('../../src/credentials/index.js')
+  const { statSync } = await import('node:fs')
+  const file = join(dirname(setup.policyFile), 'credentials.yaml')
+  const id = (await readPolicy(setup.policyFile)).policy.accountByName('root@example.com')!.id
+  const creds = (await readCredentials(file)).credentials.get(id)
+  t.equal(creds?.admin, true)
+  t.match(creds?.passwordHash, /^scrypt\$/)
+  t.equal(statSync(file).mode & 0o777, 0o600)
+  t.notOk(setup.policyText().includes('admin: true'), 'the admin flag is not in the policy')
+  const plain = await runKeyway(['admin', 'users', 'create', 'bob@example.com', '--password-stdin', ...c], { stdin: 'a long password\n' })
+  t.equal(plain.code, 0, plain.stderr)
+  const bobId = (await readPolicy(setup.policyFile)).policy.accountByName('bob@example.com')!.id
+  t.equal((await readCredentials(file)).credentials.get(bobId)?.admin, undefined, 'without --admin, no admin flag')
+})
+
 t.test('resources add writes the assigned port; list; remove', async (t) => {
   const setup = await writeAdminSetup(t.testdir())
   const c = ['--config', setup.configFile]

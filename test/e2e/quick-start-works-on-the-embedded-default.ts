@@ -23,6 +23,7 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
   const env = {
     KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
+    KEYWAY_ADMIN_LISTEN: '127.0.0.1:0',
     KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
     KEYWAY_CONTROL: `127.0.0.1:${controlPort}`,
     KEYWAY_SIDECAR_RUNTIME_DIR: join(dir, 'rt'),
@@ -37,9 +38,10 @@ t.test('npm start on the embedded default: the gateway creates its dev state and
   const printed = gateway
     .stderr()
     .split('\n')
-    .filter((l) => l.startsWith('  node bin/keyway.js') || l.startsWith('  KEYWAY_TOKEN='))
+    .filter((l) => (l.startsWith('  node bin/keyway.js') && !l.includes(' --admin ')) || l.startsWith('  KEYWAY_TOKEN='))
     .map((l) => l.trim().replace('--config config/', `--config ${dir}/config/`).replaceAll('node bin/keyway.js', `${process.execPath} ${KEYWAY_BIN}`))
   t.equal(printed.length, 2, 'two commands printed')
+  t.match(gateway.stderr(), /Admin API on http:\/\/127\.0\.0\.1:\d+\/v1\/admin\/[^\n]*\n\n  node bin\/keyway\.js admin users create you@example\.com --admin --password-stdin --config /, 'where the admin API is and how to create the first admin')
   const [create, listen] = printed as [string, string]
   await run('bash', ['-c', create], { cwd: dir, env: cleanEnv(env) })
   const token = readFileSync(join(dir, 'demo-job.token'), 'utf8')

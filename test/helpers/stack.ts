@@ -60,6 +60,7 @@ export async function startStack(t: Teardown, options: StackOptions = {}): Promi
     KEYWAY_CONFIG: join(dir, 'keyway.yaml'),
     KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
+    KEYWAY_ADMIN_LISTEN: '127.0.0.1:0',
     KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
     KEYWAY_LOG_LEVEL: 'debug',
   }

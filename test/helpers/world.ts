@@ -118,6 +118,7 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
       drainGrace: '2s',
       ...options.gateway,
     },
+    admin: { listen: '' },
     // Its own runtime directory: a sidecar started from this file must not share /run/keyway with other tests.
     sidecar: { gateways: ['127.0.0.1:1'], ca: 'ca.pem', servername: 'localhost', control: '127.0.0.1:0', runtimeDir: join(dir, 'rt') },
     log: { level: 'debug' },

@@ -53,6 +53,7 @@ async function processWorld(t: Test) {
     KEYWAY_CONFIG: world.config.file,
     KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
     KEYWAY_GATEWAY_METRICS: `127.0.0.1:${metricsPort}`,
+    KEYWAY_ADMIN_LISTEN: '127.0.0.1:0',
     KEYWAY_LOG_LEVEL: 'info',
   }
   return { upstream, overridePort, world, token, gatewayPort, metricsPort, controlPort, env }
