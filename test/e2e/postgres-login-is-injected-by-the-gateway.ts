@@ -50,9 +50,21 @@ function copyOut(c: pg.Client, sql: string): Promise<{ sha256: string; bytes: nu
   })
 }
 
-async function reloaded(stack: Stack, generation: number): Promise<number> {
-  const line = await stack.gateway.waitLog((l) => l.event === 'policy_reloaded' && (l.generation as number) > generation)
-  return line.generation as number
+/** The newest policy generation the gateway has logged. */
+function generationOf(stack: Stack): number {
+  return Math.max(0, ...stack.gateway.lines.filter((l) => l.event === 'policy_reloaded').map((l) => l.generation as number))
+}
+
+/**
+ * Runs `keyway admin ARGS` and waits until the gateway has loaded a policy
+ * newer than the one it had before the edit (not merely newer than the last
+ * one this test waited for: other edits, such as creating the service, also
+ * reload it).
+ */
+async function adminAndReload(stack: Stack, ...args: string[]): Promise<void> {
+  const before = generationOf(stack)
+  await stack.admin(...args)
+  await stack.gateway.waitLog((l) => l.event === 'policy_reloaded' && (l.generation as number) > before)
 }
 
 t.test('the gateway logs in to PostgreSQL with the resource credentials: the job holds no password', async (t) => {
@@ -70,8 +82,7 @@ t.test('the gateway logs in to PostgreSQL with the resource credentials: the job
 
   const secret = join(stack.dir, 'warehouse-password')
   writeFileSync(secret, `${APP_PASSWORD}\n`, { mode: 0o600 })
-  await stack.admin('resources', 'set', 'warehouse', '--username', 'app', '--password-file', secret)
-  let generation = await reloaded(stack, 0)
+  await adminAndReload(stack, 'resources', 'set', 'warehouse', '--username', 'app', '--password-file', secret)
   const listed = JSON.parse((await stack.admin('resources', 'list', '--json')).stdout) as { name: string; username: string | null }[]
   t.match(listed, [{ name: 'warehouse', username: 'app' }])
 
@@ -122,8 +133,7 @@ t.test('the gateway logs in to PostgreSQL with the resource credentials: the job
   await t.test('a wrong secret: the client gets 28000 and ERR_UPSTREAM_LOGIN_FAILED, the log and the metric say why', async (t) => {
     const wrong = join(stack.dir, 'wrong-password')
     writeFileSync(wrong, 'not the password\n', { mode: 0o600 })
-    await stack.admin('resources', 'set', 'warehouse', '--password-file', wrong)
-    generation = await reloaded(stack, generation)
+    await adminAndReload(stack, 'resources', 'set', 'warehouse', '--password-file', wrong)
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'etl-job', database: 'postgres', connectionTimeoutMillis: 10_000 })
     c.on('error', () => {})
     await t.rejects(c.connect(), { code: '28000', message: /ERR_UPSTREAM_LOGIN_FAILED: .*password authentication failed for user "app"/ })
@@ -133,8 +143,7 @@ t.test('the gateway logs in to PostgreSQL with the resource credentials: the job
   })
 
   await t.test('a missing secret fails that resource with ERR_CREDENTIAL_UNAVAILABLE, not the policy', async (t) => {
-    await stack.admin('resources', 'set', 'warehouse', '--password-file', join(stack.dir, 'no-such-secret'))
-    generation = await reloaded(stack, generation)
+    await adminAndReload(stack, 'resources', 'set', 'warehouse', '--password-file', join(stack.dir, 'no-such-secret'))
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'etl-job', database: 'postgres', connectionTimeoutMillis: 10_000 })
     c.on('error', () => {})
     await t.rejects(c.connect(), { code: '08004', message: /ERR_CREDENTIAL_UNAVAILABLE: the gateway has no usable credential for resource "warehouse"/ })
@@ -142,8 +151,7 @@ t.test('the gateway logs in to PostgreSQL with the resource credentials: the job
   })
 
   await t.test('revoking the grant ends a live injected session', async (t) => {
-    await stack.admin('resources', 'set', 'warehouse', '--password-file', secret)
-    generation = await reloaded(stack, generation)
+    await adminAndReload(stack, 'resources', 'set', 'warehouse', '--password-file', secret)
     const c = await client(t, port)
     await c.query('SELECT 1')
     const ended = new Promise<void>((resolve) => c.once('end', () => resolve()))
