@@ -1,5 +1,6 @@
 import { ControlClient, resolveControlEndpoint } from '../sidecar/index.js'
 import { expectPositionals, parseCommandArgs, println, type CliIo, type Command } from './command.js'
+import { CONTROL_OPTIONS_HELP } from './control-options.js'
 
 const USAGE = `Usage: keyway disconnect RESOURCE [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
@@ -9,13 +10,7 @@ auto-connect is turned off and on again), and the sidecar is not ready
 meanwhile: "keyway status" shows it as disconnected by hand.
 
 Options:
-  --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
-                      (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
-                      $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
-  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
-                      control API there needs sidecar.controlTcp and the secret in
-                      DIR/control.token, read automatically
-  --config FILE       configuration file, for sidecar.runtimeDir and sidecar.control (default: KEYWAY_CONFIG, else the embedded default)
+${CONTROL_OPTIONS_HELP}
 
 Example:
   keyway disconnect warehouse`

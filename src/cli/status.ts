@@ -1,5 +1,6 @@
 import { ControlClient, resolveControlEndpoint, type SidecarSnapshot } from '../sidecar/index.js'
 import { expectPositionals, formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
+import { CONTROL_OPTIONS_HELP } from './control-options.js'
 
 const USAGE = `Usage: keyway status [--json] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
@@ -15,13 +16,7 @@ reason and fix) as JSON.
 
 Options:
   --json              print JSON
-  --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
-                      (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
-                      $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
-  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
-                      control API there needs sidecar.controlTcp and the secret in
-                      DIR/control.token, read automatically
-  --config FILE       configuration file, for sidecar.runtimeDir and sidecar.control (default: KEYWAY_CONFIG, else the embedded default)
+${CONTROL_OPTIONS_HELP}
 
 Example:
   keyway status --json`

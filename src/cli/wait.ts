@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { isKeywayError, KeywayError } from '../errors.js'
 import { ControlClient, resolveControlEndpoint } from '../sidecar/index.js'
 import { expectPositionals, parseCommandArgs, type CliIo, type Command } from './command.js'
+import { CONTROL_OPTIONS_HELP } from './control-options.js'
 
 const USAGE = `Usage: keyway wait [--timeout SECONDS] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
@@ -12,13 +13,7 @@ up yet is retried. Not ready in time: ERR_NOT_READY, exit 1.
 
 Options:
   --timeout SECONDS   give up after this long (default 30; decimals allowed)
-  --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
-                      (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
-                      $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
-  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
-                      control API there needs sidecar.controlTcp and the secret in
-                      DIR/control.token, read automatically
-  --config FILE       configuration file, for sidecar.runtimeDir and sidecar.control (default: KEYWAY_CONFIG, else the embedded default)
+${CONTROL_OPTIONS_HELP}
 
 Example:
   keyway listen & keyway wait --timeout 30 && ./run-etl`
