@@ -37,6 +37,7 @@ import { KeywayError } from '../errors.js'
 import { RESOURCE_KINDS } from '../policy/index.js'
 import { formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
+import { createTokenFile, type TokenFile } from './token-file.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -69,21 +70,24 @@ const RESOURCES_ADD_USAGE = 'Usage: keyway admin resources add NAME --kind KIND 
 const SUBCOMMANDS: readonly Subcommand[] = [
   {
     words: 'services create',
-    args: 'NAME [--role ROLE] [--expires DURATION]',
-    summary: 'Create a service account; prints its token once, alone on stdout',
-    options: { role: { type: 'string' }, expires: { type: 'string' } },
+    args: 'NAME [--role ROLE] [--expires DURATION] [--token-file PATH]',
+    summary: 'Create a service account; prints its token once, alone on stdout (or writes it to a new 0600 file)',
+    options: { role: { type: 'string' }, expires: { type: 'string' }, 'token-file': { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
       const expiresInMs = durationFlag(values, 'expires')
-      const created = await createService(env.ctx(), name!, {
-        ...(typeof values.role === 'string' ? { role: values.role } : {}),
-        ...(expiresInMs === undefined ? {} : { expiresInMs }),
-      })
+      const file = await tokenFileFlag(values, env)
+      const created = await withTokenFile(file, () =>
+        createService(env.ctx(), name!, {
+          ...(typeof values.role === 'string' ? { role: values.role } : {}),
+          ...(expiresInMs === undefined ? {} : { expiresInMs }),
+        }),
+      )
       const { account, issued } = created
-      println(env.io.stdout, issued.token)
+      await deliverToken(file, issued.token, env)
       const roles = account.roles.length > 0 ? `role ${account.roles.join(', ')}` : 'No Role'
       println(env.io.stderr, `Created service account "${account.name}" (${account.id}, ${roles}).`)
-      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} is printed above: copy it now, it cannot be shown again.`)
+      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} ${whereToken(file)}: it cannot be shown again.`)
       println(env.io.stderr, `Grant access: keyway admin grant ${account.name} RESOURCE, or keyway admin roles assign ${account.name} ROLE`)
       println(env.io.stderr, `Use it: KEYWAY_TOKEN=<token> keyway listen   (or a file named by sidecar.tokenFile)`)
       return 0
@@ -127,16 +131,17 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'tokens rotate',
-    args: 'NAME [--grace DURATION] [--expires DURATION]',
-    summary: 'Issue a new token (printed once, alone on stdout); old ones end after the grace (default 24h)',
-    options: { grace: { type: 'string' }, expires: { type: 'string' } },
+    args: 'NAME [--grace DURATION] [--expires DURATION] [--token-file PATH]',
+    summary: 'Issue a new token (printed once, alone on stdout, or written to a new 0600 file); old ones end after the grace (default 24h)',
+    options: { grace: { type: 'string' }, expires: { type: 'string' }, 'token-file': { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
       const graceMs = durationFlag(values, 'grace', true) ?? DEFAULT_ROTATION_GRACE_MS
       const expiresInMs = durationFlag(values, 'expires')
-      const r = await rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) })
-      println(env.io.stdout, r.issued.token)
-      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} is printed above: copy it now, it cannot be shown again.`)
+      const file = await tokenFileFlag(values, env)
+      const r = await withTokenFile(file, () => rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) }))
+      await deliverToken(file, r.issued.token, env)
+      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} ${whereToken(file)}: it cannot be shown again.`)
       for (const old of r.retiring) println(env.io.stderr, `Old token ${old.id} (${old.fingerprint}) works until ${old.expires}.`)
       for (const id of r.removed) println(env.io.stderr, `Removed token ${id}${graceMs === 0 ? ' (revoked)' : ' (expired)'}.`)
       return 0
@@ -620,4 +625,32 @@ function renderAccount(v: AccountView): string {
     }
   }
   return out.join('\n')
+}
+
+/** `--token-file PATH`: the file is created (0600, exclusive) before the token is issued, so a refusal loses nothing. */
+async function tokenFileFlag(values: Values, env: Env): Promise<TokenFile | undefined> {
+  const path = values['token-file']
+  if (path === undefined) return undefined
+  if (typeof path !== 'string' || path === '') throw new KeywayError('ERR_USAGE', '--token-file needs a path')
+  return createTokenFile(path, env.io.cwd)
+}
+
+/** Runs `issue`; on failure removes the still-empty token file it would have filled. */
+async function withTokenFile<T>(file: TokenFile | undefined, issue: () => Promise<T>): Promise<T> {
+  try {
+    return await issue()
+  } catch (err) {
+    await file?.discard()
+    throw err
+  }
+}
+
+/** Writes the token to its file, or alone on stdout. */
+async function deliverToken(file: TokenFile | undefined, token: string, env: Env): Promise<void> {
+  if (file) await file.write(token)
+  else println(env.io.stdout, token)
+}
+
+function whereToken(file: TokenFile | undefined): string {
+  return file ? `is in ${file.path} (mode 0600)` : 'is printed above: copy it now'
 }

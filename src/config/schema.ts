@@ -42,6 +42,8 @@ export const configSchema = z.strictObject({
   state: z.string().min(1).default('state'),
   /** Create missing development keys and certificates in `state` at start. */
   bootstrap: z.boolean().default(false),
+  /** With bootstrap: the policy copied to `policy` when that file is missing (the development policy lives in `state`). */
+  bootstrapPolicy: z.string().default(''),
   keys: z
     .strictObject({
       /** Private Ed25519 JWK that signs tokens (admin CLI, login). */

@@ -2,36 +2,47 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { Registry } from 'prom-client'
 import { Sidecar } from '../../src/sidecar/index.js'
-import { connect, freePort, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
+import { connect, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
+import { withPort } from '../helpers/ports.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld } from '../helpers/world.js'
 
 async function chain(t: Test, mode: 'echo' | 'sink' = 'echo') {
   const upstream = await countingUpstream(t, mode)
-  const overridePort = await freePort()
-  const world = await createWorld(t, {
-    policy: {
-      version: 1,
-      settings: { portOverrides: true, autoConnect: true },
-      resources: [{ name: 'db', kind: 'datasource', type: 'postgres', address: `127.0.0.1:${upstream.port}`, portOverride: overridePort }],
-      roles: [{ name: 'etl', grants: ['db'] }],
-      accounts: [{ id: 'svc_etl', type: 'service', name: 'etl', roles: ['etl'] }],
-    },
+  return withPort(t, 'override port of db', async (overridePort) => {
+    const world = await createWorld(t, {
+      policy: {
+        version: 1,
+        settings: { portOverrides: true, autoConnect: true },
+        resources: [{ name: 'db', kind: 'datasource', type: 'postgres', address: `127.0.0.1:${upstream.port}`, portOverride: overridePort }],
+        roles: [{ name: 'etl', grants: ['db'] }],
+        accounts: [{ id: 'svc_etl', type: 'service', name: 'etl', roles: ['etl'] }],
+      },
+    })
+    const token = await world.serviceToken('svc_etl')
+    const running = await world.startGateway()
+    const sidecar = new Sidecar({
+      config: { ...world.config.sidecar, gateways: [{ host: '127.0.0.1', port: running.gateway.address()!.port }] },
+      ca: world.caPem,
+      token,
+      logger: world.logger,
+      registry: new Registry(),
+    })
+    t.teardown(() => sidecar.close())
+    await sidecar.start()
+    await until(
+      () => {
+        const reason = sidecar.ready()
+        // Taken by another process: the step runs again on the next port.
+        if (reason !== undefined && /already in use/.test(reason)) throw new Error(reason)
+        return reason === undefined
+      },
+      20_000,
+      'the sidecar to be ready',
+    )
+    return { upstream, world, running, sidecar, overridePort }
   })
-  const token = await world.serviceToken('svc_etl')
-  const running = await world.startGateway()
-  const sidecar = new Sidecar({
-    config: { ...world.config.sidecar, gateways: [{ host: '127.0.0.1', port: running.gateway.address()!.port }] },
-    ca: world.caPem,
-    token,
-    logger: world.logger,
-    registry: new Registry(),
-  })
-  t.teardown(() => sidecar.close())
-  await sidecar.start()
-  await until(() => sidecar.ready() === undefined, 5_000, 'the sidecar to be ready')
-  return { upstream, world, running, sidecar, overridePort }
 }
 
 t.test('64 MiB each way through client → sidecar → TLS → gateway → upstream arrive byte-exact', async (t) => {

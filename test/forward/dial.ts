@@ -2,7 +2,8 @@ import { getEventListeners } from 'node:events'
 import t from 'tap'
 import { isKeywayError } from '../../src/errors.js'
 import { dialTcp, forward, type DialFunc } from '../../src/forward/index.js'
-import { LOOPBACK, freePort, fullBacklogServer, listenEcho, readAll, socketPair } from '../helpers/net.js'
+import { LOOPBACK, fullBacklogServer, listenEcho, readAll, socketPair } from '../helpers/net.js'
+import { refusedPort } from '../helpers/ports.js'
 
 t.test('dials a listening upstream: half-open allowed, Nagle off, no listeners left but the guard', async (t) => {
   const { port } = await listenEcho(t)
@@ -24,7 +25,7 @@ t.test('dials a listening upstream: half-open allowed, Nagle off, no listeners l
 })
 
 t.test('refused → ERR_UPSTREAM_UNREACHABLE with the system error as cause', async (t) => {
-  const port = await freePort()
+  const port = await refusedPort()
   const controller = new AbortController()
   const err = await dialTcp(LOOPBACK, port, { timeoutMs: 1_000, signal: controller.signal }).then(
     () => undefined,

@@ -4,7 +4,8 @@ import { request, type RequestOptions } from 'node:https'
 import type { ConnectionOptions } from 'node:tls'
 import { encodeHello } from '../../src/protocol/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
-import { fullBacklogServer, freePort, readAll } from '../helpers/net.js'
+import { fullBacklogServer, readAll } from '../helpers/net.js'
+import { refusedPort as idleRefusedPort } from '../helpers/ports.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, ManualClock, openTunnel, readReply, type World } from '../helpers/world.js'
@@ -114,7 +115,7 @@ t.test('an expired token and a revoked token are refused with their codes', asyn
 
 t.test('an unreachable upstream is reported with a code: refused, and never accepting', async (t) => {
   const upstream = await countingUpstream(t)
-  const refusedPort = await freePort()
+  const refusedPort = await idleRefusedPort()
   const backlog = await fullBacklogServer(t)
   const world = await createWorld(t, {
     policy: {

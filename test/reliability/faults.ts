@@ -8,7 +8,8 @@ import { once } from 'node:events'
 import type { Socket } from 'node:net'
 import { ManualClock } from '../../src/clock.js'
 import { encodeHello } from '../../src/protocol/index.js'
-import { freePort, fullBacklogServer, readAll, writeRandom } from '../helpers/net.js'
+import { fullBacklogServer, readAll, writeRandom } from '../helpers/net.js'
+import { refusedPort } from '../helpers/ports.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, openTunnel, readReply } from '../helpers/world.js'
@@ -21,7 +22,7 @@ function closedP(s: Socket): Promise<void> {
 
 t.test('property 12: an upstream that refuses, and one that never accepts: the client is closed within the connect timeout, the gateway stays healthy', async (t) => {
   const good = await countingUpstream(t)
-  const refused = await freePort()
+  const refused = await refusedPort()
   const backlog = await fullBacklogServer(t)
   const world = await createWorld(t, {
     policy: {

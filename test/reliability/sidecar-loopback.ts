@@ -4,7 +4,7 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
 import { startControlServer, Sidecar } from '../../src/sidecar/index.js'
-import { freePort } from '../helpers/net.js'
+import { idlePort } from '../helpers/ports.js'
 import { keyway } from '../helpers/processes.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
@@ -13,7 +13,7 @@ import { listeningSockets, twoResourcePolicy } from './kit.js'
 
 t.test('property 11: the sidecar binds loopback only: every listener it opens is on 127.0.0.1; non-loopback settings are refused', async (t) => {
   const upstream = await countingUpstream(t)
-  const [pa, pb] = [await freePort(), await freePort()]
+  const [pa, pb] = [await idlePort(), await idlePort()]
   const policy = twoResourcePolicy(upstream.port, upstream.port)
   policy.resources![0]!.portOverride = pa
   policy.resources![1]!.portOverride = pb

@@ -11,7 +11,8 @@ import { command as disconnect } from '../../src/cli/disconnect.js'
 import { command as wait } from '../../src/cli/wait.js'
 import { startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
 import { until } from '../helpers/until.js'
-import { LogSink, TOKEN, dial, fakeToken, freeLoopbackPort, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+import { LogSink, TOKEN, dial, fakeToken, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 const COMMANDS: Command[] = [listen, status, connect, disconnect, wait]
 
@@ -106,7 +107,7 @@ async function runListen(
 }
 
 t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drains and exits 0', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const { fake, io, control, stop } = await runListen(t, { view: VIEW(pgPort) })
   t.match(control, /^127\.0\.0\.1:\d+$/)
 
@@ -162,8 +163,8 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
 })
 
 t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failover from the flag list', async (t) => {
-  const dead = await freeLoopbackPort()
-  const pgPort = await freeLoopbackPort()
+  const dead = await idlePort()
+  const pgPort = await idlePort()
   const deadOnly = await runListen(t, { view: VIEW(pgPort), gateway: () => `127.0.0.1:${dead}` })
   const notReady = await cli(['wait', '--control', deadOnly.control, '--timeout', '0.3'])
   t.equal(notReady.code, 1)
@@ -178,7 +179,7 @@ t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failov
 })
 
 t.test('keyway wait with no sidecar keeps retrying until the timeout', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const started = Date.now()
   const r = await cli(['wait', '--control', `127.0.0.1:${port}`, '--timeout', '0.4'])
   t.equal(r.code, 1)

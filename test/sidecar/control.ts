@@ -4,7 +4,8 @@ import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
 import { ControlClient, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
-import { freeLoopbackPort, occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
+import { occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 async function withControl(t: Test, world: World) {
   const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() })
@@ -34,7 +35,7 @@ const VIEW = (port: number) => ({
 })
 
 t.test('status, connect and disconnect through the control API', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const world = await sidecarWorld(t, { view: VIEW(pgPort) })
   const { client } = await withControl(t, world)
 
@@ -99,7 +100,7 @@ t.test('errors are {code, message} with a 4xx status', async (t) => {
 })
 
 t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', async (t) => {
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const { port } = await withControl(t, world)
   for (const path of ['/v1/status', '/metrics', '/readyz']) {
     const res = await request(port, 'GET', path, { headers: { host: 'attacker.example:7070' } })
@@ -112,7 +113,7 @@ t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', 
 })
 
 t.test('/healthz, /readyz and /metrics', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const world = await sidecarWorld(t, { view: { ...VIEW(pgPort), settings: { portOverrides: true, autoConnect: true } } })
   const { port, client } = await withControl(t, world)
   t.equal((await request(port, 'GET', '/healthz')).status, 200)
@@ -141,7 +142,7 @@ t.test('/healthz, /readyz and /metrics', async (t) => {
 })
 
 t.test('only loopback: a non-loopback control address is refused', async (t) => {
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   for (const host of ['0.0.0.0', '192.168.1.10', '::']) {
     const err = (await startControlServer({ address: { host, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
       (e: unknown) => e,
@@ -153,7 +154,7 @@ t.test('only loopback: a non-loopback control address is refused', async (t) => 
 
 t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
   const taken = await occupyPort(t)
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
     (e: unknown) => e,
   )) as KeywayError
@@ -162,7 +163,7 @@ t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
 })
 
 t.test('a control client with no sidecar behind: ERR_SIDECAR_UNREACHABLE', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const err = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
   t.ok(isKeywayError(err, 'ERR_SIDECAR_UNREACHABLE'))
   t.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}.*ECONNREFUSED`))

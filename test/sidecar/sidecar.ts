@@ -15,7 +15,6 @@ import {
   dial,
   dialError,
   fakeToken,
-  freeLoopbackPort,
   metricValue,
   occupyPort,
   portOf,
@@ -24,6 +23,7 @@ import {
   sidecarWorld,
   testPki,
 } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 function view(settings: FakeView['settings'], ...resources: [string, number | null][]): FakeView {
   return {
@@ -39,7 +39,7 @@ const NO_OVERRIDES = { portOverrides: false, autoConnect: false }
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 t.test('auto-connect binds every granted resource at start; bytes echo exactly', async (t) => {
-  const [p1, p2] = [await freeLoopbackPort(), await freeLoopbackPort()]
+  const [p1, p2] = [await idlePort(), await idlePort()]
   const { sidecar, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1], ['redis', p2]) })
   t.same(sidecar.status(), [
     { name: 'pg', kind: 'datasource', type: 'postgres', localAddress: `127.0.0.1:${p1}`, state: 'bound', sessions: 0 },
@@ -75,7 +75,7 @@ t.test('auto-connect binds every granted resource at start; bytes echo exactly',
 })
 
 t.test('bytes the gateway sends right after its reply reach the client first', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const greeting = Buffer.from('220 fake smtp ready\r\n')
   await sidecarWorld(t, { view: view(AUTO, ['mail', port]), greeting })
   const socket = await dial(t, port)
@@ -85,7 +85,7 @@ t.test('bytes the gateway sends right after its reply reach the client first', a
 })
 
 t.test('half-close is carried: the client ends, the answer still arrives', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   const socket = await dial(t, port)
   socket.write('first ')
@@ -97,7 +97,7 @@ t.test('half-close is carried: the client ends, the answer still arrives', async
 })
 
 t.test('auto-connect off: nothing is bound until connect(); disconnect() unbinds', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, { view: view(MANUAL, ['pg', port], ['redis', null]) })
   t.same(
     sidecar.status().map((r) => [r.name, r.state, r.localAddress]),
@@ -159,7 +159,7 @@ t.test('port overrides off: connect() binds an ephemeral port and reports it', a
 })
 
 t.test('a grant that vanishes is unbound and its live session ends; a new one is bound', async (t) => {
-  const [p1, p2] = [await freeLoopbackPort(), await freeLoopbackPort()]
+  const [p1, p2] = [await idlePort(), await idlePort()]
   const { sidecar, fake, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1]) })
   const socket = await dial(t, p1)
   socket.write('a')
@@ -189,7 +189,7 @@ t.test('a grant that vanishes is unbound and its live session ends; a new one is
 })
 
 t.test('the sync loop polls every syncInterval with If-None-Match', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock, registry } = await sidecarWorld(t, { view: view(MANUAL, ['pg', null]) })
   const polls = fake.counts.resourcePolls
   clock.advance(999)
@@ -217,7 +217,7 @@ t.test('the sync loop polls every syncInterval with If-None-Match', async (t) =>
   t.equal((await readExactly(socket, 1)).toString(), '2', 'the live session survives')
 
   // An override port that changes moves the listener.
-  const moved = await freeLoopbackPort()
+  const moved = await idlePort()
   fake.setView(view(AUTO, ['pg', moved]))
   clock.advance(1_000)
   await sidecar.sync()
@@ -226,7 +226,7 @@ t.test('the sync loop polls every syncInterval with If-None-Match', async (t) =>
 
 t.test('a port in use: ERR_PORT_IN_USE naming resource and port; the rest stay bound; retried', async (t) => {
   const taken = await occupyPort(t)
-  const free = await freeLoopbackPort()
+  const free = await idlePort()
   const { sidecar, sink, clock } = await sidecarWorld(t, { view: view(AUTO, ['pg', taken.port], ['redis', free]) })
   const [pg, redis] = sidecar.status()
   t.match(pg, { name: 'pg', state: 'error: ERR_PORT_IN_USE', localAddress: '', error: new RegExp(`"pg".*port ${taken.port}`) })
@@ -250,7 +250,7 @@ t.test('a port in use: ERR_PORT_IN_USE naming resource and port; the rest stay b
 })
 
 t.test('the gateway refuses: the local connection is closed at once and the code logged', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, sink, registry } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   fake.refuse.set('pg', { code: 'ERR_ACCOUNT_SUSPENDED', message: 'the account is suspended' })
   const socket = await dial(t, port)
@@ -273,7 +273,7 @@ t.test('the gateway refuses: the local connection is closed at once and the code
 })
 
 t.test('gateway down: local connections fail fast, the sidecar keeps running, readiness says why; back up: works', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   const live = await dial(t, port)
   live.write('x')
@@ -309,7 +309,7 @@ t.test('gateway down: local connections fail fast, the sidecar keeps running, re
 })
 
 t.test('start with no gateway: nothing bound, not ready, keeps retrying; the first answer binds', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]), start: false })
   await fake.down()
   await sidecar.start()
@@ -328,8 +328,8 @@ t.test('start with no gateway: nothing bound, not ready, keeps retrying; the fir
 })
 
 t.test('failover: the first gateway is dead, the second serves', async (t) => {
-  const dead = await freeLoopbackPort()
-  const port = await freeLoopbackPort()
+  const dead = await idlePort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, {
     view: view(AUTO, ['pg', port]),
     gateways: (f) => [
@@ -344,7 +344,7 @@ t.test('failover: the first gateway is dead, the second serves', async (t) => {
 })
 
 t.test('close() stops listening, lets live sessions drain, then closes them after drainGrace', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, clock, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', port], ['redis', null]), config: { drainGrace: 10_000 } })
   await sidecar.connect('redis')
   const finishing = await dial(t, port)
@@ -376,7 +376,7 @@ t.test('close() stops listening, lets live sessions drain, then closes them afte
 })
 
 t.test('close() with no sessions returns at once', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   await sidecar.close()
   t.equal(await dialError(port), 'ECONNREFUSED')
@@ -399,7 +399,7 @@ t.test('only loopback: a non-loopback bind address is refused', async (t) => {
 })
 
 t.test('port overrides toggled off leaves connected resources on an ephemeral port', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, { view: view(MANUAL, ['pg', port]) })
   await sidecar.connect('pg')
   fake.setView(view(NO_OVERRIDES, ['pg', port]))
