@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { parseAllDocuments } from 'yaml'
 import { COMMANDS } from '../../src/cli/commands.js'
 import { createTestPki, startFakeGateway } from '../helpers/fake-gateway.js'
+import { refusedPort } from '../helpers/ports.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
@@ -502,11 +503,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     await once(server, 'listening')
     t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
     const port = (server.address() as AddressInfo).port
-    const closed = http.createServer()
-    closed.listen(0, '127.0.0.1')
-    await once(closed, 'listening')
-    const nobody = (closed.address() as AddressInfo).port
-    await new Promise<void>((resolve) => closed.close(() => resolve()))
+    const nobody = await refusedPort()
     const healthcheck = healthcheckCommand()
     const env = { ...imageEnv, KEYWAY_CONTROL: `127.0.0.1:${nobody}`, KEYWAY_GATEWAY_METRICS: `0.0.0.0:${port}` }
     const ok = await run(healthcheck, { cwd: app, env, ...as })
