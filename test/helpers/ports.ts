@@ -7,10 +7,11 @@
  * Each test file owns a block of {@link BLOCK_SIZE} ports below the kernel's
  * ephemeral range (`net.ipv4.ip_local_port_range`, read at run time), so no
  * outgoing connection and no other test file of this checkout is handed one
- * of them. The block is a stable hash of the file's path inside the checkout:
- * the same file run at the same time in another checkout on this machine has
- * the same block, and two files may share one by chance. Hence every use
- * retries: {@link withPort} runs the step that binds (or spawns the process
+ * of them. The block is a stable hash of the file's path inside the checkout
+ * (the next free block when an earlier file has that one): the same file run
+ * at the same time in another checkout on this machine has the same block,
+ * and a checkout with other files may give a block to another file. Hence
+ * every use retries: {@link withPort} runs the step that binds (or spawns the process
  * that binds) again with the block's next port when it fails with
  * EADDRINUSE or ERR_PORT_IN_USE, and says so with `t.comment`.
  *
@@ -19,7 +20,7 @@
  * port-override range). Nothing is bound and released to pick a port.
  */
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import { relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -62,6 +63,37 @@ function pool(): number[] {
   return ports
 }
 
+/** The test files of this checkout, as paths relative to it, sorted. */
+function testFiles(): string[] {
+  const dir = resolve(ROOT, 'test')
+  return (readdirSync(dir, { recursive: true }) as string[])
+    .map((f) => f.split('\\').join('/'))
+    .filter((f) => f.endsWith('.ts') && !f.startsWith('fixtures/') && !f.startsWith('helpers/'))
+    .map((f) => `test/${f}`)
+    .sort()
+}
+
+function hashOf(key: string, blocks: number): number {
+  return createHash('sha256').update(key).digest().readUInt32BE(0) % blocks
+}
+
+/**
+ * The block index of every test file: a hash of its path, moved to the next
+ * free block when an earlier file (in sorted order) has it, so that the files
+ * of one checkout never share a block.
+ */
+export function blockIndexes(files: readonly string[], blocks: number): Map<string, number> {
+  const taken = new Set<number>()
+  const out = new Map<string, number>()
+  for (const file of files) {
+    let index = hashOf(file, blocks)
+    for (let i = 0; i < blocks && taken.has(index); i++) index = (index + 1) % blocks
+    taken.add(index)
+    out.set(file, index)
+  }
+  return out
+}
+
 /**
  * The block of `file` (default: the running test file, `process.argv[1]`):
  * the ports it may name, in the order {@link nextPort} hands them out from.
@@ -71,7 +103,7 @@ export function portBlock(file = process.argv[1] ?? 'unknown'): number[] {
   const blocks = Math.floor(ports.length / BLOCK_SIZE)
   if (blocks < 1) throw new Error(`no room for test ports below the ephemeral range (starts at ${ephemeralLow()}): widen net.ipv4.ip_local_port_range's gap`)
   const key = relative(ROOT, resolve(file)).split('\\').join('/')
-  const index = createHash('sha256').update(key).digest().readUInt32BE(0) % blocks
+  const index = blockIndexes(testFiles(), blocks).get(key) ?? hashOf(key, blocks)
   return ports.slice(index * BLOCK_SIZE, (index + 1) * BLOCK_SIZE)
 }
 
