@@ -48,7 +48,7 @@ t.test('an upstream that never accepts → ERR_UPSTREAM_TIMEOUT after timeoutMs'
   )
   const elapsed = Date.now() - started
   t.ok(isKeywayError(err, 'ERR_UPSTREAM_TIMEOUT'), String(err))
-  t.ok(elapsed >= 190 && elapsed < 2_000, `gave up after ${elapsed} ms`)
+  t.ok(elapsed >= 190 && elapsed < 10_000, `gave up after ${elapsed} ms (timeout 200 ms; bound 10 s)`)
 })
 
 t.test('abort while connecting rejects with the signal reason', async (t) => {
