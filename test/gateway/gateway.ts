@@ -87,7 +87,7 @@ t.test('a handshake that never finishes is closed at the deadline (injected cloc
   const slow = await connectTls(t, port, world.caPem)
   slow.write(encodeHello({ token: 'abc', resource: 'db' }).subarray(0, 5))
   const replied = readReply(slow)
-  await until(() => running.gateway.openTunnels === 1, 5_000, 'the gateway to accept the tunnel')
+  await until(() => running.gateway.openTunnels === 1, 20_000, 'the gateway to accept the tunnel')
   clock.advance(4_999)
   t.equal(world.logs.events('tunnel_denied').length, 0, 'not refused before the deadline')
   clock.advance(2)

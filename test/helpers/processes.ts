@@ -91,7 +91,7 @@ export function startDaemon(t: Teardown, args: string[], env: Record<string, str
     lines,
     exited,
     stderr: () => raw,
-    waitLog(pred, timeoutMs = 20_000) {
+    waitLog(pred, timeoutMs = 60_000) {
       const seen = lines.find(pred)
       if (seen) return Promise.resolve(seen)
       return new Promise((resolve, reject) => {

@@ -118,7 +118,7 @@ export async function startStack(t: Teardown & Comments, options: StackOptions =
         const daemon = startDaemon(t, ['listen'], { ...env, KEYWAY_TOKEN: token, KEYWAY_CONTROL: '127.0.0.1:0' })
         const control = String((await daemon.waitLog((l) => l.event === 'control_listening')).address)
         const runSidecar = (args: string[]) => run([...args, '--control', control])
-        const ready = await runSidecar(['wait', '--timeout', '20'])
+        const ready = await runSidecar(['wait', '--timeout', '60'])
         const taken = daemon.lines.find((l) => l.event === 'bind_failed' && l.code === 'ERR_PORT_IN_USE' && l.resource === resource)
         try {
           if (taken) throw new PortInUseError(overridePort, `override port of ${resource}`)

@@ -315,7 +315,7 @@ t.test('property 10: no raw token anywhere: logs, policy, state directory, metri
   })
   t.teardown(() => sidecar.close())
   await sidecar.start()
-  await until(() => sidecar.ready() === undefined, 5_000, 'sidecar ready')
+  await until(() => sidecar.ready() === undefined, 20_000, 'sidecar ready')
   const client = await connect(t, overridePort)
   client.end('through the sidecar')
   t.equal((await readAll(client)).toString(), 'through the sidecar')

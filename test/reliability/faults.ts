@@ -112,7 +112,7 @@ t.test('property 13: an RST from either side mid-transfer ends both sockets, the
     tls.resume()
     const writing = writeRandom(tls, 8 * MiB, { end: false }).catch(() => undefined)
     const cutAt = 64 * 1024 + ((i * 7919) % (2 * MiB))
-    await until(() => up.bytesRead >= cutAt || up.destroyed, 5_000, 'bytes to flow')
+    await until(() => up.bytesRead >= cutAt || up.destroyed, 20_000, 'bytes to flow')
     const upClosed = closedP(up)
     // The client's stream ends with the reset (its own), or with the gateway passing the upstream's reset on.
     const tlsEnded = new Promise((resolve) => (tls.destroyed || tls.readableEnded ? resolve(undefined) : (tls.once('close', resolve), tls.once('end', resolve))))
@@ -146,7 +146,7 @@ t.test('property 14: half-close each way carries the other direction, capped by 
   await upstream.waitAccepted(1)
   const upA = [...upstream.open][0]!
   a.socket.end('request')
-  await until(() => upstream.digests[0] !== undefined, 5_000, 'the upstream to see the FIN')
+  await until(() => upstream.digests[0] !== undefined, 20_000, 'the upstream to see the FIN')
   t.equal(upstream.digests[0], createHash('sha256').update('request').digest('hex'))
   const chunksA: Buffer[] = []
   a.socket.on('data', (c: Buffer) => chunksA.push(c))
@@ -154,7 +154,7 @@ t.test('property 14: half-close each way carries the other direction, capped by 
   a.socket.resume()
   clock.advance(9_999)
   upA.write('answer after the client FIN')
-  await until(() => Buffer.concat(chunksA).toString() === 'answer after the client FIN', 5_000, 'the answer to arrive')
+  await until(() => Buffer.concat(chunksA).toString() === 'answer after the client FIN', 20_000, 'the answer to arrive')
   t.equal(running.gateway.sessions.size, 1, 'still open just before the cap')
   clock.advance(2)
   t.equal(await gotA, 'answer after the client FIN', 'the other direction flowed; then the cap closed it')
@@ -171,7 +171,7 @@ t.test('property 14: half-close each way carries the other direction, capped by 
   await once(b.socket, 'end')
   clock.advance(9_000)
   b.socket.write('after your FIN')
-  await until(() => Buffer.concat(upReceived).toString() === 'after your FIN', 5_000, 'the client bytes to arrive')
+  await until(() => Buffer.concat(upReceived).toString() === 'after your FIN', 20_000, 'the client bytes to arrive')
   t.pass('the client → upstream direction flows after the upstream FIN')
   const closed = closedP(upB)
   clock.advance(1_001)

@@ -28,7 +28,7 @@ t.test('property 11: the sidecar binds loopback only: every listener it opens is
   const control = await startControlServer({ address: { host: '127.0.0.1', port: 0 }, target: sidecar, registry, logger: world.logger })
   t.teardown(() => control.close())
   await sidecar.start()
-  await until(() => sidecar.ready() === undefined, 5_000, 'sidecar ready')
+  await until(() => sidecar.ready() === undefined, 20_000, 'sidecar ready')
   const opened = listeningSockets().filter((a) => !before.has(a))
   t.same(opened.sort(), [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`, `127.0.0.1:${control.address()!.port}`].sort(), `the kernel's listening sockets of the sidecar: ${opened.join(', ')}`)
   t.ok(opened.every((a) => a.startsWith('127.0.0.1:')), 'all on 127.0.0.1, none on 0.0.0.0 or ::')

@@ -54,7 +54,7 @@ t.test('auto-connect binds every granted resource at start; bytes echo exactly',
   t.equal(sha(echoed), sha(data), 'byte-exact through sidecar and tunnel')
   await closedWith(socket)
 
-  await until(async () => (await metricValue(registry, 'keyway_sidecar_sessions_active')) === 0, 5_000, 'the session to end')
+  await until(async () => (await metricValue(registry, 'keyway_sidecar_sessions_active')) === 0, 20_000, 'the session to end')
   t.equal(await metricValue(registry, 'keyway_sidecar_sessions_total', { resource: 'pg', result: 'ok' }), 1)
   t.equal(await metricValue(registry, 'keyway_sidecar_bytes_total', { resource: 'pg', direction: 'client_to_gateway' }), data.length)
   t.equal(await metricValue(registry, 'keyway_sidecar_bytes_total', { resource: 'pg', direction: 'gateway_to_client' }), data.length)
