@@ -118,11 +118,12 @@ export async function startStack(t: Teardown & Comments, options: StackOptions =
         const daemon = startDaemon(t, ['listen'], { ...env, KEYWAY_TOKEN: token, KEYWAY_CONTROL: '127.0.0.1:0' })
         const control = String((await daemon.waitLog((l) => l.event === 'control_listening')).address)
         const runSidecar = (args: string[]) => run([...args, '--control', control])
-        const ready = await runSidecar(['wait', '--timeout', '60'])
-        const taken = daemon.lines.find((l) => l.event === 'bind_failed' && l.code === 'ERR_PORT_IN_USE' && l.resource === resource)
+        const isTaken = (l: Record<string, unknown>) => l.event === 'bind_failed' && l.code === 'ERR_PORT_IN_USE' && l.resource === resource
+        // A taken override port keeps the sidecar from being ready: no need to wait for `wait` to give up.
+        const ready = await Promise.race([runSidecar(['wait', '--timeout', '60']), daemon.waitLog(isTaken, 61_000).then(() => undefined, () => undefined)])
         try {
-          if (taken) throw new PortInUseError(overridePort, `override port of ${resource}`)
-          if (ready.code !== 0) throw new Error(`sidecar not ready: ${ready.stderr}`)
+          if (daemon.lines.some(isTaken)) throw new PortInUseError(overridePort, `override port of ${resource}`)
+          if (ready?.code !== 0) throw new Error(`sidecar not ready: ${ready?.stderr ?? 'no answer'}`)
         } catch (err) {
           await daemon.stop('SIGKILL')
           if (!isPortInUse(err) || attempt >= 8) throw err
