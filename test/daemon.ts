@@ -89,7 +89,7 @@ t.test('quick start: the next steps go to a terminal only, and only while the de
   const text = terminal.out.join('')
   t.match(text, 'Create a service token, then start a sidecar with it:')
   // This copy of config/ is not a package: keyway.js is the running package's.
-  const bin = `node ${join(PACKAGE_ROOT, 'bin/keyway.js')}`
+  const bin = `node ${shownPath(join(PACKAGE_ROOT, 'bin/keyway.js'), terminal.io.cwd)}`
   t.match(text, `${bin} admin services create demo-job --role demo --config config/keyway.yaml --token-file state/demo-job.token`)
   t.match(text, `${bin} listen --config config/keyway.yaml --token-file state/demo-job.token`)
   t.same(quickStartSteps(config, terminal.io, false), text.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim()), 'the same commands as the log line')
