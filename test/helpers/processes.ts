@@ -80,6 +80,12 @@ export function startDaemon(t: Teardown, args: string[], env: Record<string, str
   })
   child.stdout!.resume()
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // A test file that ends abruptly (tap's timeout) skips its teardown: no daemon may outlive it.
+  const onExit = (): void => signal('SIGKILL')
+  process.once('exit', onExit)
+  void exited.then(() => {
+    if (!group) process.off('exit', onExit)
+  })
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       signal('SIGKILL')
