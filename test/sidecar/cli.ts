@@ -235,7 +235,7 @@ t.test('listen: a changed token file is re-read (and on SIGHUP); a malformed one
 
   writeFileSync(join(dir, 'token'), fakeToken({ sub: 'svc_test', jti: 'wrong' }))
   reload()
-  await until(async () => JSON.parse((await cli(['status', '--json', '--control', control])).out).ready === false, 5_000, 'the wrong token to be used')
+  await until(async () => JSON.parse((await cli(['status', '--json', '--control', control])).out).ready === false, 20_000, 'the wrong token to be used')
   const snapshot = JSON.parse((await cli(['status', '--json', '--control', control])).out) as { reason: string }
   t.match(snapshot.reason, /^the gateway refuses the token: ERR_TOKEN_SIGNATURE: .*write a valid token to .*token \(re-read at once\)/)
   const text = await cli(['status', '--control', control])
