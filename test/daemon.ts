@@ -97,8 +97,8 @@ t.test('quick start: the next steps go to a terminal only, and only while the de
   const home = mkdtempSync(join(tmpdir(), 'keyway-home-'))
   t.teardown(() => rmSync(home, { recursive: true, force: true }))
   const fromElsewhere = quickStartSteps(config, { ...terminal.io, cwd: PACKAGE_ROOT, env: { npm_lifecycle_event: 'start', INIT_CWD: home } }, false)
-  t.match(fromElsewhere[0], `--config ${shownPath(config.file, '/')}`, 'npm start typed elsewhere: INIT_CWD decides, paths are absolute (quoted if need be)')
-  t.ok(shownPath(config.file, '/').includes(config.file), 'absolute')
+  t.match(fromElsewhere[0], `--config ${shownPath(config.file, home)}`, 'npm start typed elsewhere: INIT_CWD decides, paths are absolute (quoted if need be)')
+  t.ok(shownPath(config.file, home).includes(config.file), 'absolute')
 
   writeFileSync(config.policy, readFileSync(config.policy, 'utf8').replace(/accounts:.*\n/, "accounts:\n  - { id: svc_0123456789abcdef, type: service, name: demo-job, roles: [demo] }\n"))
   const later = io(config, true)
