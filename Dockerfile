@@ -11,10 +11,11 @@
 # `npm run`. BuildKit (the default builder since Docker 23) is needed for the
 # npm cache mounts.
 
-# A full version, never `latest` or a bare major. For reproducible builds pin
+# Node 26, the primary runtime (package.json engines: ^24 || ^26). A full
+# version, never `latest` or a bare major. For reproducible builds pin
 # the digest too (docs/deployment.md, "Image"):
-#   docker build --build-arg NODE_IMAGE=node:20.20.2-bookworm-slim@sha256:<digest> .
-ARG NODE_IMAGE=node:20.20.2-bookworm-slim
+#   docker build --build-arg NODE_IMAGE=node:26.12.1-trixie-slim@sha256:<digest> .
+ARG NODE_IMAGE=node:26.12.1-trixie-slim
 
 # ---- build: dev dependencies and the TypeScript compiler; nothing of it ships
 FROM ${NODE_IMAGE} AS build

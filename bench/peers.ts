@@ -223,10 +223,10 @@ export interface KeywaySetup {
   readonly env: NodeJS.ProcessEnv
 }
 
-/** Environment for keyway processes: nothing from the caller's KEYWAY_* variables. */
+/** Environment for keyway processes: nothing from the caller's KEYWAY_* variables but KEYWAY_FORWARD_NODE_INTERNALS (the seam on or off). */
 function keywayEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KEYWAY_')) env[k] = v
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KEYWAY_') || k === 'KEYWAY_FORWARD_NODE_INTERNALS') env[k] = v
   return { ...env, ...extra }
 }
 

@@ -19,14 +19,17 @@
  */
 import * as net from 'node:net'
 import { configSchema } from '../src/config/schema.js'
-import { adoptAccepted, dialTcp, forward } from '../src/forward/index.js'
+import { dialTcp, forward } from '../src/forward/index.js'
+import { adoptAccepted } from '../src/read-buffer/index.js'
 import { runHops } from './hop-main.js'
 
 const settings = configSchema.parse({}).gateway
+// KEYWAY_FORWARD_NODE_INTERNALS=off: the hop without Node's internals, as the daemons with the switch off.
+const nodeInternals = process.env.KEYWAY_FORWARD_NODE_INTERNALS !== 'off'
 
 await runHops((upstreamPort) =>
   net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (accepted) => {
-    const socket = adoptAccepted(accepted)
+    const socket = nodeInternals ? adoptAccepted(accepted) : accepted
     socket.on('error', () => {})
     dialTcp('127.0.0.1', upstreamPort, { timeoutMs: settings.connectTimeout }).then(
       (upstream) => {

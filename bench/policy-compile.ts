@@ -100,7 +100,8 @@ function main(): void {
   const qr: string[] = new Array(o.lookups)
   for (let i = 0; i < o.lookups; i++) {
     const a = accountsArr[Math.floor(random() * accountsArr.length)]!
-    qa[i] = a.id
+    // Fresh strings, as a token's `sub` and a hello's resource are: not the very objects the policy holds.
+    qa[i] = Buffer.from(a.id).toString()
     let r: string | undefined
     if (random() < 0.5) {
       const own = a.grants ?? []
@@ -110,7 +111,7 @@ function main(): void {
         r = role.grants![Math.floor(random() * role.grants!.length)]
       }
     }
-    qr[i] = r ?? resourceNames[Math.floor(random() * resourceNames.length)]!
+    qr[i] = Buffer.from(r ?? resourceNames[Math.floor(random() * resourceNames.length)]!).toString()
   }
 
   let allowed = 0

@@ -94,7 +94,6 @@ export function generate(o: GenerateOptions): { doc: PolicyDoc; grants: number }
             email: `user${i}@example.test`,
             roles: roleList,
             grants: accountGrants,
-            passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA',
           },
     )
   }

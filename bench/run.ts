@@ -11,13 +11,16 @@
  * haproxy, haproxy-tls, keyway-hop, keyway), --idle N (idle sessions held in
  * the memory test), --no-idle, --no-pin, --out FILE (JSON; default
  * bench/results/latest.json; the markdown table goes next to it),
- * --gateway-env K=V (extra environment for `keyway gateway`, repeatable).
+ * --gateway-env K=V (extra environment for `keyway gateway`, repeatable),
+ * --no-reload (skip the policy reload workload, bench/policy-reload.ts;
+ * `--only reload` runs only it).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { micro } from './micro.js'
+import { policyReload, reloadMarkdown } from './policy-reload.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
 import { bulk, idleMemory, newConnections, rate, thousand, warmUp, type Figures, type Sizes } from './workloads.js'
@@ -31,10 +34,11 @@ interface Args {
   pin: boolean
   out: string
   gatewayEnv: Record<string, string>
+  reload: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {} }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -48,6 +52,7 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--idle') a.idle = Math.max(10, Number(value()) || 10)
     else if (arg === '--no-idle') a.noIdle = true
     else if (arg === '--no-pin') a.pin = false
+    else if (arg === '--no-reload') a.reload = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -246,6 +251,16 @@ async function main(): Promise<void> {
       }
     }
 
+    let reload: Figures | undefined
+    if (args.reload && (!args.only || args.only.includes('reload'))) {
+      try {
+        reload = await policyReload({ dir, keyway, up, cores: fwdCores, load: loadCores, ...(args.quick ? { pingRequests: 10_000 } : {}) })
+      } catch (err) {
+        errors.push(`reload: ${(err as Error).message}`)
+        console.error(`  ! reload: ${(err as Error).message}`)
+      }
+    }
+
     const stats: Record<string, Record<string, Stat>> = {}
     for (const fwd of forwarders) {
       const row: Record<string, Stat> = {}
@@ -274,7 +289,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const targets = checkTargets(stats, idle)
+    const targets = checkTargets(stats, idle, reload)
     const command = `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
     const report = {
       date: new Date().toISOString(),
@@ -288,6 +303,7 @@ async function main(): Promise<void> {
       results: stats,
       idle,
       micro: microFigures,
+      reload,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
@@ -311,7 +327,7 @@ interface Target {
   met: boolean | undefined
 }
 
-function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<string, Figures>): Target[] {
+function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<string, Figures>, reload: Figures | undefined): Target[] {
   const ratio = (fwd: string, key: string) => stats[fwd]?.[key]?.vsHaproxy
   const t = (what: string, value: number | undefined, goal: string, ok: (v: number) => boolean): Target => ({
     what,
@@ -331,6 +347,8 @@ function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<
     t('hop vs HAProxy hop: req/s at 50 conns', ratio('keyway-hop', 'rate'), '>= 0.85x', (v) => v >= 0.85),
     t('gateway memory per idle session (KiB)', kw?.gatewayKibPerSession, '<= 64', (v) => v <= 64),
     t('idle sessions held without errors', kw ? kw.held! - kw.errors! : undefined, `= ${kw?.sessions ?? '?'} (goal 10,000)`, (v) => v === kw!.sessions && v >= 10_000),
+    t('policy reload: PING p99 during / without', reload?.p99Ratio, '<= 2x', (v) => v <= 2),
+    t('policy reload: longest /healthz gap (ms)', reload?.healthzReloadMaxGapMs, '<= 100', (v) => v <= 100),
   ]
 }
 
@@ -350,6 +368,7 @@ function markdown(report: {
   targets: Target[]
   errors: string[]
   idle: Record<string, Figures>
+  reload: Figures | undefined
 }, forwarders: readonly Forwarder[]): string {
   const m = report.machine
   const lines: string[] = []
@@ -382,6 +401,10 @@ function markdown(report: {
   lines.push('Per-tunnel checks (µs per call, median / p99 of batch means): ' +
     Object.entries(report.micro).map(([k, f]) => `${k} ${fmt(f.median, 2)} / ${fmt(f.p99, 2)}`).join('; ') + '.')
   lines.push('')
+  if (report.reload) {
+    lines.push(...reloadMarkdown(report.reload))
+    lines.push('')
+  }
   lines.push('| target | goal | measured | met |')
   lines.push('|---|---|---:|---|')
   for (const t of report.targets) lines.push(`| ${t.what} | ${t.goal} | ${fmt(t.value, 2)} | ${t.met === undefined ? 'not measured' : t.met ? 'yes' : 'no'} |`)

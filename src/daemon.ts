@@ -8,12 +8,13 @@ import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { CredentialStore } from './credentials/index.js'
 import { formatProblem, KeywayError } from './errors.js'
-import { PACKAGE_ROOT } from './package.js'
+import { PACKAGE_ROOT, VERSION } from './package.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
-import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
-import { PolicyStore } from './policy/index.js'
-import { Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
+import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
+import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
+import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
+import { checkFastPath } from './read-buffer/index.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -34,6 +35,8 @@ export interface GatewayWorld {
   clock?: Clock
   /** How upstreams are dialled; default {@link dialTcp}. */
   dial?: DialFunc
+  /** How the policy file is read and packed; default on a worker thread (see `PolicyStoreOptions.pack`). */
+  packPolicy?: PolicyStoreOptions['pack']
 }
 
 
@@ -50,9 +53,12 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   }
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  const fastPath = await dataPath(config, logger, registry)
   let gateway: Gateway | undefined
   const store = new PolicyStore({
     file: config.policy,
+    limits: config.policyLimits,
+    ...(world.packPolicy ? { pack: world.packPolicy } : {}),
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return
@@ -114,6 +120,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     dial: world.dial ?? dialTcp,
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
     passwordHashOf: (id) => credentials.passwordHashOf(id),
+    nodeInternals: fastPath,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
@@ -245,6 +252,20 @@ function terminalOf(io: CliIo): { write(text: string): unknown } | undefined {
   return undefined
 }
 
+/**
+ * Decides once per daemon whether the data path uses Node's internals
+ * (`forward.nodeInternals`, then the self-test on a real socket pair), logs
+ * which path it takes and registers `keyway_build_info`. True: the fast path.
+ */
+async function dataPath(config: KeywayConfig, logger: Logger, registry: Registry): Promise<boolean> {
+  const fast = await checkFastPath(config.forward.nodeInternals === 'on')
+  registerBuildInfo(registry, { version: VERSION, nodeVersion: process.version, fastPath: fast.enabled })
+  const fields = { event: 'data_path', node_version: process.version, fast_path: fast.enabled, ...(fast.reason !== undefined ? { reason: fast.reason } : {}) }
+  if (fast.enabled || config.forward.nodeInternals === 'off') logger.info(fields, fast.enabled ? `data path: fast (Node ${process.version} internals verified)` : 'data path: public APIs only (forward.nodeInternals: off)')
+  else logger.warn(fields, `data path: public APIs only: ${fast.reason ?? 'self-test failed'}`)
+  return fast.enabled
+}
+
 /** How `keyway listen` was asked to run, beyond the configuration. */
 export interface SidecarRunOptions {
   /** `--token-file` was given (it wins over KEYWAY_TOKEN; its value is `config.sidecar.tokenFile`). */
@@ -277,12 +298,18 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
   const failed = new Promise<void>((resolve) => {
     onFatal = resolve
   })
+  const runtimeDir = resolveRuntimeDir(config.sidecar.runtimeDir, io.env)
+  const gid = resolveGroup(config.sidecar.runtimeGroup)
+  const fastPath = await dataPath(config, logger, registry)
   sidecar = new Sidecar({
     config: config.sidecar,
     ca,
     token: tokens.token,
     logger,
     registry,
+    runtimeDir,
+    runtimeGid: gid,
+    nodeInternals: fastPath,
     tokenOrigin: tokens.describe(),
     reloadToken: () => tokens.reload(),
     onFatal: (err) => {
@@ -291,10 +318,11 @@ export async function runSidecar(config: KeywayConfig, io: CliIo, options: Sidec
     },
   })
   const running = sidecar
-  let control: ObservabilityServer | undefined
+  let control: ControlServer | undefined
   const stop = io.stopSignal
   try {
-    control = await startControlServer({ address: config.sidecar.control, target: running, registry, logger })
+    // The control server makes the runtime directory private before the sidecar binds sockets in it.
+    control = await startControlServer({ address: config.sidecar.control, runtimeDir, gid, controlTcp: config.sidecar.controlTcp, target: running, registry, logger })
     // A rotated token file (a Kubernetes Secret's ..data swap included) is picked up without a restart; SIGHUP re-reads it too.
     tokens.start()
     io.onReload?.(() => void tokens.reload())

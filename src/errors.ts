@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   ERR_POLICY_LOCKED: 'Another edit holds the policy lock and did not release it in time.',
   ERR_CREDENTIALS_MODE: 'The credentials file (password hashes) is readable or writable by others than its owner and group.',
   ERR_CREDENTIALS_INVALID: 'The credentials file is not in the credentials format.',
+  ERR_POLICY_TOO_LARGE: 'The policy file or one of its entity counts is over its configured limit (policyLimits).',
 
   // tokens
   ERR_TOKEN_MISSING: 'No token was presented.',
@@ -58,6 +59,7 @@ export const ERROR_CODES = {
   ERR_PORT_IN_USE: 'A port that must be bound (a sidecar resource, a gateway or control listener) is already in use.',
   ERR_NOT_CONNECTED: 'The resource is not connected in this sidecar.',
   ERR_SIDECAR_UNREACHABLE: 'The sidecar control endpoint could not be reached.',
+  ERR_CONTROL_UNAUTHORIZED: 'The sidecar control API was asked over TCP without its bearer secret (or with a wrong one), or its TCP access is off.',
   ERR_NOT_READY: 'The sidecar did not become ready in time.',
   ERR_USAGE: 'The command line is wrong; the message says how to call it.',
   ERR_NOT_FOUND: 'The named account, role or resource does not exist.',

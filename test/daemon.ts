@@ -8,9 +8,9 @@ import { Readable, Writable } from 'node:stream'
 import type { CliIo } from '../src/cli/command.js'
 import { loadConfig, type KeywayConfig } from '../src/config/index.js'
 import { quickStartSteps, runGateway, shownPath, startGateway } from '../src/daemon.js'
-import { PACKAGE_ROOT } from '../src/package.js'
+import { PACKAGE_ROOT, VERSION } from '../src/package.js'
 import { listen } from './helpers/net.js'
-import { createWorld } from './helpers/world.js'
+import { createWorld, packPolicyHere } from './helpers/world.js'
 
 const policy = { version: 1 as const, resources: [], roles: [], accounts: [] }
 
@@ -24,7 +24,7 @@ t.test('a gateway whose metrics port is taken fails to start and does not keep s
   const taken = await listen(t, (s) => s.destroy())
   const world = await createWorld(t, { policy })
   const config = loadConfig({ file: world.config.file, env: { KEYWAY_GATEWAY_METRICS: `127.0.0.1:${taken.port}`, KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0' } })
-  await t.rejects(startGateway(config, { logger: world.logger, clock: world.clock }), { code: 'ERR_PORT_IN_USE', message: /gateway\.metrics/ })
+  await t.rejects(startGateway(config, { logger: world.logger, clock: world.clock, packPolicy: packPolicyHere }), { code: 'ERR_PORT_IN_USE', message: /gateway\.metrics/ })
   const listening = await world.logs.waitFor((l) => l.event === 'gateway_listening')
   const tunnelPort = Number(String(listening.address).split(':')[1])
   await world.logs.waitFor((l) => l.event === 'gateway_closed')
@@ -105,4 +105,19 @@ t.test('quick start: the next steps go to a terminal only, and only while the de
   t.equal(await runGateway(config, later.io), 0)
   t.notMatch(later.out.join(''), 'services create', 'no command to create what exists')
   t.same(quickStartSteps(config, later.io, true), [])
+})
+
+t.test('the gateway logs once which data path it uses and exposes keyway_build_info; forward.nodeInternals: off switches the fast path off', async (t) => {
+  const world = await createWorld(t, { policy })
+  for (const setting of ['on', 'off'] as const) {
+    const config = loadConfig({ file: world.config.file, env: { KEYWAY_FORWARD_NODE_INTERNALS: setting, KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0', KEYWAY_GATEWAY_METRICS: '' } })
+    const running = await startGateway(config, { logger: world.logger, clock: world.clock })
+    const fast = setting === 'on'
+    const line = await world.logs.waitFor((l) => l.event === 'data_path' && l.fast_path === fast)
+    t.match(line, { node_version: process.version, fast_path: fast }, `one data_path line (${setting})`)
+    if (!fast) t.match(line.reason, /switched off/)
+    const text = await running.registry.metrics()
+    t.match(text, `keyway_build_info{version="${VERSION}",node_version="${process.version}",fast_path="${fast}"} 1`, `keyway_build_info (${setting})`)
+    await running.close()
+  }
 })

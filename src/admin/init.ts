@@ -1,5 +1,5 @@
 import { constants as fsConstants, copyFileSync, mkdirSync } from 'node:fs'
-import { lstat, mkdir, open, readFile, unlink } from 'node:fs/promises'
+import { chmod, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -216,16 +216,30 @@ async function exists(path: string): Promise<boolean> {
 
 async function mkdirOrFail(dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true })
+    await mkdirPrivate(dir)
   } catch (err) {
     throw new KeywayError('ERR_CONFIG_IO', `cannot create folder ${dir}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/**
+ * Creates `dir` and its missing parents with mode 0700 whatever the umask
+ * (they hold keys); folders that already exist are left as they are.
+ */
+async function mkdirPrivate(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o700 })
+  if (first === undefined) return
+  // The umask may have narrowed the mode (never widened it): set it exactly on each folder made.
+  for (let at = resolve(dir); ; at = dirname(at)) {
+    await chmod(at, 0o700)
+    if (at === resolve(first) || dirname(at) === at) break
   }
 }
 
 /** Creates `path` with `content` and `mode`, never replacing a file; false when it already exists. */
 async function writeNew(path: string, content: string, mode: number): Promise<boolean> {
   try {
-    await mkdir(dirname(path), { recursive: true })
+    await mkdirPrivate(dirname(path))
     const fh = await open(path, 'wx', mode)
     try {
       await fh.writeFile(content, 'utf8')

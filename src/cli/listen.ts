@@ -2,7 +2,7 @@ import { loadConfig } from '../config/index.js'
 import { runSidecar } from '../daemon.js'
 import { parseCommandArgs, type CliIo, type Command } from './command.js'
 
-const USAGE = `Usage: keyway listen [--config FILE] [--gateway HOST:PORT[,HOST:PORT...]] [--ca FILE] [--token-file FILE] [--control HOST:PORT] [--log-level LEVEL]
+const USAGE = `Usage: keyway listen [--config FILE] [--gateway HOST:PORT[,HOST:PORT...]] [--ca FILE] [--token-file FILE] [--runtime-dir DIR] [--control HOST:PORT] [--log-level LEVEL]
 
 Runs the sidecar: fetches the resources granted to the service token, binds
 them on 127.0.0.1 (their override ports with port overrides; all of them at
@@ -21,7 +21,11 @@ Options:
   --gateway LIST      gateways to try in order (sidecar.gateways, KEYWAY_GATEWAY)
   --ca FILE           CA certificate of the gateways (sidecar.ca, KEYWAY_CA)
   --token-file FILE   file holding the service token; wins over KEYWAY_TOKEN, KEYWAY_TOKEN_FILE and sidecar.tokenFile
-  --control HOST:PORT control endpoint, loopback only (sidecar.control, KEYWAY_CONTROL; default 127.0.0.1:7070)
+  --runtime-dir DIR   private directory of the control socket (sidecar.runtimeDir,
+                      KEYWAY_SIDECAR_RUNTIME_DIR; default $XDG_RUNTIME_DIR/keyway,
+                      else /run/keyway, else $TMPDIR/keyway-<uid>); made mode 0700
+  --control HOST:PORT /healthz, /readyz and /metrics, loopback only (sidecar.control,
+                      KEYWAY_CONTROL; default 127.0.0.1:7070)
   --log-level LEVEL   fatal, error, warn, info, debug, trace, silent (log.level, KEYWAY_LOG_LEVEL)`
 
 const OPTIONS = {
@@ -29,6 +33,7 @@ const OPTIONS = {
   ca: { type: 'string' },
   'token-file': { type: 'string' },
   control: { type: 'string' },
+  'runtime-dir': { type: 'string' },
   'log-level': { type: 'string' },
 } as const
 
@@ -47,6 +52,7 @@ export const command: Command = {
         'sidecar.ca': values.ca,
         'sidecar.tokenFile': values['token-file'],
         'sidecar.control': values.control,
+        'sidecar.runtimeDir': values['runtime-dir'],
         'log.level': values['log-level'],
       },
     })

@@ -1,7 +1,7 @@
-import { ControlClient, resolveControlAddress, type SidecarSnapshot } from '../sidecar/index.js'
+import { ControlClient, resolveControlEndpoint, type SidecarSnapshot } from '../sidecar/index.js'
 import { expectPositionals, formatTable, parseCommandArgs, println, type CliIo, type Command } from './command.js'
 
-const USAGE = `Usage: keyway status [--json] [--control HOST:PORT] [--config FILE]
+const USAGE = `Usage: keyway status [--json] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
 Shows the running sidecar's resources: NAME KIND TYPE ADDRESS STATE, where
 STATE is "bound", "not connected" or "error: CODE"; when a resource is not
@@ -13,11 +13,17 @@ account, token, readiness, resources with reason and fix) as JSON.
 
 Options:
   --json              print JSON
-  --control HOST:PORT the sidecar's control endpoint (KEYWAY_CONTROL, sidecar.control; default 127.0.0.1:7070)`
+  --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
+                      (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
+                      $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
+  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
+                      control API there needs sidecar.controlTcp and the secret in
+                      DIR/control.token, read automatically`
 
 const OPTIONS = {
   json: { type: 'boolean' },
   control: { type: 'string' },
+  'runtime-dir': { type: 'string' },
 } as const
 
 /** `keyway status`: the running sidecar's resources, like `sdm status`. */
@@ -28,7 +34,7 @@ export const command: Command = {
   async run(args: string[], io: CliIo): Promise<number> {
     const { values, positionals } = parseCommandArgs(args, OPTIONS, USAGE)
     expectPositionals(positionals, 0, USAGE)
-    const address = resolveControlAddress({ file: values.config, control: values.control, env: io.env })
+    const address = resolveControlEndpoint({ file: values.config, control: values.control, runtimeDir: values['runtime-dir'], env: io.env })
     const snapshot = await new ControlClient(address).status()
     if (values.json) {
       println(io.stdout, JSON.stringify(snapshot, null, 2))

@@ -1,9 +1,9 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import { isKeywayError, KeywayError } from '../errors.js'
-import { ControlClient, resolveControlAddress } from '../sidecar/index.js'
+import { ControlClient, resolveControlEndpoint } from '../sidecar/index.js'
 import { expectPositionals, parseCommandArgs, type CliIo, type Command } from './command.js'
 
-const USAGE = `Usage: keyway wait [--timeout SECONDS] [--control HOST:PORT] [--config FILE]
+const USAGE = `Usage: keyway wait [--timeout SECONDS] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
 Waits until the running sidecar is ready (its /readyz answers 200: the gateway
 answered and every auto-connect resource is bound), then exits 0. Meant for a
@@ -12,11 +12,17 @@ up yet is retried. Not ready in time: ERR_NOT_READY, exit 1.
 
 Options:
   --timeout SECONDS   give up after this long (default 30; decimals allowed)
-  --control HOST:PORT the sidecar's control endpoint (KEYWAY_CONTROL, sidecar.control; default 127.0.0.1:7070)`
+  --runtime-dir DIR   the sidecar's runtime directory, where its control socket is
+                      (sidecar.runtimeDir, KEYWAY_SIDECAR_RUNTIME_DIR; default
+                      $XDG_RUNTIME_DIR/keyway, else /run/keyway, else $TMPDIR/keyway-<uid>)
+  --control HOST:PORT use this loopback TCP endpoint instead of the socket; the
+                      control API there needs sidecar.controlTcp and the secret in
+                      DIR/control.token, read automatically`
 
 const OPTIONS = {
   timeout: { type: 'string' },
   control: { type: 'string' },
+  'runtime-dir': { type: 'string' },
 } as const
 
 const POLL_MS = 200
@@ -33,7 +39,7 @@ export const command: Command = {
     if (values.timeout !== undefined && (!/^\d+(\.\d+)?$/.test(values.timeout.trim()) || !Number.isFinite(seconds))) {
       throw new KeywayError('ERR_USAGE', `--timeout takes a number of seconds, not "${values.timeout}"\n${USAGE}`)
     }
-    const address = resolveControlAddress({ file: values.config, control: values.control, env: io.env })
+    const address = resolveControlEndpoint({ file: values.config, control: values.control, runtimeDir: values['runtime-dir'], env: io.env })
     const timeoutMs = seconds * 1000
     const deadline = Date.now() + timeoutMs
     const client = new ControlClient(address, { timeoutMs: Math.max(100, Math.min(2_000, timeoutMs)) })

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { parseDuration } from '../clock.js'
 import { parseAddressList, parseHostPort, type HostPort } from '../net/index.js'
+import { DEFAULT_POLICY_LIMITS } from '../policy/index.js'
 
 const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v
@@ -44,6 +45,20 @@ export const configSchema = z.strictObject({
   bootstrap: z.boolean().default(false),
   /** With bootstrap: the policy copied to `policy` when that file is missing (the development policy lives in `state`). */
   bootstrapPolicy: z.string().default(''),
+  /** A policy over any of these is refused (ERR_POLICY_TOO_LARGE); the gateway keeps its last good one. */
+  policyLimits: z
+    .strictObject({
+      /** Size of the policy file, bytes. */
+      maxBytes: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxBytes),
+      maxAccounts: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxAccounts),
+      maxRoles: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxRoles),
+      maxResources: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxResources),
+      /** Role grants plus account grants. */
+      maxGrants: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxGrants),
+      /** Token records of all accounts. */
+      maxTokens: z.number().int().positive().default(DEFAULT_POLICY_LIMITS.maxTokens),
+    })
+    .prefault({}),
   keys: z
     .strictObject({
       /** Private Ed25519 JWK that signs tokens (admin CLI, login). */
@@ -115,8 +130,16 @@ export const configSchema = z.strictObject({
       tokenFile: z.string().default(''),
       /** How long every gateway may refuse the token (forged, expired, revoked) with no new token before the sidecar exits. */
       tokenRefusalGrace: duration.default(60_000),
-      /** Local control endpoint: status, connect, /healthz, /readyz, /metrics. Loopback only. */
+      /** Loopback TCP endpoint of /healthz, /readyz and /metrics (and of the control API with `controlTcp`). Loopback only. */
       control: listenAddress.default({ host: '127.0.0.1', port: 7070 }),
+      /** Private directory of the control socket (and resource sockets); '' resolves $XDG_RUNTIME_DIR/keyway, /run/keyway, $TMPDIR/keyway-<uid>. */
+      runtimeDir: z.string().default(''),
+      /** Share the runtime directory with this group (name or gid): mode 0750, sockets 0660. '' keeps it private (0700). */
+      runtimeGroup: z.string().default(''),
+      /** Also answer the control API (/v1/*) on `control`, behind the bearer secret in <runtimeDir>/control.token. */
+      controlTcp: z.boolean().default(false),
+      /** Resources bound as Unix sockets in the runtime directory instead of 127.0.0.1 ports: names, or "*" for all. */
+      unixSockets: z.array(z.string().min(1)).default([]),
       /** How often to poll the gateway for grant changes. */
       syncInterval: duration.default(1_000),
       connectTimeout: duration.default(5_000),
@@ -125,6 +148,16 @@ export const configSchema = z.strictObject({
       drainGrace: duration.default(10_000),
       /** Carry tunnels as streams of one TLS connection per gateway (ALPN keyway/2). */
       multiplex: z.boolean().default(true),
+    })
+    .prefault({}),
+  forward: z
+    .strictObject({
+      /**
+       * `on`: the data path uses Node's internals where the start-up
+       * self-test finds they work (read-buffer/node-internals.ts); `off`:
+       * public APIs only, the way out after a Node upgrade that breaks them.
+       */
+      nodeInternals: z.enum(['on', 'off']).default('on'),
     })
     .prefault({}),
   log: z

@@ -1,6 +1,6 @@
 import * as net from 'node:net'
 import { KeywayError } from '../errors.js'
-import { readingSocket } from './read-buffer.js'
+import { readingSocket } from '../read-buffer/index.js'
 
 /**
  * Opens a connection to an upstream; injected wherever something dials so
@@ -24,7 +24,7 @@ function ignoreError(): void {}
 /**
  * Connects to `host:port` over TCP with `allowHalfOpen: true` and Nagle off,
  * ready for {@link forward}: the socket reads into reused buffers
- * (read-buffer.ts), which forward() uses and every other reader never sees.
+ * (read-buffer/read-buffer.ts), which forward() uses and every other reader never sees.
  *
  * - Not connected within `timeoutMs` (SYN unanswered, accept queue full), or
  *   the kernel's own ETIMEDOUT: `KeywayError('ERR_UPSTREAM_TIMEOUT')`.

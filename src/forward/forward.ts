@@ -2,7 +2,7 @@ import * as net from 'node:net'
 import { finished, type Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { COALESCE_MAX, COALESCE_MIN, Outbox } from './outbox.js'
-import { reclaimReadBuffers, releaseReadBuffer, setReadSink, trimReadBuffers, type ReadSink } from './read-buffer.js'
+import { reclaimReadBuffers, releaseReadBuffer, setReadSink, trimReadBuffers, type ReadSink } from '../read-buffer/index.js'
 
 /** Why a forwarding session ended. */
 export type ForwardReason =
@@ -554,7 +554,7 @@ class Session implements ForwardSession, ReadSink {
  *   `adoptAccepted()` or given `useReadBuffer()`, and a multiplexed stream
  *   (which lends views of its connection's read buffer), hand each read
  *   straight to the session; the buffer is reused once the write of it has
- *   completed (read-buffer.ts). Any other endpoint is read through its
+ *   completed (read-buffer/read-buffer.ts). Any other endpoint is read through its
  *   'data' events.
  * - Resets, EPIPE and similar end the session with reason `reset`; no error
  *   is ever thrown or left unhandled (an 'error' listener is attached first).

@@ -17,7 +17,7 @@ import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { handleMuxConnection } from './mux-tunnel.js'
 import { ProxyAcceptor } from './proxy-acceptor.js'
-import { handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
+import { answeredCode, handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
 const MAX_API_SOCKETS = 4_096
@@ -57,6 +57,8 @@ export interface GatewayOptions {
   passwordHashOf?: (accountId: string) => Promise<string | undefined>
   /** Failed logins' limiter; default a {@link LoginLimiter} on `clock`. */
   loginLimiter?: SignInLimiter
+  /** Multiplexed connections may read through Node's internals (start-up self-test passed, `forward.nodeInternals` on). Default true. */
+  nodeInternals?: boolean
 }
 
 /**
@@ -106,6 +108,7 @@ export class Gateway {
       clientOf: (socket) => this.#proxy.peerOf(socket).text,
       clock: options.clock,
       dial: options.dial,
+      nodeInternals: options.nodeInternals ?? true,
       closing: () => this.#closing,
       sockets: new Set(),
       streams: { count: 0 },
@@ -239,7 +242,8 @@ export class Gateway {
       { event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code },
       `access ended: ${code}`,
     )
-    session.forward.close(`revoked:${code}`, code)
+    // The log above keeps the real code; the client is told what any unreachable resource gets.
+    session.forward.close(`revoked:${code}`, answeredCode(code))
   }
 
   /**

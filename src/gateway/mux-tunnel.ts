@@ -4,7 +4,7 @@ import type { TimerHandle } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { MuxConnection, type MuxStream } from '../mux/index.js'
 import { HelloParser, type Hello } from '../protocol/index.js'
-import { admit, reportRefusal, type Opening, type TunnelContext } from './tunnel.js'
+import { admit, answeredCode, reportRefusal, type Opening, type TunnelContext } from './tunnel.js'
 
 /** TCP keepalive on multiplexed connections: a vanished sidecar frees its streams' slots. */
 const KEEPALIVE_MS = 30_000
@@ -54,6 +54,7 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
     role: 'server',
     maxControlPayload: ctx.settings.handshakeMaxBytes,
     clock: ctx.clock,
+    reuseReadBuffers: ctx.nodeInternals,
     onOpen: (stream, payload, size) => {
       clearIdle()
       stream.once('close', armIdle)
@@ -79,7 +80,7 @@ export function handleMuxConnection(socket: TLSSocket, ctx: TunnelContext, muxes
       if (answered) return
       answered = true
       reportRefusal(ctx, opening, code, logMessage, hello, token, account)
-      stream.refuse(code, message)
+      stream.refuse(answeredCode(code), message)
     }
     const opening: Opening = {
       client,

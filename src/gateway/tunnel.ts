@@ -37,6 +37,8 @@ export interface TunnelContext {
   readonly clientOf: (socket: Socket) => string
   readonly clock: Clock
   readonly dial: DialFunc
+  /** Multiplexed connections read into reused buffers through Node's internals (read-buffer/node-internals.ts). */
+  readonly nodeInternals: boolean
   /** True once the gateway stops accepting. */
   readonly closing: () => boolean
   /** Sockets of the tunnels accepted and not yet closed (handshaking, dialing or forwarding), and of multiplexed connections: the connection limit counts them, shutdown closes what the drain left. */
@@ -75,15 +77,24 @@ export interface Opening {
   /** True once the peer left or was answered: nothing to dial for. */
   settled(): boolean
   /**
-   * Answers `code`: counts, audits (`logMessage` may say more, for operators
-   * only; `account` when a refused token named one) and tells the peer.
-   * No-op once settled.
+   * Answers `code`: counts and audits it (`logMessage` may say more, for
+   * operators only; `account` when a refused token named one) and tells the
+   * peer {@link answeredCode}. No-op once settled.
    */
   refuse(code: ErrorCode, message: string, hello?: Hello, token?: VerifiedToken, logMessage?: string, account?: string): void
   /** Answers OK with the session id; returns the endpoint to forward. */
   accept(session: string): ForwardEndpoint
   /** Bytes that came with the request, delivered to the upstream first. */
   readonly initial: Buffer | undefined
+}
+
+/**
+ * The code a token holder is told for a refusal: `ERR_RESOURCE_UNKNOWN` is
+ * answered as `ERR_GRANT_DENIED`, so that a token cannot tell which resource
+ * names exist. The gateway's own log keeps the real code.
+ */
+export function answeredCode(code: ErrorCode): ErrorCode {
+  return code === 'ERR_RESOURCE_UNKNOWN' ? 'ERR_GRANT_DENIED' : code
 }
 
 /** Counts and audits a refused tunnel (rate-limited: {@link RefusalAudit}). */
@@ -130,7 +141,9 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     return refuse(e.code, e.message, hello, undefined, e.message, typeof named === 'string' ? named : undefined)
   }
   const decision = ctx.policy().decide(token.accountId, hello.resource, ctx.clock.now())
-  if (!decision.allow) return refuse(decision.code, `access to "${hello.resource}" denied: ${decision.code}`, hello, token)
+  if (!decision.allow) {
+    return refuse(decision.code, `access to "${hello.resource}" denied: ${answeredCode(decision.code)}`, hello, token, `access to "${hello.resource}" denied: ${decision.code}`)
+  }
   // Sessions being dialled count too: a burst of concurrent tunnels must not all pass the check.
   const account = token.accountId
   if (ctx.sessions.countFor(account) + (ctx.dialing.get(account) ?? 0) >= ctx.settings.maxConnectionsPerAccount) {
@@ -172,7 +185,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
   if (late) {
     upstream.destroy()
-    return refuse(late, `access to "${hello.resource}" ended: ${late}`, hello, token)
+    return refuse(late, `access to "${hello.resource}" ended: ${answeredCode(late)}`, hello, token, `access to "${hello.resource}" ended: ${late}`)
   }
   const peer = opening.accept(session.id)
   ctx.metrics.handshakeSeconds.observe(Number(process.hrtime.bigint() - opening.startedAt) / 1e9)
@@ -245,7 +258,7 @@ export function handleTunnel(socket: TLSSocket, ctx: TunnelContext): void {
     if (socket.destroyed) return
     // Stop reading: a refused peer may keep sending, and nothing it sends matters now.
     socket.pause()
-    socket.end(encodeReply({ ok: false, code, message }), () => socket.destroy())
+    socket.end(encodeReply({ ok: false, code: answeredCode(code), message }), () => socket.destroy())
     socket.setTimeout(1_000, () => socket.destroy())
   }
 

@@ -2,13 +2,14 @@ import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { KeywayError } from '../errors.js'
-import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../forward/index.js'
+import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../read-buffer/index.js'
 import {
   decodeProblem,
   encodeFrame,
   encodeProblem,
   FRAME_HEADER,
   FrameType,
+  MAX_DATA_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_FRAME_TYPE,
   writeHeader,
@@ -41,7 +42,9 @@ export interface MuxConnectionOptions {
   /**
    * Read the socket (a `net.Socket` or `tls.TLSSocket`) into reused buffers
    * and lend DATA payloads to the streams' forward() sessions, instead of a
-   * new buffer per read (per TLS record). Default true.
+   * new buffer per read (per TLS record). On a TLS socket this goes through
+   * Node's internals (read-buffer/node-internals.ts): false with the
+   * `forward.nodeInternals: off` switch. Default true.
    */
   reuseReadBuffers?: boolean
 }
@@ -82,7 +85,7 @@ const SLAB_IDLE_MS = 1_000
  * small streams share TLS records and system calls; a bulk DATA frame
  * (32-64 KiB, built in a reused buffer) goes in a write of its own. The
  * socket is read into reused buffers and DATA payloads are lent to the
- * streams' readers without a copy (forward/read-buffer.ts).
+ * streams' readers without a copy (read-buffer/read-buffer.ts).
  *
  * Nothing the peer sends can throw out of here: a frame that breaks a rule
  * ends the connection with GOAWAY `ERR_PROTOCOL_VIOLATION` and resets its
@@ -411,6 +414,8 @@ export class MuxConnection implements StreamOwner {
     this.#type = type
     this.#stream = id
     if (type === FrameType.DATA) {
+      // Refused for its size before any credit is counted: a peer cannot make the receiver take it in first.
+      if (size > MAX_DATA_PAYLOAD) return this.#fail(`DATA frame of ${size} bytes exceeds the maximum of ${MAX_DATA_PAYLOAD}`)
       this.#dataTarget = this.#streams.get(id)
       if (this.#dataTarget === undefined && !this.#known(id)) return this.#fail(`DATA on stream ${id}, never opened`)
       if (size === 0) return true

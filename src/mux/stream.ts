@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream'
-import { MAX_READ_BUFFER, type LendingSource, type ReadSink } from '../forward/index.js'
+import { MAX_READ_BUFFER, type LendingSource, type ReadSink } from '../read-buffer/index.js'
 import { INITIAL_WINDOW, MAX_DATA_PAYLOAD } from './frame.js'
 
 /** What a stream needs from its connection (implemented by MuxConnection). */

@@ -11,6 +11,8 @@ export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Pro
 export interface ObservabilityServerOptions {
   host: string
   port: number
+  /** Listen on this Unix socket instead of host:port. */
+  path?: string
   registry: Registry
   logger: Logger
   /** Readiness: undefined when ready, else the reason it is not. */
@@ -65,11 +67,11 @@ export class ObservabilityServer {
     this.#server.keepAliveTimeout = 5_000
   }
 
-  /** Listens; rejects with the listen error (EADDRINUSE…). */
+  /** Listens; rejects with the listen error (EADDRINUSE…). On a Unix socket the address is `{address: path, port: 0}`. */
   async start(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
-        const at = `${this.#options.host}:${this.#options.port}`
+        const at = this.#options.path ?? `${this.#options.host}:${this.#options.port}`
         reject(
           err.code === 'EADDRINUSE'
             ? new KeywayError('ERR_PORT_IN_USE', `cannot listen on ${at} (${this.#options.setting ?? 'metrics'}): the port is already in use`, { cause: err })
@@ -77,13 +79,15 @@ export class ObservabilityServer {
         )
       }
       this.#server.once('error', onError)
-      this.#server.listen({ host: this.#options.host, port: this.#options.port }, () => {
+      const where = this.#options.path === undefined ? { host: this.#options.host, port: this.#options.port } : { path: this.#options.path }
+      this.#server.listen(where, () => {
         this.#server.off('error', onError)
         this.#server.on('error', (err) => this.#options.logger.error({ event: 'http_error', err }, 'observability server error'))
         resolve()
       })
     })
-    return this.#server.address() as AddressInfo
+    const bound = this.#server.address()
+    return typeof bound === 'string' ? { address: bound, family: 'unix', port: 0 } : (bound as AddressInfo)
   }
 
   /** The bound address. */

@@ -1,8 +1,10 @@
-import { readFile } from 'node:fs/promises'
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { DocumentError, KeywayError, toKeywayError, type Problem } from '../errors.js'
-import { compilePolicyText } from './compile.js'
+import { assemblePolicy } from './assemble.js'
+import { DEFAULT_POLICY_LIMITS, type PolicyLimits } from './limits.js'
+import type { PackedPolicy } from './pack.js'
+import { packPolicyFile, type PackFileOptions } from './pack-file.js'
 import type { CompiledPolicy } from './types.js'
 
 /** What a reload did. */
@@ -20,11 +22,27 @@ export interface PolicyStoreOptions {
   debounceMs?: number
   /** Errors of observers and of the file watcher (log them); reloading goes on. */
   onError?: (err: unknown) => void
+  /** A policy over these is refused with `ERR_POLICY_TOO_LARGE`. Default {@link DEFAULT_POLICY_LIMITS}. */
+  limits?: PolicyLimits
+  /** Longest stretch, ms, that wrapping a new policy holds the event loop before letting it turn. Default 4. */
+  sliceMs?: number
+  /**
+   * Reads and packs the file. Default `packPolicyFile` (on a worker thread);
+   * tests of what the store does with the result may pass `packPolicyFileHere`
+   * wrapped in a promise (same steps, this thread).
+   */
+  pack?: (file: string, options: PackFileOptions) => Promise<PackedPolicy>
 }
 
 /**
  * Holds the current compiled policy and reloads it from its file on demand
- * and on change. A broken file never replaces the last good policy.
+ * and on change. A broken file, or one over its limits, never replaces the
+ * last good policy.
+ *
+ * Loading never holds the event loop for long: a worker thread reads,
+ * parses, validates and packs the file (`packPolicyFile`), and the packed
+ * policy is wrapped here in slices of a few milliseconds (`assemblePolicy`).
+ * The first load takes the same path.
  */
 export class PolicyStore {
   readonly #options: PolicyStoreOptions
@@ -36,6 +54,7 @@ export class PolicyStore {
   #reloading: Promise<ReloadResult> | undefined
   #queued: Promise<ReloadResult> | undefined
   #generation = 0
+  readonly #abort = new AbortController()
 
   constructor(options: PolicyStoreOptions) {
     this.#options = options
@@ -87,15 +106,13 @@ export class PolicyStore {
   async #reloadOnce(): Promise<ReloadResult> {
     let result: ReloadResult
     try {
-      let text: string
-      try {
-        text = await readFile(this.#options.file, 'utf8')
-      } catch (err) {
-        throw new KeywayError('ERR_POLICY_IO', `cannot read policy ${this.#options.file}: ${(err as Error).message}`, { cause: err })
-      }
-      const compiled = compilePolicyText(text, this.#options.file, this.#generation + 1)
-      const changed = compiled.digest !== this.#current?.digest
+      const packed = await (this.#options.pack ?? packPolicyFile)(this.#options.file, {
+        limits: this.#options.limits ?? DEFAULT_POLICY_LIMITS,
+        signal: this.#abort.signal,
+      })
+      const changed = packed.digest !== this.#current?.digest
       if (changed) {
+        const compiled = await assemblePolicy(packed, this.#generation + 1, this.#options.sliceMs)
         this.#generation++
         this.#current = compiled
       }
@@ -150,8 +167,9 @@ export class PolicyStore {
     }
   }
 
-  /** Stops watching. Idempotent. */
+  /** Stops watching and ends a reload under way (it fails; the current policy stays). Idempotent. */
   close(): void {
+    this.#abort.abort()
     clearTimeout(this.#debounce)
     this.#watcher?.close()
     this.#watcher = undefined

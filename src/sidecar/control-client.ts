@@ -1,9 +1,22 @@
+import { readFileSync } from 'node:fs'
 import * as http from 'node:http'
+import { join } from 'node:path'
 import { loadConfig } from '../config/index.js'
 import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
 import { CONTROL_PATHS } from './control.js'
+import { CONTROL_SOCKET, CONTROL_TOKEN_FILE, resolveRuntimeDir } from './runtime-dir.js'
 import type { ConnectResult, SidecarSnapshot } from './sidecar.js'
+
+/**
+ * Where a command finds the sidecar's control API: its Unix socket, or loopback
+ * TCP with the bearer secret (when one could be read).
+ */
+export type ControlEndpoint = { kind: 'unix'; path: string } | { kind: 'tcp'; address: HostPort; bearer?: string | undefined }
+
+function describe(endpoint: ControlEndpoint): string {
+  return endpoint.kind === 'unix' ? endpoint.path : formatHostPort(endpoint.address)
+}
 
 /** Options of {@link ControlClient}. */
 export interface ControlClientOptions {
@@ -24,11 +37,12 @@ export interface Readiness {
  * `ERR_SIDECAR_UNREACHABLE`; an error answer rejects with its code.
  */
 export class ControlClient {
-  readonly #address: HostPort
+  readonly #endpoint: ControlEndpoint
   readonly #timeoutMs: number
 
-  constructor(address: HostPort, options: ControlClientOptions = {}) {
-    this.#address = address
+  /** `endpoint` may be a bare `host:port` (TCP without a bearer). */
+  constructor(endpoint: ControlEndpoint | HostPort, options: ControlClientOptions = {}) {
+    this.#endpoint = 'kind' in endpoint ? endpoint : { kind: 'tcp', address: endpoint }
     this.#timeoutMs = options.timeoutMs ?? 5_000
   }
 
@@ -55,24 +69,26 @@ export class ControlClient {
   }
 
   #call(method: string, path: string, body?: unknown, accept: number[] = []): Promise<{ status: number; body: unknown }> {
-    const where = formatHostPort(this.#address)
+    const endpoint = this.#endpoint
+    const where = describe(endpoint)
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), 'utf8')
+    const headers: Record<string, string> = payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}
+    if (endpoint.kind === 'tcp' && endpoint.bearer !== undefined) headers.authorization = `Bearer ${endpoint.bearer}`
     return new Promise((resolve, reject) => {
       const req = http.request({
-        host: this.#address.host,
-        port: this.#address.port,
+        ...(endpoint.kind === 'unix' ? { socketPath: endpoint.path, host: 'localhost' } : { host: endpoint.address.host, port: endpoint.address.port }),
         method,
         path,
         // A fresh connection each time: a command must exit as soon as it is done.
         agent: false,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {},
+        headers,
       })
       req.setTimeout(this.#timeoutMs, () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)))
       req.on('error', (err: NodeJS.ErrnoException) => {
         reject(
           new KeywayError(
             'ERR_SIDECAR_UNREACHABLE',
-            `cannot reach the sidecar control endpoint at ${where} (${err.code ?? err.message}): is "keyway listen" running there? (--control or KEYWAY_CONTROL)`,
+            `cannot reach the sidecar control endpoint at ${where} (${err.code ?? err.message}): is "keyway listen" running with the same runtime directory? (--runtime-dir, KEYWAY_SIDECAR_RUNTIME_DIR, XDG_RUNTIME_DIR; or --control HOST:PORT for TCP)`,
             { cause: err, detail: { address: where } },
           ),
         )
@@ -104,10 +120,33 @@ export class ControlClient {
 }
 
 /**
- * The control endpoint a command talks to: `--control`, else KEYWAY_CONTROL,
- * else `sidecar.control` of the configuration (default 127.0.0.1:7070).
+ * The control endpoint a command talks to. The `--control HOST:PORT` flag
+ * picks loopback TCP (KEYWAY_CONTROL alone does not: it may be set for the
+ * sidecar's health port in the same container), with the bearer secret read from the
+ * runtime directory when it is there (`/readyz` needs none). Otherwise the
+ * Unix socket in the runtime directory, resolved as `keyway listen` resolves
+ * it: `--runtime-dir`, `sidecar.runtimeDir`, `$XDG_RUNTIME_DIR/keyway`,
+ * `/run/keyway`, `$TMPDIR/keyway-<uid>`.
  */
-export function resolveControlAddress(options: { file?: string | undefined; control?: string | undefined; env: Readonly<Record<string, string | undefined>> }): HostPort {
-  const config = loadConfig({ file: options.file, env: options.env, overrides: { 'sidecar.control': options.control } })
-  return config.sidecar.control
+export function resolveControlEndpoint(options: {
+  file?: string | undefined
+  control?: string | undefined
+  runtimeDir?: string | undefined
+  env: Readonly<Record<string, string | undefined>>
+}): ControlEndpoint {
+  const config = loadConfig({
+    file: options.file,
+    env: options.env,
+    overrides: { 'sidecar.control': options.control, 'sidecar.runtimeDir': options.runtimeDir },
+  })
+  const dir = resolveRuntimeDir(config.sidecar.runtimeDir, options.env)
+  const tcp = options.control !== undefined
+  if (!tcp) return { kind: 'unix', path: join(dir, CONTROL_SOCKET) }
+  let bearer: string | undefined
+  try {
+    bearer = readFileSync(join(dir, CONTROL_TOKEN_FILE), 'utf8').trim() || undefined
+  } catch {
+    // No secret here: the TCP control API is off or belongs to another user; /readyz still answers.
+  }
+  return { kind: 'tcp', address: config.sidecar.control, bearer }
 }

@@ -1,10 +1,15 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { chmod, chown, unlink } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
 import { ObservabilityServer, readJson, sendJson, type Route } from '../observe/index.js'
 import { assertLoopback, isLoopbackHostHeader } from './loopback.js'
+import { CONTROL_SOCKET, CONTROL_TOKEN_FILE, ensureRuntimeDir, prepareSocketPath, writeSecretFile } from './runtime-dir.js'
 import type { ConnectResult, SidecarSnapshot } from './sidecar.js'
 
 /** HTTP paths of the sidecar's control API (besides /healthz, /readyz, /metrics). */
@@ -24,6 +29,7 @@ export interface ControlTarget {
 
 const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   ERR_USAGE: 400,
+  ERR_CONTROL_UNAUTHORIZED: 401,
   ERR_GRANT_DENIED: 404,
   ERR_NOT_CONNECTED: 409,
   ERR_PORT_IN_USE: 409,
@@ -53,13 +59,38 @@ async function readResource(req: IncomingMessage): Promise<string> {
 }
 
 /**
+ * Who may use the control API on a listener: anyone who can connect (the
+ * Unix socket, guarded by its directory's mode), a caller with the bearer
+ * secret (TCP with `sidecar.controlTcp`), or nobody (TCP by default).
+ */
+export type ControlAccess = { kind: 'open' } | { kind: 'bearer'; secret: string } | { kind: 'closed'; socket: string }
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest()
+}
+
+/** Why `req` may not use the control API under `access`, or undefined when it may. */
+function refusal(req: IncomingMessage, access: ControlAccess): string | undefined {
+  if (access.kind === 'open') return undefined
+  if (access.kind === 'closed') {
+    return `the control API listens on the Unix socket ${access.socket}, not on TCP (sidecar.controlTcp enables it here, behind a bearer secret)`
+  }
+  const header = req.headers.authorization ?? ''
+  const presented = /^Bearer +(\S+)\s*$/i.exec(header)?.[1]
+  // Digests make the comparison constant-time whatever the length presented.
+  if (presented !== undefined && timingSafeEqual(digest(presented), digest(access.secret))) return undefined
+  return `the TCP control API needs "Authorization: Bearer <secret>" with the secret the sidecar wrote to ${CONTROL_TOKEN_FILE} in its runtime directory`
+}
+
+/**
  * The control API as routes for an {@link ObservabilityServer}:
  * `GET /v1/status`, `POST /v1/connect {resource}` → `{resource, localAddress}`,
  * `POST /v1/disconnect {resource}` → `{resource}`. Errors are
  * `{code, message}`. Requests whose Host header is not a loopback name are
- * refused (DNS rebinding).
+ * refused (DNS rebinding); anything under `/v1/` that `access` does not allow
+ * is 401 `ERR_CONTROL_UNAUTHORIZED`.
  */
-export function controlRoutes(target: ControlTarget): Route[] {
+export function controlRoutes(target: ControlTarget, access: ControlAccess = { kind: 'open' }): Route[] {
   return [
     async (req, res, url) => {
       if (!isLoopbackHostHeader(req.headers.host)) {
@@ -67,6 +98,13 @@ export function controlRoutes(target: ControlTarget): Route[] {
         return true
       }
       const path = url.pathname
+      if (path.startsWith('/v1/')) {
+        const refused = refusal(req, access)
+        if (refused !== undefined) {
+          sendJson(res, 401, { code: 'ERR_CONTROL_UNAUTHORIZED', message: refused }, { 'www-authenticate': 'Bearer' })
+          return true
+        }
+      }
       if (path !== CONTROL_PATHS.status && path !== CONTROL_PATHS.connect && path !== CONTROL_PATHS.disconnect) return false
       const method = path === CONTROL_PATHS.status ? 'GET' : 'POST'
       if (req.method !== method && !(method === 'GET' && req.method === 'HEAD')) {
@@ -87,39 +125,105 @@ export function controlRoutes(target: ControlTarget): Route[] {
 
 /** Options of {@link startControlServer}. */
 export interface ControlServerOptions {
-  /** `sidecar.control`; must be loopback. Port 0 picks a free port. */
+  /** `sidecar.control`: loopback TCP for /healthz, /readyz, /metrics. Port 0 picks a free port. */
   address: HostPort
+  /** The runtime directory (resolved `sidecar.runtimeDir`): made private, holds `control.sock`. */
+  runtimeDir: string
+  /** `sidecar.runtimeGroup` as a gid: the directory is 0750 with this group and the socket 0660. */
+  gid?: number | undefined
+  /** `sidecar.controlTcp`: the control API on `address` too, behind a bearer secret in `control.token`. */
+  controlTcp?: boolean
   target: ControlTarget
   registry: Registry
   logger: Logger
 }
 
 /**
- * Starts the control endpoint: the control API plus /healthz, /readyz
- * (503 with the reason until {@link ControlTarget.ready}) and /metrics.
- * Refuses a non-loopback address (`ERR_CONFIG_INVALID`); a taken port is
- * `ERR_PORT_IN_USE`.
+ * The sidecar's control endpoints: the control API on a Unix socket in the
+ * runtime directory, and /healthz, /readyz, /metrics on loopback TCP (with
+ * the control API there only behind a bearer secret).
  */
-export async function startControlServer(options: ControlServerOptions): Promise<ObservabilityServer> {
+export class ControlServer {
+  /** Path of the control API's Unix socket. */
+  readonly socketPath: string
+  /** Path of the bearer secret, when the TCP control API is on. */
+  readonly tokenFile: string | undefined
+  readonly #unix: ObservabilityServer
+  readonly #tcp: ObservabilityServer
+  #closing: Promise<void> | undefined
+
+  /** @internal built by {@link startControlServer} */
+  constructor(socketPath: string, tokenFile: string | undefined, unix: ObservabilityServer, tcp: ObservabilityServer) {
+    this.socketPath = socketPath
+    this.tokenFile = tokenFile
+    this.#unix = unix
+    this.#tcp = tcp
+  }
+
+  /** The bound TCP address. */
+  address(): AddressInfo | undefined {
+    return this.#tcp.address()
+  }
+
+  /** Stops both listeners and removes the socket and the secret. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.all([this.#unix.close(), this.#tcp.close()])
+      await unlink(this.socketPath).catch(() => undefined)
+      if (this.tokenFile !== undefined) await unlink(this.tokenFile).catch(() => undefined)
+    })()
+    return this.#closing
+  }
+}
+
+/**
+ * Starts the control endpoints. The runtime directory is made private
+ * before the socket listens in it (a mode set on a socket after listen()
+ * would leave a window). Refuses a non-loopback TCP address and an unsafe
+ * runtime directory (`ERR_CONFIG_INVALID`); a taken port or a live socket
+ * is `ERR_PORT_IN_USE`.
+ */
+export async function startControlServer(options: ControlServerOptions): Promise<ControlServer> {
   assertLoopback(options.address.host, 'sidecar.control')
-  const server = new ObservabilityServer({
-    host: options.address.host,
-    port: options.address.port,
-    registry: options.registry,
-    logger: options.logger,
-    ready: () => options.target.ready(),
-    routes: controlRoutes(options.target),
-    setting: 'sidecar.control (the sidecar control endpoint)',
+  await ensureRuntimeDir(options.runtimeDir, options.gid)
+  const socketPath = join(options.runtimeDir, CONTROL_SOCKET)
+  await prepareSocketPath(socketPath, 'the sidecar control socket')
+  const tokenFile = options.controlTcp === true ? join(options.runtimeDir, CONTROL_TOKEN_FILE) : undefined
+  const common = { registry: options.registry, logger: options.logger, ready: () => options.target.ready() }
+  const unix = new ObservabilityServer({
+    ...common,
+    host: '',
+    port: 0,
+    path: socketPath,
+    routes: controlRoutes(options.target, { kind: 'open' }),
+    setting: 'the sidecar control socket (sidecar.runtimeDir)',
   })
+  let tcp: ObservabilityServer | undefined
+  let listening = false
   try {
-    const bound = await server.start()
+    await unix.start()
+    listening = true
+    // The directory already keeps others out; group and mode let the group in when it is shared.
+    if (options.gid !== undefined) await chown(socketPath, -1, options.gid)
+    await chmod(socketPath, options.gid === undefined ? 0o600 : 0o660)
+    const access: ControlAccess = tokenFile === undefined ? { kind: 'closed', socket: socketPath } : { kind: 'bearer', secret: await writeSecretFile(tokenFile) }
+    tcp = new ObservabilityServer({
+      ...common,
+      host: options.address.host,
+      port: options.address.port,
+      routes: controlRoutes(options.target, access),
+      setting: 'sidecar.control (the sidecar control endpoint)',
+    })
+    const bound = await tcp.start()
     options.logger.info(
-      { event: 'control_listening', address: formatHostPort({ host: bound.address, port: bound.port }) },
-      `control endpoint on ${formatHostPort({ host: bound.address, port: bound.port })}`,
+      { event: 'control_listening', address: formatHostPort({ host: bound.address, port: bound.port }), socket: socketPath, control_tcp: tokenFile !== undefined },
+      `control API on ${socketPath}; health and metrics on ${formatHostPort({ host: bound.address, port: bound.port })}`,
     )
   } catch (err) {
-    await server.close()
+    await Promise.all([unix.close(), tcp?.close()])
+    if (listening) await unlink(socketPath).catch(() => undefined)
+    if (tokenFile !== undefined) await unlink(tokenFile).catch(() => undefined)
     throw err
   }
-  return server
+  return new ControlServer(socketPath, tokenFile, unix, tcp)
 }

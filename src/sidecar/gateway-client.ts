@@ -7,6 +7,7 @@ import { systemClock, type Clock } from '../clock.js'
 import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
 import type { ForwardEndpoint } from '../forward/index.js'
 import { ALPN_MUX, MuxConnection, type MuxStream } from '../mux/index.js'
+import { canSetTlsSession, setTlsSession } from '../read-buffer/index.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
 import { ALPN_HTTP, ALPN_TUNNEL, ReplyParser, encodeHello } from '../protocol/index.js'
 
@@ -59,6 +60,8 @@ export interface GatewayClientOptions {
    * per tunnel, as with false. Default true.
    */
   multiplex?: boolean
+  /** Use Node's internals (read-buffer/node-internals.ts) for the fast path; false: public APIs only. Default true. */
+  nodeInternals?: boolean
 }
 
 /** What the client knows about its gateways, for status and readiness. */
@@ -111,10 +114,6 @@ const EMPTY = Buffer.alloc(0)
 const MUX_KEEPALIVE_MS = 30_000
 /** A gateway that answered keyway/1 is offered keyway/2 again after this long (it may have been upgraded). */
 const V1_RECHECK_MS = 60_000
-
-/** `TLSSocket#setSession` (undocumented, present since Node 0.11; tls.connect() uses it). */
-type SessionSettable = tls.TLSSocket & { setSession(session: Buffer): void }
-const CAN_SET_SESSION = typeof (tls.TLSSocket.prototype as Partial<SessionSettable>).setSession === 'function'
 
 function ignoreError(): void {}
 
@@ -178,6 +177,9 @@ export class GatewayClient {
   #failures = 0
   #lastError: string | undefined
   #retryAt: number | undefined
+  readonly #nodeInternals: boolean
+  /** Offer resumed sessions through TLSSocket#setSession (node-internals.ts) rather than tls.connect's option. */
+  readonly #setSession: boolean
 
   constructor(options: GatewayClientOptions) {
     if (options.gateways.length === 0) throw new KeywayError('ERR_CONFIG_INVALID', 'sidecar.gateways must name at least one gateway')
@@ -193,6 +195,8 @@ export class GatewayClient {
     this.#backoffMax = options.backoffMaxMs ?? 1_500
     this.#resume = options.tlsSessionResumption ?? true
     this.#multiplex = options.multiplex ?? true
+    this.#nodeInternals = options.nodeInternals ?? true
+    this.#setSession = this.#nodeInternals && canSetTlsSession()
     this.#tunnelContext = tls.createSecureContext({ ca: this.#ca, minVersion: 'TLSv1.2' })
     this.#agent = new DialAgent({ keepAlive: true, maxSockets: 4, ca: this.#ca, ALPNProtocols: [ALPN_HTTP] }, this.#connectTls)
   }
@@ -313,6 +317,7 @@ export class GatewayClient {
       }
       const conn: MuxConnection = new MuxConnection(socket, {
         role: 'client',
+        reuseReadBuffers: this.#nodeInternals,
         onGoaway: (code, message) => {
           drop()
           this.#logger?.debug({ event: 'gateway_goaway', gateway: key, code }, message)
@@ -452,7 +457,15 @@ export class GatewayClient {
     // SNI must not carry an IP address (RFC 6066); the certificate check then
     // falls back to the host, which needs an IP subjectAltName.
     const servername = this.#servername ?? (isIP(gw.host) === 0 ? gw.host : undefined)
-    const options: tls.ConnectionOptions = { host: gw.host, port: gw.port, ca: this.#ca, minVersion: 'TLSv1.2' }
+    // Explicit, so that NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment cannot turn the checks off.
+    const options: tls.ConnectionOptions = {
+      host: gw.host,
+      port: gw.port,
+      ca: this.#ca,
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: true,
+      checkServerIdentity: tls.checkServerIdentity,
+    }
     if (servername !== undefined) options.servername = servername
     return options
   }
@@ -471,9 +484,9 @@ export class GatewayClient {
         // call setSession), and each parse decodes the gateway's certificate,
         // ~400 µs of CPU with OpenSSL 3. Set once before 'connect', so the
         // ClientHello offers it (what connect() itself does).
-        if (session !== undefined && !CAN_SET_SESSION) options.session = session
+        if (session !== undefined && !this.#setSession) options.session = session
         socket = this.#connectTls(options)
-        if (session !== undefined && CAN_SET_SESSION) (socket as SessionSettable).setSession(session)
+        if (session !== undefined && this.#setSession) setTlsSession(socket, session)
       } catch (err) {
         reject(new Unreachable((err as Error).message))
         return

@@ -25,7 +25,8 @@ export {
   type ApiResult,
   type ApiCallOptions,
 } from './gateway-client.js'
-export { startControlServer, controlRoutes, CONTROL_PATHS, type ControlServerOptions, type ControlTarget } from './control.js'
-export { ControlClient, resolveControlAddress, type ControlClientOptions, type Readiness } from './control-client.js'
+export { startControlServer, controlRoutes, ControlServer, CONTROL_PATHS, type ControlServerOptions, type ControlTarget, type ControlAccess } from './control.js'
+export { ControlClient, resolveControlEndpoint, type ControlEndpoint, type ControlClientOptions, type Readiness } from './control-client.js'
 export { createSidecarMetrics, type SidecarMetrics, type SessionResult, type SyncResult } from './metrics.js'
 export { assertLoopback, LOOPBACK_HOST } from './loopback.js'
+export { resolveRuntimeDir, resolveGroup, ensureRuntimeDir, CONTROL_SOCKET, CONTROL_TOKEN_FILE } from './runtime-dir.js'

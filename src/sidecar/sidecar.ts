@@ -1,16 +1,20 @@
+import { chmod, chown, unlink } from 'node:fs/promises'
 import * as net from 'node:net'
+import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Registry } from 'prom-client'
 import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
-import { adoptAccepted, forward, type ForwardSession } from '../forward/index.js'
+import { forward, type ForwardSession } from '../forward/index.js'
+import { adoptAccepted } from '../read-buffer/index.js'
 import { formatHostPort } from '../net/index.js'
 import { API_PATHS, type ApiResource, type ResourcesResponse, type WhoamiResponse } from '../protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayState, type Tunnel } from './gateway-client.js'
 import { LOOPBACK_HOST, assertLoopback } from './loopback.js'
 import { createSidecarMetrics, type SessionResult, type SidecarMetrics, type SyncResult } from './metrics.js'
+import { prepareSocketPath } from './runtime-dir.js'
 
 /** The `sidecar` section of the configuration. */
 export type SidecarConfig = KeywayConfig['sidecar']
@@ -45,6 +49,12 @@ export interface SidecarDeps {
    * should exit non-zero (a supervisor restarts it, an operator sees why).
    */
   onFatal?: (err: KeywayError) => void
+  /** The private runtime directory, made by the control server; needed when `config.unixSockets` names resources. */
+  runtimeDir?: string
+  /** The runtime directory's group when it is shared: resource sockets get it and mode 0660 (else 0600). */
+  runtimeGid?: number | undefined
+  /** The data path may use Node's internals (start-up self-test passed and `forward.nodeInternals` is on). Default true. */
+  nodeInternals?: boolean
 }
 
 /**
@@ -71,6 +81,15 @@ export interface TokenStatus {
   rotatedOut: boolean
   /** Set while every gateway refuses the token. */
   refused: { code: string; message: string; since: string; exitAt: string } | null
+}
+
+/**
+ * File name of a resource's Unix socket: `.s.PGSQL.<port>` for a PostgreSQL
+ * resource with a port (so `psql -h DIR -p PORT` finds it), else the name.
+ */
+export function socketNameOf(resource: Pick<ApiResource, 'name' | 'type'>, port: number): string {
+  if (resource.type === 'postgres' && port > 0) return `.s.PGSQL.${port}`
+  return `${resource.name.replace(/[^A-Za-z0-9._-]/g, '_')}.sock`
 }
 
 /** One row of {@link Sidecar.status}, like a line of `sdm status`. */
@@ -164,7 +183,10 @@ export class Sidecar {
   readonly #ownsClient: boolean
   readonly #logger: Logger
   readonly #clock: Clock
+  readonly #nodeInternals: boolean
   readonly #bindHost: string
+  readonly #runtimeDir: string | undefined
+  readonly #runtimeGid: number | undefined
   readonly #metrics: SidecarMetrics
   readonly #entries = new Map<string, Entry>()
   /** Resources bound by connect() (kept across syncs while granted). */
@@ -207,7 +229,13 @@ export class Sidecar {
     this.#logger = deps.logger
     this.#clock = deps.clock ?? systemClock
     this.#bindHost = deps.bindHost ?? LOOPBACK_HOST
+    this.#nodeInternals = deps.nodeInternals ?? true
     assertLoopback(this.#bindHost, 'the sidecar bind address')
+    this.#runtimeDir = deps.runtimeDir
+    this.#runtimeGid = deps.runtimeGid
+    if (deps.config.unixSockets.length > 0 && deps.runtimeDir === undefined) {
+      throw new KeywayError('ERR_CONFIG_INVALID', 'sidecar.unixSockets needs the runtime directory (sidecar.runtimeDir)')
+    }
     if (!deps.token) throw new KeywayError('ERR_TOKEN_MISSING', 'the sidecar needs a service token (KEYWAY_TOKEN or sidecar.tokenFile)')
     this.#tokenExp = decodeTokenClaims(deps.token).expiresAt
     this.#tokenOrigin = deps.tokenOrigin
@@ -222,6 +250,7 @@ export class Sidecar {
         servername: deps.config.servername,
         connectTimeoutMs: deps.config.connectTimeout,
         multiplex: deps.config.multiplex,
+        nodeInternals: deps.nodeInternals ?? true,
         clock: this.#clock,
         logger: deps.logger,
         ...(deps.connectTls ? { connectTls: deps.connectTls } : {}),
@@ -738,21 +767,35 @@ export class Sidecar {
     }
   }
 
+  #socketPath(resource: ApiResource, port: number): string | undefined {
+    const names = this.#config.unixSockets
+    if (this.#runtimeDir === undefined || !(names.includes('*') || names.includes(resource.name))) return undefined
+    return join(this.#runtimeDir, socketNameOf(resource, port))
+  }
+
   async #bind(entry: Entry, port: number): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(entry, socket))
+    const path = this.#socketPath(entry.resource, port)
     try {
+      if (path !== undefined) await prepareSocketPath(path, `resource "${entry.name}"`)
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen({ host: this.#bindHost, port, exclusive: true }, () => {
+        server.listen(path === undefined ? { host: this.#bindHost, port, exclusive: true } : { path, exclusive: true }, () => {
           server.off('error', reject)
           resolve()
         })
       })
+      // The runtime directory keeps others out; group and mode let its group in when it is shared.
+      if (path !== undefined && this.#runtimeGid !== undefined) await chown(path, -1, this.#runtimeGid)
+      if (path !== undefined) await chmod(path, this.#runtimeGid === undefined ? 0o600 : 0o660)
     } catch (err) {
+      if (server.listening) server.close()
       const code = (err as NodeJS.ErrnoException).code
-      const where = formatHostPort({ host: this.#bindHost, port })
+      const where = path ?? formatHostPort({ host: this.#bindHost, port })
       const e =
-        code === 'EADDRINUSE'
+        err instanceof KeywayError
+          ? err
+          : code === 'EADDRINUSE'
           ? new KeywayError('ERR_PORT_IN_USE', `cannot bind resource "${entry.name}" on ${where}: port ${port} is already in use`, {
               cause: err,
               detail: { resource: entry.name, port },
@@ -769,10 +812,10 @@ export class Sidecar {
       throw e
     }
     server.on('error', (err) => this.#logger.error({ event: 'listener_error', resource: entry.name, err }, 'local listener failed'))
-    const address = server.address() as net.AddressInfo
+    const address = server.address() as net.AddressInfo | string
     entry.server = server
     entry.requestedPort = port
-    entry.localAddress = formatHostPort({ host: address.address, port: address.port })
+    entry.localAddress = typeof address === 'string' ? address : formatHostPort({ host: address.address, port: address.port })
     entry.error = undefined
     this.#logger.info({ event: 'resource_bound', resource: entry.name, address: entry.localAddress }, `${entry.name} bound on ${entry.localAddress}`)
   }
@@ -781,6 +824,7 @@ export class Sidecar {
     if (entry.server) {
       // close() stops accepting at once; its callback would wait for live connections.
       entry.server.close()
+      if (entry.localAddress.startsWith('/')) void unlink(entry.localAddress).catch(noop)
       entry.server = undefined
       entry.requestedPort = undefined
       this.#logger.info(
@@ -800,7 +844,7 @@ export class Sidecar {
       accepted.destroy()
       return
     }
-    const local = adoptAccepted(accepted)
+    const local = this.#nodeInternals ? adoptAccepted(accepted) : accepted
     local.on('error', noop)
     entry.pending.add(local)
     const resource = entry.name

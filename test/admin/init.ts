@@ -1,5 +1,7 @@
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
+import { once } from 'node:events'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { adminContextFromConfig, createRole, createService, ensureDevState, initSetup, INIT_FILES, readPolicy } from '../../src/admin/index.js'
@@ -8,6 +10,7 @@ import { DEFAULT_CONFIG_FILE, loadConfig } from '../../src/config/index.js'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { compilePolicyText } from '../../src/policy/index.js'
 import { policyVerifier } from '../helpers/cli.js'
+import { KEYWAY_BIN } from '../helpers/processes.js'
 
 const certIsSignedBy = (certPem: string, caPem: string): boolean => new X509Certificate(certPem).verify(new X509Certificate(caPem).publicKey)
 
@@ -156,4 +159,32 @@ t.test('with bootstrap, the admin context creates missing development keys befor
   t.ok(existsSync(config.keys.signing) && existsSync(config.keys.jwks))
   const verifier = await policyVerifier({ jwksFile: config.keys.jwks, policyFile: config.policy }, clock, { issuer: 'keyway', audience: 'keyway' })
   t.ok(await verifier.verify(issued.token))
+})
+
+const modeOf = (path: string): number => statSync(path).mode & 0o777
+
+t.test('keyway init under umask 000: folders 0700, keys 0600, the rest as INIT_FILES says', async (t) => {
+  const dir = join(t.testdir(), 'made', 'here')
+  // A child, so that the umask is the process's own from its start, as a person's shell would set it.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `process.umask(0); await import(${JSON.stringify(KEYWAY_BIN)})`, '--', 'keyway', 'init', '--dir', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let err = ''
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+  child.stdout.resume()
+  const [code] = (await once(child, 'exit')) as [number | null]
+  t.equal(code, 0, err)
+  t.equal(modeOf(dir), 0o700, 'the folder')
+  t.equal(modeOf(join(dir, '..')), 0o700, 'and the parent it had to make')
+  for (const [name, mode] of Object.entries(INIT_FILES)) t.equal(modeOf(join(dir, name)), mode, `${name} ${mode.toString(8)}`)
+})
+
+t.test('the development state under umask 000: its folder 0700, keys 0600', async (t) => {
+  const { root, config } = defaultCopy(t)
+  const before = process.umask(0)
+  t.teardown(() => void process.umask(before))
+  await ensureDevState(config, { clock: new ManualClock(Date.now()) })
+  t.equal(modeOf(join(root, 'state')), 0o700)
+  for (const file of [config.keys.signing, config.gateway.tls.key, join(root, 'state/ca-key.pem')]) t.equal(modeOf(file), 0o600, file)
+  for (const file of [config.keys.jwks, config.gateway.tls.cert, config.sidecar.ca]) t.equal(modeOf(file), 0o644, file)
 })

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { PortInUseError, withPort } from '../helpers/ports.js'
+import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { cleanEnv, startDaemon, type Daemon } from '../helpers/processes.js'
 
 const exec = promisify(execFile)
@@ -83,7 +84,8 @@ t.test('npm start twice on the embedded default: the printed commands work as pr
     t.same(gateway.stderr().split('\n').filter((l) => l !== '' && !l.startsWith('{') && !l.startsWith('npm ')), [], "the gateway's stderr holds JSON log lines only")
     const [create, listen] = steps as [string, string]
     t.match(create, `--token-file '${join(clone, 'state/demo-job.token')}'`, 'absolute and quoted: the clone is outside the folder, with spaces')
-    const env = { KEYWAY_GATEWAY: `127.0.0.1:${port}`, KEYWAY_CONTROL: '127.0.0.1:0' }
+    // The sidecar's control socket in this attempt's own runtime folder, not the user's.
+    const env = { KEYWAY_GATEWAY: `127.0.0.1:${port}`, KEYWAY_CONTROL: '127.0.0.1:0', KEYWAY_SIDECAR_RUNTIME_DIR: tempRuntimeDir(t) }
 
     const made = await shell(create, home, env)
     t.equal(made.code, 0, made.stderr)

@@ -2,6 +2,7 @@ import t from 'tap'
 import { mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startDaemon } from '../helpers/processes.js'
+import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { pgClient, startStack } from '../helpers/stack.js'
 
 /** Writes `token` as a Kubernetes Secret volume does: a timestamped folder, swapped in by renaming the `..data` link. */
@@ -27,9 +28,10 @@ t.test('tokens rotate --grace: the sidecar shows the deadline (status, gauge, wa
   const oldToken = await stack.service('etl-job', 'etl')
   const write = secretVolume(join(stack.dir, 'secret'))
   write(oldToken, 0)
-  const daemon = startDaemon(t, ['listen', '--control', '127.0.0.1:0'], { ...stack.env, KEYWAY_TOKEN_FILE: join(stack.dir, 'secret', 'token') })
+  const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: tempRuntimeDir(t) }
+  const daemon = startDaemon(t, ['listen', '--control', '127.0.0.1:0'], { ...stack.env, ...rt, KEYWAY_TOKEN_FILE: join(stack.dir, 'secret', 'token') })
   const control = String((await daemon.waitLog((l) => l.event === 'control_listening')).address)
-  const run = (args: string[]) => stack.run([...args, '--control', control])
+  const run = (args: string[]) => stack.run(args, rt)
   const status = async (): Promise<Status> => JSON.parse((await run(['status', '--json'])).stdout) as Status
   t.equal((await run(['wait', '--timeout', '20'])).code, 0)
   t.match(await status(), { ready: true, token: { origin: 'KEYWAY_TOKEN_FILE', expiresAt: null, rotatedOut: false } })

@@ -5,7 +5,8 @@ import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import t from 'tap'
 import { ManualClock } from '../../src/clock.js'
-import { forward, isConnectionReset, type ForwardOptions, type ForwardSession, type ReadSink } from '../../src/forward/index.js'
+import { forward, isConnectionReset, type ForwardOptions, type ForwardSession } from '../../src/forward/index.js'
+import type { ReadSink } from '../../src/read-buffer/index.js'
 import {
   LOOPBACK,
   connect,

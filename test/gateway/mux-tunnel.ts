@@ -308,7 +308,8 @@ t.test('refusals arrive as RESET with the code, never dial, and leave the connec
   badVersion[3] = 2
   const cases: { name: string; payload: Buffer; reason: string | RegExp }[] = [
     { name: 'no grant', payload: encodeHello({ token: bi, resource: 'db' }), reason: 'ERR_GRANT_DENIED' },
-    { name: 'unknown resource', payload: encodeHello({ token: etl, resource: 'nope' }), reason: 'ERR_RESOURCE_UNKNOWN' },
+    // The same answer as no grant: a token cannot tell which names exist.
+    { name: 'unknown resource', payload: encodeHello({ token: etl, resource: 'nope' }), reason: 'ERR_GRANT_DENIED' },
     { name: 'a forged signature', payload: encodeHello({ token: etl.slice(0, -4) + 'AAAA', resource: 'db' }), reason: /^ERR_TOKEN_(SIGNATURE|MALFORMED)$/ },
     { name: 'a garbage token', payload: encodeHello({ token: 'garbage', resource: 'db' }), reason: 'ERR_TOKEN_MALFORMED' },
     { name: 'not a hello', payload: Buffer.from('GET / HTTP/1.1\r\n\r\n'), reason: 'ERR_HANDSHAKE_MALFORMED' },

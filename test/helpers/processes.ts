@@ -10,7 +10,8 @@ export const KEYWAY_BIN = join(fileURLToPath(new URL('../..', import.meta.url)),
 /** Environment for child processes: no KEYWAY_* from the developer's shell. */
 export function cleanEnv(extra: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('KEYWAY_')) env[k] = v
+  // KEYWAY_FORWARD_NODE_INTERNALS passes: CI runs the data-path suites with the switch off (docs/dev/node-versions.md).
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && (!k.startsWith('KEYWAY_') || k === 'KEYWAY_FORWARD_NODE_INTERNALS')) env[k] = v
   return { ...env, ...extra }
 }
 

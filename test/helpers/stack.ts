@@ -7,6 +7,7 @@ import { systemClock } from '../../src/clock.js'
 import { loadConfig } from '../../src/config/index.js'
 import type { Teardown } from './net.js'
 import { idlePort, isPortInUse, PortInUseError, type Comments } from './ports.js'
+import { tempRuntimeDir } from './runtime-dir.js'
 import { startPostgres, type Postgres } from './postgres.js'
 import { keyway, startDaemon, type Daemon, type Ran } from './processes.js'
 
@@ -27,18 +28,21 @@ export interface Stack {
   /** Creates a service account (with a role, or none) and returns its token. */
   service(name: string, role?: string): Promise<string>
   /**
-   * Starts `keyway listen` with `token` (control endpoint on port 0); resolves
-   * once `keyway wait` says it is ready. When the resource's override port
-   * turns out taken, moves the resource to the next port of the test file's
-   * block and starts the sidecar again (see `overridePort`).
+   * Starts `keyway listen` with `token` (and `extraEnv`; control endpoint on
+   * port 0, control socket in a runtime folder of its own); resolves once
+   * `keyway wait` says it is ready. When the resource's override port turns
+   * out taken, moves the resource to the next port of the test file's block
+   * and starts the sidecar again (see `overridePort`).
    */
-  sidecar(token: string): Promise<Sidecar>
+  sidecar(token: string, extraEnv?: Record<string, string>): Promise<Sidecar>
 }
 
 /** A running `keyway listen`. */
 export interface Sidecar {
   readonly daemon: Daemon
   readonly control: string
+  /** Its runtime directory: the control socket, and resource sockets with sidecar.unixSockets. */
+  readonly runtimeDir: string
   run(args: string[]): Promise<Ran>
 }
 
@@ -113,11 +117,13 @@ export async function startStack(t: Teardown & Comments, options: StackOptions =
       const r = await must(['admin', 'services', 'create', name, ...(role ? ['--role', role] : [])])
       return r.stdout.trim()
     },
-    async sidecar(token) {
+    async sidecar(token, extraEnv = {}) {
       for (let attempt = 1; ; attempt++) {
-        const daemon = startDaemon(t, ['listen'], { ...env, KEYWAY_TOKEN: token, KEYWAY_CONTROL: '127.0.0.1:0' })
+        // Each sidecar its own runtime directory (its control socket): the commands find it through the variable.
+        const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: tempRuntimeDir(t) }
+        const daemon = startDaemon(t, ['listen'], { ...env, ...rt, ...extraEnv, KEYWAY_TOKEN: token, KEYWAY_CONTROL: '127.0.0.1:0' })
         const control = String((await daemon.waitLog((l) => l.event === 'control_listening')).address)
-        const runSidecar = (args: string[]) => run([...args, '--control', control])
+        const runSidecar = (args: string[]) => run(args, rt)
         const isTaken = (l: Record<string, unknown>) => l.event === 'bind_failed' && l.code === 'ERR_PORT_IN_USE' && l.resource === resource
         // A taken override port keeps the sidecar from being ready: no need to wait for `wait` to give up.
         const ready = await Promise.race([runSidecar(['wait', '--timeout', '60']), daemon.waitLog(isTaken, 61_000).then(() => undefined, () => undefined)])
@@ -131,7 +137,7 @@ export async function startStack(t: Teardown & Comments, options: StackOptions =
           await moveResource()
           continue
         }
-        return { daemon, control, run: runSidecar }
+        return { daemon, control, runtimeDir: rt.KEYWAY_SIDECAR_RUNTIME_DIR, run: runSidecar }
       }
     },
   }

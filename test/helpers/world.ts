@@ -9,11 +9,22 @@ import { generateSigningKey, importSigningKey, issueToken, newTokenId, tokenFing
 import { ManualClock, systemClock, type Clock } from '../../src/clock.js'
 import { loadConfig, type KeywayConfig } from '../../src/config/index.js'
 import { startGateway, type RunningGateway } from '../../src/daemon.js'
+import { packPolicyFileHere, type PackFileOptions } from '../../src/policy/index.js'
 import type { Logger } from '../../src/observe/index.js'
 import { createDevPki } from '../../src/pki/index.js'
 import type { AccountDoc, PolicyDoc } from '../../src/policy/index.js'
 import { ALPN_TUNNEL, encodeHello, ReplyParser, type Reply } from '../../src/protocol/index.js'
 import type { Teardown } from './net.js'
+
+
+/**
+ * The policy worker's steps on the test's own thread: gateways of in-process
+ * tests pack their policy here (a worker start costs seconds under the test
+ * runner's TypeScript loader). The worker itself is tested by
+ * test/policy/pack-file.ts, test/policy/store.ts and the e2e tests (dist/).
+ */
+export const packPolicyHere = async (file: string, o: PackFileOptions) =>
+  packPolicyFileHere({ file, limits: o.limits, ...(o.bitsetMaxBytes === undefined ? {} : { bitsetMaxBytes: o.bitsetMaxBytes }) })
 
 export type { Teardown }
 
@@ -107,7 +118,8 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
       drainGrace: '2s',
       ...options.gateway,
     },
-    sidecar: { gateways: ['127.0.0.1:1'], ca: 'ca.pem', servername: 'localhost', control: '127.0.0.1:0' },
+    // Its own runtime directory: a sidecar started from this file must not share /run/keyway with other tests.
+    sidecar: { gateways: ['127.0.0.1:1'], ca: 'ca.pem', servername: 'localhost', control: '127.0.0.1:0', runtimeDir: join(dir, 'rt') },
     log: { level: 'debug' },
   }
   writeFileSync(join(dir, 'keyway.yaml'), stringify(config))
@@ -151,13 +163,13 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
       return token
     },
     async startGateway() {
-      const running = await startGateway(world.config, { logger, clock })
+      const running = await startGateway(world.config, { logger, clock, packPolicy: packPolicyHere })
       t.teardown(() => running.close())
       return running
     },
   }
   world.writePolicy(options.policy)
-  ;(world as { config: KeywayConfig }).config = loadConfig({ file: join(dir, 'keyway.yaml'), env: {} })
+  ;(world as { config: KeywayConfig }).config = loadConfig({ file: join(dir, 'keyway.yaml'), env: { KEYWAY_FORWARD_NODE_INTERNALS: process.env.KEYWAY_FORWARD_NODE_INTERNALS } })
   return world
 }
 

@@ -19,8 +19,8 @@ import {
 } from '../../src/mux/index.js'
 import { createDevPki, type DevPki } from '../../src/pki/index.js'
 import { LOOPBACK, connect, countWrites, listenOnce, readAll, sha256OfStream, writeRandom } from '../helpers/net.js'
-import { adoptAccepted, forward } from '../../src/forward/index.js'
-import { hasReadBuffer } from '../../src/forward/read-buffer.js'
+import { forward } from '../../src/forward/index.js'
+import { adoptAccepted, hasReadBuffer } from '../../src/read-buffer/index.js'
 import { closedStream as closed, errorOf, rawFrame as frame, roundTrip } from '../helpers/mux.js'
 import { until, within } from '../helpers/until.js'
 
@@ -786,6 +786,16 @@ const VIOLATIONS: { name: string; frames: Buffer[]; what: RegExp; options?: Part
   { name: 'an unknown frame type (8)', frames: [frame(8, 1)], what: /unknown frame type 8/ },
   { name: 'frame type 0', frames: [frame(0, 1)], what: /unknown frame type 0/ },
   { name: 'DATA on a never-opened stream', frames: [frame(FrameType.DATA, 1, Buffer.from('x'))], what: /never opened/ },
+  {
+    name: 'DATA one byte over the maximum payload, within the credit',
+    frames: [frame(FrameType.OPEN, 1, Buffer.from('pg')), frame(FrameType.DATA, 1, Buffer.alloc(MAX_DATA_PAYLOAD + 1))],
+    what: new RegExp(`DATA frame of ${MAX_DATA_PAYLOAD + 1} bytes exceeds the maximum of ${MAX_DATA_PAYLOAD}`),
+  },
+  {
+    name: 'DATA over both the maximum payload and the window: refused for its size',
+    frames: [frame(FrameType.OPEN, 1, Buffer.from('pg')), frame(FrameType.DATA, 1, Buffer.alloc(INITIAL_WINDOW + 1))],
+    what: /DATA frame of \d+ bytes exceeds the maximum/,
+  },
   {
     name: 'OPEN with a repeated stream id',
     frames: [frame(FrameType.OPEN, 3, Buffer.from('a')), frame(FrameType.OPEN, 3, Buffer.from('b'))],

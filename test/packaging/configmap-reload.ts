@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseAllDocuments } from 'yaml'
-import { PolicyStore, type ReloadResult } from '../../src/policy/index.js'
+import { packPolicyFileHere, PolicyStore, type ReloadResult } from '../../src/policy/index.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -58,6 +58,8 @@ t.test('a ConfigMap update (..data symlink swap) reloads the policy; a broken on
   const store = new PolicyStore({
     file: join(dir, 'policy.yaml'),
     debounceMs: 10,
+    // This test is about the watcher: pack on this thread (a worker start costs seconds under the TypeScript loader).
+    pack: async (file, o) => packPolicyFileHere({ file, limits: o.limits }),
     onReload: (r) => {
       if (waiter?.pred(r)) {
         waiter.resolve(r)

@@ -15,7 +15,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -328,12 +328,12 @@ const dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'
 const runtime = dockerfile.stages.at(-1)!
 const build = dockerfile.stages[0]!
 
-t.test('the base image is a pinned Node 20, in every stage', async (t) => {
+t.test('the base image is a pinned Node 26, in every stage', async (t) => {
   t.ok(dockerfile.stages.length >= 2, 'multi-stage: a build stage and a runtime stage')
   for (const stage of dockerfile.stages) {
     const m = /^node:(\d+)\.(\d+)\.(\d+)-[a-z]+-slim(@sha256:[0-9a-f]{64})?$/.exec(stage.image)
     t.ok(m, `${stage.name}: ${stage.image} names a full version`)
-    t.equal(m?.[1], '20', `${stage.name}: Node 20, as package.json engines and CI`)
+    t.equal(m?.[1], '26', `${stage.name}: Node 26, the primary runtime of package.json engines and CI`)
     t.notMatch(stage.image, /latest/, `${stage.name}: no latest`)
   }
   t.equal(new Set(dockerfile.stages.map((s) => s.image)).size, 1, 'build and runtime use the same base')
@@ -480,7 +480,13 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     const gateway = await startFakeGateway(t, { pki, token: TOKEN, view: { settings: { portOverrides: false, autoConnect: false }, resources: [] } })
     const caFile = join(scratch, 'ca.pem')
     writeFileSync(caFile, pki.caCertPem)
-    const env = { ...imageEnv, KEYWAY_TOKEN: TOKEN, KEYWAY_GATEWAY: gateway.address, KEYWAY_CA: caFile, KEYWAY_CONTROL: '127.0.0.1:0' }
+    // The runtime directory as the Kubernetes job gives it (an emptyDir at /run/keyway the pod's
+    // user may write): not the shared /tmp/keyway-<uid> that any other sidecar of that user may hold.
+    const emptyDir = join(root, 'run/keyway')
+    mkdirSync(emptyDir, { recursive: true, mode: 0o700 })
+    if (as.uid !== undefined) chownSync(emptyDir, as.uid, as.gid ?? as.uid)
+    const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: join(emptyDir, 'sidecar') }
+    const env = { ...imageEnv, ...rt, KEYWAY_TOKEN: TOKEN, KEYWAY_GATEWAY: gateway.address, KEYWAY_CA: caFile, KEYWAY_CONTROL: '127.0.0.1:0' }
     const [command, args] = exactly(inImage([...entrypoint, ...execForm(last(runtime, 'CMD')!)]), env)
     const child = spawn(command, args, { cwd: app, ...as, stdio: ['ignore', 'ignore', 'pipe'] })
     const exited = once(child, 'exit') as Promise<[number | null, string | null]>
@@ -501,7 +507,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     }
     // In the container the address is the fixed 127.0.0.1:7070; here port 0 picked one.
     // Only the sidecar's endpoint: whatever else listens on this machine's 9464 must not count.
-    const probeEnv = { ...imageEnv, KEYWAY_CONTROL: control, KEYWAY_GATEWAY_METRICS: '' }
+    const probeEnv = { ...imageEnv, ...rt, KEYWAY_CONTROL: control, KEYWAY_GATEWAY_METRICS: '' }
     const healthcheck = healthcheckCommand()
     const healthy = await run(healthcheck, { cwd: app, env: probeEnv, ...as })
     t.equal(healthy.code, 0, `HEALTHCHECK passes: ${healthy.stdout}${healthy.stderr}`)

@@ -44,6 +44,7 @@ function shownDefault(path: string): string {
     Array.isArray(v) ? v.map(text).join(',') : v !== null && typeof v === 'object' ? `${(v as { host: string }).host}:${(v as { port: number }).port}` : String(v)
   if (duration) return humanDuration(value)
   if (value === '') return '""'
+  if (Array.isArray(value) && value.length === 0) return '[]'
   return text(value)
 }
 

@@ -141,7 +141,9 @@ t.test('volumes and mounts agree', async (t) => {
       for (const m of c.volumeMounts ?? []) {
         t.ok(volumes.has(m.name), `${pod.owner._file} ${c.name}: mount ${m.name} has a volume`)
         used.add(m.name)
-        if (isKeyway(c)) t.equal(m.readOnly, true, `${c.name}: ${m.name} is read-only`)
+        // The one writable mount: an emptyDir for the runtime directory (the control socket).
+        const emptyDir = (pod.spec.volumes ?? []).some((v: Doc) => v.name === m.name && v.emptyDir)
+        if (isKeyway(c) && !emptyDir) t.equal(m.readOnly, true, `${c.name}: ${m.name} is read-only`)
       }
     }
     for (const v of volumes) t.ok(used.has(v as string), `${pod.owner._file}: volume ${v} is mounted`)
@@ -262,6 +264,14 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
   const timeout = Number(startup[startup.indexOf('--timeout') + 1])
   t.ok(timeout < sidecar.startupProbe.timeoutSeconds, 'keyway wait gives up before the probe times out')
   t.notOk(startup.includes('--control'), 'the probe asks the configured control endpoint')
+  // The control socket's directory is on a writable volume of its own: the root filesystem is read-only.
+  t.equal(sidecar.securityContext?.readOnlyRootFilesystem, true)
+  const runtimeDir = config.sidecar.runtimeDir
+  t.ok(runtimeDir.startsWith('/'), `sidecar.runtimeDir is set (${runtimeDir})`)
+  const runMount = (sidecar.volumeMounts ?? []).find((m: Doc) => runtimeDir.startsWith(`${m.mountPath}/`))
+  t.ok(runMount, `a volume is mounted above ${runtimeDir} (not at it: the sidecar makes that folder 0700 itself)`)
+  t.notOk(runMount?.readOnly, 'writable')
+  t.ok((pod.spec.volumes ?? []).find((v: Doc) => v.name === runMount?.name)?.emptyDir, 'an emptyDir')
   t.same([config.sidecar.control.host, config.sidecar.control.port], ['127.0.0.1', 7070], 'the control endpoint is the default 127.0.0.1:7070')
 
   const grace = pod.spec.terminationGracePeriodSeconds ?? 30

@@ -18,6 +18,7 @@ import type { PolicyDoc } from '../../src/policy/index.js'
 import { ALPN_TUNNEL } from '../../src/protocol/index.js'
 import type { Teardown } from '../helpers/net.js'
 import { until } from '../helpers/until.js'
+import { packPolicyHere } from '../helpers/world.js'
 
 /** `npm run test:stress` sets KEYWAY_STRESS=1: full counts instead of CI counts. */
 export const STRESS = process.env.KEYWAY_STRESS === '1'
@@ -139,6 +140,7 @@ export async function gatewayWith(
   const running = await startGateway(world.config, {
     logger: options.logger ?? world.logger,
     clock: world.clock,
+    packPolicy: packPolicyHere,
     ...(options.dial ? { dial: options.dial } : {}),
   })
   t.teardown(() => running.close())

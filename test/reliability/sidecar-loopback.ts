@@ -5,6 +5,7 @@ import t from 'tap'
 import { Registry } from 'prom-client'
 import { startControlServer, Sidecar } from '../../src/sidecar/index.js'
 import { idlePort } from '../helpers/ports.js'
+import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { keyway } from '../helpers/processes.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
@@ -25,7 +26,7 @@ t.test('property 11: the sidecar binds loopback only: every listener it opens is
   const registry = new Registry()
   const sidecar = new Sidecar({ config: { ...world.config.sidecar, gateways: [{ host: '127.0.0.1', port: running.gateway.address()!.port }] }, ca: world.caPem, token, logger: world.logger, registry })
   t.teardown(() => sidecar.close())
-  const control = await startControlServer({ address: { host: '127.0.0.1', port: 0 }, target: sidecar, registry, logger: world.logger })
+  const control = await startControlServer({ address: { host: '127.0.0.1', port: 0 }, runtimeDir: tempRuntimeDir(t), target: sidecar, registry, logger: world.logger })
   t.teardown(() => control.close())
   await sidecar.start()
   await until(() => sidecar.ready() === undefined, 20_000, 'sidecar ready')
@@ -36,7 +37,7 @@ t.test('property 11: the sidecar binds loopback only: every listener it opens is
 
   for (const host of ['0.0.0.0', '::', '192.168.1.10', 'example.com']) {
     t.throws(() => new Sidecar({ config: world.config.sidecar, ca: world.caPem, token, logger: world.logger, registry: new Registry(), bindHost: host }), { code: 'ERR_CONFIG_INVALID' }, `resource bind address ${host} refused`)
-    await t.rejects(startControlServer({ address: { host, port: 0 }, target: sidecar, registry: new Registry(), logger: world.logger }), { code: 'ERR_CONFIG_INVALID' }, `control address ${host} refused`)
+    await t.rejects(startControlServer({ address: { host, port: 0 }, runtimeDir: tempRuntimeDir(t), target: sidecar, registry: new Registry(), logger: world.logger }), { code: 'ERR_CONFIG_INVALID' }, `control address ${host} refused`)
   }
   const cli = await keyway(['listen', '--config', world.config.file, '--control', '0.0.0.0:0'], { KEYWAY_TOKEN: token })
   t.not(cli.code, 0, '`keyway listen --control 0.0.0.0:0` does not start')

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
-import { writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import type { CliIo, Command } from '../../src/cli/command.js'
@@ -68,6 +69,9 @@ async function runListen(
     'ca.pem': pki.caCertPem,
     token: `  ${TOKEN}\n`,
   })
+  // Not under the test folder: a Unix socket path must stay under 108 bytes.
+  const rt = join(mkdtempSync(join(tmpdir(), 'kw-')), 'rt')
+  t.teardown(() => rmSync(join(rt, '..'), { recursive: true, force: true }))
   const stop = new AbortController()
   const reloads: (() => void)[] = []
   const io = makeIo(options.env ?? {}, stop.signal, (fn) => reloads.push(fn))
@@ -82,6 +86,8 @@ async function runListen(
     ...(options.tokenFile === null ? [] : ['--token-file', options.tokenFile ?? join(dir, 'token')]),
     '--control',
     '127.0.0.1:0',
+    '--runtime-dir',
+    rt,
     ...(options.extraArgs ?? []),
   ]
   const exit = runCli(args, COMMANDS, io)
@@ -103,18 +109,19 @@ async function runListen(
   const reload = (): void => {
     for (const fn of reloads) fn()
   }
-  return { fake, io, control: String(line.address), stop: stopNow, dir, reload, exit }
+  return { fake, io, control: String(line.address), rt, socket: String(line.socket), stop: stopNow, dir, reload, exit }
 }
 
 t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drains and exits 0', async (t) => {
   const pgPort = await idlePort()
-  const { fake, io, control, stop } = await runListen(t, { view: VIEW(pgPort) })
+  const { fake, io, control, rt, socket: controlSocket, stop } = await runListen(t, { view: VIEW(pgPort) })
   t.match(control, /^127\.0\.0\.1:\d+$/)
+  t.equal(controlSocket, join(rt, 'control.sock'), 'the control API is a Unix socket in the runtime directory')
 
-  const waited = await cli(['wait', '--control', control, '--timeout', '10'])
+  const waited = await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])
   t.equal(waited.code, 0, waited.err)
 
-  const table = await cli(['status', '--control', control])
+  const table = await cli(['status', '--runtime-dir', rt])
   t.equal(table.code, 0)
   const lines = table.out.trimEnd().split('\n')
   t.match(lines[0], /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+STATE$/)
@@ -129,26 +136,26 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
     resources: [...VIEW(pgPort).resources, { name: 'web', kind: 'website', type: 'http', portOverride: null }],
   })
   await until(async () => {
-    const s = await cli(['status', '--json'], { KEYWAY_CONTROL: control })
+    const s = await cli(['status', '--json'], { KEYWAY_SIDECAR_RUNTIME_DIR: rt })
     return (JSON.parse(s.out) as { resources: { name: string }[] }).resources.some((r) => r.name === 'web')
-  }, 5_000, 'the new grant')
-  const json = JSON.parse((await cli(['status', '--json', '--control', control])).out) as Record<string, unknown>
+  }, 20_000, 'the new grant')
+  const json = JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out) as Record<string, unknown>
   t.match(json, { ready: true, account: { name: 'ci-runner' }, settings: { autoConnect: false }, resources: [{ name: 'pg' }, { name: 'web', state: 'not connected' }] })
 
-  const connected = await cli(['connect', 'web', '--control', control])
+  const connected = await cli(['connect', 'web', '--runtime-dir', rt])
   t.equal(connected.code, 0, connected.err)
   t.match(connected.out, /^127\.0\.0\.1:\d+\n$/)
   const webSocket = await dial(t, portOf(connected.out.trim()))
   t.equal((await roundTrip(webSocket, Buffer.from('GET / HTTP/1.0\r\n\r\n'))).toString(), 'GET / HTTP/1.0\r\n\r\n')
 
-  const disconnected = await cli(['disconnect', 'web'], { KEYWAY_CONTROL: control })
+  const disconnected = await cli(['disconnect', 'web'], { KEYWAY_SIDECAR_RUNTIME_DIR: rt })
   t.equal(disconnected.code, 0)
   t.equal(disconnected.out, 'disconnected web\n')
   t.equal(disconnected.err, 'bind it again with: keyway connect web', 'the way back is said')
-  const again = await cli(['disconnect', 'web', '--control', control])
+  const again = await cli(['disconnect', 'web', '--runtime-dir', rt])
   t.equal(again.code, 1)
   t.match(again.err, /^keyway: ERR_NOT_CONNECTED: resource "web" is not connected/)
-  const denied = await cli(['connect', 'nope', '--control', control])
+  const denied = await cli(['connect', 'nope', '--runtime-dir', rt])
   t.equal(denied.code, 1)
   t.match(denied.err, /ERR_GRANT_DENIED/)
 
@@ -157,22 +164,22 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
   t.match(io.err.events('sidecar_authenticated')[0], { component: 'sidecar', account_name: 'ci-runner' })
   t.notOk(io.err.text().includes(TOKEN), 'the token never reaches the logs')
 
-  const gone = await cli(['status', '--control', control])
+  const gone = await cli(['status', '--runtime-dir', rt])
   t.equal(gone.code, 1)
-  t.match(gone.err, /^keyway: ERR_SIDECAR_UNREACHABLE: cannot reach the sidecar control endpoint at 127\.0\.0\.1:\d+/)
+  t.match(gone.err, /^keyway: ERR_SIDECAR_UNREACHABLE: cannot reach the sidecar control endpoint at \/\S+\/control\.sock/)
 })
 
 t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failover from the flag list', async (t) => {
   const dead = await idlePort()
   const pgPort = await idlePort()
   const deadOnly = await runListen(t, { view: VIEW(pgPort), gateway: () => `127.0.0.1:${dead}` })
-  const notReady = await cli(['wait', '--control', deadOnly.control, '--timeout', '0.3'])
+  const notReady = await cli(['wait', '--runtime-dir', deadOnly.rt, '--timeout', '0.3'])
   t.equal(notReady.code, 1)
   t.match(notReady.err, /^keyway: ERR_NOT_READY: the sidecar was not ready within 0\.3 s: gateway unreachable: /)
   t.equal(await deadOnly.stop(), 0, 'a sidecar whose gateway is down still stops cleanly')
 
   const failover = await runListen(t, { view: VIEW(pgPort), gateway: (fake) => `127.0.0.1:${dead},${fake}` })
-  t.equal((await cli(['wait', '--control', failover.control, '--timeout', '10'])).code, 0)
+  t.equal((await cli(['wait', '--runtime-dir', failover.rt, '--timeout', '10'])).code, 0)
   const socket = await dial(t, pgPort)
   t.equal((await roundTrip(socket, Buffer.from('second gateway'))).toString(), 'second gateway')
   t.equal(await failover.stop(), 0)
@@ -190,14 +197,14 @@ t.test('keyway wait with no sidecar keeps retrying until the timeout', async (t)
 t.test('listen: --token-file wins over a stale KEYWAY_TOKEN; KEYWAY_TOKEN wins over KEYWAY_TOKEN_FILE', async (t) => {
   const stale = fakeToken({ sub: 'svc_test', jti: 'stale' })
   const flag = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: stale } })
-  t.equal((await cli(['wait', '--control', flag.control, '--timeout', '10'])).code, 0, 'the flag\'s token is used')
-  t.match(JSON.parse((await cli(['status', '--json', '--control', flag.control])).out), { token: { origin: '--token-file', refused: null } })
+  t.equal((await cli(['wait', '--runtime-dir', flag.rt, '--timeout', '10'])).code, 0, 'the flag\'s token is used')
+  t.match(JSON.parse((await cli(['status', '--json', '--runtime-dir', flag.rt])).out), { token: { origin: '--token-file', refused: null } })
   t.match(flag.io.err.events('sidecar_start')[0], { token_origin: '--token-file' })
   t.equal(await flag.stop(), 0)
 
   const env = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_TOKEN: `${TOKEN}\n`, KEYWAY_TOKEN_FILE: '/nonexistent/token' }, tokenFile: null })
-  t.equal((await cli(['wait', '--control', env.control, '--timeout', '10'])).code, 0)
-  t.match(JSON.parse((await cli(['status', '--json', '--control', env.control])).out), { token: { origin: 'KEYWAY_TOKEN', file: null } })
+  t.equal((await cli(['wait', '--runtime-dir', env.rt, '--timeout', '10'])).code, 0)
+  t.match(JSON.parse((await cli(['status', '--json', '--runtime-dir', env.rt])).out), { token: { origin: 'KEYWAY_TOKEN', file: null } })
   t.equal(await env.stop(), 0)
 })
 
@@ -215,8 +222,8 @@ t.test('listen: a token that cannot be parsed fails at once, said once, exit 1',
 
 t.test('listen: a token every gateway refuses exits 1 after sidecar.tokenRefusalGrace, saying why', async (t) => {
   const refused = fakeToken({ sub: 'svc_test', jti: 'revoked' })
-  const { io, control, exit, dir } = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_SIDECAR_TOKEN_REFUSAL_GRACE: '300ms' } })
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  const { io, rt, exit, dir } = await runListen(t, { view: VIEW_EPHEMERAL, env: { KEYWAY_SIDECAR_TOKEN_REFUSAL_GRACE: '300ms' } })
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0)
   writeFileSync(join(dir, 'token'), refused)
   t.equal(await exit, 1)
   t.match(io.err.events('token_refused')[0], { code: 'ERR_TOKEN_SIGNATURE', grace_ms: 300, origin: '--token-file' })
@@ -225,42 +232,42 @@ t.test('listen: a token every gateway refuses exits 1 after sidecar.tokenRefusal
 })
 
 t.test('listen: a changed token file is re-read (and on SIGHUP); a malformed one is refused and the last good token stays', async (t) => {
-  const { control, stop, dir, reload, io } = await runListen(t, { view: VIEW_EPHEMERAL })
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  const { rt, stop, dir, reload, io } = await runListen(t, { view: VIEW_EPHEMERAL })
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0)
   writeFileSync(join(dir, 'token'), 'not-the-token\n')
   reload()
   await io.err.waitFor((l) => l.event === 'token_reload_failed')
   t.match(io.err.events('token_reload_failed')[0], { code: 'ERR_TOKEN_MALFORMED' })
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0, 'still ready on the last good token')
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0, 'still ready on the last good token')
 
   writeFileSync(join(dir, 'token'), fakeToken({ sub: 'svc_test', jti: 'wrong' }))
   reload()
-  await until(async () => JSON.parse((await cli(['status', '--json', '--control', control])).out).ready === false, 20_000, 'the wrong token to be used')
-  const snapshot = JSON.parse((await cli(['status', '--json', '--control', control])).out) as { reason: string }
+  await until(async () => JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out).ready === false, 20_000, 'the wrong token to be used')
+  const snapshot = JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out) as { reason: string }
   t.match(snapshot.reason, /^the gateway refuses the token: ERR_TOKEN_SIGNATURE: .*write a valid token to .*token \(re-read at once\)/)
-  const text = await cli(['status', '--control', control])
+  const text = await cli(['status', '--runtime-dir', rt])
   t.match(text.out, /token refused: ERR_TOKEN_SIGNATURE: /)
   writeFileSync(join(dir, 'token'), TOKEN)
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0, 'picked up without a signal')
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0, 'picked up without a signal')
   t.equal(io.err.events('token_replaced').length, 2)
   t.notOk(io.err.text().includes(TOKEN))
   t.equal(await stop(), 0)
 })
 
 t.test('status (text): a hand-disconnected resource says why and how to get it back', async (t) => {
-  const { control, stop } = await runListen(t, { view: VIEW_EPHEMERAL })
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
-  t.equal((await cli(['disconnect', 'pg', '--control', control])).code, 0)
-  const text = await cli(['status', '--control', control])
+  const { rt, stop } = await runListen(t, { view: VIEW_EPHEMERAL })
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0)
+  t.equal((await cli(['disconnect', 'pg', '--runtime-dir', rt])).code, 0)
+  const text = await cli(['status', '--runtime-dir', rt])
   const lines = text.out.trimEnd().split('\n')
   t.match(lines[0], /^NAME\s+KIND\s+TYPE\s+ADDRESS\s+STATE\s+WHY$/)
   t.match(lines[1], /^pg\s+datasource\s+postgres\s+-\s+not connected\s+disconnected by hand: run "keyway connect pg"$/)
   t.match(text.err, /^not ready: resource pg not bound: disconnected by hand while auto-connect is on; run "keyway connect pg"/)
-  const readyz = await cli(['wait', '--control', control, '--timeout', '0.2'])
+  const readyz = await cli(['wait', '--runtime-dir', rt, '--timeout', '0.2'])
   t.equal(readyz.code, 1, '/readyz says not ready')
   t.match(readyz.err, /ERR_NOT_READY: .*disconnected by hand while auto-connect is on; run "keyway connect pg"/, 'with the reason')
-  t.equal((await cli(['connect', 'pg', '--control', control])).code, 0)
-  t.equal((await cli(['wait', '--control', control, '--timeout', '10'])).code, 0)
+  t.equal((await cli(['connect', 'pg', '--runtime-dir', rt])).code, 0)
+  t.equal((await cli(['wait', '--runtime-dir', rt, '--timeout', '10'])).code, 0)
   t.equal(await stop(), 0)
 })
 

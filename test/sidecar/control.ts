@@ -1,22 +1,38 @@
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { chmodSync, existsSync, readFileSync, statSync } from 'node:fs'
 import * as http from 'node:http'
+import { dirname, join } from 'node:path'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import { silentLogger } from '../../src/observe/index.js'
-import { ControlClient, startControlServer } from '../../src/sidecar/index.js'
+import { ControlClient, resolveControlEndpoint, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
+import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
 import { idlePort } from '../helpers/ports.js'
 
-async function withControl(t: Test, world: World) {
-  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+async function withControl(t: Test, world: World, options: { controlTcp?: boolean } = {}) {
+  const runtimeDir = tempRuntimeDir(t)
+  const server = await startControlServer({
+    address: { host: LOOPBACK, port: 0 },
+    runtimeDir,
+    controlTcp: options.controlTcp ?? false,
+    target: world.sidecar,
+    registry: world.registry,
+    logger: silentLogger(),
+  })
   t.teardown(() => server.close())
   const port = server.address()!.port
-  return { port, client: new ControlClient({ host: LOOPBACK, port }) }
+  const socket = server.socketPath
+  return { port, socket, runtimeDir, server, client: new ControlClient({ kind: 'unix', path: socket }) }
 }
 
-function request(port: number, method: string, path: string, options: { body?: string; headers?: Record<string, string> } = {}) {
+/** An HTTP request to a TCP port or a Unix socket path. */
+function request(to: number | string, method: string, path: string, options: { body?: string; headers?: Record<string, string> } = {}) {
   return new Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
-    const req = http.request({ host: LOOPBACK, port, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
+    const where = typeof to === 'number' ? { host: LOOPBACK, port: to } : { socketPath: to }
+    const req = http.request({ ...where, method, path, agent: false, headers: options.headers ?? {} }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }))
@@ -71,7 +87,7 @@ t.test('status, connect and disconnect through the control API', async (t) => {
 t.test('errors are {code, message} with a 4xx status', async (t) => {
   const taken = await occupyPort(t)
   const world = await sidecarWorld(t, { view: VIEW(taken.port) })
-  const { port } = await withControl(t, world)
+  const { socket: port } = await withControl(t, world)
   const json = { 'content-type': 'application/json' }
 
   const inUse = await request(port, 'POST', '/v1/connect', { body: '{"resource":"pg"}', headers: json })
@@ -108,7 +124,7 @@ t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', 
     t.match(JSON.parse(res.body), { code: 'ERR_USAGE', message: /loopback/ })
   }
   for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]) {
-    t.equal((await request(port, 'GET', '/v1/status', { headers: { host } })).status, 200, host)
+    t.equal((await request(port, 'GET', '/readyz', { headers: { host } })).status, 200, host)
   }
 })
 
@@ -144,7 +160,7 @@ t.test('/healthz, /readyz and /metrics', async (t) => {
 t.test('only loopback: a non-loopback control address is refused', async (t) => {
   const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   for (const host of ['0.0.0.0', '192.168.1.10', '::']) {
-    const err = (await startControlServer({ address: { host, port: 0 }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
+    const err = (await startControlServer({ address: { host, port: 0 }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
       (e: unknown) => e,
     )) as KeywayError
     t.ok(isKeywayError(err, 'ERR_CONFIG_INVALID'), host)
@@ -155,7 +171,7 @@ t.test('only loopback: a non-loopback control address is refused', async (t) => 
 t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
   const taken = await occupyPort(t)
   const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
-  const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
+  const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
     (e: unknown) => e,
   )) as KeywayError
   t.ok(isKeywayError(err, 'ERR_PORT_IN_USE'))
@@ -167,4 +183,119 @@ t.test('a control client with no sidecar behind: ERR_SIDECAR_UNREACHABLE', async
   const err = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
   t.ok(isKeywayError(err, 'ERR_SIDECAR_UNREACHABLE'))
   t.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}.*ECONNREFUSED`))
+})
+
+t.test('the TCP endpoint keeps /healthz, /readyz and /metrics; the control API there is 401 ERR_CONTROL_UNAUTHORIZED by default', async (t) => {
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
+  const { port, socket, server } = await withControl(t, world)
+  t.equal(server.tokenFile, undefined, 'no bearer secret is written')
+  for (const path of ['/healthz', '/readyz', '/metrics']) t.equal((await request(port, 'GET', path)).status, 200, `${path} on TCP`)
+  const json = { 'content-type': 'application/json' }
+  for (const [method, path] of [['GET', '/v1/status'], ['POST', '/v1/connect'], ['POST', '/v1/disconnect'], ['GET', '/v1/anything']] as const) {
+    const res = await request(port, method, path, { body: '{"resource":"pg"}', headers: { ...json, authorization: 'Bearer guessed' } })
+    t.equal(res.status, 401, `${method} ${path} on TCP`)
+    t.equal(res.headers['www-authenticate'], 'Bearer')
+    t.match(JSON.parse(res.body), { code: 'ERR_CONTROL_UNAUTHORIZED', message: new RegExp(`Unix socket ${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`) })
+  }
+  t.same((await world.sidecar.status()).map((r) => r.state), ['not connected', 'not connected'], 'nothing was bound through TCP')
+  t.equal((await request(socket, 'GET', '/v1/status')).status, 200, 'the Unix socket answers')
+})
+
+t.test('with controlTcp the TCP control API needs the bearer secret of control.token (0600); the CLI endpoint reads it', async (t) => {
+  const pgPort = await idlePort()
+  const world = await sidecarWorld(t, { view: VIEW(pgPort) })
+  const { port, runtimeDir, server } = await withControl(t, world, { controlTcp: true })
+  t.equal(server.tokenFile, join(runtimeDir, 'control.token'))
+  t.equal(statSync(server.tokenFile!).mode & 0o777, 0o600)
+  const secret = readFileSync(server.tokenFile!, 'utf8').trim()
+  for (const authorization of [undefined, 'Bearer ', `Bearer ${secret.slice(0, -1)}`, `Bearer ${secret}x`, `Basic ${secret}`]) {
+    const res = await request(port, 'GET', '/v1/status', { headers: authorization === undefined ? {} : { authorization } })
+    t.equal(res.status, 401, `Authorization: ${authorization ?? '(none)'}`)
+    t.match(JSON.parse(res.body), { code: 'ERR_CONTROL_UNAUTHORIZED', message: /control\.token/ })
+  }
+  t.equal((await request(port, 'GET', '/v1/status', { headers: { authorization: `Bearer ${secret}` } })).status, 200)
+
+  const endpoint = resolveControlEndpoint({ control: `127.0.0.1:${port}`, runtimeDir, env: {} })
+  t.same(endpoint, { kind: 'tcp', address: { host: '127.0.0.1', port }, bearer: secret })
+  t.same(await new ControlClient(endpoint).connect('pg'), { resource: 'pg', localAddress: `127.0.0.1:${pgPort}` })
+  const anonymous = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
+  t.ok(isKeywayError(anonymous, 'ERR_CONTROL_UNAUTHORIZED'))
+  t.equal(anonymous.detail?.status, 401)
+  t.same(resolveControlEndpoint({ runtimeDir, env: {} }), { kind: 'unix', path: join(runtimeDir, 'control.sock') }, 'without --control: the socket')
+  t.same(
+    resolveControlEndpoint({ runtimeDir, env: { KEYWAY_CONTROL: `127.0.0.1:${port}` } }),
+    { kind: 'unix', path: join(runtimeDir, 'control.sock') },
+    'KEYWAY_CONTROL (the health port) does not move the commands off the socket',
+  )
+
+  await server.close()
+  t.notOk(existsSync(server.tokenFile!), 'the secret is removed on close')
+  t.notOk(existsSync(server.socketPath), 'and the socket')
+})
+
+/** uid and gid of `nobody`, when this test runs as root. */
+function nobody(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined
+  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nobody:'))
+  const [, , uid, gid] = line?.split(':') ?? []
+  return uid && gid ? { uid: Number(uid), gid: Number(gid) } : undefined
+}
+
+/** Runs a probe as another user: each line it prints is `what=STATUS` or `what=ERRCODE`. */
+async function probeAs(user: { uid: number; gid: number }, socket: string, port: number): Promise<Record<string, string>> {
+  const code = `
+const http = require('node:http')
+const ask = (what, options) => new Promise((resolve) => {
+  const req = http.request({ ...options, agent: false }, (res) => { res.resume(); resolve(what + '=' + res.statusCode) })
+  req.on('error', (err) => resolve(what + '=' + (err.code || err.message)))
+  req.end()
+})
+Promise.all([
+  ask('socket', { socketPath: ${JSON.stringify(socket)}, path: '/v1/status' }),
+  ask('tcp', { host: '127.0.0.1', port: ${port}, path: '/v1/status' }),
+  ask('tcp_disconnect', { host: '127.0.0.1', port: ${port}, path: '/v1/disconnect', method: 'POST', headers: { 'content-type': 'application/json' } }),
+  ask('healthz', { host: '127.0.0.1', port: ${port}, path: '/healthz' }),
+]).then((lines) => console.log(lines.join('\\n')))`
+  const child = spawn(process.execPath, ['-e', code], { uid: user.uid, gid: user.gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()))
+  const [exit] = (await once(child, 'exit')) as [number | null]
+  if (exit !== 0) throw new Error(`the probe as uid ${user.uid} exited ${exit}: ${err}`)
+  return Object.fromEntries(out.trim().split('\n').map((l) => l.split('=') as [string, string]))
+}
+
+t.test('the probe as a test: another local user (nobody) cannot use the control API, on the socket or on TCP', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
+  const user = nobody()!
+  const world = await sidecarWorld(t, { view: { ...VIEW(await idlePort()), settings: { portOverrides: true, autoConnect: true } } })
+  // umask 000 and a parent anyone may enter: only the runtime directory's own mode stands in the way.
+  const before = process.umask(0)
+  t.teardown(() => void process.umask(before))
+  const runtimeDir = tempRuntimeDir(t)
+  chmodSync(dirname(runtimeDir), 0o755)
+  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+  t.teardown(() => server.close())
+  t.equal(statSync(runtimeDir).mode & 0o777, 0o700)
+  const port = server.address()!.port
+  const seen = await probeAs(user, server.socketPath, port)
+  t.equal(seen.socket, 'EACCES', 'the control socket is out of reach')
+  t.equal(seen.tcp, '401', 'the TCP control API answers 401')
+  t.equal(seen.tcp_disconnect, '401', 'and cannot unbind a resource')
+  t.equal(seen.healthz, '200', 'the probes still work')
+  t.equal((await request(server.socketPath, 'GET', '/v1/status')).status, 200, 'the owner still can')
+})
+
+t.test('shared with a group: directory 0750 and socket 0660, so a member of the group can use it', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
+  const user = nobody()!
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
+  const runtimeDir = tempRuntimeDir(t)
+  chmodSync(dirname(runtimeDir), 0o755)
+  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, gid: user.gid, target: world.sidecar, registry: world.registry, logger: silentLogger() })
+  t.teardown(() => server.close())
+  t.equal(statSync(runtimeDir).mode & 0o777, 0o750)
+  t.equal(statSync(runtimeDir).gid, user.gid)
+  t.equal(statSync(server.socketPath).mode & 0o777, 0o660)
+  const seen = await probeAs(user, server.socketPath, server.address()!.port)
+  t.equal(seen.socket, '200', 'a member of the group reaches the control API')
 })

@@ -221,7 +221,7 @@ t.test('a refusal rejects with the gateway code (refused), the client stays up a
   t.equal(client.multiplexedConnections, 1, 'the connection survives the refusal')
 
   const unknown = (await client.openTunnel('nope', token).catch((e: unknown) => e)) as KeywayError
-  t.ok(isKeywayError(unknown, 'ERR_RESOURCE_UNKNOWN'))
+  t.ok(isKeywayError(unknown, 'ERR_GRANT_DENIED'), 'an unknown resource is answered as one without a grant')
   t.equal(unknown.detail?.refused, true)
 
   const tunnel = own(t, await client.openTunnel('db', token))

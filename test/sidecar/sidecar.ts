@@ -84,17 +84,26 @@ t.test('bytes the gateway sends right after its reply reach the client first', a
   t.equal(echoed.toString(), 'EHLO x\r\n')
 })
 
-t.test('half-close is carried: the client ends, the answer still arrives', async (t) => {
-  const port = await idlePort()
-  await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
-  const socket = await dial(t, port)
-  socket.write('first ')
-  socket.end('last')
-  const chunks: Buffer[] = []
-  socket.on('data', (c: Buffer) => chunks.push(c))
-  await once(socket, 'end')
-  t.equal(Buffer.concat(chunks).toString(), 'first last')
-})
+// KEYWAY_REPEAT=N runs it N times, each in a fresh world: the soak of
+// docs/dev/node-versions.md (an empty answer here once meant lost data).
+for (let run = 1, runs = Math.max(1, Number(process.env.KEYWAY_REPEAT ?? 1) || 1); run <= runs; run++) {
+  t.test(`half-close is carried: the client ends, the answer still arrives${runs > 1 ? ` (run ${run} of ${runs})` : ''}`, async (t) => {
+    // The port is the one the sidecar bound (no override), never one picked
+    // beforehand: a picked port taken by another process meanwhile left the
+    // resource unbound and this test talking to that process, which ended
+    // the connection at once (the empty answer seen under load).
+    const { sidecar } = await sidecarWorld(t, { view: view(AUTO, ['pg', null]) })
+    const [pg] = sidecar.status()
+    t.match(pg, { name: 'pg', state: 'bound' })
+    const socket = await dial(t, portOf(pg!.localAddress))
+    socket.write('first ')
+    socket.end('last')
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    await once(socket, 'end')
+    t.equal(Buffer.concat(chunks).toString(), 'first last')
+  })
+}
 
 t.test('auto-connect off: nothing is bound until connect(); disconnect() unbinds', async (t) => {
   const port = await idlePort()

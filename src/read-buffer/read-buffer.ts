@@ -1,4 +1,5 @@
 import * as net from 'node:net'
+import { moveAcceptedHandle, setOnread, type Onread } from './node-internals.js'
 
 /**
  * Reused read buffers (Node's `onread` option) for TCP and TLS sockets.
@@ -130,7 +131,7 @@ function nextBuffer(state: ReadState): Buffer {
 }
 
 /** `fixedSize`: every buffer has this size; otherwise they grow and shrink with the reads. */
-function newState(fixedSize?: number): { state: ReadState; onread: net.OnReadOpts } {
+function newState(fixedSize?: number): { state: ReadState; onread: Onread } {
   const state: ReadState = {
     buffer: undefined,
     size: fixedSize ?? MIN_READ_BUFFER,
@@ -141,9 +142,9 @@ function newState(fixedSize?: number): { state: ReadState; onread: net.OnReadOpt
     lent: [],
     spare: [],
   }
-  const onread = {
+  const onread: Onread = {
     buffer: (): Buffer => nextBuffer(state),
-    callback: onRead as (this: unknown, bytesWritten: number, buf: Uint8Array) => boolean,
+    callback: onRead,
   }
   return { state, onread }
 }
@@ -159,69 +160,24 @@ export function readingSocket(options: Omit<net.SocketConstructorOpts, 'onread'>
   return socket
 }
 
-type ServerSocket = net.Socket & {
-  _handle?: { readStart?: unknown; reading?: boolean } | null
-  _server?: { noDelay?: boolean; keepAlive?: boolean; keepAliveInitialDelay?: number } | null
-  server?: unknown
-}
-
 /**
  * Gives an accepted plain TCP socket reused read buffers: Node offers
  * `onread` only to sockets it creates, so the accepted connection's handle
- * moves to a new `net.Socket` made with it. Only a socket a `net.Server`
- * accepted with `pauseOnConnect: true`, that has read nothing and is not
- * reading, qualifies; anything else (a TLS socket, a socket already reading,
- * a Node without the internals this relies on) is returned unchanged, so the
- * caller always gets a usable socket. The listener's connection count, and
- * its `noDelay` and `keepAlive` settings (already applied to the handle),
- * move to the new socket, so `server.close()` still waits for it.
+ * moves to a new `net.Socket` made with it (node-internals.ts,
+ * `moveAcceptedHandle`). Only a socket a `net.Server` accepted with
+ * `pauseOnConnect: true`, that has read nothing and is not reading,
+ * qualifies; anything else (a TLS socket, a socket already reading, a Node
+ * without the internals this relies on) is returned unchanged, so the caller
+ * always gets a usable socket. The listener's connection count, and its
+ * `noDelay` and `keepAlive` settings (already applied to the handle), move to
+ * the new socket, so `server.close()` still waits for it.
  */
 export function adoptAccepted(socket: net.Socket): net.Socket {
-  const s = socket as ServerSocket
-  const handle = s._handle
-  const server = s._server
-  if (
-    socket.constructor !== net.Socket ||
-    handle == null ||
-    server == null ||
-    typeof handle.readStart !== 'function' ||
-    handle.reading === true ||
-    socket.connecting ||
-    !socket.isPaused() ||
-    socket.bytesRead > 0 ||
-    socket.readableLength > 0 ||
-    socket.destroyed ||
-    (socket as ReadingSocket)[kRead] !== undefined
-  ) {
-    return socket
-  }
+  if ((socket as ReadingSocket)[kRead] !== undefined) return socket
   const { state, onread } = newState()
-  let adopted: ServerSocket & ReadingSocket
-  try {
-    adopted = new net.Socket({
-      handle,
-      allowHalfOpen: socket.allowHalfOpen,
-      readable: true,
-      writable: true,
-      pauseOnCreate: true,
-      readableHighWaterMark: socket.readableHighWaterMark,
-      writableHighWaterMark: socket.writableHighWaterMark,
-      noDelay: server.noDelay === true,
-      keepAlive: server.keepAlive === true,
-      keepAliveInitialDelay: server.keepAliveInitialDelay,
-      onread,
-    } as net.SocketConstructorOpts) as ServerSocket & ReadingSocket
-  } catch {
-    // A Node whose Socket no longer takes a handle this way: keep the socket Node made.
-    return socket
-  }
+  const adopted = moveAcceptedHandle(socket, onread) as ReadingSocket | undefined
+  if (adopted === undefined) return socket
   adopted[kRead] = state
-  adopted._server = server
-  adopted.server = s.server
-  s._server = null
-  s.server = null
-  s._handle = null
-  socket.destroy()
   return adopted
 }
 
@@ -330,35 +286,6 @@ export function readNumber(source: object): number {
   return (source as ReadingSocket)[kRead]?.reads ?? 0
 }
 
-/** Node's private keys of the `onread` option on a socket (net.js `kBuffer`, `kBufferGen`, `kBufferCb`). */
-interface OnreadKeys {
-  buffer: symbol
-  generator: symbol
-  callback: symbol
-}
-
-let onreadKeys: OnreadKeys | null | undefined
-
-// Found once on a probe socket made with `onread`, by their descriptions and
-// values; null when this Node keeps them differently.
-function findOnreadKeys(): OnreadKeys | null {
-  if (onreadKeys !== undefined) return onreadKeys
-  onreadKeys = null
-  try {
-    const generator = (): Buffer => Buffer.alloc(1)
-    const callback = (): boolean => true
-    const probe = new net.Socket({ onread: { buffer: generator, callback } } as net.SocketConstructorOpts) as net.Socket & Record<symbol, unknown>
-    const own = Object.getOwnPropertySymbols(probe)
-    const by = (description: string, value: unknown): symbol | undefined => own.find((k) => k.description === description && probe[k] === value)
-    const keys = { buffer: by('kBuffer', true), generator: by('kBufferGen', generator), callback: by('kBufferCb', callback) }
-    probe.destroy()
-    if (keys.buffer !== undefined && keys.generator !== undefined && keys.callback !== undefined) onreadKeys = keys as OnreadKeys
-  } catch {
-    // A Node whose sockets take no onread: no reused buffers for TLS.
-  }
-  return onreadKeys
-}
-
 /**
  * Gives an existing socket, typically a TLS socket, reused read buffers:
  * Node offers `onread` to a TLS socket only when `tls.connect` creates it,
@@ -374,23 +301,10 @@ function findOnreadKeys(): OnreadKeys | null {
  * Node without these internals.
  */
 export function useReadBuffer(socket: net.Socket, size?: number): boolean {
-  const s = socket as ReadingSocket & Record<symbol, unknown> & { _handle?: { useUserBuffer?: unknown } | null }
-  const keys = findOnreadKeys()
-  const handle = s._handle
-  if (keys === null || s[kRead] !== undefined || s[keys.buffer] || socket.destroyed || handle == null || typeof handle.useUserBuffer !== 'function') return false
+  const s = socket as ReadingSocket
+  if (s[kRead] !== undefined) return false
   const { state, onread } = newState(size)
-  const generate = onread.buffer as () => Buffer
-  const first = generate()
-  // Throws only on a handle that is no stream (then nothing was changed).
-  try {
-    ;(handle.useUserBuffer as (buffer: Uint8Array) => void).call(handle, first)
-  } catch {
-    return false
-  }
-  s[keys.generator] = generate
-  s[keys.callback] = onread.callback
-  s[keys.buffer] = first
+  if (!setOnread(socket, onread)) return false
   s[kRead] = state
   return true
 }
-
