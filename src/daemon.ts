@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream'
-import { relative } from 'node:path'
+import { isAbsolute, join, relative, sep } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { adminContextFromConfig, ensureDevState } from './admin/index.js'
 import { AdminServer, FileAdminBackend } from './admin-api/index.js'
@@ -8,11 +8,11 @@ import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { CredentialStore } from './credentials/index.js'
 import { formatProblem, KeywayError } from './errors.js'
+import { PACKAGE_ROOT, VERSION } from './package.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
 import { formatHostPort, isLoopback } from './net/index.js'
-import { VERSION } from './package.js'
 import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 import { checkFastPath } from './read-buffer/index.js'
@@ -24,6 +24,8 @@ import { checkFastPath } from './read-buffer/index.js'
  */
 export interface DaemonIo {
   readonly stderr: Writable
+  /** Where the quick start's steps go when stderr is not a terminal but stdout is. */
+  readonly stdout?: Writable
   readonly env: Readonly<Record<string, string | undefined>>
   readonly cwd: string
   /** Aborts when the process is asked to stop (SIGTERM/SIGINT); the daemon drains then. */
@@ -40,6 +42,7 @@ export interface RunningGateway {
   /** The admin API and UI listener (`admin.listen`), unless turned off. */
   readonly admin: AdminServer | undefined
   readonly registry: Registry
+  readonly logger: Logger
   /** Reloads the policy and the key set (what SIGHUP does). */
   reload(): Promise<void>
   /** Drains and stops everything. Idempotent. */
@@ -208,6 +211,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     observability,
     admin,
     registry,
+    logger,
     async reload() {
       await store.reload()
       try {
@@ -231,13 +235,13 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
 }
 
 /** The banner lines about the admin listener: where it is and how to create the first admin. */
-function adminBanner(admin: AdminServer | undefined, cfg: string): string[] {
+function adminBanner(admin: AdminServer | undefined, cfg: string, keyway: string): string[] {
   const at = admin?.address()
   if (at === undefined) return []
   return [
     `Admin API on http://${formatHostPort({ host: at.address, port: at.port })}/v1/admin/ (docs/admin-ui.md). Create the first admin:`,
     '',
-    `  node bin/keyway.js admin users create you@example.com --admin --password-stdin --config ${cfg}`,
+    `  node ${keyway} admin users create you@example.com --admin --password-stdin --config ${cfg}`,
     '',
   ]
 }
@@ -257,26 +261,71 @@ export async function runGateway(config: KeywayConfig, io: DaemonIo): Promise<nu
   const running = await startGateway(config)
   const at = running.gateway.address()!
   if (config.bootstrap) {
-    const rel = (p: string) => relative(io.cwd, p) || '.'
-    const cfg = relative(io.cwd, config.file)
-    io.stderr.write(
-      [
-        '',
-        `Keyway gateway listening on ${at.address}:${at.port} (development setup; state in ${rel(config.state)}).`,
-        'Create a service token, then start a sidecar with it:',
-        '',
-        `  node bin/keyway.js admin services create demo-job --role demo --config ${cfg} > demo-job.token`,
-        `  KEYWAY_TOKEN=$(cat demo-job.token) node bin/keyway.js listen --config ${cfg}`,
-        '',
-        ...adminBanner(running.admin, cfg),
-      ].join('\n') + '\n',
-    )
+    const steps = quickStartSteps(config, io, [...running.store.current().accounts.values()].some((a) => a.name === DEMO_ACCOUNT))
+    // Logs stay JSON; the same steps go as text only to a person at a terminal.
+    if (steps.length > 0) running.logger.info({ event: 'dev_next_steps', commands: steps }, 'create the demo service token, then start a sidecar with it')
+    const tty = terminalOf(io)
+    if (tty) {
+      const lines = ['', `Keyway gateway listening on ${at.address}:${at.port} (development setup; state in ${shownPath(config.state, quickStartDir(io))}).`]
+      if (steps.length > 0) lines.push('Create a service token, then start a sidecar with it:', '', ...steps.map((s) => `  ${s}`))
+      else lines.push(`The ${DEMO_ACCOUNT} account exists: start its sidecar as before, or see README.md.`)
+      lines.push('', ...adminBanner(running.admin, shownPath(config.file, quickStartDir(io)), shownPath(join(PACKAGE_ROOT, 'bin', 'keyway.js'), quickStartDir(io))))
+      tty.write(lines.join('\n') + '\n\n')
+    }
   }
   io.onReload?.(() => void running.reload())
   const stop = io.stopSignal
   if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
   await running.close()
   return 0
+}
+
+/** The service account the quick start creates. */
+const DEMO_ACCOUNT = 'demo-job'
+
+/**
+ * The folder the person who ran the gateway is in: npm runs `npm start` in
+ * the package root and says where it was typed in INIT_CWD.
+ */
+function quickStartDir(io: DaemonIo): string {
+  const env = io.env
+  return env.npm_lifecycle_event === 'start' && env.INIT_CWD ? env.INIT_CWD : io.cwd
+}
+
+/**
+ * `path` as a person in `from` types it: relative while it stays below
+ * `from`, absolute when the relative form would climb out; shell-quoted when
+ * it holds anything but plain characters.
+ */
+export function shownPath(path: string, from: string): string {
+  const rel = relative(from, path)
+  const shown = rel === '' ? '.' : rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel) ? path : rel
+  return /^[\w@%+=:,./-]+$/.test(shown) ? shown : `'${shown.replaceAll("'", `'\\''`)}'`
+}
+
+/**
+ * The commands that create the demo account's token and start a sidecar
+ * with it, runnable as printed from the folder the gateway was started from;
+ * none once the account exists, so that a second run cannot be told to
+ * create it again. The token goes to a new 0600 file in the state folder
+ * (`--token-file` refuses to overwrite one).
+ */
+export function quickStartSteps(config: KeywayConfig, io: DaemonIo, demoExists: boolean): string[] {
+  if (demoExists) return []
+  const from = quickStartDir(io)
+  const keyway = `node ${shownPath(join(PACKAGE_ROOT, 'bin', 'keyway.js'), from)}`
+  const cfg = shownPath(config.file, from)
+  const tokenFile = shownPath(join(config.state, `${DEMO_ACCOUNT}.token`), from)
+  return [
+    `${keyway} admin services create ${DEMO_ACCOUNT} --role demo --config ${cfg} --token-file ${tokenFile}`,
+    `${keyway} listen --config ${cfg} --token-file ${tokenFile}`,
+  ]
+}
+
+/** Where text for a person goes: stderr if it is a terminal, else stdout if that is one, else nowhere. */
+function terminalOf(io: DaemonIo): { write(text: string): unknown } | undefined {
+  for (const stream of [io.stderr, io.stdout]) if ((stream as { isTTY?: boolean } | undefined)?.isTTY === true) return stream
+  return undefined
 }
 
 /**

@@ -1,9 +1,14 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { connect } from 'node:net'
 import { once } from 'node:events'
-import { loadConfig } from '../src/config/index.js'
-import { startGateway } from '../src/daemon.js'
-import { VERSION } from '../src/package.js'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import type { CliIo } from '../src/cli/command.js'
+import { loadConfig, type KeywayConfig } from '../src/config/index.js'
+import { quickStartSteps, runGateway, shownPath, startGateway } from '../src/daemon.js'
+import { PACKAGE_ROOT, VERSION } from '../src/package.js'
 import { listen } from './helpers/net.js'
 import { createWorld, packPolicyHere } from './helpers/world.js'
 
@@ -47,6 +52,59 @@ t.test('a policy that still holds a password hash is refused, naming the migrati
     policy: { version: 1, accounts: [{ id: 'usr_ada', type: 'user', email: 'ada@example.com', passwordHash: 'scrypt$16384$8$1$c2FsdA$aGFzaA' }] },
   })
   await t.rejects(world.startGateway(), { code: 'ERR_POLICY_INVALID', message: /keyway admin users migrate-passwords/ })
+})
+
+t.test('quick start: paths as typed from where npm start ran; relative inside, absolute and quoted outside', async (t) => {
+  t.equal(shownPath('/src/keyway/config/keyway.yaml', '/src/keyway'), 'config/keyway.yaml')
+  t.equal(shownPath('/src/keyway', '/src/keyway'), '.')
+  t.equal(shownPath('/tmp/k/config/keyway.yaml', '/home/ada'), '/tmp/k/config/keyway.yaml', 'absolute when the relative path climbs out')
+  t.equal(shownPath('/tmp/a b/keyway.yaml', '/home/ada'), "'/tmp/a b/keyway.yaml'", 'quoted with a space')
+  t.equal(shownPath("/tmp/it's/k.yaml", '/'), `'tmp/it'\\''s/k.yaml'`, 'a quote inside is escaped for the shell')
+})
+
+/** A copy of the embedded default in a scratch folder, its listeners on port 0. */
+function embeddedDefault(t: Test): KeywayConfig {
+  const dir = t.testdir()
+  cpSync(join(PACKAGE_ROOT, 'config'), join(dir, 'config'), { recursive: true })
+  return loadConfig({ file: join(dir, 'config/keyway.yaml'), env: { KEYWAY_GATEWAY_LISTEN: '127.0.0.1:0', KEYWAY_GATEWAY_METRICS: '' } })
+}
+
+function io(config: KeywayConfig, tty: boolean, env: Record<string, string> = {}): { io: CliIo; out: string[] } {
+  const out: string[] = []
+  const stream = Object.assign(new Writable({ write: (c: Buffer, _e, cb) => (out.push(c.toString()), cb()) }), { isTTY: tty })
+  const stop = new AbortController()
+  stop.abort('test')
+  return { io: { stdout: stream, stderr: stream, stdin: Readable.from([]), env, cwd: dirname(dirname(config.file)), stopSignal: stop.signal }, out }
+}
+
+t.test('quick start: the next steps go to a terminal only, and only while the demo account does not exist', async (t) => {
+  const config = embeddedDefault(t)
+  const piped = io(config, false)
+  t.equal(await runGateway(config, piped.io), 0)
+  t.same(piped.out, [], 'nothing but log lines when nobody reads a terminal')
+  t.ok(existsSync(config.policy) && config.policy.endsWith('/state/policy.yaml'), 'the development policy was copied to state/')
+
+  const terminal = io(config, true)
+  t.equal(await runGateway(config, terminal.io), 0)
+  const text = terminal.out.join('')
+  t.match(text, 'Create a service token, then start a sidecar with it:')
+  // This copy of config/ is not a package: keyway.js is the running package's.
+  const bin = `node ${shownPath(join(PACKAGE_ROOT, 'bin/keyway.js'), terminal.io.cwd)}`
+  t.match(text, `${bin} admin services create demo-job --role demo --config config/keyway.yaml --token-file state/demo-job.token`)
+  t.match(text, `${bin} listen --config config/keyway.yaml --token-file state/demo-job.token`)
+  t.same(quickStartSteps(config, terminal.io, false), text.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim()), 'the same commands as the log line')
+
+  const home = mkdtempSync(join(tmpdir(), 'keyway-home-'))
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  const fromElsewhere = quickStartSteps(config, { ...terminal.io, cwd: PACKAGE_ROOT, env: { npm_lifecycle_event: 'start', INIT_CWD: home } }, false)
+  t.match(fromElsewhere[0], `--config ${shownPath(config.file, home)}`, 'npm start typed elsewhere: INIT_CWD decides, paths are absolute (quoted if need be)')
+  t.ok(shownPath(config.file, home).includes(config.file), 'absolute')
+
+  writeFileSync(config.policy, readFileSync(config.policy, 'utf8').replace(/accounts:.*\n/, "accounts:\n  - { id: svc_0123456789abcdef, type: service, name: demo-job, roles: [demo] }\n"))
+  const later = io(config, true)
+  t.equal(await runGateway(config, later.io), 0)
+  t.notMatch(later.out.join(''), 'services create', 'no command to create what exists')
+  t.same(quickStartSteps(config, later.io, true), [])
 })
 
 t.test('the gateway logs once which data path it uses and exposes keyway_build_info; forward.nodeInternals: off switches the fast path off', async (t) => {

@@ -5,7 +5,7 @@ import type { KeywayConfig } from '../config/index.js'
 import { KeywayError } from '../errors.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { editPolicyFile } from './edit.js'
-import { ensureDevState } from './init.js'
+import { ensureDevState, ensurePolicy } from './init.js'
 
 /** What every admin operation needs: the policy file, time, and (for tokens) the signing key and claims. */
 export interface AdminContext {
@@ -29,9 +29,13 @@ export interface AdminContext {
  * key (read only when a token is issued) and its token issuer and audience.
  * With `bootstrap: true` (the embedded default), missing development keys are
  * created first, as the gateway would at start, so that `keyway admin` works
- * before the gateway has ever run.
+ * before the gateway has ever run; the development policy is copied from
+ * `bootstrapPolicy` right away, since every operation reads it.
+ *
+ * @throws KeywayError ERR_CONFIG_IO when that copy fails.
  */
 export function adminContextFromConfig(config: KeywayConfig, clock: Clock): AdminContext {
+  ensurePolicy(config)
   let key: Promise<SigningKey> | undefined
   const load = async (): Promise<SigningKey> => {
     await ensureDevState(config, { clock })

@@ -55,4 +55,4 @@ export {
   type RemoveResourceOptions,
 } from './resources.js'
 export { setSetting, showSettings, SETTING_NAMES, type SettingName, type SettingsView, type SetSettingResult } from './settings.js'
-export { initSetup, ensureDevState, INIT_FILES, type InitSetupOptions, type InitSetupResult, type EnsureDevStateOptions } from './init.js'
+export { initSetup, ensureDevState, ensurePolicy, INIT_FILES, type InitSetupOptions, type InitSetupResult, type EnsureDevStateOptions } from './init.js'

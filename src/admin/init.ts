@@ -1,3 +1,4 @@
+import { constants as fsConstants, copyFileSync, mkdirSync } from 'node:fs'
 import { chmod, lstat, mkdir, open, readFile, unlink } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
@@ -120,6 +121,7 @@ export async function ensureDevState(config: KeywayConfig, options: EnsureDevSta
     options.logger?.info({ file: path }, `created ${what}`)
   }
   await mkdirOrFail(config.state)
+  if (ensurePolicy(config)) note(config.policy, 'development policy (a copy of bootstrapPolicy)')
 
   const { signing, jwks } = config.keys
   const hadKey = await exists(signing)
@@ -170,6 +172,27 @@ export async function ensureDevState(config: KeywayConfig, options: EnsureDevSta
     )
   }
   return created
+}
+
+/**
+ * With `bootstrap` and a `bootstrapPolicy`, copies that policy to `policy`
+ * when the latter does not exist yet (never replacing it), so that edits land
+ * in the state folder and the tracked policy stays as it is.
+ *
+ * @returns whether the copy was made.
+ * @throws KeywayError ERR_CONFIG_IO when the seed cannot be read or the copy written.
+ */
+export function ensurePolicy(config: KeywayConfig): boolean {
+  if (!config.bootstrap || config.bootstrapPolicy === '') return false
+  try {
+    mkdirSync(dirname(config.policy), { recursive: true })
+    // EXCL: a policy already there (edited, or copied by a concurrent command) is kept.
+    copyFileSync(config.bootstrapPolicy, config.policy, fsConstants.COPYFILE_EXCL)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw new KeywayError('ERR_CONFIG_IO', `cannot copy bootstrapPolicy ${config.bootstrapPolicy} to ${config.policy}: ${(err as Error).message}`, { cause: err })
+  }
 }
 
 /** The names the development gateway certificate covers: loopback, plus the configured gateway host and server name. */

@@ -43,6 +43,7 @@ import { loadCliConfig } from './config.js'
 import { isTerminal, keywayCommand } from './hints.js'
 import { loadConfig } from '../config/index.js'
 import { runAdminServer } from '../daemon.js'
+import { createTokenFile, type TokenFile } from './token-file.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -108,23 +109,26 @@ function credentialOptions(values: Values): ResourceCredentialOptions {
 const SUBCOMMANDS: readonly Subcommand[] = [
   {
     words: 'services create',
-    args: 'NAME [--role ROLE] [--expires DURATION]',
-    summary: 'Create a service account; prints its token once, alone on stdout',
-    flags: { '--role ROLE': 'the role to assign (its grants apply; admin grant is then refused, use --for)', '--expires DURATION': 'the token expires after this long (default: never)' },
+    args: 'NAME [--role ROLE] [--expires DURATION] [--token-file PATH]',
+    summary: 'Create a service account; prints its token once, alone on stdout (or writes it to a new 0600 file)',
+    flags: { '--role ROLE': 'the role to assign (its grants apply; admin grant is then refused, use --for)', '--expires DURATION': 'the token expires after this long (default: never)', '--token-file PATH': 'write the token to this new file (mode 0600; an existing file is refused) instead of stdout' },
     example: 'keyway admin services create etl-nightly --role etl > etl-nightly.token',
-    options: { role: { type: 'string' }, expires: { type: 'string' } },
+    options: { role: { type: 'string' }, expires: { type: 'string' }, 'token-file': { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
       const expiresInMs = durationFlag(values, 'expires')
-      const created = await createService(env.ctx(), name!, {
-        ...(typeof values.role === 'string' ? { role: values.role } : {}),
-        ...(expiresInMs === undefined ? {} : { expiresInMs }),
-      })
+      const file = await tokenFileFlag(values, env)
+      const created = await withTokenFile(file, () =>
+        createService(env.ctx(), name!, {
+          ...(typeof values.role === 'string' ? { role: values.role } : {}),
+          ...(expiresInMs === undefined ? {} : { expiresInMs }),
+        }),
+      )
       const { account, issued } = created
-      println(env.io.stdout, issued.token)
+      await deliverToken(file, issued.token, env)
       const roles = account.roles.length > 0 ? `role ${account.roles.join(', ')}` : 'No Role'
       println(env.io.stderr, `Created service account "${account.name}" (${account.id}, ${roles}).`)
-      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} ${whereTokenWent(env.io)}, it cannot be shown again.`)
+      println(env.io.stderr, `Its token ${issued.tokenId} (${issued.fingerprint})${expiryNote(issued.expiresAt)} ${whereToken(file, env.io)}: it cannot be shown again.`)
       const k = keywayCommand(env.io)
       // A direct grant is refused for an account with a role: its access comes from the role, or is temporary.
       if (account.roles.length > 0) {
@@ -186,18 +190,19 @@ const SUBCOMMANDS: readonly Subcommand[] = [
   },
   {
     words: 'tokens rotate',
-    args: 'NAME [--grace DURATION] [--expires DURATION]',
-    summary: 'Issue a new token (printed once, alone on stdout); old ones end after the grace (default 24h)',
-    flags: { '--grace DURATION': 'old tokens keep working this long (default 24h; 0 revokes them now)', '--expires DURATION': 'the new token expires after this long' },
+    args: 'NAME [--grace DURATION] [--expires DURATION] [--token-file PATH]',
+    summary: 'Issue a new token (printed once, alone on stdout, or written to a new 0600 file); old ones end after the grace (default 24h)',
+    flags: { '--grace DURATION': 'old tokens keep working this long (default 24h; 0 revokes them now)', '--expires DURATION': 'the new token expires after this long', '--token-file PATH': 'write the token to this new file (mode 0600; an existing file is refused) instead of stdout' },
     example: 'keyway admin tokens rotate etl-nightly --grace 2m > etl-nightly.token',
-    options: { grace: { type: 'string' }, expires: { type: 'string' } },
+    options: { grace: { type: 'string' }, expires: { type: 'string' }, 'token-file': { type: 'string' } },
     positionals: 1,
     async run([name], values, env) {
       const graceMs = durationFlag(values, 'grace', true) ?? DEFAULT_ROTATION_GRACE_MS
       const expiresInMs = durationFlag(values, 'expires')
-      const r = await rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) })
-      println(env.io.stdout, r.issued.token)
-      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} ${whereTokenWent(env.io)}, it cannot be shown again.`)
+      const file = await tokenFileFlag(values, env)
+      const r = await withTokenFile(file, () => rotateToken(env.ctx(), name!, { graceMs, ...(expiresInMs === undefined ? {} : { expiresInMs }) }))
+      await deliverToken(file, r.issued.token, env)
+      println(env.io.stderr, `New token ${r.issued.tokenId} (${r.issued.fingerprint})${expiryNote(r.issued.expiresAt)} for ${r.account.name} ${whereToken(file, env.io)}: it cannot be shown again.`)
       for (const old of r.retiring) println(env.io.stderr, `Old token ${old.id} (${old.fingerprint}) works until ${old.expires}.`)
       for (const id of r.removed) println(env.io.stderr, `Removed token ${id}${graceMs === 0 ? ' (revoked)' : ' (expired)'}.`)
       return 0
@@ -704,9 +709,6 @@ function durationFlag(values: Values, flag: string, zeroOk = false): number | un
 }
 
 /** Where a token printed alone on stdout went, as a person at the terminal sees it. */
-function whereTokenWent(io: CliIo): string {
-  return isTerminal(io.stdout) ? 'is printed above: copy it now' : 'went to stdout, not to this terminal: keep what received it'
-}
 
 function expiryNote(expiresAt: number): string {
   return expiresAt === Infinity ? '' : `, expiring ${new Date(expiresAt).toISOString()}`
@@ -829,4 +831,33 @@ function renderAccount(v: AccountView): string {
     }
   }
   return out.join('\n')
+}
+
+/** `--token-file PATH`: the file is created (0600, exclusive) before the token is issued, so a refusal loses nothing. */
+async function tokenFileFlag(values: Values, env: Env): Promise<TokenFile | undefined> {
+  const path = values['token-file']
+  if (path === undefined) return undefined
+  if (typeof path !== 'string' || path === '') throw new KeywayError('ERR_USAGE', '--token-file needs a path')
+  return createTokenFile(path, env.io.cwd)
+}
+
+/** Runs `issue`; on failure removes the still-empty token file it would have filled. */
+async function withTokenFile<T>(file: TokenFile | undefined, issue: () => Promise<T>): Promise<T> {
+  try {
+    return await issue()
+  } catch (err) {
+    await file?.discard()
+    throw err
+  }
+}
+
+/** Writes the token to its file, or alone on stdout. */
+async function deliverToken(file: TokenFile | undefined, token: string, env: Env): Promise<void> {
+  if (file) await file.write(token)
+  else println(env.io.stdout, token)
+}
+
+function whereToken(file: TokenFile | undefined, io: CliIo): string {
+  if (file) return `is in ${file.path} (mode 0600)`
+  return isTerminal(io.stdout) ? 'is printed above: copy it now' : 'went to stdout, not to this terminal: keep what received it'
 }

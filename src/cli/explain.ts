@@ -1,3 +1,4 @@
+import { ensurePolicy } from '../admin/index.js'
 import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
 import { explainAccess, loadPolicyFile, parseInstant } from '../policy/index.js'
@@ -37,6 +38,7 @@ export function createExplainCommand(clock: Clock): Command {
         if (Number.isNaN(at)) throw new KeywayError('ERR_USAGE', `--at "${values.at}" is not an ISO-8601 instant with a zone, e.g. 2026-03-01T09:00:00Z`)
       }
       const config = loadCliConfig(values.config, io)
+      ensurePolicy(config)
       const policy = await loadPolicyFile(config.policy)
       const result = explainAccess(policy, account, resource, at)
       if (values.json === true) {

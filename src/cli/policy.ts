@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
+import { ensurePolicy } from '../admin/index.js'
 import { KeywayError } from '../errors.js'
 import { compilePolicyText } from '../policy/index.js'
 import { parseCommandArgs, println, type Command } from './command.js'
@@ -29,7 +30,12 @@ export const command: Command = {
     const { values, positionals } = parseCommandArgs(args, {}, usage)
     if (positionals[0] !== 'check' || positionals.length > 2) throw new KeywayError('ERR_USAGE', `expected "keyway policy check [FILE]"\n${usage}`)
     // Problems name the file as it was typed, so editors and people find it.
-    const shown = positionals[1] ?? loadCliConfig(values.config, io).policy
+    let shown = positionals[1]
+    if (shown === undefined) {
+      const config = loadCliConfig(values.config, io)
+      ensurePolicy(config)
+      shown = config.policy
+    }
     const path = resolve(io.cwd, shown)
     let text: string
     try {

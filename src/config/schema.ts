@@ -43,6 +43,8 @@ export const configSchema = z.strictObject({
   state: z.string().min(1).default('state'),
   /** Create missing development keys and certificates in `state` at start. */
   bootstrap: z.boolean().default(false),
+  /** With bootstrap: the policy copied to `policy` when that file is missing (the development policy lives in `state`). */
+  bootstrapPolicy: z.string().default(''),
   /** A policy over any of these is refused (ERR_POLICY_TOO_LARGE); the gateway keeps its last good one. */
   policyLimits: z
     .strictObject({

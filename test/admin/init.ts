@@ -4,7 +4,7 @@ import { X509Certificate } from 'node:crypto'
 import { once } from 'node:events'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { adminContextFromConfig, createService, ensureDevState, initSetup, INIT_FILES, readPolicy } from '../../src/admin/index.js'
+import { adminContextFromConfig, createRole, createService, ensureDevState, initSetup, INIT_FILES, readPolicy } from '../../src/admin/index.js'
 import { ManualClock } from '../../src/clock.js'
 import { DEFAULT_CONFIG_FILE, loadConfig } from '../../src/config/index.js'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'
@@ -87,7 +87,9 @@ t.test('ensureDevState creates what the default configuration needs, once, and n
   const clock = new ManualClock(Date.now())
   const created = await ensureDevState(config, { clock })
   const state = join(root, 'state')
-  t.same(created.sort(), ['ca-key.pem', 'ca.pem', 'gateway-key.pem', 'gateway.pem', 'jwks.json', 'signing-key.json'].map((f) => join(state, f)))
+  t.same(created.sort(), ['ca-key.pem', 'ca.pem', 'gateway-key.pem', 'gateway.pem', 'jwks.json', 'policy.yaml', 'signing-key.json'].map((f) => join(state, f)))
+  const tracked = readFileSync(join(root, 'config/policy.yaml'), 'utf8')
+  t.equal(readFileSync(join(state, 'policy.yaml'), 'utf8'), tracked, 'the development policy starts as a copy of config/policy.yaml')
   t.equal(statSync(config.keys.signing).mode & 0o777, 0o600)
   t.equal(statSync(config.gateway.tls.key).mode & 0o777, 0o600)
   t.ok(certIsSignedBy(readFileSync(config.gateway.tls.cert, 'utf8'), readFileSync(config.sidecar.ca, 'utf8')))
@@ -99,6 +101,17 @@ t.test('ensureDevState creates what the default configuration needs, once, and n
   const { issued } = await createService(ctx, 'ci', { role: 'demo' })
   const verifier = await policyVerifier({ jwksFile: config.keys.jwks, policyFile: config.policy }, clock, { issuer: 'keyway', audience: 'keyway' })
   t.ok(await verifier.verify(issued.token))
+  t.match(readFileSync(join(state, 'policy.yaml'), 'utf8'), 'name: ci', 'admin edits the copy in state/')
+  t.equal(readFileSync(join(root, 'config/policy.yaml'), 'utf8'), tracked, 'the tracked policy stays as it is')
+})
+
+t.test('keyway admin before the gateway ever ran copies the development policy first', async (t) => {
+  const { root, config } = defaultCopy(t)
+  t.notOk(existsSync(config.policy))
+  const ctx = adminContextFromConfig(config, new ManualClock(Date.now()))
+  await createRole(ctx, 'etl')
+  t.match(readFileSync(join(root, 'state/policy.yaml'), 'utf8'), 'name: etl')
+  t.notMatch(readFileSync(join(root, 'config/policy.yaml'), 'utf8'), 'name: etl')
 })
 
 t.test('ensureDevState fills in a missing key set, or adds a new key to an existing one', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { listAccounts, readPolicy } from '../../src/admin/index.js'
 import { tokenFingerprint } from '../../src/auth/index.js'
@@ -30,6 +30,42 @@ t.test('services create prints the token alone on stdout, once; the file keeps o
   t.equal(again.code, 1)
   t.equal(again.stdout, '')
   t.match(again.stderr, /^keyway: ERR_ALREADY_EXISTS: /)
+})
+
+t.test('--token-file writes the token to a new 0600 file; an existing file is refused before anything is created or rotated', async (t) => {
+  const setup = await writeAdminSetup(t.testdir())
+  const dir = dirname(setup.configFile)
+  const r = await runKeyway(['admin', 'services', 'create', 'ci', '--role', 'ops', '--config', setup.configFile, '--token-file', 'ci.token'], { cwd: dir })
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, '', 'nothing on stdout')
+  const file = join(dir, 'ci.token')
+  const token = readFileSync(file, 'utf8')
+  t.match(token, /^[\w-]+\.[\w-]+\.[\w-]+\n$/)
+  t.equal(statSync(file).mode & 0o777, 0o600)
+  t.match(r.stderr, `is in ${file} (mode 0600)`)
+  t.notOk(r.stderr.includes(token.trim()), 'the token is not on stderr')
+
+  // Run twice (a pasted command, shell history): refused, nothing created, the token still there.
+  const again = await runKeyway(['admin', 'services', 'create', 'ci2', '--config', setup.configFile, '--token-file', file])
+  t.equal(again.code, 1)
+  t.match(again.stderr, /^keyway: ERR_FILE_EXISTS: refusing to overwrite/)
+  t.equal(readFileSync(file, 'utf8'), token, 'the file is untouched')
+  t.notOk(setup.policyText().includes('name: ci2'), 'no account was created')
+
+  const rotated = await runKeyway(['admin', 'tokens', 'rotate', 'ci', '--config', setup.configFile, '--token-file', file])
+  t.equal(rotated.code, 1)
+  t.match(rotated.stderr, /ERR_FILE_EXISTS/)
+  t.equal(readFileSync(file, 'utf8'), token, 'still untouched')
+  const before = setup.policyText()
+  const rotatedNew = await runKeyway(['admin', 'tokens', 'rotate', 'ci', '--config', setup.configFile, '--token-file', join(dir, 'ci.token.new')])
+  t.equal(rotatedNew.code, 0, rotatedNew.stderr)
+  t.not(readFileSync(join(dir, 'ci.token.new'), 'utf8'), token, 'a new token in the new file')
+  t.not(setup.policyText(), before, 'the rotation landed')
+
+  // A failed creation leaves no empty file behind.
+  const clash = await runKeyway(['admin', 'services', 'create', 'ci', '--config', setup.configFile, '--token-file', join(dir, 'clash.token')])
+  t.match(clash.stderr, /ERR_ALREADY_EXISTS/)
+  t.notOk(existsSync(join(dir, 'clash.token')), 'the empty file is removed')
 })
 
 t.test('the configuration comes from --config (relative to the working folder) or KEYWAY_CONFIG', async (t) => {

@@ -9,7 +9,8 @@ t.test('the embedded default configuration loads', async (t) => {
   t.equal(config.file, DEFAULT_CONFIG_FILE)
   t.same(config.gateway.listen, { host: '127.0.0.1', port: 7443 })
   t.equal(config.gateway.connectTimeout, 5000)
-  t.ok(config.policy.endsWith('/config/policy.yaml'))
+  t.ok(config.policy.endsWith('/state/policy.yaml'), 'the development policy lives in the git-ignored state/')
+  t.ok(config.bootstrapPolicy.endsWith('/config/policy.yaml'), 'a copy of the tracked config/policy.yaml')
   t.ok(Object.isFrozen(config) && Object.isFrozen(config.gateway))
 })
 

@@ -28,8 +28,7 @@ t.test('a service account with a role reaches PostgreSQL through keyway listen a
   t.equal(connected.code, 1)
   t.match(connected.stderr, /ERR_GRANT_DENIED/)
   // A tunnel opened straight at the gateway with its token is refused before any upstream dial.
-  const gatewayPort = Number(stack.env.KEYWAY_GATEWAY_LISTEN!.split(':')[1])
-  const tunnel = await openTunnel(t, gatewayPort, readFileSync(join(stack.dir, 'ca.pem'), 'utf8'), biToken, 'warehouse')
+  const tunnel = await openTunnel(t, stack.gatewayPort, readFileSync(join(stack.dir, 'ca.pem'), 'utf8'), biToken, 'warehouse')
   t.match(tunnel.reply, { ok: false, code: 'ERR_GRANT_DENIED' })
   t.match(await stack.gateway.waitLog((l) => l.event === 'tunnel_denied'), { code: 'ERR_GRANT_DENIED', resource: 'warehouse', token_fp: /^sha256:/ })
   t.equal(stack.pg.connectionsReceived(), before + 1, 'the upstream never saw a connection for the refused account')

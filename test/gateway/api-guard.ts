@@ -34,7 +34,7 @@ t.test('headers trickled one line at a time are cut at apiHeadersTimeout with 40
   const { clock, world, running, port } = await setup(t, { apiHeadersTimeout: '10s', apiRequestTimeout: '30s' })
   const slow = await apiSocket(t, port, world.caPem, '127.0.0.2')
   const answer = readAll(slow)
-  await until(() => running.gateway.apiConnections === 1, 5_000, 'the API to take the connection')
+  await until(() => running.gateway.apiConnections === 1, 20_000, 'the API to take the connection')
   slow.write('GET /v1/whoami HTTP/1.1\r\n')
   for (let i = 0; i < 3; i++) {
     clock.advance(3_000)
@@ -45,7 +45,7 @@ t.test('headers trickled one line at a time are cut at apiHeadersTimeout with 40
   const text = (await answer).toString()
   t.match(text, /^HTTP\/1\.1 408 /)
   t.match(text, /"code":"ERR_API_HEADERS_TIMEOUT"/)
-  await until(() => running.gateway.apiConnections === 0, 5_000, 'the connection to close')
+  await until(() => running.gateway.apiConnections === 0, 20_000, 'the connection to close')
   t.match(world.logs.events('api_rejected'), [{ code: 'ERR_API_HEADERS_TIMEOUT', client: /^127\.0\.0\.2:\d+$/ }])
   t.match(await running.registry.metrics(), /keyway_gateway_api_rejected_total\{code="ERR_API_HEADERS_TIMEOUT"\} 1/)
 })
@@ -54,10 +54,10 @@ t.test('a body that never completes is cut at apiRequestTimeout, counted from th
   const { clock, world, running, port } = await setup(t, { apiHeadersTimeout: '10s', apiRequestTimeout: '30s' })
   const slow = await apiSocket(t, port, world.caPem)
   const answer = readAll(slow)
-  await until(() => running.gateway.apiConnections === 1, 5_000, 'the API to take the connection')
+  await until(() => running.gateway.apiConnections === 1, 20_000, 'the API to take the connection')
   const armed = clock.pending
   slow.write('POST /v1/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"email":')
-  await until(() => clock.pending === armed - 1, 5_000, 'the headers deadline to be cleared by the request')
+  await until(() => clock.pending === armed - 1, 20_000, 'the headers deadline to be cleared by the request')
   clock.advance(29_999)
   t.equal(running.gateway.apiConnections, 1, 'within the request deadline')
   clock.advance(1)
@@ -68,13 +68,13 @@ t.test('a body that never completes is cut at apiRequestTimeout, counted from th
 t.test('a kept-alive connection gets fresh deadlines after each answer', async (t) => {
   const { clock, world, running, port } = await setup(t, { apiHeadersTimeout: '10s', apiRequestTimeout: '30s' })
   const s = await apiSocket(t, port, world.caPem)
-  await until(() => running.gateway.apiConnections === 1, 5_000, 'the API to take the connection')
+  await until(() => running.gateway.apiConnections === 1, 20_000, 'the API to take the connection')
   let seen = ''
   s.on('data', (c: Buffer) => (seen += c.toString()))
   for (let i = 1; i <= 4; i++) {
     clock.advance(9_000)
     s.write('GET /v1/whoami HTTP/1.1\r\nhost: x\r\n\r\n')
-    await until(() => (seen.match(/HTTP\/1\.1 401/g) ?? []).length === i, 5_000, `answer ${i}`)
+    await until(() => (seen.match(/HTTP\/1\.1 401/g) ?? []).length === i, 20_000, `answer ${i}`)
   }
   t.equal(running.gateway.apiConnections, 1, '36 s of polling on one connection, each request within its deadlines')
   t.equal(world.logs.events('api_rejected').length, 0)
@@ -83,7 +83,7 @@ t.test('a kept-alive connection gets fresh deadlines after each answer', async (
 t.test('one address holds at most apiMaxConnectionsPerAddress API connections; others are not affected', async (t) => {
   const { world, running, port } = await setup(t, { apiMaxConnectionsPerAddress: 3 })
   for (let i = 0; i < 3; i++) await apiSocket(t, port, world.caPem, '127.0.0.2')
-  await until(() => running.gateway.apiConnections === 3, 5_000, 'three connections')
+  await until(() => running.gateway.apiConnections === 3, 20_000, 'three connections')
   const fourth = await apiSocket(t, port, world.caPem, '127.0.0.2')
   const text = (await readAll(fourth)).toString()
   t.match(text, /^HTTP\/1\.1 429 [^]*"code":"ERR_API_ADDRESS_LIMIT"/)
@@ -91,6 +91,6 @@ t.test('one address holds at most apiMaxConnectionsPerAddress API connections; o
   let seen = ''
   other.on('data', (c: Buffer) => (seen += c.toString()))
   other.write('GET /v1/whoami HTTP/1.1\r\nhost: x\r\n\r\n')
-  await until(() => seen.includes('ERR_TOKEN_MISSING'), 5_000, 'another address to be served')
+  await until(() => seen.includes('ERR_TOKEN_MISSING'), 20_000, 'another address to be served')
   t.match(world.logs.events('api_rejected'), [{ code: 'ERR_API_ADDRESS_LIMIT', client: /^127\.0\.0\.2:/ }])
 })

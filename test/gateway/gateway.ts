@@ -4,7 +4,8 @@ import { request, type RequestOptions } from 'node:https'
 import type { ConnectionOptions } from 'node:tls'
 import { ApiErrorSchema, encodeHello, ResourcesResponseSchema, WhoamiResponseSchema } from '../../src/protocol/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
-import { fullBacklogServer, freePort, readAll } from '../helpers/net.js'
+import { fullBacklogServer, readAll } from '../helpers/net.js'
+import { refusedPort as idleRefusedPort } from '../helpers/ports.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { connectTls, createWorld, ManualClock, openTunnel, readReply, type World } from '../helpers/world.js'
@@ -88,7 +89,7 @@ t.test('a handshake that never finishes is closed at the deadline (injected cloc
   const slow = await connectTls(t, port, world.caPem)
   slow.write(encodeHello({ token: 'abc', resource: 'db' }).subarray(0, 5))
   const replied = readReply(slow)
-  await until(() => running.gateway.openTunnels === 1, 5_000, 'the gateway to accept the tunnel')
+  await until(() => running.gateway.openTunnels === 1, 20_000, 'the gateway to accept the tunnel')
   clock.advance(4_999)
   t.equal(world.logs.events('tunnel_denied').length, 0, 'not refused before the deadline')
   clock.advance(2)
@@ -116,7 +117,7 @@ t.test('an expired token and a revoked token are refused with their codes', asyn
 
 t.test('an unreachable upstream is reported with a code: refused, and never accepting', async (t) => {
   const upstream = await countingUpstream(t)
-  const refusedPort = await freePort()
+  const refusedPort = await idleRefusedPort()
   const backlog = await fullBacklogServer(t)
   const world = await createWorld(t, {
     policy: {
@@ -353,7 +354,7 @@ t.test('PROXY v2 from a configured balancer: the real client is logged; without 
   t.teardown(() => silent.destroy())
   await once(silent, 'connect')
   const closed = once(silent, 'close')
-  await until(() => world.logs.events('proxy_header_refused').length === 1 && clock.pending > 0, 5_000, 'the header deadline to be armed')
+  await until(() => world.logs.events('proxy_header_refused').length === 1 && clock.pending > 0, 20_000, 'the header deadline to be armed')
   clock.advance(5_000)
   await closed
   t.match(world.logs.events('proxy_header_refused')[1], { msg: /no complete PROXY header within 5000 ms/ })

@@ -62,7 +62,7 @@ async function messagesUntil(socket: TLSSocket, rest: Buffer, until: string): Pr
 }
 
 t.test('keyway/1: startup bytes sent with the hello reach the injected login; the client gets AuthenticationOk without a password', async (t) => {
-  const server = await startPostgres({ auth: 'scram' })
+  const server = await startPostgres(t, { auth: 'scram' })
   t.teardown(() => server.stop())
   const admin = new pg.Client({ host: '127.0.0.1', port: server.port, user: 'postgres', database: 'postgres' })
   await admin.connect()

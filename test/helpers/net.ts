@@ -199,7 +199,6 @@ export function writeRandom(stream: Writable, total: number, options: WriteRando
   })
 }
 
-/** A port on 127.0.0.1 that nothing listens on right now (connecting to it is refused). */
 /** Counts the calls to `socket.write` from now on (the writes a forwarder makes to it). */
 export function countWrites(socket: net.Socket): () => number {
   let writes = 0
@@ -209,15 +208,6 @@ export function countWrites(socket: net.Socket): () => number {
     return write(...args)
   }) as typeof socket.write
   return () => writes
-}
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer()
-  server.listen({ port: 0, host: LOOPBACK })
-  await once(server, 'listening')
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
 }
 
 /**

@@ -3,7 +3,7 @@ import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { freePort } from './net.js'
+import { PortInUseError, withPort, type Comments } from './ports.js'
 
 const run = promisify(execFile)
 const BIN = process.env.KEYWAY_PG_BIN ?? '/usr/local/bin'
@@ -40,10 +40,12 @@ export interface PostgresOptions {
 }
 
 /**
- * Starts a fresh cluster (trust auth, no fsync) on a free loopback port.
+ * Starts a fresh cluster (trust auth, no fsync) on a port of the test file's
+ * block (PostgreSQL cannot listen on port 0): when the port is taken, it
+ * says so on `t` and starts again on the next one.
  * Call `stop()` in teardown: it stops the server and removes its files.
  */
-export async function startPostgres(options: PostgresOptions = {}): Promise<Postgres> {
+export async function startPostgres(t: Comments, options: PostgresOptions = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'keyway-pg-'))
   const data = join(dir, 'data')
   if (process.getuid?.() === 0) {
@@ -73,10 +75,27 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       { mode: 0o644 },
     )
   }
-  const port = await freePort()
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on -c password_encryption=${options.auth === 'md5' ? 'md5' : 'scram-sha-256'}${tlsOpts}`
-  const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
-  await run(startCmd, startArgs)
+  const port = await withPort(t, 'PostgreSQL', async (port) => {
+    const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on -c password_encryption=${options.auth === 'md5' ? 'md5' : 'scram-sha-256'}${tlsOpts}`
+    const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
+    const logText = (): string => {
+      try {
+        return readFileSync(join(dir, 'log'), 'utf8')
+      } catch {
+        return ''
+      }
+    }
+    // pg_ctl appends to the log: look only at this attempt's part.
+    const before = logText().length
+    try {
+      await run(startCmd, startArgs)
+    } catch (err) {
+      const log = logText().slice(before)
+      if (/could not bind .*Address already in use|could not create any TCP\/IP sockets/.test(log)) throw new PortInUseError(port, 'PostgreSQL')
+      throw err
+    }
+    return port
+  })
   let stopped = false
   // A test killed at its timeout skips its teardown: stop the cluster on the way out anyway.
   const onExit = () => {

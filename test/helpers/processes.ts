@@ -49,11 +49,19 @@ export interface Daemon {
 
 /**
  * Starts `keyway ARGS` in the background (or `command` instead, e.g. a shell
- * line a person would paste); killed in teardown.
+ * line a person would paste); killed in teardown. With `group`, the command
+ * gets a process group of its own and signals go to the whole group (for
+ * `npm start`, whose gateway is a grandchild).
  */
-export function startDaemon(t: Teardown, args: string[], env: Record<string, string>, command?: string[], cwd?: string): Daemon {
+export function startDaemon(t: Teardown, args: string[], env: Record<string, string>, command?: string[], cwd?: string, group = false): Daemon {
   const [file, ...rest] = command ?? [process.execPath, KEYWAY_BIN, ...args]
-  const child = spawn(file!, rest, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'], cwd })
+  const child = spawn(file!, rest, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'], cwd, detached: group })
+  const signal = (sig: NodeJS.Signals): void => {
+    if (!group) return void child.kill(sig)
+    try {
+      process.kill(-child.pid!, sig)
+    } catch {}
+  }
   const lines: Record<string, unknown>[] = []
   let waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = []
   let buffered = ''
@@ -73,18 +81,24 @@ export function startDaemon(t: Teardown, args: string[], env: Record<string, str
   })
   child.stdout!.resume()
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // A test file that ends abruptly (tap's timeout) skips its teardown: no daemon may outlive it.
+  const onExit = (): void => signal('SIGKILL')
+  process.once('exit', onExit)
+  void exited.then(() => {
+    if (!group) process.off('exit', onExit)
+  })
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL')
+      signal('SIGKILL')
       await exited
-    }
+    } else if (group) signal('SIGKILL')
   })
   return {
     child,
     lines,
     exited,
     stderr: () => raw,
-    waitLog(pred, timeoutMs = 20_000) {
+    waitLog(pred, timeoutMs = 60_000) {
       const seen = lines.find(pred)
       if (seen) return Promise.resolve(seen)
       return new Promise((resolve, reject) => {
@@ -100,9 +114,9 @@ export function startDaemon(t: Teardown, args: string[], env: Record<string, str
         })
       })
     },
-    async stop(signal = 'SIGTERM') {
+    async stop(sig = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
-      child.kill(signal)
+      signal(sig)
       return exited
     },
   }

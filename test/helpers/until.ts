@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises'
  * that emits no event (a counter in another component). Fails after
  * `timeoutMs` so a broken feature fails the test instead of hanging it.
  */
-export async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+export async function until(check: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)

@@ -15,7 +15,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { parseAllDocuments } from 'yaml'
 import { COMMANDS } from '../../src/cli/commands.js'
 import { createTestPki, startFakeGateway } from '../helpers/fake-gateway.js'
+import { refusedPort } from '../helpers/ports.js'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
@@ -216,14 +217,41 @@ interface RunAs {
   gid?: number
 }
 
+/**
+ * `argv` run with exactly `env`: tap's process tracking adds its NODE_OPTIONS
+ * (an --import of a file in this checkout) to whatever env a test passes to
+ * spawn, which the image's user may not be able to read and the image never
+ * has. `env -i` drops it, and everything else of the runner's.
+ */
+function exactly(argv: string[], env: Record<string, string>): [string, string[]] {
+  return ['/usr/bin/env', ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv]]
+}
+
 async function run(argv: string[], options: { cwd: string; env: Record<string, string> } & RunAs): Promise<Ran> {
-  const child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: options.env, uid: options.uid, gid: options.gid, stdio: ['ignore', 'pipe', 'pipe'] })
+  const [file, args] = exactly(argv, options.env)
+  const child = spawn(file, args, { cwd: options.cwd, uid: options.uid, gid: options.gid, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   const [code] = (await once(child, 'close')) as [number | null]
   return { code, stdout, stderr }
+}
+
+/**
+ * The node binary the image's user runs: the runner's own when that user can
+ * run it, else a copy in the image's /usr/local/bin (where the base image has
+ * its node).
+ */
+async function nodeFor(root: string, as: RunAs): Promise<string> {
+  if (as.uid === undefined) return process.execPath
+  const probe = await run([process.execPath, '-e', ''], { cwd: root, env: {}, ...as }).catch((err: Error) => ({ code: -1, stdout: '', stderr: err.message }))
+  if (probe.code === 0) return process.execPath
+  const copy = join(root, 'usr/local/bin/node')
+  mkdirSync(dirname(copy), { recursive: true })
+  cpSync(process.execPath, copy)
+  chmodSync(copy, 0o755)
+  return copy
 }
 
 /** The commands of a RUN line the test knows how to run outside Docker. */
@@ -381,11 +409,15 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
   const as: RunAs = process.getuid?.() === 0 && uid > 0 ? { uid, gid: gid ?? uid } : {}
   if (as.uid !== undefined) chmodSync(scratch, 0o755) // mkdtemp makes it 0700
 
-  // The image's environment, with its absolute paths inside the scratch root.
-  const imageEnv: Record<string, string> = { ...baseEnv() }
+  // The image has its own node; the runner's may sit where the image's user cannot go (a
+  // checkout-local Node under a 0700 home): then the image gets a copy, as it would have one.
+  const node = await nodeFor(root, as)
+  // The image's environment, as Docker gives it: the image's ENV (its absolute paths inside the
+  // scratch root), a PATH and a HOME, and nothing of the runner's (NODE_OPTIONS, npm_*, TAP_*...).
+  const imageEnv: Record<string, string> = { PATH: `${dirname(node)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: '/' }
   for (const [k, v] of Object.entries(envOf(runtime))) imageEnv[k] = v.startsWith('/') && existsSync(join(root, v)) ? join(root, v) : v
   const inImage = (argv: string[]): string[] =>
-    argv.map((a, i) => (i === 0 && a === 'node' ? process.execPath : a.startsWith('/') && existsSync(join(root, a)) ? join(root, a) : a))
+    argv.map((a, i) => (i === 0 && a === 'node' ? node : a.startsWith('/') && existsSync(join(root, a)) ? join(root, a) : a))
   const entrypoint = [...execForm(last(runtime, 'ENTRYPOINT')!)]
   // HEALTHCHECK [OPTIONS] CMD ["node", "/app/healthcheck.mjs"], as docker exec runs it.
   const healthcheckCommand = (): string[] => {
@@ -448,9 +480,15 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     const gateway = await startFakeGateway(t, { pki, token: TOKEN, view: { settings: { portOverrides: false, autoConnect: false }, resources: [] } })
     const caFile = join(scratch, 'ca.pem')
     writeFileSync(caFile, pki.caCertPem)
-    const env = { ...imageEnv, KEYWAY_TOKEN: TOKEN, KEYWAY_GATEWAY: gateway.address, KEYWAY_CA: caFile, KEYWAY_CONTROL: '127.0.0.1:0' }
-    const [command, ...args] = inImage([...entrypoint, ...execForm(last(runtime, 'CMD')!)])
-    const child = spawn(command!, args, { cwd: app, env, ...as, stdio: ['ignore', 'ignore', 'pipe'] })
+    // The runtime directory as the Kubernetes job gives it (an emptyDir at /run/keyway the pod's
+    // user may write): not the shared /tmp/keyway-<uid> that any other sidecar of that user may hold.
+    const emptyDir = join(root, 'run/keyway')
+    mkdirSync(emptyDir, { recursive: true, mode: 0o700 })
+    if (as.uid !== undefined) chownSync(emptyDir, as.uid, as.gid ?? as.uid)
+    const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: join(emptyDir, 'sidecar') }
+    const env = { ...imageEnv, ...rt, KEYWAY_TOKEN: TOKEN, KEYWAY_GATEWAY: gateway.address, KEYWAY_CA: caFile, KEYWAY_CONTROL: '127.0.0.1:0' }
+    const [command, args] = exactly(inImage([...entrypoint, ...execForm(last(runtime, 'CMD')!)]), env)
+    const child = spawn(command, args, { cwd: app, ...as, stdio: ['ignore', 'ignore', 'pipe'] })
     const exited = once(child, 'exit') as Promise<[number | null, string | null]>
     t.teardown(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
@@ -469,7 +507,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     }
     // In the container the address is the fixed 127.0.0.1:7070; here port 0 picked one.
     // Only the sidecar's endpoint: whatever else listens on this machine's 9464 must not count.
-    const probeEnv = { ...imageEnv, KEYWAY_CONTROL: control, KEYWAY_GATEWAY_METRICS: '' }
+    const probeEnv = { ...imageEnv, ...rt, KEYWAY_CONTROL: control, KEYWAY_GATEWAY_METRICS: '' }
     const healthcheck = healthcheckCommand()
     const healthy = await run(healthcheck, { cwd: app, env: probeEnv, ...as })
     t.equal(healthy.code, 0, `HEALTHCHECK passes: ${healthy.stdout}${healthy.stderr}`)
@@ -502,11 +540,7 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     await once(server, 'listening')
     t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
     const port = (server.address() as AddressInfo).port
-    const closed = http.createServer()
-    closed.listen(0, '127.0.0.1')
-    await once(closed, 'listening')
-    const nobody = (closed.address() as AddressInfo).port
-    await new Promise<void>((resolve) => closed.close(() => resolve()))
+    const nobody = await refusedPort()
     const healthcheck = healthcheckCommand()
     const env = { ...imageEnv, KEYWAY_CONTROL: `127.0.0.1:${nobody}`, KEYWAY_GATEWAY_METRICS: `0.0.0.0:${port}` }
     const ok = await run(healthcheck, { cwd: app, env, ...as })

@@ -6,7 +6,8 @@
  */
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { COMMANDS } from '../../src/cli/commands.js'
@@ -154,11 +155,15 @@ t.test('the sandbox', async (t) => {
 
 const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' })
 t.test('systemd-analyze verify and security', { skip: analyze.status === 0 ? false : 'systemd-analyze is not installed' }, async (t) => {
-  // verify insists that ExecStart's binary exists: point it at this checkout's.
+  // verify insists that ExecStart's binary exists: point it at this checkout's, through a link
+  // at a path without spaces (a checkout's path may have some; ExecStart splits on them).
   const dir = t.testdir()
+  const bin = mkdtempSync(join(tmpdir(), 'keyway-systemd-'))
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }))
+  symlinkSync(join(ROOT, 'bin/keyway.js'), join(bin, 'keyway'))
   const paths = units.map((u) => {
     const name = u.file.replace('@.service', '@example.service')
-    writeFileSync(join(dir, name), readFileSync(join(DIR, u.file), 'utf8').replaceAll('/usr/bin/keyway', join(ROOT, 'bin/keyway.js')))
+    writeFileSync(join(dir, name), readFileSync(join(DIR, u.file), 'utf8').replaceAll('/usr/bin/keyway', join(bin, 'keyway')))
     return join(dir, name)
   })
   const verify = spawnSync('systemd-analyze', ['verify', ...paths], { encoding: 'utf8', timeout: 60_000 })

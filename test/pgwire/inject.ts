@@ -76,7 +76,7 @@ async function withUser(t: Teardown, server: Postgres): Promise<void> {
 t.test('TLS upstream (hostssl only): verify-full against the CA, require, and the failures', async (t) => {
   const pki = await createDevPki({ hosts: ['localhost', '127.0.0.1'] })
   const other = await createDevPki({ hosts: ['localhost'] })
-  const server = await startPostgres({ auth: 'scram', tls: { certPem: pki.certPem, keyPem: pki.keyPem } })
+  const server = await startPostgres(t, { auth: 'scram', tls: { certPem: pki.certPem, keyPem: pki.keyPem } })
   t.teardown(() => server.stop())
   await withUser(t, server)
 
@@ -100,14 +100,14 @@ t.test('TLS upstream (hostssl only): verify-full against the CA, require, and th
 })
 
 t.test('SCRAM: the salted password is computed once for many connections; md5 servers work too', async (t) => {
-  const server = await startPostgres({ auth: 'scram' })
+  const server = await startPostgres(t, { auth: 'scram' })
   t.teardown(() => server.stop())
   await withUser(t, server)
   const inj = await injector(t, server, credential())
   for (let i = 0; i < 3; i++) t.same(await query(t, inj.port, 'SELECT current_user AS u'), [{ u: 'app' }])
   t.equal(inj.cache.size, 1, 'one PBKDF2 for three logins')
 
-  const md5 = await startPostgres({ auth: 'md5' })
+  const md5 = await startPostgres(t, { auth: 'md5' })
   t.teardown(() => md5.stop())
   await withUser(t, md5)
   const viaMd5 = await injector(t, md5, credential({ database: 'template1' }))
@@ -116,7 +116,7 @@ t.test('SCRAM: the salted password is computed once for many connections; md5 se
 })
 
 t.test('a client that insists on TLS to the local port is told the server does not support it', async (t) => {
-  const server = await startPostgres({ auth: 'scram' })
+  const server = await startPostgres(t, { auth: 'scram' })
   t.teardown(() => server.stop())
   await withUser(t, server)
   const inj = await injector(t, server, credential())

@@ -69,7 +69,7 @@ t.test('32 MiB each way arrive intact through reused buffers while the far reade
   const { port, sessions, a, b } = await hop(t, upstream.port)
   const client = await connect(t, port)
   const far = await upstream.accepted
-  await until(() => sessions.length === 1, 5_000, 'session')
+  await until(() => sessions.length === 1, 20_000, 'session')
   t.ok(hasReadBuffer(a[0]), 'the accepted socket reads into reused buffers')
   t.ok(hasReadBuffer(b[0]), 'the dialled socket reads into reused buffers')
 
@@ -101,7 +101,7 @@ t.test('small reads arriving while a write of an earlier one is still pending do
   const { port, sessions, b } = await hop(t, upstream.port)
   const client = await connect(t, port)
   const far = await upstream.accepted
-  await until(() => sessions.length === 1, 5_000, 'session')
+  await until(() => sessions.length === 1, 20_000, 'session')
   const got = sha256OfStream(far)
   far.pause()
   const sent = trickle(client, 12 * MiB, 3_000)
@@ -169,7 +169,7 @@ t.test('bytes a dialled socket read before forward() attached come first, in ord
   const b = await dialTcp(LOOPBACK, upstreamPort, { timeoutMs: 2_000 })
   t.teardown(() => b.destroy())
   t.ok(hasReadBuffer(b))
-  await until(() => b.readableLength > 0, 5_000, 'the banner buffered in the socket')
+  await until(() => b.readableLength > 0, 20_000, 'the banner buffered in the socket')
   const [client, a] = await new Promise<[net.Socket, net.Socket]>((resolve) => {
     void listenOnce(t).then(async ({ port, accepted }) => resolve([await connect(t, port), await accepted]))
   })
@@ -188,7 +188,7 @@ t.test('bytes buffered before forward() attached come first, then the rest, in o
   const b = await dialTcp(LOOPBACK, upstreamPort, { timeoutMs: 2_000 })
   t.teardown(() => b.destroy())
   // The socket's Readable is full and reading has stopped: the rest waits in the kernel.
-  await until(() => b.readableLength >= b.readableHighWaterMark, 5_000, 'the Readable full before the session')
+  await until(() => b.readableLength >= b.readableHighWaterMark, 20_000, 'the Readable full before the session')
   const { port, accepted } = await listenOnce(t)
   const client = await connect(t, port)
   const a = await accepted
@@ -265,7 +265,7 @@ t.test("an adopted socket still counts as the listener's connection: close() wai
   t.equal(closed, false, 'the listener waits while the adopted socket is open')
   adopted.end()
   await waitClosed(adopted)
-  await until(() => closed, 5_000, 'server close')
+  await until(() => closed, 20_000, 'server close')
   t.pass('the listener closed once the adopted socket did')
 })
 
@@ -436,7 +436,7 @@ t.test("forward()'s idle check lets a quiet socket's kept buffers go", async (t)
   const session = forward(a, to, { clock, idleTimeoutMs: 4_000 })
   const send = async (byte: number, arrived: () => boolean): Promise<void> => {
     client.write(Buffer.alloc(5_000, byte))
-    await within(until(arrived, 5_000, `read ${byte}`), 6_000, `read ${byte}`)
+    await within(until(arrived, 20_000, `read ${byte}`), 6_000, `read ${byte}`)
   }
   to.hold = true
   await send(1, () => to.buffers.length === 1) // held: its buffer is released
@@ -449,7 +449,7 @@ t.test("forward()'s idle check lets a quiet socket's kept buffers go", async (t)
   await send(3, () => to.buffers.length === 3) // held again: released
   await send(4, () => to.writableLength === 10_000) // read into the next buffer, queued behind the held write
   to.open()
-  await until(() => to.buffers.length === 4, 5_000, 'the queued write')
+  await until(() => to.buffers.length === 4, 20_000, 'the queued write')
   t.notOk(to.buffers.slice(3).includes(to.buffers[0]!), 'the spare was let go of while the socket was quiet')
   t.ok(Buffer.from(to.buffers[2]!).subarray(0, 5_000).equals(Buffer.alloc(5_000, 3)), 'the held chunk is intact')
   session.close('test')

@@ -26,7 +26,8 @@ import {
 import { ManualClock } from '../../src/clock.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { Sidecar } from '../../src/sidecar/index.js'
-import { connect, freePort, readAll } from '../helpers/net.js'
+import { connect, readAll } from '../helpers/net.js'
+import { idlePort } from '../helpers/ports.js'
 import { countingUpstream } from '../helpers/upstream.js'
 import { until } from '../helpers/until.js'
 import { createWorld, openTunnel, type World } from '../helpers/world.js'
@@ -302,7 +303,7 @@ t.test('property 10: no raw token anywhere: logs, policy, state directory, metri
   const tokenNone = await world.serviceToken('svc_none')
   await running.reload()
   // Exercise every path that sees a token: tunnels admitted and refused, a revocation, the API through a sidecar.
-  const overridePort = await freePort()
+  const overridePort = await idlePort()
   world.editPolicy((doc) => (doc.resources![0]!.portOverride = overridePort))
   await running.reload()
   const registry = new Registry()
@@ -315,7 +316,7 @@ t.test('property 10: no raw token anywhere: logs, policy, state directory, metri
   })
   t.teardown(() => sidecar.close())
   await sidecar.start()
-  await until(() => sidecar.ready() === undefined, 5_000, 'sidecar ready')
+  await until(() => sidecar.ready() === undefined, 20_000, 'sidecar ready')
   const client = await connect(t, overridePort)
   client.end('through the sidecar')
   t.equal((await readAll(client)).toString(), 'through the sidecar')

@@ -91,7 +91,7 @@ t.test('property 1: fuzzed, truncated and 1-byte-at-a-time handshakes ending in 
         raw.resetAndDestroy()
         outcomes.rst = (outcomes.rst ?? 0) + 1
       }
-      await until(() => running.gateway.openTunnels === 0, 5_000, 'the gateway to close the tunnel')
+      await until(() => running.gateway.openTunnels === 0, 20_000, 'the gateway to close the tunnel')
       tls.destroy()
       if (dials() !== 0) throw new Error(`upstream dialled for ${frame.toString('hex').slice(0, 80)}`)
     }),
@@ -163,7 +163,7 @@ t.test('property 3: bytes sent right after the hello reach the upstream exactly 
       socket.resume()
       const echoed = Buffer.concat([rest, await readAll(socket)])
       const mine = index++
-      await until(() => upA.digests[mine] !== undefined, 5_000, 'the upstream to see the end')
+      await until(() => upA.digests[mine] !== undefined, 20_000, 'the upstream to see the end')
       const want = createHash('sha256').update(payload).digest('hex')
       if (upA.digests[mine] !== want) throw new Error(`upstream got other bytes (${payload.length} sent)`)
       if (!echoed.equals(payload)) throw new Error('echo differs')

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { Registry } from 'prom-client'
 import { startControlServer, Sidecar } from '../../src/sidecar/index.js'
-import { freePort } from '../helpers/net.js'
+import { idlePort } from '../helpers/ports.js'
 import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { keyway } from '../helpers/processes.js'
 import { countingUpstream } from '../helpers/upstream.js'
@@ -14,7 +14,7 @@ import { listeningSockets, twoResourcePolicy } from '../helpers/reliability.js'
 
 t.test('property 11: the sidecar binds loopback only: every listener it opens is on 127.0.0.1; non-loopback settings are refused', async (t) => {
   const upstream = await countingUpstream(t)
-  const [pa, pb] = [await freePort(), await freePort()]
+  const [pa, pb] = [await idlePort(), await idlePort()]
   const policy = twoResourcePolicy(upstream.port, upstream.port)
   policy.resources![0]!.portOverride = pa
   policy.resources![1]!.portOverride = pb
@@ -29,7 +29,7 @@ t.test('property 11: the sidecar binds loopback only: every listener it opens is
   const control = await startControlServer({ address: { host: '127.0.0.1', port: 0 }, runtimeDir: tempRuntimeDir(t), target: sidecar, registry, logger: world.logger })
   t.teardown(() => control.close())
   await sidecar.start()
-  await until(() => sidecar.ready() === undefined, 5_000, 'sidecar ready')
+  await until(() => sidecar.ready() === undefined, 20_000, 'sidecar ready')
   const opened = listeningSockets().filter((a) => !before.has(a))
   t.same(opened.sort(), [`127.0.0.1:${pa}`, `127.0.0.1:${pb}`, `127.0.0.1:${control.address()!.port}`].sort(), `the kernel's listening sockets of the sidecar: ${opened.join(', ')}`)
   t.ok(opened.every((a) => a.startsWith('127.0.0.1:')), 'all on 127.0.0.1, none on 0.0.0.0 or ::')

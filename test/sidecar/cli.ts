@@ -12,7 +12,8 @@ import { command as disconnect } from '../../src/cli/disconnect.js'
 import { command as wait } from '../../src/cli/wait.js'
 import { startFakeGateway, type FakeView } from '../helpers/fake-gateway.js'
 import { until } from '../helpers/until.js'
-import { LogSink, TOKEN, dial, fakeToken, freeLoopbackPort, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+import { LogSink, TOKEN, dial, fakeToken, portOf, roundTrip, testPki } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 const COMMANDS: Command[] = [listen, status, connect, disconnect, wait]
 
@@ -112,7 +113,7 @@ async function runListen(
 }
 
 t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drains and exits 0', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const { fake, io, control, rt, socket: controlSocket, stop } = await runListen(t, { view: VIEW(pgPort) })
   t.match(control, /^127\.0\.0\.1:\d+$/)
   t.equal(controlSocket, join(rt, 'control.sock'), 'the control API is a Unix socket in the runtime directory')
@@ -137,7 +138,7 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
   await until(async () => {
     const s = await cli(['status', '--json'], { KEYWAY_SIDECAR_RUNTIME_DIR: rt })
     return (JSON.parse(s.out) as { resources: { name: string }[] }).resources.some((r) => r.name === 'web')
-  }, 5_000, 'the new grant')
+  }, 20_000, 'the new grant')
   const json = JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out) as Record<string, unknown>
   t.match(json, { ready: true, account: { name: 'ci-runner' }, settings: { autoConnect: false }, resources: [{ name: 'pg' }, { name: 'web', state: 'not connected' }] })
 
@@ -169,8 +170,8 @@ t.test('keyway listen / wait / status / connect / disconnect, then SIGTERM drain
 })
 
 t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failover from the flag list', async (t) => {
-  const dead = await freeLoopbackPort()
-  const pgPort = await freeLoopbackPort()
+  const dead = await idlePort()
+  const pgPort = await idlePort()
   const deadOnly = await runListen(t, { view: VIEW(pgPort), gateway: () => `127.0.0.1:${dead}` })
   const notReady = await cli(['wait', '--runtime-dir', deadOnly.rt, '--timeout', '0.3'])
   t.equal(notReady.code, 1)
@@ -185,7 +186,7 @@ t.test('keyway wait: not ready in time is ERR_NOT_READY (exit 1); gateway failov
 })
 
 t.test('keyway wait with no sidecar keeps retrying until the timeout', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const started = Date.now()
   const r = await cli(['wait', '--control', `127.0.0.1:${port}`, '--timeout', '0.4'])
   t.equal(r.code, 1)
@@ -241,7 +242,7 @@ t.test('listen: a changed token file is re-read (and on SIGHUP); a malformed one
 
   writeFileSync(join(dir, 'token'), fakeToken({ sub: 'svc_test', jti: 'wrong' }))
   reload()
-  await until(async () => JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out).ready === false, 5_000, 'the wrong token to be used')
+  await until(async () => JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out).ready === false, 20_000, 'the wrong token to be used')
   const snapshot = JSON.parse((await cli(['status', '--json', '--runtime-dir', rt])).out) as { reason: string }
   t.match(snapshot.reason, /^the gateway refuses the token: ERR_TOKEN_SIGNATURE: .*write a valid token to .*token \(re-read at once\)/)
   const text = await cli(['status', '--runtime-dir', rt])

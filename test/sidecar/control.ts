@@ -10,7 +10,8 @@ import { silentLogger } from '../../src/observe/index.js'
 import { ControlClient, resolveControlEndpoint, startControlServer } from '../../src/sidecar/index.js'
 import { LOOPBACK } from '../helpers/fake-gateway.js'
 import { tempRuntimeDir } from '../helpers/runtime-dir.js'
-import { freeLoopbackPort, occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
+import { occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 async function withControl(t: Test, world: World, options: { controlTcp?: boolean } = {}) {
   const runtimeDir = tempRuntimeDir(t)
@@ -51,7 +52,7 @@ const VIEW = (port: number) => ({
 })
 
 t.test('status, connect and disconnect through the control API', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const world = await sidecarWorld(t, { view: VIEW(pgPort) })
   const { client } = await withControl(t, world)
 
@@ -143,7 +144,7 @@ t.test('errors are {code, message} with a 4xx status', async (t) => {
 })
 
 t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', async (t) => {
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const { port } = await withControl(t, world)
   for (const path of ['/v1/status', '/metrics', '/readyz']) {
     const res = await request(port, 'GET', path, { headers: { host: 'attacker.example:7070' } })
@@ -156,7 +157,7 @@ t.test('a request addressed to a non-loopback host is refused (DNS rebinding)', 
 })
 
 t.test('/healthz, /readyz and /metrics', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const world = await sidecarWorld(t, { view: { ...VIEW(pgPort), settings: { portOverrides: true, autoConnect: true } } })
   const { port, client } = await withControl(t, world)
   t.equal((await request(port, 'GET', '/healthz')).status, 200)
@@ -185,7 +186,7 @@ t.test('/healthz, /readyz and /metrics', async (t) => {
 })
 
 t.test('only loopback: a non-loopback control address is refused', async (t) => {
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   for (const host of ['0.0.0.0', '192.168.1.10', '::']) {
     const err = (await startControlServer({ address: { host, port: 0 }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
       (e: unknown) => e,
@@ -197,7 +198,7 @@ t.test('only loopback: a non-loopback control address is refused', async (t) => 
 
 t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
   const taken = await occupyPort(t)
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const err = (await startControlServer({ address: { host: LOOPBACK, port: taken.port }, runtimeDir: tempRuntimeDir(t), target: world.sidecar, registry: world.registry, logger: silentLogger() }).catch(
     (e: unknown) => e,
   )) as KeywayError
@@ -206,14 +207,14 @@ t.test('a control port in use is ERR_PORT_IN_USE', async (t) => {
 })
 
 t.test('a control client with no sidecar behind: ERR_SIDECAR_UNREACHABLE', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const err = (await new ControlClient({ host: LOOPBACK, port }).status().catch((e: unknown) => e)) as KeywayError
   t.ok(isKeywayError(err, 'ERR_SIDECAR_UNREACHABLE'))
   t.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}.*ECONNREFUSED`))
 })
 
 t.test('the TCP endpoint keeps /healthz, /readyz and /metrics; the control API there is 401 ERR_CONTROL_UNAUTHORIZED by default', async (t) => {
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const { port, socket, server } = await withControl(t, world)
   t.equal(server.tokenFile, undefined, 'no bearer secret is written')
   for (const path of ['/healthz', '/readyz', '/metrics']) t.equal((await request(port, 'GET', path)).status, 200, `${path} on TCP`)
@@ -229,7 +230,7 @@ t.test('the TCP endpoint keeps /healthz, /readyz and /metrics; the control API t
 })
 
 t.test('with controlTcp the TCP control API needs the bearer secret of control.token (0600); the CLI endpoint reads it', async (t) => {
-  const pgPort = await freeLoopbackPort()
+  const pgPort = await idlePort()
   const world = await sidecarWorld(t, { view: VIEW(pgPort) })
   const { port, runtimeDir, server } = await withControl(t, world, { controlTcp: true })
   t.equal(server.tokenFile, join(runtimeDir, 'control.token'))
@@ -295,7 +296,7 @@ Promise.all([
 
 t.test('the probe as a test: another local user (nobody) cannot use the control API, on the socket or on TCP', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
   const user = nobody()!
-  const world = await sidecarWorld(t, { view: { ...VIEW(await freeLoopbackPort()), settings: { portOverrides: true, autoConnect: true } } })
+  const world = await sidecarWorld(t, { view: { ...VIEW(await idlePort()), settings: { portOverrides: true, autoConnect: true } } })
   // umask 000 and a parent anyone may enter: only the runtime directory's own mode stands in the way.
   const before = process.umask(0)
   t.teardown(() => void process.umask(before))
@@ -315,7 +316,7 @@ t.test('the probe as a test: another local user (nobody) cannot use the control 
 
 t.test('shared with a group: directory 0750 and socket 0660, so a member of the group can use it', { skip: nobody() === undefined ? 'needs root, to run a child as nobody' : false }, async (t) => {
   const user = nobody()!
-  const world = await sidecarWorld(t, { view: VIEW(await freeLoopbackPort()) })
+  const world = await sidecarWorld(t, { view: VIEW(await idlePort()) })
   const runtimeDir = tempRuntimeDir(t)
   chmodSync(dirname(runtimeDir), 0o755)
   const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, gid: user.gid, target: world.sidecar, registry: world.registry, logger: silentLogger() })

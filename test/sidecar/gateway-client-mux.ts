@@ -165,7 +165,7 @@ t.test('default options: 20 concurrent tunnels share one TLS connection and each
   t.equal(running.gateway.multiplexedConnections, 1, 'one multiplexed connection on the gateway')
   t.equal(dial.offers.length, 1, 'one TLS dial for 20 tunnels')
   t.same(dial.offers[0], ['keyway/2', 'keyway/1'], 'the dial offers keyway/2, then keyway/1')
-  await until(() => upstream.accepted === 20, 5_000, 'the upstream to accept 20 connections')
+  await until(() => upstream.accepted === 20, 20_000, 'the upstream to accept 20 connections')
   t.equal(running.gateway.openTunnels, 20)
 
   const sessions = new Set<string>()
@@ -197,7 +197,7 @@ t.test('default options: 20 concurrent tunnels share one TLS connection and each
     t.ok(echoed.equals(data), `tunnel ${i}: byte-exact`)
     if (result !== undefined) t.match(result, { reason: 'done', aToB: data.length, bToA: data.length }, `tunnel ${i}: forward() finished cleanly`)
   })
-  await until(() => running.gateway.sessions.size === 0, 5_000, 'every gateway session to end')
+  await until(() => running.gateway.sessions.size === 0, 20_000, 'every gateway session to end')
   t.equal(client.multiplexedConnections, 1, 'the connection outlives its streams')
   t.equal(running.gateway.multiplexedConnections, 1)
 
@@ -319,7 +319,7 @@ t.test('close() while the multiplexed connection is still connecting: it is not 
   if (!(outcome instanceof Error)) (outcome as Tunnel).socket.destroy()
   t.ok(outcome instanceof Error, 'the tunnel attempt fails')
   t.equal(client.multiplexedConnections, 0, 'no connection kept on the client')
-  await until(() => running.gateway.multiplexedConnections === 0, 5_000, 'the gateway to see the connection go')
+  await until(() => running.gateway.multiplexedConnections === 0, 20_000, 'the gateway to see the connection go')
 })
 
 t.test('drain: GOAWAY drops the connection on the client, the live tunnel runs on, the next tunnel goes to the other gateway', async (t) => {
@@ -338,7 +338,7 @@ t.test('drain: GOAWAY drops the connection on the client, the live tunnel runs o
   void closing.then(() => {
     closed = true
   })
-  await until(() => client.multiplexedConnections === 0, 5_000, 'the client to drop the connection on GOAWAY')
+  await until(() => client.multiplexedConnections === 0, 20_000, 'the client to drop the connection on GOAWAY')
   t.match(await sink.waitFor((l) => l.event === 'gateway_goaway'), { gateway: `${LOOPBACK}:${portA}`, code: 'ERR_SHUTTING_DOWN' })
   t.equal(runningA.gateway.multiplexedConnections, 1, 'the gateway keeps the connection for the live stream')
 
@@ -389,8 +389,8 @@ t.test('connection loss: open tunnels error ECONNRESET; the next tunnel opens a 
   const result = await session.done
   t.equal(result.reason, 'reset', 'forward() ends with reset')
   t.equal(result.error?.code, 'ECONNRESET')
-  await until(() => client.multiplexedConnections === 0, 5_000, 'the client to forget the lost connection')
-  await until(() => running.gateway.multiplexedConnections === 0 && running.gateway.sessions.size === 0, 5_000, 'the gateway to clean up')
+  await until(() => client.multiplexedConnections === 0, 20_000, 'the client to forget the lost connection')
+  await until(() => running.gateway.multiplexedConnections === 0 && running.gateway.sessions.size === 0, 20_000, 'the gateway to clean up')
 
   const next = own(t, await client.openTunnel('db', token))
   t.ok(next.socket instanceof MuxStream)
@@ -419,7 +419,7 @@ t.test('connection loss in the same tick as openTunnel: retried once on a new co
   t.equal(dial.offers.length, 2, 'one more TLS connection')
   t.equal(cutter.accepted(), 2)
   t.equal(client.multiplexedConnections, 1)
-  await until(() => running.gateway.multiplexedConnections === 1, 5_000, 'the gateway to drop the old connection')
+  await until(() => running.gateway.multiplexedConnections === 1, 20_000, 'the gateway to drop the old connection')
   t.match(client.state(), { up: true, failures: 0 })
   t.equal(sink.events('gateway_attempt_failed').length, 0, 'not counted as a failed attempt')
   t.equal(sink.events('gateway_down').length, 0)
@@ -453,7 +453,7 @@ t.test('a keyway/2 gateway that never answers OPEN: ERR_HANDSHAKE_TIMEOUT after 
     silent.close()
   })
   const waitFrame = (pred: (f: { type: number; id: number }) => boolean): Promise<void> =>
-    until(() => frames.some(pred), 5_000, 'a frame at the silent gateway')
+    until(() => frames.some(pred), 20_000, 'a frame at the silent gateway')
 
   const { logger } = sinkLogger()
   const clock = new ManualClock()
@@ -501,9 +501,9 @@ t.test('close() also ends a connection that is draining after GOAWAY', async (t)
   const live = own(t, await client.openTunnel('db', token))
   t.ok((await roundTrip(live.socket, Buffer.from('x'))).equals(Buffer.from('x')))
   const closing = running.close()
-  await until(() => client.multiplexedConnections === 0, 5_000, 'the client to take the GOAWAY')
+  await until(() => client.multiplexedConnections === 0, 20_000, 'the client to take the GOAWAY')
   client.close()
-  await until(() => live.socket.destroyed, 5_000, 'the draining connection and its tunnel to end')
-  await until(() => running.gateway.multiplexedConnections === 0 && running.gateway.sessions.size === 0, 5_000, 'the gateway to see it')
+  await until(() => live.socket.destroyed, 20_000, 'the draining connection and its tunnel to end')
+  await until(() => running.gateway.multiplexedConnections === 0 && running.gateway.sessions.size === 0, 20_000, 'the gateway to see it')
   await closing
 })

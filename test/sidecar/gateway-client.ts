@@ -8,7 +8,8 @@ import { isKeywayError, type KeywayError } from '../../src/errors.js'
 import type { ResourcesResponse, WhoamiResponse } from '../../src/protocol/index.js'
 import { GatewayClient, type ConnectTls, type GatewayClientOptions, type Tunnel } from '../../src/sidecar/index.js'
 import { startFakeGateway, LOOPBACK, type FakeView } from '../helpers/fake-gateway.js'
-import { TOKEN, freeLoopbackPort, roundTrip, readExactly, testPki, sinkLogger } from '../fixtures/sidecar/harness.js'
+import { TOKEN, roundTrip, readExactly, testPki, sinkLogger } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 const VIEW: FakeView = {
   settings: { portOverrides: true, autoConnect: true },
@@ -123,7 +124,7 @@ t.test('openTunnel: a refusal rejects with the gateway code and counts as up', a
 })
 
 t.test('failover: a dead first gateway is skipped, and the good one is remembered', async (t) => {
-  const dead = await freeLoopbackPort()
+  const dead = await idlePort()
   const pki = await testPki()
   const fake = await startFakeGateway(t, { pki, token: TOKEN, view: VIEW })
   const dial = recordingDial()
@@ -155,8 +156,8 @@ t.test('failover: a dead first gateway is skipped, and the good one is remembere
 })
 
 t.test('no gateway: ERR_GATEWAY_UNAVAILABLE, then fail fast during backoff, then retry', async (t) => {
-  const dead1 = await freeLoopbackPort()
-  const dead2 = await freeLoopbackPort()
+  const dead1 = await idlePort()
+  const dead2 = await idlePort()
   const pki = await testPki()
   const clock = new ManualClock()
   const dial = recordingDial()
@@ -194,7 +195,7 @@ t.test('no gateway: ERR_GATEWAY_UNAVAILABLE, then fail fast during backoff, then
 })
 
 t.test('backoff has jitter: at least half the exponential delay', async (t) => {
-  const dead = await freeLoopbackPort()
+  const dead = await idlePort()
   const pki = await testPki()
   const client = new GatewayClient({ gateways: [{ host: LOOPBACK, port: dead }], ca: pki.caCertPem, clock: new ManualClock(), random: () => 0 })
   await client.openTunnel('pg', TOKEN).catch(() => {})

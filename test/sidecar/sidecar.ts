@@ -17,7 +17,6 @@ import {
   dial,
   dialError,
   fakeToken,
-  freeLoopbackPort,
   metricValue,
   occupyPort,
   portOf,
@@ -26,6 +25,7 @@ import {
   sidecarWorld,
   testPki,
 } from '../fixtures/sidecar/harness.js'
+import { idlePort } from '../helpers/ports.js'
 
 function view(settings: FakeView['settings'], ...resources: [string, number | null][]): FakeView {
   return {
@@ -41,7 +41,7 @@ const NO_OVERRIDES = { portOverrides: false, autoConnect: false }
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 t.test('auto-connect binds every granted resource at start; bytes echo exactly', async (t) => {
-  const [p1, p2] = [await freeLoopbackPort(), await freeLoopbackPort()]
+  const [p1, p2] = [await idlePort(), await idlePort()]
   const { sidecar, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1], ['redis', p2]) })
   t.same(sidecar.status(), [
     { name: 'pg', kind: 'datasource', type: 'postgres', localAddress: `127.0.0.1:${p1}`, state: 'bound', sessions: 0 },
@@ -56,7 +56,7 @@ t.test('auto-connect binds every granted resource at start; bytes echo exactly',
   t.equal(sha(echoed), sha(data), 'byte-exact through sidecar and tunnel')
   await closedWith(socket)
 
-  await until(async () => (await metricValue(registry, 'keyway_sidecar_sessions_active')) === 0, 5_000, 'the session to end')
+  await until(async () => (await metricValue(registry, 'keyway_sidecar_sessions_active')) === 0, 20_000, 'the session to end')
   t.equal(await metricValue(registry, 'keyway_sidecar_sessions_total', { resource: 'pg', result: 'ok' }), 1)
   t.equal(await metricValue(registry, 'keyway_sidecar_bytes_total', { resource: 'pg', direction: 'client_to_gateway' }), data.length)
   t.equal(await metricValue(registry, 'keyway_sidecar_bytes_total', { resource: 'pg', direction: 'gateway_to_client' }), data.length)
@@ -77,7 +77,7 @@ t.test('auto-connect binds every granted resource at start; bytes echo exactly',
 })
 
 t.test('bytes the gateway sends right after its reply reach the client first', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const greeting = Buffer.from('220 fake smtp ready\r\n')
   await sidecarWorld(t, { view: view(AUTO, ['mail', port]), greeting })
   const socket = await dial(t, port)
@@ -108,7 +108,7 @@ for (let run = 1, runs = Math.max(1, Number(process.env.KEYWAY_REPEAT ?? 1) || 1
 }
 
 t.test('auto-connect off: nothing is bound until connect(); disconnect() unbinds', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, { view: view(MANUAL, ['pg', port], ['redis', null]) })
   t.same(
     sidecar.status().map((r) => [r.name, r.state, r.localAddress]),
@@ -216,7 +216,7 @@ t.test('a grant that comes back within grantRemovedGrace keeps its port as if it
 })
 
 t.test('grantRemovedGrace 0: a grant that vanishes is unbound at once and its live session ends; a new one is bound', async (t) => {
-  const [p1, p2] = [await freeLoopbackPort(), await freeLoopbackPort()]
+  const [p1, p2] = [await idlePort(), await idlePort()]
   const { sidecar, fake, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', p1]), config: { grantRemovedGrace: 0 } })
   const socket = await dial(t, p1)
   socket.write('a')
@@ -246,7 +246,7 @@ t.test('grantRemovedGrace 0: a grant that vanishes is unbound at once and its li
 })
 
 t.test('the sync loop polls every syncInterval with If-None-Match', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock, registry } = await sidecarWorld(t, { view: view(MANUAL, ['pg', null]) })
   const polls = fake.counts.resourcePolls
   clock.advance(999)
@@ -274,7 +274,7 @@ t.test('the sync loop polls every syncInterval with If-None-Match', async (t) =>
   t.equal((await readExactly(socket, 1)).toString(), '2', 'the live session survives')
 
   // An override port that changes moves the listener.
-  const moved = await freeLoopbackPort()
+  const moved = await idlePort()
   fake.setView(view(AUTO, ['pg', moved]))
   clock.advance(1_000)
   await sidecar.sync()
@@ -283,7 +283,7 @@ t.test('the sync loop polls every syncInterval with If-None-Match', async (t) =>
 
 t.test('a port in use: ERR_PORT_IN_USE naming resource and port; the rest stay bound; retried', async (t) => {
   const taken = await occupyPort(t)
-  const free = await freeLoopbackPort()
+  const free = await idlePort()
   const { sidecar, sink, clock } = await sidecarWorld(t, { view: view(AUTO, ['pg', taken.port], ['redis', free]) })
   const [pg, redis] = sidecar.status()
   t.match(pg, { name: 'pg', state: 'error: ERR_PORT_IN_USE', localAddress: '', error: new RegExp(`"pg".*port ${taken.port}`) })
@@ -307,7 +307,7 @@ t.test('a port in use: ERR_PORT_IN_USE naming resource and port; the rest stay b
 })
 
 t.test('the gateway refuses: a PostgreSQL client reads the code, anything else is closed at once, and the code is logged', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, sink, registry } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]), config: { grantRemovedGrace: 0 } })
   fake.refuse.set('pg', { code: 'ERR_ACCOUNT_SUSPENDED', message: 'the account is suspended' })
   const client = await dial(t, port)
@@ -335,7 +335,7 @@ t.test('the gateway refuses: a PostgreSQL client reads the code, anything else i
 })
 
 t.test('gateway down: local connections fail fast, the sidecar keeps running, readiness says why; back up: works', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock, registry, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   const live = await dial(t, port)
   live.write('x')
@@ -374,7 +374,7 @@ t.test('gateway down: local connections fail fast, the sidecar keeps running, re
 })
 
 t.test('start with no gateway: nothing bound, not ready, keeps retrying; the first answer binds', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake, clock } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]), start: false })
   await fake.down()
   await sidecar.start()
@@ -393,8 +393,8 @@ t.test('start with no gateway: nothing bound, not ready, keeps retrying; the fir
 })
 
 t.test('failover: the first gateway is dead, the second serves', async (t) => {
-  const dead = await freeLoopbackPort()
-  const port = await freeLoopbackPort()
+  const dead = await idlePort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, {
     view: view(AUTO, ['pg', port]),
     gateways: (f) => [
@@ -409,7 +409,7 @@ t.test('failover: the first gateway is dead, the second serves', async (t) => {
 })
 
 t.test('close() stops listening, lets live sessions drain, then closes them after drainGrace', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, clock, sink } = await sidecarWorld(t, { view: view(AUTO, ['pg', port], ['redis', null]), config: { drainGrace: 10_000 } })
   await sidecar.connect('redis')
   const finishing = await dial(t, port)
@@ -441,7 +441,7 @@ t.test('close() stops listening, lets live sessions drain, then closes them afte
 })
 
 t.test('close() with no sessions returns at once', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar } = await sidecarWorld(t, { view: view(AUTO, ['pg', port]) })
   await sidecar.close()
   t.equal(await dialError(port), 'ECONNREFUSED')
@@ -464,7 +464,7 @@ t.test('only loopback: a non-loopback bind address is refused', async (t) => {
 })
 
 t.test('port overrides toggled off leaves connected resources on an ephemeral port', async (t) => {
-  const port = await freeLoopbackPort()
+  const port = await idlePort()
   const { sidecar, fake } = await sidecarWorld(t, { view: view(MANUAL, ['pg', port]) })
   await sidecar.connect('pg')
   fake.setView(view(NO_OVERRIDES, ['pg', port]))
