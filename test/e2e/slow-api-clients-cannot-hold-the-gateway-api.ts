@@ -27,7 +27,7 @@ t.test('trickling API clients are cut at the headers deadline and held to their 
   const set = await stack.run(['admin', 'users', 'set-password', 'ada@example.com', '--password-stdin'], {}, 'correct horse battery\n')
   t.equal(set.code, 0, set.stderr)
   const token = await stack.service('etl-job', 'etl')
-  const port = Number(stack.env.KEYWAY_GATEWAY_LISTEN!.split(':')[1])
+  const port = stack.gatewayPort
   const ca = readFileSync(join(stack.dir, 'ca.pem'), 'utf8')
 
   let stopped = false
