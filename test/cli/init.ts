@@ -10,7 +10,10 @@ t.test('keyway init --dir: files on stdout, next steps on stderr; the setup work
   t.equal(r.code, 0, r.stderr)
   const dir = join(root, 'setup')
   t.same(r.stdout.trimEnd().split('\n'), Object.keys(INIT_FILES).map((f) => join(dir, f)))
-  t.ok(r.stderr.includes(`Next steps:\n  export KEYWAY_CONFIG=${join(dir, 'keyway.yaml')}\n`), 'an absolute KEYWAY_CONFIG, right from any folder')
+  // Shell-quoted when the checkout's path needs it (a space, as CI's clean clone has).
+  const config = join(dir, 'keyway.yaml')
+  const shown = /^[\w@%+=:,./-]+$/.test(config) ? config : `'${config.replaceAll("'", `'\\''`)}'`
+  t.ok(r.stderr.includes(`Next steps:\n  export KEYWAY_CONFIG=${shown}\n`), 'an absolute KEYWAY_CONFIG, right from any folder')
   t.match(r.stderr, /keyway admin services create ci --role example/)
   t.same(readdirSync(dir).sort(), Object.keys(INIT_FILES).sort())
 
