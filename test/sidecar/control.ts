@@ -12,6 +12,8 @@ import { LOOPBACK } from '../helpers/fake-gateway.js'
 import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
 import { idlePort } from '../helpers/ports.js'
+import type { Teardown } from '../helpers/net.js'
+import { nodeForUser } from '../helpers/node-for-user.js'
 
 async function withControl(t: Test, world: World, options: { controlTcp?: boolean } = {}) {
   const runtimeDir = tempRuntimeDir(t)
@@ -270,7 +272,7 @@ function nobody(): { uid: number; gid: number } | undefined {
 }
 
 /** Runs a probe as another user: each line it prints is `what=STATUS` or `what=ERRCODE`. */
-async function probeAs(user: { uid: number; gid: number }, socket: string, port: number): Promise<Record<string, string>> {
+async function probeAs(t: Teardown, user: { uid: number; gid: number }, socket: string, port: number): Promise<Record<string, string>> {
   const code = `
 const http = require('node:http')
 const ask = (what, options) => new Promise((resolve) => {
@@ -284,7 +286,7 @@ Promise.all([
   ask('tcp_disconnect', { host: '127.0.0.1', port: ${port}, path: '/v1/disconnect', method: 'POST', headers: { 'content-type': 'application/json' } }),
   ask('healthz', { host: '127.0.0.1', port: ${port}, path: '/healthz' }),
 ]).then((lines) => console.log(lines.join('\\n')))`
-  const child = spawn(process.execPath, ['-e', code], { uid: user.uid, gid: user.gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(nodeForUser(t, user), ['-e', code], { uid: user.uid, gid: user.gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (c: Buffer) => (out += c.toString()))
@@ -306,7 +308,7 @@ t.test('the probe as a test: another local user (nobody) cannot use the control 
   t.teardown(() => server.close())
   t.equal(statSync(runtimeDir).mode & 0o777, 0o700)
   const port = server.address()!.port
-  const seen = await probeAs(user, server.socketPath, port)
+  const seen = await probeAs(t, user, server.socketPath, port)
   t.equal(seen.socket, 'EACCES', 'the control socket is out of reach')
   t.equal(seen.tcp, '401', 'the TCP control API answers 401')
   t.equal(seen.tcp_disconnect, '401', 'and cannot unbind a resource')
@@ -324,6 +326,6 @@ t.test('shared with a group: directory 0750 and socket 0660, so a member of the 
   t.equal(statSync(runtimeDir).mode & 0o777, 0o750)
   t.equal(statSync(runtimeDir).gid, user.gid)
   t.equal(statSync(server.socketPath).mode & 0o777, 0o660)
-  const seen = await probeAs(user, server.socketPath, server.address()!.port)
+  const seen = await probeAs(t, user, server.socketPath, server.address()!.port)
   t.equal(seen.socket, '200', 'a member of the group reaches the control API')
 })
