@@ -5,13 +5,20 @@ import { join } from 'node:path'
 import type { Teardown } from './net.js'
 
 /**
+ * The environment of a process run as another user: nothing of the runner's,
+ * since tap's NODE_OPTIONS (`--import=<checkout>/node_modules/...`) names files
+ * that user may not read.
+ */
+export const OTHER_USER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/local/bin:/usr/bin:/bin' }
+
+/**
  * A node binary that `user` may run: the runner's own when it can, else a
  * copy in a fresh 0755 folder. A checkout under a parent only root may enter
  * (mode 0700, as root's home is) holds a node no other user can execute.
  */
 export function nodeForUser(t: Teardown, user: { uid: number; gid: number }): string {
   try {
-    execFileSync(process.execPath, ['-e', ''], { uid: user.uid, gid: user.gid, cwd: '/', stdio: 'ignore' })
+    execFileSync(process.execPath, ['-e', ''], { uid: user.uid, gid: user.gid, cwd: '/', env: OTHER_USER_ENV, stdio: 'ignore' })
     return process.execPath
   } catch {
     const dir = mkdtempSync(join(tmpdir(), 'keyway-node-'))
