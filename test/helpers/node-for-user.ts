@@ -5,11 +5,14 @@ import { join } from 'node:path'
 import type { Teardown } from './net.js'
 
 /**
- * The environment of a process run as another user: nothing of the runner's,
- * since tap's NODE_OPTIONS (`--import=<checkout>/node_modules/...`) names files
- * that user may not read.
+ * `[file, args]` that run `node args...` with none of the runner's
+ * environment: tap's process tracking adds its NODE_OPTIONS
+ * (`--import=<checkout>/node_modules/...`, which another user may not read)
+ * to every spawn, whatever env it is given, so `env -i` clears it.
  */
-export const OTHER_USER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/local/bin:/usr/bin:/bin' }
+export function cleanNode(node: string, args: readonly string[]): [string, string[]] {
+  return ['env', ['-i', 'PATH=/usr/local/bin:/usr/bin:/bin', node, ...args]]
+}
 
 /**
  * A node binary that `user` may run: the runner's own when it can, else a
@@ -18,7 +21,7 @@ export const OTHER_USER_ENV: Readonly<Record<string, string>> = { PATH: '/usr/lo
  */
 export function nodeForUser(t: Teardown, user: { uid: number; gid: number }): string {
   try {
-    execFileSync(process.execPath, ['-e', ''], { uid: user.uid, gid: user.gid, cwd: '/', env: OTHER_USER_ENV, stdio: 'ignore' })
+    execFileSync(...cleanNode(process.execPath, ['-e', '']), { uid: user.uid, gid: user.gid, cwd: '/', stdio: 'ignore' })
     return process.execPath
   } catch {
     const dir = mkdtempSync(join(tmpdir(), 'keyway-node-'))

@@ -13,7 +13,7 @@ import { tempRuntimeDir } from '../helpers/runtime-dir.js'
 import { occupyPort, portOf, sidecarWorld, dial, roundTrip, type World } from '../fixtures/sidecar/harness.js'
 import { idlePort } from '../helpers/ports.js'
 import type { Teardown } from '../helpers/net.js'
-import { nodeForUser, OTHER_USER_ENV } from '../helpers/node-for-user.js'
+import { cleanNode, nodeForUser } from '../helpers/node-for-user.js'
 
 async function withControl(t: Test, world: World, options: { controlTcp?: boolean } = {}) {
   const runtimeDir = tempRuntimeDir(t)
@@ -286,7 +286,7 @@ Promise.all([
   ask('tcp_disconnect', { host: '127.0.0.1', port: ${port}, path: '/v1/disconnect', method: 'POST', headers: { 'content-type': 'application/json' } }),
   ask('healthz', { host: '127.0.0.1', port: ${port}, path: '/healthz' }),
 ]).then((lines) => console.log(lines.join('\\n')))`
-  const child = spawn(nodeForUser(t, user), ['-e', code], { uid: user.uid, gid: user.gid, cwd: '/', env: OTHER_USER_ENV, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(...cleanNode(nodeForUser(t, user), ['-e', code]), { uid: user.uid, gid: user.gid, cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (c: Buffer) => (out += c.toString()))
