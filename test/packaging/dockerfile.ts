@@ -483,6 +483,8 @@ t.test('build and run the image steps outside Docker', { skip: SKIP ? 'KEYWAY_SK
     // The runtime directory as the Kubernetes job gives it (an emptyDir at /run/keyway the pod's
     // user may write): not the shared /tmp/keyway-<uid> that any other sidecar of that user may hold.
     const emptyDir = join(root, 'run/keyway')
+    // /run itself as the image has it (0755): a recursive mkdir would give it 0700 too, and root's.
+    mkdirSync(join(root, 'run'), { recursive: true, mode: 0o755 })
     mkdirSync(emptyDir, { recursive: true, mode: 0o700 })
     if (as.uid !== undefined) chownSync(emptyDir, as.uid, as.gid ?? as.uid)
     const rt = { KEYWAY_SIDECAR_RUNTIME_DIR: join(emptyDir, 'sidecar') }
