@@ -1,20 +1,11 @@
 import * as net from 'node:net'
 import type { Duplex } from 'node:stream'
-import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+import { systemClock, type Clock } from '../clock.js'
 import { KeywayError } from '../errors.js'
 import { forgetReadBuffers, MAX_READ_BUFFER, readNumber, reclaimReadBuffers, releaseReadBuffer, setReadSink, useReadBuffer, type ReadSink } from '../read-buffer/index.js'
-import {
-  decodeProblem,
-  encodeFrame,
-  encodeProblem,
-  FRAME_HEADER,
-  FrameType,
-  MAX_DATA_PAYLOAD,
-  MAX_FRAME_PAYLOAD,
-  MAX_FRAME_TYPE,
-  writeHeader,
-  type FrameTypeValue,
-} from './frame.js'
+import { decodeProblem, encodeFrame, encodeProblem, FRAME_HEADER, FrameType, writeHeader, type FrameTypeValue } from './frame.js'
+import { FrameDecoder, type FrameSink } from './frame-decoder.js'
+import { SlabPool } from './slab-pool.js'
 import { MuxStream, type StreamOwner } from './stream.js'
 
 /** Options of {@link MuxConnection}. */
@@ -85,7 +76,10 @@ const SLAB_IDLE_MS = 1_000
  * small streams share TLS records and system calls; a bulk DATA frame
  * (32-64 KiB, built in a reused buffer) goes in a write of its own. The
  * socket is read into reused buffers and DATA payloads are lent to the
- * streams' readers without a copy (read-buffer/read-buffer.ts).
+ * streams' readers without a copy (read-buffer/read-buffer.ts). The bytes
+ * are cut into frames by a {@link FrameDecoder} and bulk frames are built in
+ * a {@link SlabPool}'s buffers; this class keeps the protocol's state: the
+ * streams, their ids, GOAWAY and the close.
  *
  * Nothing the peer sends can throw out of here: a frame that breaks a rule
  * ends the connection with GOAWAY `ERR_PROTOCOL_VIOLATION` and resets its
@@ -95,7 +89,6 @@ export class MuxConnection implements StreamOwner {
   readonly socket: Duplex
   readonly #role: 'client' | 'server'
   readonly #options: MuxConnectionOptions
-  readonly #maxControl: number
   readonly #maxBuffered: number
   readonly #clock: Clock
   readonly #streams = new Map<number, MuxStream>()
@@ -106,17 +99,7 @@ export class MuxConnection implements StreamOwner {
   #closed = false
   #goingAway = false
   #violation: KeywayError | undefined
-  // Parser state: a header being assembled, then a payload being consumed.
-  readonly #header = Buffer.allocUnsafe(FRAME_HEADER)
-  #headerFill = 0
-  #type = 0
-  #stream = 0
-  #remaining = 0
-  #inPayload = false
-  #control: Buffer | undefined
-  #controlFill = 0
-  /** Size of an oversized OPEN whose payload is being skipped. */
-  #discarding = 0
+  readonly #decoder: FrameDecoder
   #dataTarget: MuxStream | undefined
   /**
    * Streams that may still refer to payloads lent from the socket's read
@@ -124,36 +107,24 @@ export class MuxConnection implements StreamOwner {
    * keeps insertion order and read numbers only grow: the first is the oldest.
    */
   readonly #holders = new Map<MuxStream, number>()
-  /** False once a write failed: completions may then come out of step with the slabs. */
-  #recycling: boolean
-  /** Slabs taken since the last idle check; the check is armed while free slabs are kept. */
-  #slabsTaken = 0
-  #slabTimer: TimerHandle | undefined
-  readonly #checkSlabs = (): void => {
-    this.#slabTimer = undefined
-    // Keep no more than the last second used: a burst's slabs go once the traffic is lighter.
-    if (this.#freeSlabs.length > this.#slabsTaken) this.#freeSlabs.length = this.#slabsTaken
-    if (this.#freeSlabs.length > 0) this.#armSlabCheck()
-    this.#slabsTaken = 0
-  }
-  /** Frame buffers free for the next DATA frame. */
-  readonly #freeSlabs: Buffer[] = []
-  /** Frame buffers written and not yet completed, in write order (a socket completes writes in order). */
-  readonly #slabsInFlight: Buffer[] = []
-  readonly #recycle = (err?: Error | null): void => {
-    const slab = this.#slabsInFlight.shift()
-    if (err != null) {
-      // The socket failed: later completions may not match the slabs in order. Reuse none.
-      this.#recycling = false
-      this.#slabsInFlight.length = 0
-      this.#freeSlabs.length = 0
-      return
-    }
-    // A connection without streams keeps none (its last frames complete after their streams closed).
-    if (slab !== undefined && this.#recycling && this.#streams.size > 0 && this.#freeSlabs.length < MAX_FREE_SLABS) {
-      this.#freeSlabs.push(slab)
-      if (this.#slabTimer === undefined) this.#armSlabCheck()
-    }
+  /** Reused buffers of bulk DATA frames; undefined on a Duplex that may call back while it still holds a chunk. */
+  readonly #slabs: SlabPool | undefined
+  readonly #frames: FrameSink = {
+    dataStart: (id, _size) => {
+      this.#dataTarget = this.#streams.get(id)
+      if (this.#dataTarget === undefined && !this.#known(id)) return this.#fail(`DATA on stream ${id}, never opened`)
+      return true
+    },
+    data: (piece, lent) => {
+      const target = this.#dataTarget
+      if (target !== undefined && !target.peerData(piece, lent)) return this.#fail(`stream ${target.id} sent more than its window`)
+      return true
+    },
+    control: (type, id, payload, size) => {
+      this.#dispatch(type, id, payload, size)
+      return !this.#closed && this.#violation === undefined
+    },
+    violation: (message) => void this.#fail(message),
   }
   /** Takes the socket's reads as lent views of its read buffer, when it reads into reused buffers. */
   readonly #sink: ReadSink = { read: (_from, chunk) => this.#onChunk(chunk, true) }
@@ -166,14 +137,21 @@ export class MuxConnection implements StreamOwner {
     this.socket = socket
     this.#role = options.role
     this.#options = options
-    this.#maxControl = options.maxControlPayload ?? DEFAULT_MAX_CONTROL
     this.#clock = options.clock ?? systemClock
     // Congestion clears on 'drain', which a socket emits only after its buffer passed its high-water mark.
     this.#maxBuffered = Math.max(options.maxBuffered ?? DEFAULT_MAX_BUFFERED, socket.writableHighWaterMark)
+    const maxControl = options.maxControlPayload ?? DEFAULT_MAX_CONTROL
+    this.#decoder = new FrameDecoder(this.#frames, {
+      maxControlPayload: maxControl,
+      maxSkippedOpen: this.#role === 'server' ? Math.max(HARD_MAX_OPEN, maxControl) : 0,
+    })
     // Frame buffers are reused only on a socket whose write callback means
     // the bytes are written (TLSWrap has encrypted them); a Duplex may
     // call back while it still holds the chunk.
-    this.#recycling = socket instanceof net.Socket
+    this.#slabs =
+      socket instanceof net.Socket
+        ? new SlabPool({ slabSize: FRAME_HEADER + SLAB_PAYLOAD, maxFree: MAX_FREE_SLABS, idleMs: SLAB_IDLE_MS, clock: this.#clock, keeping: () => this.#streams.size > 0 })
+        : undefined
     socket.on('data', (chunk: Buffer) => this.#onChunk(chunk, false))
     if (options.reuseReadBuffers !== false && socket instanceof net.Socket) {
       useReadBuffer(socket, (socket as { encrypted?: boolean }).encrypted === true ? TLS_RECORD : undefined)
@@ -262,19 +240,18 @@ export class MuxConnection implements StreamOwner {
     // mark-compact every ~100 ms of a bulk transfer (bench/README.md).
     const length = chunk.length
     if (this.#closed) return
-    if (length < SLAB_MIN || length > SLAB_PAYLOAD || !this.#recycling) {
+    const slabs = this.#slabs
+    if (length < SLAB_MIN || length > SLAB_PAYLOAD || slabs === undefined || !slabs.reusing) {
       const frame = Buffer.allocUnsafe(FRAME_HEADER + length)
       writeHeader(frame, 0, FrameType.DATA, length, stream)
       chunk.copy(frame, FRAME_HEADER)
       this.#send(frame)
       return
     }
-    const slab = this.#freeSlabs.pop() ?? Buffer.allocUnsafeSlow(FRAME_HEADER + SLAB_PAYLOAD)
-    this.#slabsTaken++
+    const slab = slabs.take()
     writeHeader(slab, 0, FrameType.DATA, length, stream)
     chunk.copy(slab, FRAME_HEADER)
-    this.#slabsInFlight.push(slab)
-    this.#send(length === SLAB_PAYLOAD ? slab : slab.subarray(0, FRAME_HEADER + length), this.#recycle)
+    this.#send(length === SLAB_PAYLOAD ? slab : slab.subarray(0, FRAME_HEADER + length), slabs.written)
   }
 
   /** @internal */
@@ -312,7 +289,7 @@ export class MuxConnection implements StreamOwner {
   /** @internal */
   forget(stream: MuxStream): void {
     if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id)
-    if (this.#streams.size === 0) this.#freeSlabs.length = 0
+    if (this.#streams.size === 0) this.#slabs?.dropFree()
     // Gone while something may still hold its payloads (its reader's writer, flushing): never reuse those buffers.
     const from = this.#holders.get(stream)
     if (from !== undefined) {
@@ -341,10 +318,6 @@ export class MuxConnection implements StreamOwner {
     if (!this.#congested && socket.writableLength > this.#maxBuffered) this.#congested = true
   }
 
-  #armSlabCheck(): void {
-    this.#slabTimer = this.#clock.setTimeout(this.#checkSlabs, SLAB_IDLE_MS)
-  }
-
   #onDrain(): void {
     if (!this.#congested) return
     this.#congested = false
@@ -356,94 +329,7 @@ export class MuxConnection implements StreamOwner {
 
   /** `lent`: the chunk is a view of the socket's read buffer, valid only during the call; DATA payloads are lent on to their streams. */
   #onChunk(chunk: Buffer, lent: boolean): void {
-    let offset = 0
-    const length = chunk.length
-    while (offset < length && !this.#closed && this.#violation === undefined) {
-      if (!this.#inPayload) {
-        let header: Buffer
-        let at: number
-        if (this.#headerFill === 0 && length - offset >= FRAME_HEADER) {
-          header = chunk
-          at = offset
-          offset += FRAME_HEADER
-        } else {
-          const n = Math.min(FRAME_HEADER - this.#headerFill, length - offset)
-          chunk.copy(this.#header, this.#headerFill, offset, offset + n)
-          this.#headerFill += n
-          offset += n
-          if (this.#headerFill < FRAME_HEADER) return
-          this.#headerFill = 0
-          header = this.#header
-          at = 0
-        }
-        const type = header[at]!
-        const size = (header[at + 1]! << 16) | (header[at + 2]! << 8) | header[at + 3]!
-        const id = header.readUInt32BE(at + 4)
-        if (!this.#startFrame(type, size, id)) return
-        continue
-      }
-      const n = Math.min(this.#remaining, length - offset)
-      if (this.#type === FrameType.DATA) {
-        const target = this.#dataTarget
-        if (target !== undefined && !target.peerData(chunk.subarray(offset, offset + n), lent)) {
-          this.#fail(`stream ${this.#stream} sent more than its window`)
-          return
-        }
-      } else if (this.#control !== undefined) {
-        chunk.copy(this.#control, this.#controlFill, offset, offset + n)
-        this.#controlFill += n
-      }
-      offset += n
-      this.#remaining -= n
-      if (this.#remaining === 0) {
-        this.#inPayload = false
-        if (this.#type !== FrameType.DATA) {
-          const payload = this.#control
-          this.#control = undefined
-          this.#dispatch(this.#type, this.#stream, payload)
-        }
-      }
-    }
-  }
-
-  /** Validates a header; returns false when the connection was failed. */
-  #startFrame(type: number, size: number, id: number): boolean {
-    if (type < 1 || type > MAX_FRAME_TYPE) return this.#fail(`unknown frame type ${type}`)
-    if (size > MAX_FRAME_PAYLOAD) return this.#fail('frame too large')
-    if ((type === FrameType.GOAWAY) !== (id === 0)) return this.#fail(type === FrameType.GOAWAY ? 'GOAWAY on a stream' : 'stream id 0')
-    this.#type = type
-    this.#stream = id
-    if (type === FrameType.DATA) {
-      // Refused for its size before any credit is counted: a peer cannot make the receiver take it in first.
-      if (size > MAX_DATA_PAYLOAD) return this.#fail(`DATA frame of ${size} bytes exceeds the maximum of ${MAX_DATA_PAYLOAD}`)
-      this.#dataTarget = this.#streams.get(id)
-      if (this.#dataTarget === undefined && !this.#known(id)) return this.#fail(`DATA on stream ${id}, never opened`)
-      if (size === 0) return true
-      this.#remaining = size
-      this.#inPayload = true
-      return true
-    }
-    if (size > this.#maxControl) {
-      // An OPEN with a long token is a refusal for that stream alone, as a keyway/1 hello would be.
-      if (type !== FrameType.OPEN || this.#role !== 'server' || size > Math.max(HARD_MAX_OPEN, this.#maxControl)) {
-        return this.#fail(`control frame of ${size} bytes exceeds ${this.#maxControl}`)
-      }
-      this.#discarding = size
-      this.#control = undefined
-      this.#remaining = size
-      this.#inPayload = true
-      return true
-    }
-    this.#discarding = 0
-    if (size === 0) {
-      this.#dispatch(type, id, EMPTY)
-      return !this.#closed && this.#violation === undefined
-    }
-    this.#control = Buffer.allocUnsafe(size)
-    this.#controlFill = 0
-    this.#remaining = size
-    this.#inPayload = true
-    return true
+    if (!this.#closed) this.#decoder.push(chunk, lent)
   }
 
   /** A stream id that was opened once (it may be gone now: frames in flight for it are dropped). */
@@ -451,7 +337,8 @@ export class MuxConnection implements StreamOwner {
     return this.#role === 'client' ? id < this.#nextId : id <= this.#lastPeerId
   }
 
-  #dispatch(type: number, id: number, given: Buffer | undefined): void {
+  /** A whole control frame; `given` is undefined for an oversized OPEN of `size` bytes that was skipped. */
+  #dispatch(type: number, id: number, given: Buffer | undefined, size: number): void {
     const server = this.#role === 'server'
     const payload = given ?? EMPTY
     switch (type as FrameTypeValue) {
@@ -461,8 +348,6 @@ export class MuxConnection implements StreamOwner {
         this.#lastPeerId = id
         const stream = new MuxStream(this, id)
         this.#streams.set(id, stream)
-        const size = given === undefined ? this.#discarding : given.length
-        this.#discarding = 0
         // Sent before our GOAWAY reached the peer: it retries on a new connection.
         if (this.#goingAway) stream.refuse('ERR_SHUTTING_DOWN', 'this connection takes no new streams')
         else if (this.#options.onOpen) this.#options.onOpen(stream, given, size)
@@ -507,6 +392,7 @@ export class MuxConnection implements StreamOwner {
   #fail(message: string): false {
     if (this.#violation !== undefined || this.#closed) return false
     this.#violation = new KeywayError('ERR_PROTOCOL_VIOLATION', `tunnel connection: ${message}`)
+    this.#decoder.stop()
     const socket = this.socket
     socket.removeAllListeners('data')
     socket.pause()
@@ -532,9 +418,8 @@ export class MuxConnection implements StreamOwner {
   #onClose(): void {
     if (this.#closed) return
     this.#closed = true
-    if (this.#slabTimer !== undefined) this.#clock.clearTimeout(this.#slabTimer)
-    this.#slabTimer = undefined
-    this.#freeSlabs.length = 0
+    this.#decoder.stop()
+    this.#slabs?.close()
     this.#resetAll('the tunnel connection closed')
     this.#options.onClose?.(this.#violation)
   }
