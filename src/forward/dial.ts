@@ -1,4 +1,4 @@
-import * as net from 'node:net'
+import type * as net from 'node:net'
 import { KeywayError } from '../errors.js'
 import { readingSocket } from '../read-buffer/index.js'
 

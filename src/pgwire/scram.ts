@@ -60,7 +60,6 @@ export function saltPassword(password: string, salt: Buffer, iterations: number)
 // PostgreSQL SASLprep's a password when it can and uses it raw otherwise; ASCII passes unchanged,
 // and NFKC is the normalization step of SASLprep for the rest.
 function saslPrep(password: string): string {
-  // eslint-disable-next-line no-control-regex
   return /^[\x00-\x7f]*$/.test(password) ? password : password.normalize('NFKC')
 }
 

@@ -2,7 +2,7 @@ import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadConfig, envNameOf, DEFAULT_CONFIG_FILE } from '../../src/config/index.js'
-import { DocumentError, isKeywayError } from '../../src/errors.js'
+import { type DocumentError, isKeywayError } from '../../src/errors.js'
 
 t.test('the embedded default configuration loads', async (t) => {
   const config = loadConfig({ env: {} })

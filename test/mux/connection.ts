@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { createHash, randomBytes } from 'node:crypto'
-import * as net from 'node:net'
+import type * as net from 'node:net'
 import { Duplex } from 'node:stream'
 import * as tls from 'node:tls'
 import { isKeywayError, type KeywayError } from '../../src/errors.js'

@@ -227,7 +227,7 @@ t.test('the TCP endpoint keeps /healthz, /readyz and /metrics; the control API t
     t.equal(res.headers['www-authenticate'], 'Bearer')
     t.match(JSON.parse(res.body), { code: 'ERR_CONTROL_UNAUTHORIZED', message: new RegExp(`Unix socket ${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`) })
   }
-  t.same((await world.sidecar.status()).map((r) => r.state), ['not connected', 'not connected'], 'nothing was bound through TCP')
+  t.same(world.sidecar.status().map((r) => r.state), ['not connected', 'not connected'], 'nothing was bound through TCP')
   t.equal((await request(socket, 'GET', '/v1/status')).status, 200, 'the Unix socket answers')
 })
 

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import * as net from 'node:net'
+import type * as net from 'node:net'
 import * as tls from 'node:tls'
 import { randomBytes } from 'node:crypto'
 import { ManualClock } from '../../src/clock.js'

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import * as net from 'node:net'
+import type * as net from 'node:net'
 import * as tls from 'node:tls'
 import { ManualClock } from '../../src/clock.js'
 import { Unreachable } from '../../src/sidecar/failover.js'
