@@ -232,16 +232,19 @@ t.test('idle timeout', async (t) => {
   // Only a carries the timer: traffic in either direction must refresh it.
   for (const direction of ['a→b', 'b→a'] as const) {
     t.test(`traffic one way only (${direction}) keeps the session alive`, async (t) => {
-      const { client, upstream, session } = await rig(t, { idleTimeoutMs: 150 })
+      // The manual clock: a loaded machine cannot stretch the 50 ms between writes past the timeout.
+      const clock = new ManualClock()
+      const { client, upstream, session } = await rig(t, { idleTimeoutMs: 150, clock })
       const [from, to] = direction === 'a→b' ? [client, upstream] : [upstream, client]
       let received = 0
       to.on('data', (chunk: Buffer) => {
         received += chunk.length
       })
-      // Pacing, not synchronisation: 12 writes 50 ms apart span 4 idle periods.
+      // 12 writes 50 ms apart span 4 idle periods; each byte has crossed before time moves on.
       for (let i = 0; i < 12; i++) {
         from.write('x')
-        await new Promise((resolve) => setTimeout(resolve, 50))
+        while (received < i + 1) await once(to, 'data')
+        clock.advance(50)
       }
       t.equal(session.bytesAToB + session.bytesBToA, 12)
       client.end()
