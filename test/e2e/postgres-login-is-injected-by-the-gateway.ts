@@ -101,8 +101,8 @@ t.test('the gateway logs in to PostgreSQL with the resource credentials: the job
   await t.test('a CancelRequest on a second connection cancels the running query', async (t) => {
     const c = await client(t, port)
     const sleeping = c.query('SELECT pg_sleep(60)')
-    // The query must be running before the cancel is sent.
-    for (let i = 0; i < 200; i++) {
+    // The query must be running before the cancel is sent (polled for up to a minute on a loaded machine).
+    for (let i = 0; i < 1200; i++) {
       const { rows } = await admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'")
       if (rows[0]!.n > 0) break
       await new Promise((r) => setTimeout(r, 50))
