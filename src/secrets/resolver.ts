@@ -5,7 +5,8 @@ import type { ResourceCredential } from '../policy/index.js'
 
 /** A resource's secret as read on this gateway: never logged, never sent to a sidecar. */
 export interface UpstreamSecret {
-  readonly username: string
+  /** Undefined for a redis resource whose default user logs in with the password alone. */
+  readonly username: string | undefined
   readonly password: string
   /** PEM of `upstreamCa`, when the resource names one. */
   readonly ca: string | undefined
