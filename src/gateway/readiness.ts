@@ -111,6 +111,8 @@ export class UpstreamReadiness {
         ? new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `the upstream did not complete the login within ${settings.handshakeTimeout} ms`)
         : toKeywayError(err, 'ERR_UPSTREAM_UNREACHABLE')
       metrics.readinessProbes.inc({ resource: resource.name, result: e.code })
+      // The secret may be the stale part: the next probe reads it again, so a fixed file shows within the not-ready TTL.
+      if (e.code === 'ERR_UPSTREAM_LOGIN_FAILED') this.#o.credentials.forget(resource.name)
       logger.info(
         { event: 'readiness_probe', resource: resource.name, ready: false, code: e.code, ...(e.detail?.sqlstate !== undefined ? { sqlstate: e.detail.sqlstate } : {}) },
         e.message,

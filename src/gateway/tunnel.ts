@@ -12,7 +12,7 @@ import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
-import { loginUpstream } from './upstream-login.js'
+import { loginUpstream, refuseClient } from './upstream-login.js'
 
 /** Limits and timeouts of tunnels (from the `gateway` configuration). */
 export interface TunnelSettings {
@@ -214,7 +214,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
       login.upstream.destroy()
       const code = revoked ?? 'ERR_SHUTTING_DOWN'
       reportRefusal(ctx, opening, code, `access to "${hello.resource}" ended during the upstream login: ${code}`, hello, token)
-      peer.end(login.protocol.refusal(answeredCode(code), `access to "${hello.resource}" ended during the login`), () => peer.destroy())
+      refuseClient(ctx.clock, peer, login.protocol, login.protocol.refusal(answeredCode(code), `access to "${hello.resource}" ended during the login`))
       return
     }
     if (login.toClient.length > 0) peer.write(login.toClient)

@@ -82,6 +82,8 @@ export async function loginUpstream(
     const clientSide = e.code === 'ERR_HANDSHAKE_MALFORMED' || e.code === 'ERR_HANDSHAKE_TIMEOUT'
     ctx.metrics.sessionsTotal.inc({ result: clientSide ? 'handshake_error' : 'upstream_error' })
     if (!clientSide) ctx.metrics.upstreamLoginFailures.inc({ resource: hello.resource, code: e.code })
+    // The secret may be the stale part: the next login reads it again.
+    if (e.code === 'ERR_UPSTREAM_LOGIN_FAILED') ctx.credentials.forget(resource.name)
     ctx.logger.warn(
       {
         event: clientSide ? 'client_login_error' : 'upstream_login_failed',
@@ -99,7 +101,7 @@ export async function loginUpstream(
     if (!peer.destroyed && protocol !== undefined) {
       // The client learns which resource and why; the upstream's address and the secret's location stay in the log.
       const said = e.code === 'ERR_CREDENTIAL_UNAVAILABLE' ? `the gateway has no usable credential for resource "${hello.resource}"` : e.message
-      peer.end(protocol.refusal(e.code, said), () => peer.destroy())
+      refuseClient(ctx.clock, peer, protocol, protocol.refusal(e.code, said))
     } else if (!peer.destroyed) {
       peer.destroy()
     }
@@ -107,4 +109,28 @@ export async function loginUpstream(
   } finally {
     ctx.clock.clearTimeout(timer)
   }
+}
+
+/** How long a refused client whose bytes were never read gets to close its side before it is cut. */
+export const REFUSAL_GRACE_MS = 2_000
+
+/**
+ * Sends a client its protocol's refusal and closes. A login that read the
+ * client (PostgreSQL) closes at once; one that did not (Redis: the client's
+ * commands wait unread) first drains what the client sent and lets it close
+ * its side, for up to {@link REFUSAL_GRACE_MS}: a stream closed with unread
+ * bytes is reset, and a reset can overtake the refusal.
+ */
+export function refuseClient(clock: Clock, peer: ForwardEndpoint, protocol: ProtocolLogin, refusal: Buffer): void {
+  if (protocol.readsClient) {
+    peer.end(refusal, () => peer.destroy())
+    return
+  }
+  const timer = clock.setTimeout(() => peer.destroy(), REFUSAL_GRACE_MS)
+  peer.once('close', () => clock.clearTimeout(timer))
+  peer.on('error', () => peer.destroy())
+  peer.once('end', () => peer.destroy())
+  peer.on('data', () => {})
+  peer.resume()
+  peer.end(refusal)
 }

@@ -66,6 +66,15 @@ export class SecretResolver {
     return value
   }
 
+  /**
+   * Forgets the secret read for `resource`: after the upstream refused a
+   * login with it, the next login reads it again (a fixed file is seen at
+   * once rather than after the reuse period).
+   */
+  forget(resource: string): void {
+    this.#cache.delete(resource)
+  }
+
   /** Forgets every secret read (after a policy reload: secrets are re-read). */
   clear(): void {
     this.#cache.clear()

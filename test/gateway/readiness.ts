@@ -93,8 +93,10 @@ t.test('redis with credentials: AUTH and PING; a wrong secret is not ready until
   const r = resource('cache', redis.port, 'redis', { username: 'app', secret: { env: 'CACHE_PASSWORD' }, database: undefined, upstreamTls: 'disable', upstreamCa: undefined })
   t.match(await readiness.check(r), { ready: false, code: 'ERR_UPSTREAM_LOGIN_FAILED', message: /refused the login as "app": WRONGPASS/ })
   env.CACHE_PASSWORD = 'right-secret'
-  // The secret read is reused for 2 s, the failure for 1 s: both on the injected clock.
-  clock.advance(2_000)
+  clock.advance(NOT_READY_TTL_MS - 1)
+  t.match(await readiness.check(r), { ready: false }, 'the failure is reused for its TTL')
+  // A refused login forgot the secret read: the fix shows as soon as the failure's TTL is over (not the secret's 2 s).
+  clock.advance(1)
   t.match(await readiness.check(r), { ready: true })
   const missing = resource('cache2', redis.port, 'redis', { username: 'app', secret: { env: 'NOT_SET' }, database: undefined, upstreamTls: 'disable', upstreamCa: undefined })
   const m = await readiness.check(missing)
