@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PortInUseError, withPort, type Comments } from './ports.js'
@@ -20,6 +20,8 @@ export interface RedisOptions {
   requirePass?: string
   /** ACL users (Redis 6 `user NAME on >PASSWORD ~* &* +@all`), each with every key and command. */
   users?: ReadonlyArray<{ name: string; password: string }>
+  /** Serve TLS only (from the first byte, no plain port) with this certificate; clients are not asked for one. */
+  tls?: { certPem: string; keyPem: string }
 }
 
 /**
@@ -31,8 +33,13 @@ export interface RedisOptions {
 export async function startRedis(t: Comments, options: RedisOptions = {}): Promise<Redis> {
   const dir = mkdtempSync(join(tmpdir(), 'keyway-redis-'))
   let child: ChildProcess | undefined
+  if (options.tls !== undefined) {
+    writeFileSync(join(dir, 'cert.pem'), options.tls.certPem)
+    writeFileSync(join(dir, 'key.pem'), options.tls.keyPem, { mode: 0o600 })
+  }
   const port = await withPort(t, 'Redis', async (port) => {
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', '', '--daemonize', 'no', '--protected-mode', 'no']
+    const listenArgs = options.tls === undefined ? ['--port', String(port)] : ['--port', '0', '--tls-port', String(port), '--tls-cert-file', join(dir, 'cert.pem'), '--tls-key-file', join(dir, 'key.pem'), '--tls-auth-clients', 'no']
+    const args = [...listenArgs, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', '', '--daemonize', 'no', '--protected-mode', 'no']
     if (options.requirePass !== undefined) args.push('--requirepass', options.requirePass)
     for (const u of options.users ?? []) args.push('--user', u.name, 'on', `>${u.password}`, '~*', '&*', '+@all')
     const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] })

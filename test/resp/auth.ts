@@ -2,6 +2,7 @@ import t from 'tap'
 import * as net from 'node:net'
 import { authenticateRedis, encodeCommand, probeRedis, ReplyReader, type RedisLoginOptions } from '../../src/resp/index.js'
 import type { ResourceCredential } from '../../src/policy/index.js'
+import { createDevPki } from '../../src/pki/index.js'
 import { startRedis } from '../helpers/redis.js'
 
 const DEFAULT_PASSWORD = 'default pass with spaces\r\nand a newline'
@@ -103,4 +104,31 @@ t.test('AUTH against a real redis-server: ACL user, default user, wrong secret, 
     t.teardown(() => s2.destroy())
     await t.rejects(authenticateRedis(s2, options('app', 'x')), { code: 'ERR_UPSTREAM_LOGIN_FAILED', message: /closed the connection during the login/ })
   })
+})
+
+t.test('TLS upstream: verify-full against the test CA logs in; a wrong CA fails before any secret is sent; require encrypts without checking', async (t) => {
+  const pki = await createDevPki({ hosts: ['localhost', '127.0.0.1'] })
+  const other = await createDevPki({ hosts: ['localhost', '127.0.0.1'] })
+  const redis = await startRedis(t, { users: [{ name: 'app', password: APP_PASSWORD }], tls: { certPem: pki.certPem, keyPem: pki.keyPem } })
+  t.teardown(() => redis.stop())
+  const tlsOptions = (mode: 'require' | 'verify-full', ca: string | undefined): RedisLoginOptions => ({
+    credential: { ...credential('app'), upstreamTls: mode },
+    host: '127.0.0.1',
+    password: async () => ({ password: APP_PASSWORD, ca }),
+  })
+  const s = await dial(redis.port)
+  t.teardown(() => s.destroy())
+  const session = await authenticateRedis(s, tlsOptions('verify-full', pki.caCertPem))
+  t.not(session.upstream, s, 'the upstream is the TLS socket over it')
+  t.teardown(() => session.upstream.destroy())
+  t.equal(await command(session.upstream as net.Socket, 'PING'), '+PONG')
+  const bad = await dial(redis.port)
+  t.teardown(() => bad.destroy())
+  await t.rejects(authenticateRedis(bad, tlsOptions('verify-full', other.caCertPem)), { code: 'ERR_UPSTREAM_LOGIN_FAILED', message: /TLS to the upstream failed/ })
+  const req = await dial(redis.port)
+  t.teardown(() => req.destroy())
+  const loose = await authenticateRedis(req, tlsOptions('require', undefined))
+  t.teardown(() => loose.upstream.destroy())
+  t.equal(await command(loose.upstream as net.Socket, 'PING'), '+PONG')
+  await probeRedis(await dial(redis.port), tlsOptions('verify-full', pki.caCertPem))
 })
