@@ -87,10 +87,10 @@ const CREDENTIAL_FLAGS = {
 } as const
 /** Help lines of {@link CREDENTIAL_FLAGS}. */
 const CREDENTIAL_HELP = {
-  '--username USER': 'the database user the gateway logs in as (the job never holds its password)',
+  '--username USER': 'the database user the gateway logs in as (the job never holds its password); for redis an ACL user, or none: the default user',
   '--password-file PATH': 'a file on the gateway holding that user\'s password (e.g. a mounted Kubernetes Secret)',
   '--password-env VAR': 'or: an environment variable of the gateway process holding it',
-  '--database NAME': 'always log in to this database (default: the one the client asks for)',
+  '--database NAME': 'postgres only: always log in to this database (default: the one the client asks for)',
   '--upstream-tls MODE': 'TLS from the gateway to the database: disable, require or verify-full',
   '--upstream-ca PATH': 'the CA file for verify-full (default: the system CAs)',
 } as const

@@ -4,21 +4,28 @@ import { ControlClient, resolveControlEndpoint } from '../sidecar/index.js'
 import { expectPositionals, parseCommandArgs, type CliIo, type Command } from './command.js'
 import { CONTROL_OPTIONS_HELP } from './control-options.js'
 
-const USAGE = `Usage: keyway wait [--timeout SECONDS] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
+const USAGE = `Usage: keyway wait [--resource NAME]... [--timeout SECONDS] [--runtime-dir DIR] [--control HOST:PORT] [--config FILE]
 
 Waits until the running sidecar is ready (its /readyz answers 200: the gateway
 answered and every auto-connect resource is bound), then exits 0. Meant for a
 job's entrypoint: "keyway listen & keyway wait && ./job". A sidecar that is not
 up yet is retried. Not ready in time: ERR_NOT_READY, exit 1.
 
+With --resource, also waits until each named resource works through the
+gateway (its /readyz/NAME answers 200): the gateway connects to the upstream
+for real, and logs in to a database with credentials (PostgreSQL up to
+ReadyForQuery, Redis AUTH and PING).
+
 Options:
+  --resource NAME     also wait for this resource's upstream (repeatable)
   --timeout SECONDS   give up after this long (default 30; decimals allowed)
 ${CONTROL_OPTIONS_HELP}
 
 Example:
-  keyway listen & keyway wait --timeout 30 && ./run-etl`
+  keyway listen & keyway wait --resource warehouse --timeout 60 && ./run-etl`
 
 const OPTIONS = {
+  resource: { type: 'string', multiple: true },
   timeout: { type: 'string' },
   control: { type: 'string' },
   'runtime-dir': { type: 'string' },
@@ -42,12 +49,20 @@ export const command: Command = {
     const timeoutMs = seconds * 1000
     const deadline = Date.now() + timeoutMs
     const client = new ControlClient(address, { timeoutMs: Math.max(100, Math.min(2_000, timeoutMs)) })
+    const resources = values.resource ?? []
+    if (resources.some((r) => r === '')) throw new KeywayError('ERR_USAGE', `--resource takes a resource name\n${USAGE}`)
     let reason = 'no answer yet'
     for (;;) {
       try {
         const r = await client.readyz()
-        if (r.ready) return 0
-        reason = r.reason ?? 'not ready'
+        if (!r.ready) {
+          reason = r.reason ?? 'not ready'
+        } else {
+          const answers = await Promise.all(resources.map(async (name) => ({ name, r: await client.readyz(name) })))
+          const waiting = answers.find((a) => !a.r.ready)
+          if (waiting === undefined) return 0
+          reason = `resource ${waiting.name} not ready: ${waiting.r.reason ?? 'not ready'}`
+        }
       } catch (err) {
         if (!isKeywayError(err, 'ERR_SIDECAR_UNREACHABLE')) throw err
         reason = err.message

@@ -15,9 +15,10 @@ import type { Clock } from '../clock.js'
 import { httpStatusOf, KeywayError, toKeywayError } from '../errors.js'
 import { readJson, sendJson, type Logger, type RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
-import { API_PATHS, LoginRequestSchema, type LoginResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
+import { API_PATHS, LoginRequestSchema, type LoginResponse, type ReadyResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
 import type { Peer } from './api-guard.js'
 import type { GatewayMetrics } from './metrics.js'
+import type { UpstreamReadiness } from './readiness.js'
 
 /** What the API needs from the gateway around it. */
 export interface ApiContext {
@@ -39,6 +40,8 @@ export interface ApiContext {
   readonly limiter: SignInLimiter
   /** A user's password hash from the credentials file; undefined when none is set. */
   readonly passwordHashOf: (accountId: string) => Promise<string | undefined>
+  /** Per-resource readiness through this gateway (`GET /v1/ready`); absent: the route answers ERR_NOT_FOUND. */
+  readonly readiness?: UpstreamReadiness
 }
 
 /** Password checks running at once; more are answered 429. */
@@ -119,6 +122,29 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
         return
       }
       sendJson(res, 200, view, { etag })
+    },
+    [`GET ${API_PATHS.ready}`]: async (req, res) => {
+      const token = await authenticate(req)
+      const readiness = ctx.readiness
+      if (readiness === undefined) throw new KeywayError('ERR_NOT_FOUND', `no route GET ${API_PATHS.ready}`)
+      const name = new URL(req.url ?? '/', 'https://gateway').searchParams.get('resource') ?? ''
+      if (name === '') throw new KeywayError('ERR_USAGE', `send ${API_PATHS.ready}?resource=NAME`)
+      const policy = ctx.policy()
+      const decision = policy.decide(token.accountId, name, ctx.clock.now())
+      // Only for granted resources: an unknown name answers as an ungranted one, so a token cannot tell which names exist.
+      if (!decision.allow) {
+        const code = decision.code === 'ERR_RESOURCE_UNKNOWN' ? 'ERR_GRANT_DENIED' : decision.code
+        throw new KeywayError(code, `access to "${name.slice(0, 200)}" denied: ${code}`, { detail: { accountId: token.accountId } })
+      }
+      const r = await readiness.check(policy.resources.get(name)!)
+      const body: ReadyResponse = {
+        resource: name,
+        ready: r.ready,
+        ...(r.code !== undefined ? { code: r.code } : {}),
+        ...(r.message !== undefined ? { message: r.message } : {}),
+        checkedAt: new Date(r.checkedAt).toISOString(),
+      }
+      sendJson(res, 200, body)
     },
     [`POST ${API_PATHS.login}`]: async (req, res) => {
       if (!ctx.signingKey) throw new KeywayError('ERR_LOGIN_FAILED', 'login is not enabled on this gateway (no signing key)')

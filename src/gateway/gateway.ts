@@ -19,6 +19,7 @@ import { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
 import { handleMuxConnection } from './mux-tunnel.js'
 import { ProxyAcceptor } from './proxy-acceptor.js'
+import { UpstreamReadiness } from './readiness.js'
 import { answeredCode, handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
@@ -87,6 +88,7 @@ export class Gateway {
   readonly #proxy: ProxyAcceptor
   readonly #http: HttpServer
   readonly #tunnels: TunnelContext
+  readonly #readiness: UpstreamReadiness
   readonly #apiSockets = new Set<TLSSocket>()
   readonly #muxes = new Set<MuxConnection>()
   #closing = false
@@ -136,6 +138,15 @@ export class Gateway {
       credentials: new SecretResolver({ clock: options.clock, ...(options.env ? { env: options.env } : {}) }),
       saltedPasswords: new SaltedPasswordCache(),
     }
+    this.#readiness = new UpstreamReadiness({
+      clock: options.clock,
+      dial: options.dial,
+      logger,
+      metrics: this.metrics,
+      settings: options.settings,
+      credentials: this.#tunnels.credentials,
+      saltedPasswords: this.#tunnels.saltedPasswords,
+    })
     this.#apiGuard = new ApiGuard({ settings: options.settings, clock: options.clock, audit: this.audit, metrics: this.metrics })
     const api = createApiHandler({
       verifier: options.verifier,
@@ -149,6 +160,7 @@ export class Gateway {
       peerOf: (req) => this.#proxy.peerOf(req.socket),
       limiter: options.loginLimiter ?? new LoginLimiter({ clock: options.clock }),
       passwordHashOf: options.passwordHashOf ?? (async () => undefined),
+      readiness: this.#readiness,
     })
     this.#http = createHttpServer((req, res) => {
       this.#apiGuard.request(req, res)
@@ -247,6 +259,7 @@ export class Gateway {
   policyChanged(): number {
     // Secrets are re-read after a reload (a changed reference, or an operator who fixed the file and sent SIGHUP).
     this.#tunnels.credentials.clear()
+    this.#readiness.clear()
     return this.sessions.sweep()
   }
 

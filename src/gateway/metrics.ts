@@ -12,6 +12,7 @@ export interface GatewayMetrics {
   readonly apiRejected: Counter<'code'>
   readonly proxyHeaderErrors: Counter
   readonly upstreamLoginFailures: Counter<'resource' | 'code'>
+  readonly readinessProbes: Counter<'resource' | 'result'>
   readonly handshakeSeconds: Histogram
   readonly sessionSeconds: Histogram<'resource'>
   readonly upstreamConnectSeconds: Histogram<'resource'>
@@ -94,6 +95,12 @@ export function createGatewayMetrics(registry: Registry, sources?: GatewayMetric
       name: 'keyway_gateway_upstream_login_failures_total',
       help: 'Logins the gateway made upstream with a resource credential that failed, by resource and code (ERR_UPSTREAM_LOGIN_FAILED, ERR_CREDENTIAL_UNAVAILABLE).',
       labelNames: ['resource', 'code'],
+      registers,
+    }),
+    readinessProbes: new Counter({
+      name: 'keyway_gateway_readiness_probes_total',
+      help: 'Per-resource readiness probes the gateway ran upstream (cached answers are not counted), by resource and result (ready, or the error code).',
+      labelNames: ['resource', 'result'],
       registers,
     }),
     handshakeSeconds: new Histogram({

@@ -6,13 +6,13 @@ import type { Clock } from '../clock.js'
 import { toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type DialFunc, type ForwardEndpoint } from '../forward/index.js'
 import type { Logger, RefusalAudit } from '../observe/index.js'
-import { keywayErrorResponse, PgWireTracker, type SaltedPasswordCache } from '../pgwire/index.js'
+import { PgWireTracker, type SaltedPasswordCache } from '../pgwire/index.js'
 import type { SecretResolver } from '../secrets/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { encodeReply, HelloParser, type Hello } from '../protocol/index.js'
 import type { GatewayMetrics } from './metrics.js'
 import { SessionRegistry, type LiveSession } from './sessions.js'
-import { loginUpstream } from './upstream-login.js'
+import { loginUpstream, refuseClient } from './upstream-login.js'
 
 /** Limits and timeouts of tunnels (from the `gateway` configuration). */
 export interface TunnelSettings {
@@ -214,10 +214,10 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
       login.upstream.destroy()
       const code = revoked ?? 'ERR_SHUTTING_DOWN'
       reportRefusal(ctx, opening, code, `access to "${hello.resource}" ended during the upstream login: ${code}`, hello, token)
-      peer.end(keywayErrorResponse(answeredCode(code), `access to "${hello.resource}" ended during the login`), () => peer.destroy())
+      refuseClient(ctx.clock, peer, login.protocol, login.protocol.refusal(answeredCode(code), `access to "${hello.resource}" ended during the login`))
       return
     }
-    peer.write(login.toClient)
+    if (login.toClient.length > 0) peer.write(login.toClient)
     wire?.bToA(login.toClient)
     upstream = login.upstream
     initialAToB = login.toUpstream

@@ -17,6 +17,7 @@ import {
   parseFields,
   parseMechanisms,
   parseStartup,
+  PROTOCOL_3_0,
   SSL_REQUEST,
   type StartupMessage,
 } from './messages.js'
@@ -107,12 +108,69 @@ export async function injectLogin(client: Duplex, initial: Buffer | undefined, u
     return { kind: 'cancel' }
   }
   const database = credential.database ?? startup!.params.find(([k]) => k === 'database')?.[1]
-  const params: [string, string][] = [['user', credential.username]]
+  const params: [string, string][] = [['user', userOf(credential)]]
   if (database !== undefined) params.push(['database', database])
   for (const [k, v] of startup!.params) if (k !== 'user' && k !== 'database') params.push([k, v])
   server.write(encodeStartup({ version: startup!.version, params }))
-  return { kind: 'session', upstream: server, ...(await authenticate(server, secret!.password, options)), toUpstream, database }
+  const auth = await authenticate(server, secret!.password, options)
+  return { kind: 'session', upstream: server, toClient: Buffer.concat([auth.upToOk, auth.rest]), toUpstream, database }
 }
+
+/** The PostgreSQL user of a credential (validation makes it required for postgres). */
+function userOf(credential: ResourceCredential): string {
+  if (credential.username === undefined) throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', 'the resource names no username: PostgreSQL needs one')
+  return credential.username
+}
+
+/** Options of {@link probeLogin}: those of a login, and the database to start up on. */
+export interface ProbeOptions extends InjectOptions {
+  readonly database: string
+}
+
+/**
+ * A readiness probe of a PostgreSQL upstream with credentials: a startup
+ * as the resource's user on `database` (TLS when the resource asks), the
+ * authentication of a real login, and the server's messages up to its
+ * first ReadyForQuery; then Terminate. Resolves when the server is ready
+ * for queries; throws a KeywayError (ERR_CREDENTIAL_UNAVAILABLE,
+ * ERR_UPSTREAM_LOGIN_FAILED with the server's SQLSTATE and message) when not.
+ * The caller closes `upstream` in every case.
+ */
+export async function probeLogin(upstream: Socket, options: ProbeOptions): Promise<void> {
+  const { credential } = options
+  const secret = await options.password()
+  const server = credential.upstreamTls === 'disable' ? upstream : await startTls(upstream, credential, options.host, secret.ca)
+  try {
+    server.write(encodeStartup({ version: PROTOCOL_3_0, params: [['user', userOf(credential)], ['database', options.database], ['application_name', 'keyway-readiness']] }))
+    const { rest } = await authenticate(server, secret.password, options)
+    const reader = new StreamReader(server, rest, 'ERR_UPSTREAM_LOGIN_FAILED', 'the upstream')
+    for (;;) {
+      await reader.need(5)
+      const head = reader.take(5)
+      const type = String.fromCharCode(head[0]!)
+      const length = head.readInt32BE(1)
+      if (length < 4 || length > MAX_LOGIN_MESSAGE_LENGTH) throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `the upstream sent a ${length}-byte message after the login: not PostgreSQL`)
+      await reader.need(length - 4)
+      const body = reader.take(length - 4)
+      if (type === 'E') {
+        const f = parseFields(body)
+        throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `the upstream refused the session of "${userOf(credential)}": ${f.get('M') ?? 'no message'}`, {
+          detail: { sqlstate: f.get('C'), server_message: f.get('M') },
+        })
+      }
+      if (type === 'Z') {
+        reader.detach()
+        server.end(TERMINATE)
+        return
+      }
+    }
+  } finally {
+    if (server !== upstream) server.destroy()
+  }
+}
+
+/** Terminate ('X'): the polite end of a session. */
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4])
 
 async function startTls(upstream: Socket, credential: ResourceCredential, host: string, ca: string | undefined): Promise<TLSSocket> {
   upstream.write(encodeRequest(SSL_REQUEST))
@@ -144,9 +202,10 @@ async function startTls(upstream: Socket, credential: ResourceCredential, host: 
   })
 }
 
-async function authenticate(server: Socket | TLSSocket, password: string, options: InjectOptions): Promise<{ toClient: Buffer }> {
+/** Authenticates a started-up session: `upToOk` is the server's bytes up to and with AuthenticationOk, `rest` what it sent after. */
+async function authenticate(server: Socket | TLSSocket, password: string, options: InjectOptions): Promise<{ upToOk: Buffer; rest: Buffer }> {
   const reader = new StreamReader(server, undefined, 'ERR_UPSTREAM_LOGIN_FAILED', 'the upstream')
-  const user = options.credential.username
+  const user = userOf(options.credential)
   // NegotiateProtocolVersion and notices before AuthenticationOk are the client's to see too.
   const early: Buffer[] = []
   let scram: ReturnType<typeof scramClient> | undefined
@@ -172,7 +231,7 @@ async function authenticate(server: Socket | TLSSocket, password: string, option
     const code = body.readInt32BE(0)
     if (code === AUTH.ok) {
       if (scram !== undefined) throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', 'the upstream ended SCRAM without its final message')
-      return { toClient: Buffer.concat([...early, head, body, reader.detach()]) }
+      return { upToOk: Buffer.concat([...early, head, body]), rest: reader.detach() }
     } else if (code === AUTH.sasl) {
       const mechanisms = parseMechanisms(body)
       if (!mechanisms.includes(SCRAM_SHA_256)) throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `the upstream offers only ${mechanisms.join(', ')}; the gateway speaks ${SCRAM_SHA_256}`)

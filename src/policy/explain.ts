@@ -29,7 +29,7 @@ export function explainAccess(policy: CompiledPolicy, accountNameOrId: string, r
     const sources = entry?.sources ?? [d]
     const lines = [`${who} may reach ${resource} (${r.kind}, ${r.type} at ${formatHostPort(r.host, r.port)})`]
     // Only that a credential is configured, and whose: never where the secret is, never the secret.
-    if (r.credential !== undefined) lines.push(`the gateway logs in upstream as ${r.credential.username} (a credential is configured)`)
+    if (r.credential !== undefined) lines.push(`the gateway logs in upstream as ${r.credential.username ?? 'the default user'} (a credential is configured)`)
     for (const s of sources) lines.push(describeSource(s, resource))
     return { allow: true, lines }
   }

@@ -33,13 +33,13 @@ export interface ResourceDoc {
   address: string
   /** Local port the sidecar binds when port overrides are on. */
   portOverride?: number
-  /** Upstream user the gateway logs in as (credential injection; postgres only). */
+  /** Upstream user the gateway logs in as (credential injection; postgres and redis; optional for redis: the default user). */
   username?: string
   /** File on the gateway holding the upstream password (e.g. a mounted Kubernetes Secret). Never the secret itself. */
   passwordFile?: string
   /** Environment variable of the gateway process holding the upstream password. */
   passwordEnv?: string
-  /** Database the gateway always logs in to; else the one the client asks for. */
+  /** Database the gateway always logs in to; else the one the client asks for (postgres only). */
   database?: string
   /** TLS from the gateway to the upstream. Default `disable`. */
   upstreamTls?: UpstreamTlsMode
@@ -53,7 +53,7 @@ export const UPSTREAM_TLS_MODES = ['disable', 'require', 'verify-full'] as const
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number]
 
 /** Resource types for which the gateway can log in upstream with the resource's credentials. */
-export const CREDENTIAL_TYPES = ['postgres'] as const
+export const CREDENTIAL_TYPES = ['postgres', 'redis'] as const
 
 /**
  * How the gateway logs in to a resource on the client's behalf: the user and
@@ -61,7 +61,8 @@ export const CREDENTIAL_TYPES = ['postgres'] as const
  * gateway reads it when a session needs it.
  */
 export interface ResourceCredential {
-  readonly username: string
+  /** The upstream user; undefined only for redis, whose default user then logs in with the password alone (`AUTH <password>`). */
+  readonly username: string | undefined
   /** Where the password is read from. */
   readonly secret: { readonly file: string } | { readonly env: string }
   /** Pinned database, or undefined for the client's. */

@@ -307,13 +307,19 @@ function checkCredential(r: Record<string, unknown>, type: string | undefined, p
   if (type !== undefined && !CREDENTIAL_TYPE_SET.has(type)) {
     bad(present[0]!, `the gateway injects credentials only for type ${CREDENTIAL_TYPES.join(', ')} (this resource is type "${type}"); remove ${present.join(', ')}`)
   }
-  if (r.username === undefined) {
+  // Redis has a default user that logs in with the password alone (AUTH <password>); PostgreSQL always names one.
+  const userOptional = type === 'redis'
+  if (r.username === undefined && !userOptional) {
     bad(present[0]!, `${present[0]} needs \`username\`: add the upstream user the gateway logs in as, or remove ${present.join(', ')}`)
   } else if (username !== undefined && !UPSTREAM_USER.test(username)) {
     bad('username', 'username must be 1 to 63 characters, without NUL')
   }
-  if (r.username !== undefined && r.passwordFile === undefined && r.passwordEnv === undefined) {
-    bad('username', 'username needs a secret: add passwordFile (a file the gateway reads, such as a mounted Kubernetes Secret) or passwordEnv (a variable of the gateway process)')
+  if ((r.username !== undefined || userOptional) && r.passwordFile === undefined && r.passwordEnv === undefined) {
+    const key = r.username !== undefined ? 'username' : present[0]!
+    bad(key, `${key} needs a secret: add passwordFile (a file the gateway reads, such as a mounted Kubernetes Secret) or passwordEnv (a variable of the gateway process)`)
+  }
+  if (r.database !== undefined && type !== undefined && type !== 'postgres') {
+    bad('database', `database pins a PostgreSQL database; this resource is type "${type}": remove database`)
   }
   if (r.passwordFile !== undefined && r.passwordEnv !== undefined) bad('passwordEnv', 'give passwordFile or passwordEnv, not both; remove one')
   if (file !== undefined && !file.startsWith('/')) bad('passwordFile', `passwordFile must be an absolute path on the gateway, e.g. /var/run/secrets/keyway/warehouse-password (found "${file}")`)
@@ -324,7 +330,7 @@ function checkCredential(r: Record<string, unknown>, type: string | undefined, p
     if (!ca.startsWith('/')) bad('upstreamCa', `upstreamCa must be an absolute path on the gateway (found "${ca}")`)
     if (tls !== 'verify-full') bad('upstreamCa', 'upstreamCa is used only with upstreamTls: verify-full; set upstreamTls: verify-full or remove upstreamCa')
   }
-  if (!ok || username === undefined || (file === undefined && env === undefined)) return undefined
+  if (!ok || (username === undefined && !userOptional) || (file === undefined && env === undefined)) return undefined
   return Object.freeze({
     username,
     secret: Object.freeze(file !== undefined ? { file } : { env: env! }),

@@ -11,6 +11,7 @@ export const API_PATHS = {
   whoami: '/v1/whoami',
   resources: '/v1/resources',
   login: '/v1/login',
+  ready: '/v1/ready',
 } as const
 
 const ACCOUNT_TYPES = ['user', 'service'] as const satisfies readonly AccountType[]
@@ -78,6 +79,26 @@ export type LoginRequest = z.infer<typeof LoginRequestSchema>
 export const LoginResponseSchema = z.object({ token: z.string(), expiresAt: z.string() })
 /** `POST /v1/login` answer. */
 export type LoginResponse = z.infer<typeof LoginResponseSchema>
+
+/**
+ * `GET /v1/ready?resource=NAME` (Authorization: Bearer TOKEN): whether a
+ * real connection through the gateway to the resource's upstream works now
+ * (a login for a resource with credentials, else a TCP connect). Answered
+ * only for a resource the token's account is granted (else 404
+ * `ERR_GRANT_DENIED`, unknown names too). The gateway reuses an answer for a
+ * few seconds: `checkedAt` says when it was found.
+ */
+export const ReadyResponseSchema = z.object({
+  resource: z.string(),
+  ready: z.boolean(),
+  /** Why not: a Keyway error code (ERR_UPSTREAM_UNREACHABLE, ERR_UPSTREAM_LOGIN_FAILED, ...). */
+  code: z.string().optional(),
+  message: z.string().optional(),
+  /** ISO-8601 instant of the probe that gave this answer. */
+  checkedAt: z.string(),
+})
+/** `GET /v1/ready` answer. */
+export type ReadyResponse = z.infer<typeof ReadyResponseSchema>
 
 /** Body of every non-2xx API answer. */
 export const ApiErrorSchema = z.object({ code: z.string(), message: z.string() })

@@ -18,6 +18,7 @@ export {
   TokenDeadlineSchema,
   LoginRequestSchema,
   LoginResponseSchema,
+  ReadyResponseSchema,
   ApiErrorSchema,
   parseApiAnswer,
   type WhoamiResponse,
@@ -26,5 +27,6 @@ export {
   type TokenDeadline,
   type LoginRequest,
   type LoginResponse,
+  type ReadyResponse,
   type ApiError,
 } from './api.js'

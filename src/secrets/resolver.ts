@@ -5,7 +5,8 @@ import type { ResourceCredential } from '../policy/index.js'
 
 /** A resource's secret as read on this gateway: never logged, never sent to a sidecar. */
 export interface UpstreamSecret {
-  readonly username: string
+  /** Undefined for a redis resource whose default user logs in with the password alone. */
+  readonly username: string | undefined
   readonly password: string
   /** PEM of `upstreamCa`, when the resource names one. */
   readonly ca: string | undefined
@@ -63,6 +64,15 @@ export class SecretResolver {
       if (this.#cache.get(resource)?.value === value) this.#cache.delete(resource)
     })
     return value
+  }
+
+  /**
+   * Forgets the secret read for `resource`: after the upstream refused a
+   * login with it, the next login reads it again (a fixed file is seen at
+   * once rather than after the reuse period).
+   */
+  forget(resource: string): void {
+    this.#cache.delete(resource)
   }
 
   /** Forgets every secret read (after a policy reload: secrets are re-read). */

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { loadConfig } from '../config/index.js'
 import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
 import { formatHostPort, type HostPort } from '../net/index.js'
-import { CONTROL_PATHS } from './control.js'
+import { CONTROL_PATHS, READYZ_RESOURCE_PREFIX } from './control.js'
 import { CONTROL_SOCKET, CONTROL_TOKEN_FILE, resolveRuntimeDir } from './runtime-dir.js'
 import type { ConnectResult, SidecarSnapshot } from './sidecar.js'
 
@@ -29,6 +29,8 @@ export interface Readiness {
   ready: boolean
   /** Why not, when not ready. */
   reason?: string
+  /** The code of a resource that is not ready (`/readyz/<resource>`). */
+  code?: string
 }
 
 /**
@@ -61,11 +63,21 @@ export class ControlClient {
     return (await this.#call('POST', CONTROL_PATHS.disconnect, { resource })).body as { resource: string }
   }
 
-  /** `GET /readyz`: 200 is ready, 503 carries the reason. */
-  async readyz(): Promise<Readiness> {
-    const { status, body } = await this.#call('GET', '/readyz', undefined, [503])
-    const reason = (body as { reason?: unknown } | undefined)?.reason
-    return status === 200 ? { ready: true } : { ready: false, reason: typeof reason === 'string' ? reason : `HTTP ${status}` }
+  /**
+   * `GET /readyz`, or `GET /readyz/<resource>` for one resource through the
+   * gateway: 200 is ready; 503 (and 404 for an ungranted resource) carries
+   * the reason.
+   */
+  async readyz(resource?: string): Promise<Readiness> {
+    const path = resource === undefined ? '/readyz' : `${READYZ_RESOURCE_PREFIX}${encodeURIComponent(resource)}`
+    const { status, body } = await this.#call('GET', path, undefined, resource === undefined ? [503] : [503, 404])
+    const b = body as { reason?: unknown; code?: unknown } | undefined
+    if (status === 200) return { ready: true }
+    return {
+      ready: false,
+      reason: typeof b?.reason === 'string' ? b.reason : `HTTP ${status}`,
+      ...(typeof b?.code === 'string' ? { code: b.code } : {}),
+    }
   }
 
   #call(method: string, path: string, body?: unknown, accept: number[] = []): Promise<{ status: number; body: unknown }> {

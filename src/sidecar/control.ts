@@ -10,7 +10,7 @@ import { formatHostPort, type HostPort } from '../net/index.js'
 import { ObservabilityServer, readJson, sendJson, type Route } from '../observe/index.js'
 import { assertLoopback, isLoopbackHostHeader } from './loopback.js'
 import { CONTROL_SOCKET, CONTROL_TOKEN_FILE, ensureRuntimeDir, prepareSocketPath, writeSecretFile } from './runtime-dir.js'
-import type { ConnectResult, SidecarSnapshot } from './sidecar.js'
+import type { ConnectResult, ResourceReady, SidecarSnapshot } from './sidecar.js'
 
 /** HTTP paths of the sidecar's control API (besides /healthz, /readyz, /metrics). */
 export const CONTROL_PATHS = {
@@ -19,12 +19,17 @@ export const CONTROL_PATHS = {
   disconnect: '/v1/disconnect',
 } as const
 
+/** Prefix of the per-resource readiness path: `GET /readyz/<resource>`. */
+export const READYZ_RESOURCE_PREFIX = '/readyz/'
+
 /** What the control API drives; a {@link Sidecar} in production. */
 export interface ControlTarget {
   snapshot(): SidecarSnapshot
   connect(resource: string): Promise<ConnectResult>
   disconnect(resource: string): Promise<{ resource: string }>
   ready(): string | undefined
+  /** Per-resource readiness through the gateway (`GET /readyz/<resource>`); absent: that path is not served. */
+  resourceReady?(resource: string): Promise<ResourceReady>
 }
 
 function sendError(res: ServerResponse, err: unknown): void {
@@ -74,6 +79,8 @@ function refusal(req: IncomingMessage, access: ControlAccess): string | undefine
 
 /**
  * The control API as routes for an {@link ObservabilityServer}:
+ * `GET /readyz/<resource>` → 200 `{ready: true}`, else 503 (404 for a
+ * resource the token is not granted) `{ready: false, code, reason}`;
  * `GET /v1/status`, `POST /v1/connect {resource}` → `{resource, localAddress}`,
  * `POST /v1/disconnect {resource}` → `{resource}`. Errors are
  * `{code, message}`. Requests whose Host header is not a loopback name are
@@ -88,6 +95,28 @@ export function controlRoutes(target: ControlTarget, access: ControlAccess = { k
         return true
       }
       const path = url.pathname
+      // Like /readyz it needs no secret (probes on the TCP endpoint use it); the gateway checks the grant.
+      if (path.startsWith(READYZ_RESOURCE_PREFIX) && target.resourceReady !== undefined) {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          sendJson(res, 405, { code: 'ERR_USAGE', message: `${path} takes GET` }, { allow: 'GET' })
+          return true
+        }
+        let resource: string
+        try {
+          resource = decodeURIComponent(path.slice(READYZ_RESOURCE_PREFIX.length))
+        } catch {
+          resource = ''
+        }
+        if (resource === '' || resource.includes('/')) {
+          sendJson(res, 400, { code: 'ERR_USAGE', message: 'ask /readyz/NAME with one resource name' })
+          return true
+        }
+        const r = await target.resourceReady(resource)
+        if (r.ready) sendJson(res, 200, { ready: true, resource })
+        // An ungranted (or unknown) resource is 404 with its code; anything else is not ready yet.
+        else sendJson(res, r.code === 'ERR_GRANT_DENIED' ? 404 : 503, { ready: false, resource, code: r.code, reason: r.reason })
+        return true
+      }
       if (path.startsWith('/v1/')) {
         const refused = refusal(req, access)
         if (refused !== undefined) {

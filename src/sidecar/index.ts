@@ -13,6 +13,7 @@ export {
   type ConnectResult,
   type UnboundReason,
   type TokenStatus,
+  type ResourceReady,
 } from './sidecar.js'
 export { TokenSource, resolveTokenSource, type TokenSourceOptions, type TokenSourceInputs, type TokenSpec, type TokenOrigin } from './token-source.js'
 export {

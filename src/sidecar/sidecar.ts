@@ -6,13 +6,14 @@ import type { Registry } from 'prom-client'
 import { decodeTokenClaims, tokenFingerprint } from '../auth/index.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
-import { KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
+import { isErrorCode, KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { forward, type ForwardSession } from '../forward/index.js'
 import { adoptAccepted } from '../read-buffer/index.js'
 import { formatHostPort, listenOn } from '../net/index.js'
 import {
   API_PATHS,
   parseApiAnswer,
+  ReadyResponseSchema,
   ResourcesResponseSchema,
   WhoamiResponseSchema,
   type ApiResource,
@@ -137,6 +138,9 @@ export interface SidecarSnapshot {
   resources: ResourceStatus[]
 }
 
+/** Answer of {@link Sidecar.resourceReady}: ready, or the code and reason it is not. */
+export type ResourceReady = { readonly ready: true } | { readonly ready: false; readonly code: ErrorCode; readonly reason: string }
+
 /** Answer of {@link Sidecar.connect}. */
 export interface ConnectResult {
   resource: string
@@ -225,6 +229,8 @@ export class Sidecar {
   #refusal: { since: number; error: KeywayError } | undefined
   #fatal = false
   readonly #live = new Map<ForwardSession, LiveSession>()
+  /** Per-resource readiness asks in flight, shared by concurrent callers. */
+  readonly #readyAsks = new Map<string, Promise<ResourceReady>>()
   #view: ResourcesResponse | undefined
   #etag: string | undefined
   #syncError: KeywayError | undefined
@@ -336,6 +342,40 @@ export class Sidecar {
     this.#account = undefined
     this.#whoamiDone = false
     this.#logger.info({ event: 'token_replaced', token_fp: tokenFingerprint(token) }, 'service token replaced')
+  }
+
+  /**
+   * Whether `resource` works through the gateway now (`/readyz/<resource>`,
+   * `keyway wait --resource`): the gateway makes a real connection to its
+   * upstream (a login for a resource with credentials) and reuses its answer
+   * for a few seconds. Asks at the same time share one request. Not ready
+   * with the gateway's code: the upstream's (`ERR_UPSTREAM_UNREACHABLE`,
+   * `ERR_UPSTREAM_LOGIN_FAILED`, ...), `ERR_GRANT_DENIED` for a resource
+   * the token is not granted (or that does not exist), or
+   * `ERR_GATEWAY_UNAVAILABLE`.
+   */
+  resourceReady(resource: string): Promise<ResourceReady> {
+    const running = this.#readyAsks.get(resource)
+    if (running !== undefined) return running
+    const ask = this.#askReady(resource).finally(() => this.#readyAsks.delete(resource))
+    this.#readyAsks.set(resource, ask)
+    return ask
+  }
+
+  async #askReady(resource: string): Promise<ResourceReady> {
+    if (this.#closed) return { ready: false, code: 'ERR_SHUTTING_DOWN', reason: 'the sidecar is shutting down' }
+    try {
+      const answer = await this.#client.api<unknown>('GET', `${API_PATHS.ready}?resource=${encodeURIComponent(resource)}`, { token: this.#token })
+      const body = parseApiAnswer(ReadyResponseSchema, (answer as { body?: unknown }).body)
+      if (body === undefined) return { ready: false, code: 'ERR_INTERNAL', reason: `the gateway's answer to ${API_PATHS.ready} is malformed` }
+      if (body.ready) return { ready: true }
+      const code = isErrorCode(body.code) ? body.code : 'ERR_INTERNAL'
+      return { ready: false, code, reason: `${code}: ${body.message ?? 'not ready'}` }
+    } catch (err) {
+      const e = toKeywayError(err)
+      const why = e.code === 'ERR_NOT_FOUND' ? 'the gateway is older than per-resource readiness (no /v1/ready)' : e.message
+      return { ready: false, code: e.code, reason: `${e.code}: ${why}` }
+    }
   }
 
   /**

@@ -315,6 +315,11 @@ t.test('resources add and set: credentials are references in the policy, checked
   const notPostgres = await runKeyway(['admin', 'resources', 'add', 'box', '--kind', 'server', '--type', 'ssh', '--address', 'h:22', '--port-override', '16101', '--username', 'root', '--password-env', 'X', ...c])
   t.equal(notPostgres.code, 1)
   t.match(notPostgres.stderr, /only for type postgres/)
+  const redis = await runKeyway(['admin', 'resources', 'add', 'cache', '--kind', 'datasource', '--type', 'redis', '--address', 'h:6379', '--port-override', '16102', '--password-file', '/run/secrets/cache', ...c])
+  t.equal(redis.code, 0, `redis: a password alone logs in the default user (${redis.stderr})`)
+  const redisDb = await runKeyway(['admin', 'resources', 'set', 'cache', '--database', 'zero', ...c])
+  t.equal(redisDb.code, 1)
+  t.match(redisDb.stderr, /database pins a PostgreSQL database; this resource is type "redis"/)
 
   const cleared = await runKeyway(['admin', 'resources', 'set', 'orders', '--clear-credentials', ...c])
   t.equal(cleared.code, 0, cleared.stderr)

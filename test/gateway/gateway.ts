@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { request, type RequestOptions } from 'node:https'
 import type { ConnectionOptions } from 'node:tls'
-import { ApiErrorSchema, encodeHello, ResourcesResponseSchema, WhoamiResponseSchema } from '../../src/protocol/index.js'
+import { ApiErrorSchema, encodeHello, ReadyResponseSchema, ResourcesResponseSchema, WhoamiResponseSchema } from '../../src/protocol/index.js'
 import type { PolicyDoc } from '../../src/policy/index.js'
 import { fullBacklogServer, readAll } from '../helpers/net.js'
 import { refusedPort as idleRefusedPort } from '../helpers/ports.js'
@@ -379,4 +379,33 @@ t.test('PROXY v2 from an unlisted address is a handshake error; its plain TLS wo
   direct.write(encodeHello({ token: bi, resource: 'db' }))
   t.match((await readReply(direct)).reply, { ok: false, code: 'ERR_GRANT_DENIED' })
   t.match(world.logs.events('tunnel_denied'), [{ client: /^127\.0\.0\.2:\d+$/ }])
+})
+
+t.test('GET /v1/ready: a granted resource is probed through the gateway (cached); an ungranted or unknown one is 404 ERR_GRANT_DENIED', async (t) => {
+  const clock = new ManualClock(Date.now())
+  const { upstream, world, etl, bi, running, port } = await setup(t, { clock })
+  const auth = { authorization: `Bearer ${etl}` }
+  const ready = await api(port, world.caPem, '/v1/ready?resource=db', auth)
+  t.match(ready, { status: 200, body: { resource: 'db', ready: true, checkedAt: new Date(clock.now()).toISOString() } })
+  t.same(ReadyResponseSchema.parse(ready.body), ready.body, 'the answer is exactly its protocol/ schema')
+  t.equal(upstream.accepted, 1, 'a TCP connect at the gateway')
+  await api(port, world.caPem, '/v1/ready?resource=db', auth)
+  t.equal(upstream.accepted, 1, 'the second ask is answered from the cache')
+  clock.advance(3_000)
+  await api(port, world.caPem, '/v1/ready?resource=db', auth)
+  t.equal(upstream.accepted, 2, 'past the cache TTL it is probed again')
+  t.match(await api(port, world.caPem, '/v1/ready?resource=cache', auth), { status: 404, body: { code: 'ERR_GRANT_DENIED' } }, 'not granted to etl')
+  t.match(await api(port, world.caPem, '/v1/ready?resource=nope', auth), { status: 404, body: { code: 'ERR_GRANT_DENIED' } }, 'an unknown name answers as an ungranted one')
+  t.match(await api(port, world.caPem, '/v1/ready?resource=db', { authorization: `Bearer ${bi}` }), { status: 404, body: { code: 'ERR_GRANT_DENIED' } })
+  t.match(await api(port, world.caPem, '/v1/ready?resource=db'), { status: 401, body: { code: 'ERR_TOKEN_MISSING' } })
+  t.match(await api(port, world.caPem, '/v1/ready', auth), { status: 400, body: { code: 'ERR_USAGE' } })
+  t.equal(upstream.accepted, 2, 'refused asks never dial')
+  const gone = await idleRefusedPort()
+  world.editPolicy((doc) => {
+    doc.resources!.find((r) => r.name === 'db')!.address = `127.0.0.1:${gone}`
+  })
+  await running.reload()
+  const down = await api(port, world.caPem, '/v1/ready?resource=db', auth)
+  t.match(down, { status: 200, body: { resource: 'db', ready: false, code: 'ERR_UPSTREAM_UNREACHABLE', message: 'resource "db" is unreachable' } })
+  t.match(await running.registry.metrics(), /keyway_gateway_readiness_probes_total\{resource="db",result="ERR_UPSTREAM_UNREACHABLE"\} 1/)
 })

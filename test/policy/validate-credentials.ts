@@ -49,10 +49,30 @@ t.test('every credential rule names the key and the fix', async (t) => {
   one(t, { username: 'app', passwordEnv: 'X', upstreamTls: 'verify-full', upstreamCa: 'ca.pem' }, 'resources[0].upstreamCa', /absolute path/)
   one(t, { username: 'app', passwordEnv: 'X', database: '' }, 'resources[0].database', /1 to 63 characters/)
   one(t, { username: 7, passwordEnv: 'X' }, 'resources[0].username', /must be a string/)
-  one(t, { username: 'app', passwordEnv: 'X' }, 'resources[0].username', /only for type postgres .* "ssh"/, 'ssh')
+  one(t, { username: 'app', passwordEnv: 'X' }, 'resources[0].username', /only for type postgres, redis .* "ssh"/, 'ssh')
   one(t, { password: 'hunter2' }, 'resources[0].password', /unknown key/)
 })
 
 t.test('a secret that does not exist does not make the policy invalid: only references are checked', async (t) => {
   t.same(problems({ username: 'app', passwordFile: '/no/such/file' }), [])
+})
+
+t.test('redis: credentials with or without a username (the default user); database is postgres-only', async (t) => {
+  t.same(compilePolicy(doc({ username: 'app', passwordFile: '/s' }, 'redis')).resources.get('warehouse')!.credential, {
+    username: 'app',
+    secret: { file: '/s' },
+    database: undefined,
+    upstreamTls: 'disable',
+    upstreamCa: undefined,
+  })
+  t.same(compilePolicy(doc({ passwordEnv: 'REDIS_PASSWORD', upstreamTls: 'require' }, 'redis')).resources.get('warehouse')!.credential, {
+    username: undefined,
+    secret: { env: 'REDIS_PASSWORD' },
+    database: undefined,
+    upstreamTls: 'require',
+    upstreamCa: undefined,
+  })
+  one(t, { username: 'app', passwordEnv: 'X', database: 'orders' }, 'resources[0].database', /pins a PostgreSQL database; this resource is type "redis": remove database/, 'redis')
+  one(t, { upstreamTls: 'require' }, 'resources[0].upstreamTls', /needs a secret: add passwordFile/, 'redis')
+  one(t, { passwordFile: '/s' }, 'resources[0].passwordFile', /needs `username`/, 'postgres')
 })

@@ -36,6 +36,12 @@ t.test('a password file is read, its final newline dropped; re-read after the TT
   writeFileSync(file, 'again')
   secrets.clear()
   t.equal((await secrets.resolve('warehouse', fileCredential(file))).password, 'again', 'after clear() (a policy reload): read again')
+  writeFileSync(file, 'fixed')
+  await secrets.resolve('other', fileCredential(file))
+  writeFileSync(file, 'fixed later')
+  secrets.forget('warehouse')
+  t.equal((await secrets.resolve('warehouse', fileCredential(file))).password, 'fixed later', 'after forget(resource) (a refused login): read again')
+  t.equal((await secrets.resolve('other', fileCredential(file))).password, 'fixed', 'only that resource was forgotten')
 })
 
 t.test('a missing, unreadable or empty secret is ERR_CREDENTIAL_UNAVAILABLE naming the file, and is not kept', async (t) => {

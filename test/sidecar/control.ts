@@ -329,3 +329,38 @@ t.test('shared with a group: directory 0750 and socket 0660, so a member of the 
   const seen = await probeAs(t, user, server.socketPath, server.address()!.port)
   t.equal(seen.socket, '200', 'a member of the group reaches the control API')
 })
+
+t.test('GET /readyz/<resource>: 200 when the gateway says ready, 503 with code and reason when not, 404 for an ungranted one; on TCP without a secret', async (t) => {
+  const asked: string[] = []
+  const target = {
+    snapshot: () => ({}) as never,
+    connect: async () => ({}) as never,
+    disconnect: async () => ({}) as never,
+    ready: () => undefined,
+    async resourceReady(resource: string) {
+      asked.push(resource)
+      if (resource === 'pg db') return { ready: true as const }
+      if (resource === 'cache') return { ready: false as const, code: 'ERR_UPSTREAM_LOGIN_FAILED' as const, reason: 'ERR_UPSTREAM_LOGIN_FAILED: WRONGPASS' }
+      return { ready: false as const, code: 'ERR_GRANT_DENIED' as const, reason: 'ERR_GRANT_DENIED: access denied' }
+    },
+  }
+  const runtimeDir = tempRuntimeDir(t)
+  const server = await startControlServer({ address: { host: LOOPBACK, port: 0 }, runtimeDir, target, registry: new Registry(), logger: silentLogger() })
+  t.teardown(() => server.close())
+  const port = server.address()!.port
+  const ok = await request(port, 'GET', '/readyz/pg%20db')
+  t.match(ok, { status: 200 })
+  t.same(JSON.parse(ok.body), { ready: true, resource: 'pg db' })
+  const no = await request(server.socketPath, 'GET', '/readyz/cache')
+  t.equal(no.status, 503)
+  t.same(JSON.parse(no.body), { ready: false, resource: 'cache', code: 'ERR_UPSTREAM_LOGIN_FAILED', reason: 'ERR_UPSTREAM_LOGIN_FAILED: WRONGPASS' })
+  t.match(await request(port, 'GET', '/readyz/other'), { status: 404, body: /"code":"ERR_GRANT_DENIED"/ })
+  t.match(await request(port, 'GET', '/readyz/a/b'), { status: 400, body: /ERR_USAGE/ })
+  t.match(await request(port, 'POST', '/readyz/cache'), { status: 405 })
+  t.same(asked, ['pg db', 'cache', 'other'])
+  const client = new ControlClient({ kind: 'unix', path: server.socketPath })
+  t.same(await client.readyz('pg db'), { ready: true })
+  t.same(await client.readyz('cache'), { ready: false, reason: 'ERR_UPSTREAM_LOGIN_FAILED: WRONGPASS', code: 'ERR_UPSTREAM_LOGIN_FAILED' })
+  t.same(await client.readyz('other'), { ready: false, reason: 'ERR_GRANT_DENIED: access denied', code: 'ERR_GRANT_DENIED' })
+  t.same(await client.readyz(), { ready: true }, '/readyz itself is unchanged')
+})
