@@ -58,7 +58,9 @@ export const command: Command = {
         if (!r.ready) {
           reason = r.reason ?? 'not ready'
         } else {
-          const answers = await Promise.all(resources.map(async (name) => ({ name, r: await client.readyz(name) })))
+          // A resource's answer may wait on the gateway's probe of its upstream (a connect and a login), within what is left.
+          const resourceClient = new ControlClient(address, { timeoutMs: Math.max(100, Math.min(15_000, deadline - Date.now())) })
+          const answers = await Promise.all(resources.map(async (name) => ({ name, r: await resourceClient.readyz(name) })))
           const waiting = answers.find((a) => !a.r.ready)
           if (waiting === undefined) return 0
           reason = `resource ${waiting.name} not ready: ${waiting.r.reason ?? 'not ready'}`

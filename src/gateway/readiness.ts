@@ -70,11 +70,11 @@ export class UpstreamReadiness {
       const ttl = hit.done.ready ? (this.#o.readyTtlMs ?? READY_TTL_MS) : (this.#o.notReadyTtlMs ?? NOT_READY_TTL_MS)
       if (now - hit.done.checkedAt < ttl) return hit.value
     }
-    const entry: Entry = { key, done: undefined, value: undefined as never }
-    ;(entry as { value: Promise<ResourceReadiness> }).value = this.#probe(resource).then((r) => {
+    const value = this.#probe(resource).then((r) => {
       entry.done = r
       return r
     })
+    const entry: Entry = { key, done: undefined, value }
     this.#cache.set(resource.name, entry)
     return entry.value
   }

@@ -138,6 +138,9 @@ export interface SidecarSnapshot {
   resources: ResourceStatus[]
 }
 
+/** How long a per-resource readiness ask may wait for the gateway (its probe runs up to its connect and login timeouts). */
+const READY_ASK_TIMEOUT_MS = 30_000
+
 /** Answer of {@link Sidecar.resourceReady}: ready, or the code and reason it is not. */
 export type ResourceReady = { readonly ready: true } | { readonly ready: false; readonly code: ErrorCode; readonly reason: string }
 
@@ -365,7 +368,8 @@ export class Sidecar {
   async #askReady(resource: string): Promise<ResourceReady> {
     if (this.#closed) return { ready: false, code: 'ERR_SHUTTING_DOWN', reason: 'the sidecar is shutting down' }
     try {
-      const answer = await this.#client.api<unknown>('GET', `${API_PATHS.ready}?resource=${encodeURIComponent(resource)}`, { token: this.#token })
+      // The gateway's probe may take its connect and login timeouts: a slow upstream must not read as a lost gateway.
+      const answer = await this.#client.api<unknown>('GET', `${API_PATHS.ready}?resource=${encodeURIComponent(resource)}`, { token: this.#token, timeoutMs: READY_ASK_TIMEOUT_MS })
       const body = parseApiAnswer(ReadyResponseSchema, (answer as { body?: unknown }).body)
       if (body === undefined) return { ready: false, code: 'ERR_INTERNAL', reason: `the gateway's answer to ${API_PATHS.ready} is malformed` }
       if (body.ready) return { ready: true }
