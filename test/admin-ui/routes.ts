@@ -1,0 +1,232 @@
+import t, { type Test } from 'tap'
+import { createUser, readPolicy } from '../../src/admin/index.js'
+import { ADMIN_UI_CSP, SIGNIN_COOKIE } from '../../src/admin-ui/index.js'
+import { SESSION_COOKIE } from '../../src/admin-api/index.js'
+import { ADMIN_PASSWORD, startAdminUi, type AdminUi } from '../helpers/admin-ui.js'
+
+const JWT = /[\w-]{10,}\.[\w-]{10,}\.[\w-]{10,}/
+
+interface Answer {
+  status: number
+  headers: Headers
+  text: string
+}
+
+async function get(ui: AdminUi, path: string, cookie?: string): Promise<Answer> {
+  const res = await fetch(ui.base + path, { redirect: 'manual', headers: cookie === undefined ? {} : { cookie } })
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+async function post(ui: AdminUi, path: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Answer> {
+  const res = await fetch(ui.base + path, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: new URLSearchParams(form).toString(),
+  })
+  return { status: res.status, headers: res.headers, text: await res.text() }
+}
+
+/** The value of hidden field `name` in a page. */
+function field(html: string, name: string): string {
+  const m = new RegExp(`name="${name}" value="([^"]*)"`).exec(html)
+  if (!m) throw new Error(`no field ${name} in the page`)
+  return m[1]!.replace(/&quot;/g, '"')
+}
+
+/** Signs in through the form; answers the session cookie and the page CSRF token. */
+async function signIn(ui: AdminUi, email = 'root@example.com'): Promise<{ cookie: string; csrf: string }> {
+  const form = await get(ui, '/signin')
+  const pre = form.headers.get('set-cookie')!.split(';')[0]!
+  const r = await post(ui, '/signin', { _csrf: field(form.text, '_csrf'), email, password: ADMIN_PASSWORD }, { cookie: pre, origin: ui.base })
+  if (r.status !== 303) throw new Error(`sign-in failed: ${r.status} ${r.text}`)
+  const cookie = r.headers.getSetCookie().find((c) => c.startsWith(`${SESSION_COOKIE}=`))!.split(';')[0]!
+  const users = await get(ui, '/users', cookie)
+  return { cookie, csrf: field(users.text, '_csrf') }
+}
+
+const PAGES = ['/users', '/accounts/svc_etl', '/roles', '/roles/ops', '/resources', '/settings/port-overrides']
+
+t.test('every page: a signed-out browser is sent to the sign-in page; pages carry the strict CSP and cannot be framed', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  for (const path of PAGES) {
+    const r = await get(ui, path)
+    t.equal(r.status, 303, `${path}: redirect`)
+    t.equal(r.headers.get('location'), `/signin?next=${encodeURIComponent(path)}`, `${path}: to the sign-in page`)
+  }
+  t.equal((await get(ui, '/')).headers.get('location'), '/signin')
+  const { cookie } = await signIn(ui)
+  for (const path of ['/signin', ...PAGES]) {
+    const r = await get(ui, path, path === '/signin' ? undefined : cookie)
+    t.equal(r.status, 200, `${path}: 200`)
+    t.equal(r.headers.get('content-security-policy'), ADMIN_UI_CSP, `${path}: CSP`)
+    t.equal(r.headers.get('x-frame-options'), 'DENY', `${path}: not framed`)
+    t.equal(r.headers.get('cache-control'), 'no-store', `${path}: not cached`)
+    t.match(r.headers.get('content-type'), /^text\/html; charset=utf-8/)
+    t.notMatch(r.text, /<script>|<style|style="|\son[a-z]+="/i, `${path}: no inline script, style or handler`)
+  }
+  t.equal(ADMIN_UI_CSP, "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+  t.equal((await get(ui, '/', cookie)).headers.get('location'), '/users')
+  const css = await get(ui, '/ui/admin.css')
+  t.match(css.headers.get('content-type'), /^text\/css/)
+  t.match((await get(ui, '/ui/admin.js')).headers.get('content-type'), /^text\/javascript/)
+  const api = await get(ui, '/v1/admin/accounts')
+  t.equal(api.status, 401, 'the API still answers JSON errors')
+})
+
+t.test('sign-in: errors on the form, the limiter applies, a form without its cookie or from another origin is refused', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const form = await get(ui, '/signin')
+  const setCookie = form.headers.get('set-cookie')!
+  t.match(setCookie, new RegExp(`^${SIGNIN_COOKIE}=[\\w-]{20,}; Path=/signin; HttpOnly; SameSite=Strict`))
+  const pre = setCookie.split(';')[0]!
+  const csrf = field(form.text, '_csrf')
+  const wrong = await post(ui, '/signin', { _csrf: csrf, email: '<b>x</b>@example.com', password: 'nope nope' }, { cookie: pre })
+  t.equal(wrong.status, 401)
+  t.match(wrong.text, /role="alert"[^]*email or password is wrong[^]*ERR_LOGIN_FAILED/)
+  t.match(wrong.text, /value="&lt;b&gt;x&lt;\/b&gt;@example.com"/, 'what was typed comes back escaped')
+  t.notMatch(wrong.text, /<b>x<\/b>/)
+  t.equal(wrong.headers.getSetCookie().filter((c) => c.startsWith(SESSION_COOKIE)).length, 0, 'no session')
+  const noCookie = await post(ui, '/signin', { _csrf: csrf, email: 'root@example.com', password: ADMIN_PASSWORD })
+  t.equal(noCookie.status, 403)
+  t.match(noCookie.text, /ERR_CSRF/)
+  const foreign = await post(ui, '/signin', { _csrf: csrf, email: 'root@example.com', password: ADMIN_PASSWORD }, { cookie: pre, origin: 'http://evil.example' })
+  t.equal(foreign.status, 403)
+  const json = await fetch(`${ui.base}/signin`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/json', cookie: pre }, body: '{}' })
+  t.equal(json.status, 415, 'a JSON body is not a form')
+  const nonAdmin = await post(ui, '/signin', { _csrf: csrf, email: 'bob@example.com', password: ADMIN_PASSWORD }, { cookie: pre })
+  t.equal(nonAdmin.status, 403)
+  t.match(nonAdmin.text, /ERR_ADMIN_FORBIDDEN/)
+  for (let i = 0; i < 6; i++) await post(ui, '/signin', { _csrf: csrf, email: 'x@example.com', password: 'wrong password' }, { cookie: pre })
+  const throttled = await post(ui, '/signin', { _csrf: csrf, email: 'x@example.com', password: 'wrong password' }, { cookie: pre })
+  t.equal(throttled.status, 429, 'the one login limiter')
+  t.match(throttled.text, /ERR_LOGIN_THROTTLED/)
+  t.ok(throttled.headers.get('retry-after'))
+  t.ok(ui.logs.some((l) => /"event":"login_failed"/.test(l) && /x@example.com/.test(l)), 'failed sign-ins audited')
+  const ok = await post(ui, '/signin', { _csrf: csrf, email: 'root@example.com', password: ADMIN_PASSWORD, next: '/roles' }, { cookie: pre, origin: ui.base })
+  t.equal(ok.status, 303)
+  t.equal(ok.headers.get('location'), '/roles')
+  t.ok(ok.headers.getSetCookie().some((c) => c.startsWith(`${SESSION_COOKIE}=`) && /HttpOnly; SameSite=Strict/.test(c)))
+  const away = await post(ui, '/signin', { _csrf: csrf, email: 'root@example.com', password: ADMIN_PASSWORD, next: '//evil.example/' }, { cookie: pre })
+  t.equal(away.headers.get('location'), '/users', 'never sent to another site')
+})
+
+t.test('every form: no CSRF token, a wrong one, or another origin is refused with nothing changed', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const { cookie, csrf } = await signIn(ui)
+  const before = ui.setup.policyText()
+  const forms: [string, Record<string, string>][] = [
+    ['/users/services', { name: 'sneaky' }],
+    ['/accounts/usr_alice/grants', { resource: 'pg', action: 'grant' }],
+    ['/accounts/svc_etl/roles', { role: 'ops', action: 'assign' }],
+    ['/roles', { name: 'sneaky' }],
+    ['/roles/ops/grants', { resource: 'pg', action: 'grant' }],
+    ['/roles/ops/delete', { force: 'true' }],
+    ['/resources', { name: 'sneaky', kind: 'server', type: 'ssh', address: '10.0.0.9:22' }],
+    ['/resources/web/delete', {}],
+    ['/settings/port-overrides', { portOverrides: 'on', autoConnect: 'on', rangeLow: '16000', rangeHigh: '16099' }],
+    ['/signout', {}],
+  ]
+  for (const [path, form] of forms) {
+    const none = await post(ui, path, form, { cookie })
+    t.equal(none.status, 403, `${path}: no token`)
+    t.match(none.text, /ERR_CSRF/)
+    const wrongToken = await post(ui, path, { ...form, _csrf: csrf.slice(1) + 'x' }, { cookie })
+    t.equal(wrongToken.status, 403, `${path}: wrong token`)
+    const foreign = await post(ui, path, { ...form, _csrf: csrf }, { cookie, origin: 'http://evil.example' })
+    t.equal(foreign.status, 403, `${path}: other origin`)
+    const signedOut = await post(ui, path, { ...form, _csrf: csrf })
+    t.equal(signedOut.status, 303, `${path}: signed out, sent to sign in`)
+  }
+  t.equal(ui.setup.policyText(), before, 'nothing changed')
+  const json = await fetch(`${ui.base}/roles`, { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/json', cookie }, body: JSON.stringify({ _csrf: csrf, name: 'x' }) })
+  t.equal(json.status, 415)
+})
+
+t.test('add service: the token is in the POST answer only (no-store), never on a later page; the change is audited', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const { cookie, csrf } = await signIn(ui)
+  const r = await post(ui, '/users/services', { _csrf: csrf, name: 'nightly-etl', role: '' }, { cookie, origin: ui.base })
+  t.equal(r.status, 201)
+  t.equal(r.headers.get('cache-control'), 'no-store')
+  const token = JWT.exec(r.text)?.[0]
+  t.ok(token, 'the token is shown')
+  t.match(r.text, /won(&#39;|')t be able to see it again/)
+  t.match(r.text, /data-copy="token"/, 'a copy button')
+  const id = (await readPolicy(ui.setup.policyFile)).policy.accountByName('nightly-etl')!.id
+  t.match(r.text, `data-replace-url="/accounts/${id}"`, 'with script, a reload asks for the account page')
+  for (const path of ['/users', `/accounts/${id}`]) {
+    const page = await get(ui, path, cookie)
+    t.equal(page.status, 200)
+    t.notOk(page.text.includes(token!), `${path}: no token`)
+    t.notMatch(page.text, JWT, `${path}: nothing like a token`)
+  }
+  const again = await post(ui, '/users/services', { _csrf: csrf, name: 'nightly-etl' }, { cookie, origin: ui.base })
+  t.equal(again.status, 409, 'posting the form again makes no second token')
+  t.match(again.text, /ERR_ALREADY_EXISTS/)
+  t.notMatch(again.text, JWT)
+  t.match(again.text, /<details class="add" open>/, 'the error is shown on the add service form')
+  t.ok(ui.logs.some((l) => /"event":"admin_change"/.test(l) && /"action":"create_service"/.test(l) && /"via":"session"/.test(l)), 'audited as the API is')
+  t.notOk(ui.logs.some((l) => l.includes(token!)), 'never the token in a log')
+  const bad = await post(ui, '/users/services', { _csrf: csrf, name: '<script>alert(1)</script>' }, { cookie })
+  t.equal(bad.status, 400)
+  t.match(bad.text, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/)
+  t.notMatch(bad.text, /<script>alert/)
+})
+
+t.test('Users page: No Role section first, services tagged; a name with <script> renders as text', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  await createUser(ui.ctx, '<script>alert(1)</script>@evil.example', { password: ADMIN_PASSWORD })
+  const { cookie } = await signIn(ui)
+  const r = await get(ui, '/users', cookie)
+  const noRole = r.text.indexOf('id="no-role"')
+  const withRole = r.text.indexOf('id="with-role"')
+  t.ok(noRole > 0 && noRole < withRole, 'No Role comes first')
+  t.ok(r.text.indexOf('alice@example.com') > noRole && r.text.indexOf('alice@example.com') < withRole, 'alice (No Role) in the No Role section')
+  t.ok(r.text.indexOf('>etl</a>') > withRole, 'etl (a role) after')
+  t.match(r.text, />etl<\/a><span class="tag">service<\/span>/)
+  t.match(r.text, /&lt;script&gt;alert\(1\)&lt;\/script&gt;@evil.example/)
+  t.notMatch(r.text, /<script>alert/)
+})
+
+t.test('account page: grants by form with the ETag; a stale edit is refused with 412 and nothing changes', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const { cookie, csrf } = await signIn(ui)
+  const page = await get(ui, '/accounts/usr_alice?kind=datasource', cookie)
+  t.match(page.text, /aria-current="page">Datasources/)
+  const etag = field(page.text, 'etag')
+  const granted = await post(ui, '/accounts/usr_alice/grants', { _csrf: csrf, etag, kind: 'datasource', resource: 'pg', action: 'grant' }, { cookie, origin: ui.base })
+  t.equal(granted.status, 303)
+  t.equal(granted.headers.get('location'), '/accounts/usr_alice?kind=datasource&done=granted')
+  t.match(ui.setup.policyText(), /resource: pg/)
+  const before = ui.setup.policyText()
+  const stale = await post(ui, '/accounts/usr_alice/grants', { _csrf: csrf, etag, kind: 'website', resource: 'web', action: 'grant' }, { cookie, origin: ui.base })
+  t.equal(stale.status, 412)
+  t.match(stale.text, /changed since you read it[^]*ERR_PRECONDITION_FAILED/)
+  t.match(stale.text, /aria-current="page">Websites/, 'shown where the admin acted')
+  t.equal(ui.setup.policyText(), before, 'nothing changed')
+  const withRole = await get(ui, '/accounts/svc_etl', cookie)
+  const direct = await post(ui, '/accounts/svc_etl/grants', { _csrf: csrf, etag: field(withRole.text, 'etag'), kind: 'server', resource: 'ssh-box', action: 'grant' }, { cookie })
+  t.equal(direct.status, 409)
+  t.match(direct.text, /ERR_DIRECT_GRANT_WITH_ROLE/)
+  const temporary = await post(ui, '/accounts/svc_etl/grants', { _csrf: csrf, etag: field(withRole.text, 'etag'), kind: 'server', resource: 'ssh-box', action: 'temporary', seconds: '3600' }, { cookie })
+  t.equal(temporary.status, 303)
+  t.match((await get(ui, '/accounts/svc_etl?kind=server', cookie)).text, /Temporary until/)
+  const unknown = await get(ui, '/accounts/nobody', cookie)
+  t.equal(unknown.status, 404)
+  t.match(unknown.text, /ERR_NOT_FOUND/)
+})
+
+t.test('settings: auto-connect is disabled while port overrides are off; the dependency is enforced', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const { cookie, csrf } = await signIn(ui)
+  let page = await get(ui, '/settings/port-overrides', cookie)
+  t.match(page.text, /id="autoConnect" name="autoConnect" value="on" aria-describedby/, 'enabled while port overrides are on')
+  const off = await post(ui, '/settings/port-overrides', { _csrf: csrf, etag: field(page.text, 'etag'), rangeLow: '16000', rangeHigh: '16099' }, { cookie })
+  t.equal(off.status, 303)
+  page = await get(ui, '/settings/port-overrides', cookie)
+  t.match(page.text, /id="autoConnect" name="autoConnect" value="on" disabled/)
+  const refused = await post(ui, '/settings/port-overrides', { _csrf: csrf, etag: field(page.text, 'etag'), autoConnect: 'on', rangeLow: '16000', rangeHigh: '16099' }, { cookie })
+  t.equal(refused.status, 409)
+  t.match(refused.text, /ERR_PRECONDITION/)
+})
