@@ -41,6 +41,8 @@ h2 { font-size: 17px; margin: 28px 0 10px; }
 .lead { color: var(--muted); margin: 0 0 20px; }
 .muted { color: var(--muted); }
 .panel { background: var(--panel); border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px; margin: 0 0 18px; }
+.panel > h2:first-child { margin-top: 0; }
+.panel > .inline + .hint, .switch + .inline { margin-top: 14px; }
 .head { display: flex; align-items: flex-start; justify-content: space-between; gap: 16px; flex-wrap: wrap; }
 table { width: 100%; border-collapse: collapse; background: var(--panel); border: 1px solid var(--line); border-radius: 10px; overflow: hidden; }
 th, td { text-align: left; padding: 10px 14px; border-bottom: 1px solid var(--line); vertical-align: middle; }
@@ -51,7 +53,7 @@ td.actions { text-align: right; white-space: nowrap; }
 .tag { display: inline-block; font-size: 12px; padding: 1px 8px; border-radius: 999px; background: var(--tag); color: var(--accent-dark); font-weight: 600; margin-left: 6px; }
 .tag.off { background: #eee; color: #555; }
 .tag.warn { background: var(--warn-bg); color: var(--warn); }
-.source { display: inline-block; font-size: 13px; padding: 2px 8px; border-radius: 6px; background: #eef1f5; margin: 1px 4px 1px 0; }
+.source { white-space: nowrap; display: inline-block; font-size: 13px; padding: 2px 8px; border-radius: 6px; background: #eef1f5; margin: 1px 4px 1px 0; }
 .source.direct { background: var(--ok-bg); color: var(--ok); }
 .source.temporary { background: var(--warn-bg); color: var(--warn); }
 .source.role { background: var(--tag); color: var(--accent-dark); }
@@ -93,7 +95,7 @@ details.add form { background: var(--panel); border: 1px solid var(--line); bord
 .signin { max-width: 380px; margin: 60px auto; }
 .signin .panel { padding: 26px; }
 .signin input { width: 100%; }
-.chips { display: flex; gap: 6px; flex-wrap: wrap; }
+.chips { display: flex; gap: 6px; flex-wrap: wrap; list-style: none; padding: 0; margin: 0 0 12px; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 6px 16px; margin: 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }

@@ -81,6 +81,8 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       reply.header('content-security-policy', ADMIN_UI_CSP)
       reply.header('x-frame-options', 'DENY')
       reply.header('cache-control', 'no-store')
+      // Not no-referrer: with it, browsers send `Origin: null` on form posts, and the origin check needs the real one.
+      reply.header('referrer-policy', 'same-origin')
       return payload
     })
     ui.setErrorHandler((err: unknown, req, reply) => {
