@@ -13,6 +13,14 @@ export const TEMPORARY_DURATIONS: readonly { readonly seconds: number; readonly 
   { seconds: 7 * 86_400, label: '7 days' },
 ]
 
+/** How long old tokens keep working after a rotation, in seconds. */
+export const ROTATION_GRACES: readonly { readonly seconds: number; readonly label: string }[] = [
+  { seconds: 0, label: 'no time (revoke them now)' },
+  { seconds: 3_600, label: '1 hour' },
+  { seconds: 86_400, label: '1 day' },
+  { seconds: 7 * 86_400, label: '7 days' },
+]
+
 /** Tab labels of the resource kinds, in the seed's order. */
 export const KIND_LABELS: Readonly<Record<ResourceKind, string>> = {
   datasource: 'Datasources',
@@ -142,10 +150,26 @@ ${a.type === 'service'
   ? html`<section aria-labelledby="tokens-h">
   <h2 id="tokens-h">Tokens</h2>
   <table aria-labelledby="tokens-h">
-    <thead><tr><th scope="col">Id</th><th scope="col">Fingerprint</th><th scope="col">Created</th><th scope="col">Expires</th></tr></thead>
-    <tbody>${a.tokens.length === 0 ? html`<tr><td colspan="4" class="empty">No tokens.</td></tr>` : a.tokens.map((t) => html`<tr><td><code>${t.id}</code></td><td><code>${t.fingerprint}</code></td><td>${t.created ?? '—'}</td><td>${t.expires ?? 'never'}${t.expired ? html` <span class="tag warn">expired</span>` : ''}</td></tr>`)}</tbody>
+    <thead><tr><th scope="col">Id</th><th scope="col">Fingerprint</th><th scope="col">Created</th><th scope="col">Expires</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+    <tbody>${a.tokens.length === 0
+      ? html`<tr><td colspan="5" class="empty">No tokens.</td></tr>`
+      : a.tokens.map((t) => html`<tr><td><code>${t.id}</code></td><td><code>${t.fingerprint}</code></td><td>${t.created ?? '—'}</td><td>${t.expires ?? 'never'}${t.expired ? html` <span class="tag warn">expired</span>` : ''}</td>
+      <td class="actions"><form class="row-form" method="post" action="${accountPath(a.id)}/tokens/revoke">${csrfField(v.viewer)}<input type="hidden" name="token" value="${t.id}">
+        <button type="submit" class="danger">Revoke<span class="sr-only"> token ${t.id}</span></button></form></td></tr>`)}</tbody>
   </table>
+  ${errorAt(v.error, 'tokens')}
+  <form class="inline panel" method="post" action="${accountPath(a.id)}/tokens/rotate">${csrfField(v.viewer)}
+    <div class="field"><label for="grace">Old tokens keep working for</label>
+      <select id="grace" name="graceSeconds">${ROTATION_GRACES.map((g) => html`<option value="${g.seconds}"${g.seconds === 3_600 ? html` selected` : ''}>${g.label}</option>`)}</select></div>
+    <button type="submit" class="secondary">Rotate token</button>
+  </form>
   <p class="muted">Tokens are shown only when issued; Keyway keeps their fingerprints.</p>
+  <h2 id="delete-h">Delete this service account</h2>
+  <form class="inline panel" method="post" action="${accountPath(a.id)}/delete">${csrfField(v.viewer)}
+    ${errorAt(v.error, 'delete')}
+    <div class="field"><label><input type="checkbox" name="confirm" value="yes" required> Its tokens stop working at once</label></div>
+    <button type="submit" class="danger">Delete ${a.name}</button>
+  </form>
 </section>`
   : ''}`,
   })

@@ -40,6 +40,8 @@ const NOTICES: Readonly<Record<string, string>> = {
   'resource-added': 'Resource added.',
   'resource-removed': 'Resource removed.',
   saved: 'Settings saved.',
+  'token-revoked': 'Token revoked.',
+  'service-deleted': 'Service account deleted.',
   'signed-out': 'Signed out.',
 }
 
@@ -233,6 +235,26 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       else r = usage('choose assign or unassign')
       if (!r.ok) return failed(c, r, 'roles', (cc, d) => drawAccount(cc, d, form.kind))
       return { redirect: `${accountPath(account)}?kind=${kindOf(form.kind)}&done=${form.action === 'assign' ? 'assigned' : 'unassigned'}` }
+    })
+
+    // A service's tokens: a rotation shows the new token once, as create does.
+    action('/accounts/:account/tokens/rotate', async (c, form) => {
+      const grace = Number(form.graceSeconds)
+      const r: ApiAnswer = await c.api.call('POST', `/v1/admin/services/${encodeURIComponent(c.params.account!)}/tokens/rotate`, { csrf: form._csrf, body: { graceSeconds: Number.isInteger(grace) ? grace : -1 } })
+      if (!r.ok) return failed(c, r, 'tokens', drawAccount)
+      const view: ApiAnswer<AccountView> = await c.api.call('GET', `/v1/admin/accounts/${encodeURIComponent(c.params.account!)}`)
+      const roles = view.ok ? view.json.roles : []
+      return { status: 200, body: serviceCreatedPage({ viewer: c.viewer, account: { ...r.json.account, roles }, token: r.json.token, how: 'rotated' }) }
+    })
+    action('/accounts/:account/tokens/revoke', async (c, form) => {
+      const r = await c.api.call('DELETE', `/v1/admin/services/${encodeURIComponent(c.params.account!)}/tokens/${encodeURIComponent(form.token ?? '')}`, { csrf: form._csrf })
+      if (!r.ok) return failed(c, r, 'tokens', drawAccount)
+      return { redirect: `${accountPath(c.params.account!)}?done=token-revoked` }
+    })
+    action('/accounts/:account/delete', async (c, form) => {
+      const r = form.confirm === 'yes' ? await c.api.call('DELETE', `/v1/admin/services/${encodeURIComponent(c.params.account!)}`, { csrf: form._csrf }) : usage('tick the box to confirm: its tokens stop working at once')
+      if (!r.ok) return failed(c, r, 'delete', drawAccount)
+      return { redirect: '/users?done=service-deleted' }
     })
 
     // Roles.

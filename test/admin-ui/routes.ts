@@ -125,6 +125,9 @@ t.test('every form: no CSRF token, a wrong one, or another origin is refused wit
     ['/resources', { name: 'sneaky', kind: 'server', type: 'ssh', address: '10.0.0.9:22' }],
     ['/resources/web/delete', {}],
     ['/settings/port-overrides', { portOverrides: 'on', autoConnect: 'on', rangeLow: '16000', rangeHigh: '16099' }],
+    ['/accounts/svc_etl/tokens/rotate', { graceSeconds: '0' }],
+    ['/accounts/svc_etl/tokens/revoke', { token: 'x' }],
+    ['/accounts/svc_etl/delete', { confirm: 'yes' }],
     ['/signout', {}],
   ]
   for (const [path, form] of forms) {
@@ -135,6 +138,8 @@ t.test('every form: no CSRF token, a wrong one, or another origin is refused wit
     t.equal(wrongToken.status, 403, `${path}: wrong token`)
     const foreign = await post(ui, path, { ...form, _csrf: csrf }, { cookie, origin: 'http://evil.example' })
     t.equal(foreign.status, 403, `${path}: other origin`)
+    const opaque = await post(ui, path, { ...form, _csrf: csrf }, { cookie, origin: 'null' })
+    t.equal(opaque.status, 403, `${path}: an opaque origin`)
     const signedOut = await post(ui, path, { ...form, _csrf: csrf })
     t.equal(signedOut.status, 303, `${path}: signed out, sent to sign in`)
   }
@@ -229,4 +234,34 @@ t.test('settings: auto-connect is disabled while port overrides are off; the dep
   const refused = await post(ui, '/settings/port-overrides', { _csrf: csrf, etag: field(page.text, 'etag'), autoConnect: 'on', rangeLow: '16000', rangeHigh: '16099' }, { cookie })
   t.equal(refused.status, 409)
   t.match(refused.text, /ERR_PRECONDITION/)
+})
+
+t.test('a service\'s tokens: rotation shows the new token once, revocation and deletion by form', async (t: Test) => {
+  const ui = await startAdminUi(t)
+  const { cookie, csrf } = await signIn(ui)
+  const created = await post(ui, '/users/services', { _csrf: csrf, name: 'ci' }, { cookie })
+  const first = JWT.exec(created.text)![0]
+  const id = (await readPolicy(ui.setup.policyFile)).policy.accountByName('ci')!.id
+  const rotated = await post(ui, `/accounts/${id}/tokens/rotate`, { _csrf: csrf, graceSeconds: '3600' }, { cookie })
+  t.equal(rotated.status, 200)
+  t.equal(rotated.headers.get('cache-control'), 'no-store')
+  const second = JWT.exec(rotated.text)?.[0]
+  t.ok(second && second !== first, 'the new token, shown once')
+  t.match(rotated.text, /New token issued/)
+  const page = await get(ui, `/accounts/${id}`, cookie)
+  t.notMatch(page.text, JWT, 'the account page shows no token')
+  t.equal(page.text.match(/tokens\/revoke/g)?.length, 2, 'both records listed, each with Revoke')
+  const tokenId = /name="token" value="(tok_[^"]+)"/.exec(page.text)![1]!
+  const revoked = await post(ui, `/accounts/${id}/tokens/revoke`, { _csrf: csrf, token: tokenId }, { cookie })
+  t.equal(revoked.status, 303)
+  t.equal((await readPolicy(ui.setup.policyFile)).policy.accountByName('ci')!.tokens.size, 1)
+  const unconfirmed = await post(ui, `/accounts/${id}/delete`, { _csrf: csrf }, { cookie })
+  t.equal(unconfirmed.status, 400, 'deleting needs the box ticked')
+  t.match(unconfirmed.text, /tick the box/)
+  const deleted = await post(ui, `/accounts/${id}/delete`, { _csrf: csrf, confirm: 'yes' }, { cookie })
+  t.equal(deleted.status, 303)
+  t.equal(deleted.headers.get('location'), '/users?done=service-deleted')
+  t.equal((await readPolicy(ui.setup.policyFile)).policy.accountByName('ci'), undefined)
+  t.ok(ui.logs.some((l) => /"action":"rotate_token"/.test(l)) && ui.logs.some((l) => /"action":"delete_service"/.test(l)), 'audited')
+  t.notOk(ui.logs.some((l) => l.includes(first) || l.includes(second!)), 'never a token in a log')
 })

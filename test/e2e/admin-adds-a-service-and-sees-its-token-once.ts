@@ -59,6 +59,7 @@ t.test('an admin signs in, sees No Role first, adds a service with only a name a
   await page.getByRole('heading', { level: 1, name: /nightly-etl/ }).waitFor()
   t.notOk((await page.content()).includes(token), 'a reload does not show the token')
   t.equal(await page.getByText('Copy this token now').count(), 0)
+  t.same(await seriousViolations(page), [], 'service account page: no serious or critical accessibility violation')
   await page.goBack().catch(() => undefined)
   t.notOk((await page.content()).includes(token), 'going back does not show it either')
   await page.goto(`${ui.base}/users`)
