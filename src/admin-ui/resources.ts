@@ -1,6 +1,5 @@
 import type { ResourceListEntry } from '../admin/index.js'
 import { RESOURCE_KINDS } from '../policy/index.js'
-import { KIND_LABELS } from './account.js'
 import { html, type SafeHtml } from './html.js'
 import { csrfField, errorAt, page, type FormError, type Viewer } from './layout.js'
 
@@ -45,7 +44,7 @@ ${errorAt(v.error, 'resources')}
   <tbody>${v.resources.length === 0
     ? html`<tr><td colspan="7" class="empty">No resources yet.</td></tr>`
     : v.resources.map((r) => html`<tr>
-    <td><strong>${r.name}</strong></td><td>${KIND_LABELS[r.kind]}</td><td>${r.type}</td><td><code>${r.address}</code></td>
+    <td><strong>${r.name}</strong></td><td>${r.kind}</td><td>${r.type}</td><td><code>${r.address}</code></td>
     <td>${r.portOverride ?? html`<span class="muted">—</span>`}</td><td>${r.username ?? html`<span class="muted">—</span>`}</td>
     <td class="actions"><form class="row-form" method="post" action="/resources/${encodeURIComponent(r.name)}/delete">${csrfField(v.viewer)}
       <button type="submit" class="danger">Remove<span class="sr-only"> ${r.name}</span></button></form></td>

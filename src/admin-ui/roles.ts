@@ -1,7 +1,6 @@
 import type { ResourceListEntry, RoleListEntry } from '../admin/index.js'
 import { html, type SafeHtml } from './html.js'
 import { csrfField, errorAt, page, type FormError, type Viewer } from './layout.js'
-import { KIND_LABELS } from './account.js'
 import { accountPath } from './users.js'
 
 /** The path of a role's page. */
@@ -78,7 +77,7 @@ ${errorAt(v.error, 'role')}
     : v.resources.map((res) => {
         const granted = r.grants.includes(res.name)
         return html`<tr>
-    <td><strong>${res.name}</strong></td><td>${KIND_LABELS[res.kind]}</td><td>${res.type}</td>
+    <td><strong>${res.name}</strong></td><td>${res.kind}</td><td>${res.type}</td>
     <td>${granted ? html`<span class="source role">granted</span>` : html`<span class="muted">no</span>`}</td>
     <td class="actions"><form class="row-form" method="post" action="${rolePath(r.name)}/grants">${hidden}<input type="hidden" name="resource" value="${res.name}">
       ${granted
