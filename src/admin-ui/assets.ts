@@ -133,3 +133,7 @@ document.addEventListener('DOMContentLoaded', function () {
   }
 })
 `
+
+/** `/ui/icon.svg`: the tab icon (so browsers do not ask the API for /favicon.ico). */
+export const ADMIN_ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#2454c5"/><path d="M10 7h4v7.5L20.5 7h5l-7.6 8.2L26 25h-5l-5.6-7.1-1.4 1.5V25h-4z" fill="#fff"/></svg>
+`

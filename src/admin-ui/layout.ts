@@ -12,7 +12,7 @@ export interface Viewer {
 export type Section = 'users' | 'roles' | 'resources' | 'settings' | 'signin' | 'error'
 
 /** The static files every page links (no inline script or style: the CSP forbids them). */
-export const ASSET_PATHS = { css: '/ui/admin.css', js: '/ui/admin.js' } as const
+export const ASSET_PATHS = { css: '/ui/admin.css', js: '/ui/admin.js', icon: '/ui/icon.svg' } as const
 
 /** One page: its title, where it sits in the navigation, and its main content. */
 export interface PageOptions {
@@ -42,6 +42,7 @@ export function page(o: PageOptions): SafeHtml {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="same-origin">
 <title>${o.title} · Keyway Admin</title>
+<link rel="icon" href="${ASSET_PATHS.icon}" type="image/svg+xml">
 <link rel="stylesheet" href="${ASSET_PATHS.css}">
 <script src="${ASSET_PATHS.js}" defer></script>
 </head>

@@ -4,7 +4,7 @@ import type { AccountListEntry, AccountView, ResourceListEntry, RoleListEntry, S
 import { KeywayError, httpStatusOf, toKeywayError } from '../errors.js'
 import { accountPage, kindOf } from './account.js'
 import { AdminApiClient, ApiFailure, errorOf, type ApiAnswer, type ApiError } from './api.js'
-import { ADMIN_CSS, ADMIN_JS } from './assets.js'
+import { ADMIN_CSS, ADMIN_ICON_SVG, ADMIN_JS } from './assets.js'
 import { errorPage } from './error-page.js'
 import type { SafeHtml } from './html.js'
 import { ASSET_PATHS, type FormError, type Viewer } from './layout.js'
@@ -94,6 +94,7 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
 
     ui.get(ASSET_PATHS.css, async (_req, reply) => reply.type('text/css; charset=utf-8').send(ADMIN_CSS))
     ui.get(ASSET_PATHS.js, async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(ADMIN_JS))
+    ui.get(ASSET_PATHS.icon, async (_req, reply) => reply.type('image/svg+xml').send(ADMIN_ICON_SVG))
 
     ui.get('/', async (req, reply) => {
       const who = await viewerOf(new AdminApiClient(app, req))
