@@ -187,7 +187,10 @@ export class AdminServer {
       void reply.code(httpStatusOf(e.code)).send({ code: e.code, message: e.message, ...(e.detail && !e.detail.audited ? { detail: e.detail } : {}) })
     })
     // The web Admin UI at `/`: its pages call the routes below in-process, so they share every check.
-    registerAdminUi(app, { secureCookies: this.#options.tls !== undefined || this.#options.behindTlsProxy === true })
+    registerAdminUi(app, {
+      secureCookies: this.#options.tls !== undefined || this.#options.behindTlsProxy === true,
+      logError: (code, err) => this.#options.logger.error({ event: 'admin_api_error', code, err }, 'admin UI page failed'),
+    })
     app.setNotFoundHandler((req, reply) => {
       void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` })
     })

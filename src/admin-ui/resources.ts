@@ -39,6 +39,12 @@ export function resourcesPage(v: ResourcesView): SafeHtml {
   </form>
 </details>
 ${errorAt(v.error, 'resources')}
+${v.error?.at === 'resources' && v.values?.remove !== undefined && /still granted/.test(v.error.message)
+  ? html`<form class="panel inline" method="post" action="/resources/${encodeURIComponent(v.values.remove)}/delete">${csrfField(v.viewer)}<input type="hidden" name="force" value="true">
+  <p>Remove <strong>${v.values.remove}</strong> anyway, with every grant of it? Live sessions to it end.</p>
+  <button type="submit" class="danger">Remove ${v.values.remove} and its grants</button>
+</form>`
+  : ''}
 <table aria-label="Resources">
   <thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Type</th><th scope="col">Address</th><th scope="col">Local port</th><th scope="col">Upstream login</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
   <tbody>${v.resources.length === 0

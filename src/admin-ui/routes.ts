@@ -24,6 +24,8 @@ export const SIGNIN_COOKIE = 'keyway_signin'
 export interface AdminUiOptions {
   /** Cookies get `Secure` (TLS, or a TLS-terminating proxy in front). */
   readonly secureCookies: boolean
+  /** Reports a page that failed with a server error (5xx), with its code. */
+  readonly logError?: (code: string, err: unknown) => void
 }
 
 /** Fixed success messages, chosen by `?done=` after a redirect (never text from the request). */
@@ -87,9 +89,10 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       reply.header('referrer-policy', 'same-origin')
       return payload
     })
-    ui.setErrorHandler((err: unknown, req, reply) => {
+    ui.setErrorHandler((err: unknown, _req, reply) => {
       const e = toKeywayError(mapFastifyError(err))
-      void sendHtml(reply, httpStatusOf(e.code), errorPage({ status: httpStatusOf(e.code), code: e.code, message: e.message }), req)
+      if (httpStatusOf(e.code) >= 500) options.logError?.(e.code, err)
+      void sendHtml(reply, httpStatusOf(e.code), errorPage({ status: httpStatusOf(e.code), code: e.code, message: e.message }))
     })
 
     ui.get(ASSET_PATHS.css, async (_req, reply) => reply.type('text/css; charset=utf-8').send(ADMIN_CSS))
@@ -149,7 +152,7 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       ui.get(path, async (req, reply) => {
         const api = new AdminApiClient(app, req)
         const who = await viewerOf(api)
-        if (who.viewer === undefined) return who.error === undefined ? reply.redirect(`/signin?next=${encodeURIComponent(pathOf(req))}`, 303) : sendHtml(reply, who.error.status, errorPage(who.error))
+        if (who.viewer === undefined) return who.error === undefined ? reply.redirect(`/signin?next=${encodeURIComponent(req.url)}`, 303) : sendHtml(reply, who.error.status, errorPage(who.error))
         const c: Ctx = { req, reply, api, viewer: who.viewer, params: req.params as Record<string, string>, query: req.query as Record<string, string> }
         try {
           return sendHtml(reply, 200, await draw(c, { notice: NOTICES[c.query.done ?? ''] }))
@@ -305,8 +308,8 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       return { redirect: '/resources?done=resource-added' }
     })
     action('/resources/:resource/delete', async (c, form) => {
-      const r = await c.api.call('DELETE', `/v1/admin/resources/${encodeURIComponent(c.params.resource!)}`, { csrf: form._csrf })
-      if (!r.ok) return failed(c, r, 'resources', drawResources)
+      const r = await c.api.call('DELETE', `/v1/admin/resources/${encodeURIComponent(c.params.resource!)}${form.force === 'true' ? '?force=true' : ''}`, { csrf: form._csrf })
+      if (!r.ok) return failed(c, r, 'resources', drawResources, { remove: c.params.resource! })
       return { redirect: '/resources?done=resource-removed' }
     })
 
@@ -342,7 +345,7 @@ function usage(message: string): ApiAnswer {
   return { status: 400, ok: false, json: { code: 'ERR_USAGE', message }, etag: undefined, setCookie: undefined, retryAfter: undefined }
 }
 
-function sendHtml(reply: FastifyReply, status: number, body: SafeHtml, _req?: FastifyRequest): FastifyReply {
+function sendHtml(reply: FastifyReply, status: number, body: SafeHtml): FastifyReply {
   return reply.code(status).type('text/html; charset=utf-8').send(body.toString())
 }
 
@@ -388,10 +391,6 @@ function cookieOf(req: FastifyRequest, name: string): string | undefined {
 
 function cookiesOf(r: ApiAnswer): string[] {
   return r.setCookie === undefined ? [] : Array.isArray(r.setCookie) ? r.setCookie : [r.setCookie]
-}
-
-function pathOf(req: FastifyRequest): string {
-  return req.url
 }
 
 /** Where to go after signing in: a page of this UI only (never another site, never the API). */
