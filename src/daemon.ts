@@ -239,7 +239,7 @@ function adminBanner(admin: AdminServer | undefined, cfg: string, keyway: string
   const at = admin?.address()
   if (at === undefined) return []
   return [
-    `Admin API on http://${formatHostPort({ host: at.address, port: at.port })}/v1/admin/ (docs/admin-ui.md). Create the first admin:`,
+    `Admin UI on http://${formatHostPort({ host: at.address, port: at.port })}/ (the admin API under /v1/admin/; docs/admin-ui.md). Create the first admin:`,
     '',
     `  node ${keyway} admin users create you@example.com --admin --password-stdin --config ${cfg}`,
     '',

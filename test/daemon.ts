@@ -93,7 +93,7 @@ t.test('quick start: the next steps go to a terminal only, and only while the de
   t.match(text, `${bin} admin services create demo-job --role demo --config config/keyway.yaml --token-file state/demo-job.token`)
   t.match(text, `${bin} listen --config config/keyway.yaml --token-file state/demo-job.token`)
   t.same(quickStartSteps(config, terminal.io, false), text.split('\n').filter((l) => l.startsWith('  ') && !l.includes(' --admin ')).map((l) => l.trim()), 'the same commands as the log line')
-  t.match(text, /Admin API on http:\/\/127\.0\.0\.1:\d+\/v1\/admin\/[^\n]*\n\n  node .+ admin users create you@example\.com --admin --password-stdin --config config\/keyway\.yaml/, 'where the admin API is and how to create the first admin')
+  t.match(text, /Admin UI on http:\/\/127\.0\.0\.1:\d+\/ \(the admin API under \/v1\/admin\/[^\n]*\n\n  node .+ admin users create you@example\.com --admin --password-stdin --config config\/keyway\.yaml/, 'where the Admin UI is and how to create the first admin')
 
   const home = mkdtempSync(join(tmpdir(), 'keyway-home-'))
   t.teardown(() => rmSync(home, { recursive: true, force: true }))

@@ -6,6 +6,7 @@ import type { Clock } from '../clock.js'
 import { httpStatusOf, KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { formatHostPort, isLoopback } from '../net/index.js'
 import type { Logger } from '../observe/index.js'
+import { registerAdminUi } from '../admin-ui/index.js'
 import type { AdminBackend } from './backend.js'
 import { checkIfMatch, etagOf } from './etag.js'
 import {
@@ -184,6 +185,11 @@ export class AdminServer {
       const e = fromFastify(err)
       if (httpStatusOf(e.code) >= 500) this.#options.logger.error({ event: 'admin_api_error', code: e.code, err }, 'admin API request failed')
       void reply.code(httpStatusOf(e.code)).send({ code: e.code, message: e.message, ...(e.detail && !e.detail.audited ? { detail: e.detail } : {}) })
+    })
+    // The web Admin UI at `/`: its pages call the routes below in-process, so they share every check.
+    registerAdminUi(app, {
+      secureCookies: this.#options.tls !== undefined || this.#options.behindTlsProxy === true,
+      logError: (code, err) => this.#options.logger.error({ event: 'admin_api_error', code, err }, 'admin UI page failed'),
     })
     app.setNotFoundHandler((req, reply) => {
       void reply.code(404).send({ code: 'ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` })
