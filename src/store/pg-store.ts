@@ -238,25 +238,44 @@ export class PostgresStore implements KeywayStore {
       }
       if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) {
         await client.query('COMMIT')
+        client.release()
         return undefined
       }
       const doc = await loadPolicyDoc(client)
       await client.query('COMMIT')
+      client.release()
       return { doc, generation }
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined)
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
       throw storeError(err, 'loading the policy')
-    } finally {
-      client.release()
     }
   }
 
+  /**
+   * A pooled connection whose errors between queries (PostgreSQL stopped
+   * mid-transaction) are reported, not thrown from an event; released
+   * destroyed when anything failed, so the pool never lends a dead one again.
+   */
   async #connect(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient
     try {
-      return await this.#pool.connect()
+      client = await this.#pool.connect()
     } catch (err) {
       throw storeError(err, 'connecting')
     }
+    let failed = false
+    const onError = (err: Error): void => {
+      failed = true
+      this.#markDown(storeError(err, 'a query failed'))
+    }
+    client.on('error', onError)
+    const release = client.release.bind(client)
+    client.release = (err?: Error | boolean) => {
+      client.off('error', onError)
+      release(err ?? failed)
+    }
+    return client
   }
 
   #markUp(): void {
@@ -396,13 +415,13 @@ export class PostgresStore implements KeywayStore {
       await checkSchema(client)
       const result = await fn(client)
       await client.query('COMMIT')
+      client.release()
       return result
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined)
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
       if (err instanceof KeywayError) throw err
       throw storeError(err, 'editing the policy')
-    } finally {
-      client.release()
     }
   }
 
@@ -458,12 +477,12 @@ export class PostgresStore implements KeywayStore {
       await checkSchema(client)
       const doc = await loadPolicyDoc(client)
       await client.query('COMMIT')
+      client.release()
       return { policy: compilePolicy(doc, { file: LABEL }), doc }
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined)
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
       throw storeError(err, 'reading the policy')
-    } finally {
-      client.release()
     }
   }
 
