@@ -69,10 +69,11 @@ export async function writeChanges(client: PoolClient, before: Map<string, Rows>
   for (const t of [...TABLES].reverse()) {
     const old = before.get(t.table)!
     const now = after.get(t.table)!
-    const gone = [...old.keys()].filter((k) => !now.has(k))
-    for (const k of gone) {
-      const key = JSON.parse(k) as unknown[]
-      await client.query(`DELETE FROM ${t.table} WHERE ${t.key.map((c, i) => `${c} = $${i + 1}`).join(' AND ')}`, key)
+    const gone = [...old.keys()].filter((k) => !now.has(k)).map((k) => JSON.parse(k) as unknown[])
+    for (const batch of batches(gone, t.key.length)) {
+      // (k1, k2) IN ((..), (..)): one statement per batch, not one per row.
+      const tuples = batch.map((_, r) => `(${t.key.map((_, c) => `$${r * t.key.length + c + 1}`).join(', ')})`)
+      await client.query(`DELETE FROM ${t.table} WHERE (${t.key.join(', ')}) IN (${tuples.join(', ')})`, batch.flat())
     }
     if (gone.length > 0) summary[t.table] = { upserted: 0, deleted: gone.length }
   }
@@ -80,21 +81,30 @@ export async function writeChanges(client: PoolClient, before: Map<string, Rows>
     const old = before.get(t.table)!
     const now = after.get(t.table)!
     const cols = [...t.key, ...t.columns]
-    const sql =
-      `INSERT INTO ${t.table} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
-      (t.columns.length === 0
-        ? 'ON CONFLICT DO NOTHING'
-        : `ON CONFLICT (${t.key.join(', ')}) DO UPDATE SET ${t.columns.map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`)
-    let n = 0
+    const changed: unknown[][] = []
     for (const [k, row] of now) {
       const was = old.get(k)
-      if (was !== undefined && JSON.stringify(was) === JSON.stringify(row)) continue
-      await client.query(sql, row)
-      n++
+      if (was === undefined || JSON.stringify(was) !== JSON.stringify(row)) changed.push(row)
     }
-    if (n > 0) summary[t.table] = { deleted: summary[t.table]?.deleted ?? 0, upserted: n }
+    for (const batch of batches(changed, cols.length)) {
+      const tuples = batch.map((_, r) => `(${cols.map((_, c) => `$${r * cols.length + c + 1}`).join(', ')})`)
+      await client.query(
+        `INSERT INTO ${t.table} (${cols.join(', ')}) VALUES ${tuples.join(', ')} ` +
+          (t.columns.length === 0
+            ? 'ON CONFLICT DO NOTHING'
+            : `ON CONFLICT (${t.key.join(', ')}) DO UPDATE SET ${t.columns.map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`),
+        batch.flat(),
+      )
+    }
+    if (changed.length > 0) summary[t.table] = { deleted: summary[t.table]?.deleted ?? 0, upserted: changed.length }
   }
   return summary
+}
+
+/** `rows` cut into batches that stay under PostgreSQL's 65,535 parameters per statement. */
+function* batches(rows: unknown[][], width: number): Generator<unknown[][]> {
+  const size = Math.max(1, Math.floor(30_000 / Math.max(1, width)))
+  for (let i = 0; i < rows.length; i += size) yield rows.slice(i, i + size)
 }
 
 /** Present values only: SQL NULL is an absent key. */

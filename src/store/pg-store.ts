@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { Gauge, type Registry } from 'prom-client'
-import type { Document } from 'yaml'
-import { adminContextFromConfig, compileEdited, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
+import { Document } from 'yaml'
+import { adminContextFromConfig, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
 import type { Clock, TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import type { Credentials, UserCredentials } from '../credentials/index.js'
@@ -11,7 +11,6 @@ import {
   assemblePolicy,
   compilePolicy,
   packPolicyDocument,
-  parsePolicyText,
   policyDigest,
   type CompiledPolicy,
   type PolicyDoc,
@@ -19,7 +18,7 @@ import {
   type ReloadResult,
 } from '../policy/index.js'
 import { ContextAdminOperations, type AdminOperations } from './admin-operations.js'
-import { formatPolicy } from './canonical.js'
+import { canonicalPolicy } from './canonical.js'
 import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
 import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
@@ -31,8 +30,6 @@ export const CHANNEL = 'keyway_policy'
 
 /** What names the database in problems (`postgresql store (edited, not written):3:5: …`). */
 const LABEL = 'postgresql store'
-
-const TO_STRING = { flowCollectionPadding: false, lineWidth: 0 } as const
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -433,17 +430,14 @@ export class PostgresStore implements KeywayStore {
   edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
     return this.#locked(async (client) => {
       const before = await loadPolicyDoc(client)
-      const text = formatPolicy(before)
-      const parsed = parsePolicyText(text, LABEL)
-      const current = compilePolicy(parsed.value, { file: LABEL, locate: parsed.locate })
-      const start = parsed.document.toString(TO_STRING)
-      const result = await fn(parsed.document, current)
-      const end = parsed.document.toString(TO_STRING)
-      if (end !== start) {
-        compileEdited(end, LABEL)
-        const after = parsePolicyText(end, LABEL).value as PolicyDoc
-        await this.#commitChange(client, before, after)
-      }
+      // The document is built from the rows, not from YAML text: parsing and printing
+      // the whole policy twice per edit is what makes a large file slow to edit.
+      const document = new Document(before)
+      const current = compilePolicy(before, { file: LABEL })
+      const result = await fn(document, current)
+      const after = (document.toJS() ?? {}) as PolicyDoc
+      compilePolicy(after, { file: `${LABEL} (edited, not written)` })
+      await this.#commitChange(client, before, after)
       return result
     })
   }
@@ -464,7 +458,7 @@ export class PostgresStore implements KeywayStore {
     // Constraints are deferred: check them now, so that a violation is this edit's error, not COMMIT's.
     await client.query('SET CONSTRAINTS ALL IMMEDIATE')
     const generation = (await currentGeneration(client)) + 1
-    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, policyDigest(await loadPolicyDoc(client)), JSON.stringify(summary)])
+    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, policyDigest(canonicalPolicy(after)), JSON.stringify(summary)])
     await client.query('SELECT pg_notify($1, $2)', [CHANNEL, String(generation)])
     return { generation, summary }
   }
