@@ -1,19 +1,19 @@
 import type { Writable } from 'node:stream'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { adminContextFromConfig, ensureDevState } from './admin/index.js'
-import { AdminServer, FileAdminBackend } from './admin-api/index.js'
+import { ensureDevState } from './admin/index.js'
+import { AdminServer } from './admin-api/index.js'
 import { createTokenVerifier, issueToken, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
-import { CredentialStore } from './credentials/index.js'
 import { formatProblem, KeywayError } from './errors.js'
 import { PACKAGE_ROOT, VERSION } from './package.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
 import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
 import { formatHostPort, isLoopback } from './net/index.js'
-import { PolicyStore, type PolicyStoreOptions } from './policy/index.js'
+import type { PolicyStoreOptions } from './policy/index.js'
+import { openStore, type KeywayStore } from './store/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 import { checkFastPath } from './read-buffer/index.js'
 
@@ -37,7 +37,8 @@ export interface DaemonIo {
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
   readonly gateway: Gateway
-  readonly store: PolicyStore
+  /** Where the policy comes from: the file or PostgreSQL. */
+  readonly store: KeywayStore
   readonly observability: ObservabilityServer | undefined
   /** The admin API and UI listener (`admin.listen`), unless turned off. */
   readonly admin: AdminServer | undefined
@@ -75,9 +76,10 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   collectDefaultMetrics({ register: registry })
   const fastPath = await dataPath(config, logger, registry)
   let gateway: Gateway | undefined
-  const store = new PolicyStore({
-    file: config.policy,
-    limits: config.policyLimits,
+  const store = openStore(config, {
+    clock,
+    logger,
+    registry,
     ...(world.packPolicy ? { pack: world.packPolicy } : {}),
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
@@ -87,24 +89,23 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         m.policyReloads.inc({ result: result.changed ? 'ok' : 'unchanged' })
         m.policyGeneration.set(result.policy.generation)
         m.policyLastReloadOk.set(1)
-        if (result.changed) logger.info({ event: 'policy_reloaded', generation: result.policy.generation }, 'policy reloaded')
+        if (result.changed) logger.info({ event: 'policy_reloaded', generation: result.policy.generation, store: store.kind }, 'policy reloaded')
       } else {
         m.policyReloads.inc({ result: 'failed' })
         m.policyLastReloadOk.set(0)
         logger.error(
-          { event: 'policy_reload_failed', code: result.error.code, problems: result.problems.map(formatProblem) },
+          { event: 'policy_reload_failed', code: result.error.code, problems: result.problems.map(formatProblem), store: store.kind },
           'policy reload failed; keeping the last good policy',
         )
       }
     },
   })
-  const policy = await store.start()
-  // A credentials file others may read stops the start here, before anything listens.
-  const credentials = new CredentialStore({ file: config.credentials, logger })
+  // Loads the policy, and (file store) the credentials file: one others may read stops the start here, before anything listens.
+  let policy
   try {
-    await credentials.start()
+    policy = await store.start()
   } catch (err) {
-    store.close()
+    await store.close()
     throw err
   }
   let keySet = await loadKeySet(config.keys.jwks)
@@ -141,14 +142,14 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     clock,
     dial: world.dial ?? dialTcp,
     tokenExpiryGraceMs: Math.round(config.tokens.clockTolerance / 1000) * 1000,
-    passwordHashOf: (id) => credentials.passwordHashOf(id),
+    passwordHashOf: (id) => store.passwordHashOf(id),
     nodeInternals: fastPath,
     loginLimiter,
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)
   store.onChange(() => gateway!.policyChanged())
-  if (g.watchPolicy) store.watch()
+  if (g.watchPolicy || store.kind === 'postgres') store.watch()
   let observability: ObservabilityServer | undefined
   let admin: AdminServer | undefined
   try {
@@ -160,7 +161,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         port: a.listen.port,
         tls: a.tls.cert === '' ? undefined : { cert: readConfiguredFile(a.tls.cert, 'admin certificate'), key: readConfiguredFile(a.tls.key, 'admin key') },
         behindTlsProxy: a.behindTlsProxy,
-        backend: new FileAdminBackend(adminContextFromConfig(config, clock)),
+        backend: store.admin,
         clock,
         logger: logger.child({ component: 'admin' }),
         sessionTtlMs: a.sessionTtl,
@@ -177,7 +178,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         port: g.metrics.port,
         registry,
         logger,
-        ready: () => (gateway!.accepting ? undefined : 'shutting down'),
+        ready: () => (!gateway!.accepting ? 'shutting down' : store.stale() ? 'the policy store has been unreachable longer than postgres.maxStaleness (ERR_STORE_STALE)' : undefined),
         setting: 'gateway.metrics',
         // Reachable beyond the host (probes, scrapers): file paths and error text stay off it unless asked for.
         detail: isLoopback(g.metrics.host) || g.metricsDetail,
@@ -190,6 +191,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
               lastReloadOk: error === undefined,
               ...(error ? { code: error.code, ...(detail ? { error: error.message } : {}) } : {}),
             },
+            ...store.readyDetail(),
           }
         },
       })
@@ -198,7 +200,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     }
   } catch (err) {
     // A half-started gateway (say, the metrics port is taken) must not keep serving after reporting failure.
-    store.close()
+    await store.close()
     await gateway.close()
     await admin?.close()
     throw err
@@ -226,7 +228,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
       closed ??= (async () => {
         await admin?.close()
         await gateway!.close()
-        store.close()
+        await store.close()
         await observability?.close()
       })()
       return closed
@@ -431,8 +433,13 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
   const logger = world.logger ?? createLogger({ level: config.log.level, base: { component: 'admin' } })
   const listen = config.admin.listen
   if (listen === '') throw new KeywayError('ERR_USAGE', 'admin.listen is empty: give the admin listener an address (--admin HOST:PORT or KEYWAY_ADMIN_LISTEN)')
-  const store = new PolicyStore({ file: config.policy, onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher failed') })
-  await store.start()
+  const store = openStore(config, { clock, logger, onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher failed') })
+  try {
+    await store.start()
+  } catch (err) {
+    await store.close()
+    throw err
+  }
   store.watch()
   let keySet = await loadKeySet(config.keys.jwks)
   let signingKey: SigningKey | undefined
@@ -459,7 +466,7 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
       port: listen.port,
       tls: a.tls.cert === '' ? undefined : { cert: readConfiguredFile(a.tls.cert, 'admin certificate'), key: readConfiguredFile(a.tls.key, 'admin key') },
       behindTlsProxy: a.behindTlsProxy,
-      backend: new FileAdminBackend(adminContextFromConfig(config, clock)),
+      backend: store.admin,
       clock,
       logger,
       sessionTtlMs: a.sessionTtl,
@@ -474,7 +481,7 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
     const at = await admin.start()
     logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')
   } catch (err) {
-    store.close()
+    await store.close()
     throw err
   }
   io.onReload?.(() => {
@@ -489,6 +496,6 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
   const stop = io.stopSignal
   if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
   await admin.close()
-  store.close()
+  await store.close()
   return 0
 }

@@ -3,7 +3,9 @@ import { loadSigningKey, type SigningKey } from '../auth/index.js'
 import type { Clock } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import { KeywayError } from '../errors.js'
+import type { Credentials, UserCredentials } from '../credentials/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
+import type { ReadPolicy } from './document.js'
 import { editPolicyFile } from './edit.js'
 import { ensureDevState, ensurePolicy } from './init.js'
 
@@ -22,6 +24,26 @@ export interface AdminContext {
   readonly audience: string
   /** How long an edit waits for another edit's lock. Default 10000 ms. */
   readonly lockTimeoutMs?: number
+  /**
+   * Where the policy and credentials live when it is not the files above (a
+   * database store): every operation then reads and edits through it, with
+   * the same transforms and the same validation.
+   */
+  readonly storage?: AdminStorage
+}
+
+/**
+ * The four primitives every admin operation is built on. The file store's
+ * are {@link editPolicyFile} and the credentials file; another store (PostgreSQL)
+ * gives its own: `edit` runs `fn` on a YAML document of the whole policy as it
+ * is now, validates the edited document, and commits it, serialized against
+ * every other edit.
+ */
+export interface AdminStorage {
+  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T>
+  read(): Promise<ReadPolicy>
+  readCredentials(): Promise<Credentials>
+  editCredentials<T>(fn: (users: Map<string, UserCredentials>) => T): Promise<T>
 }
 
 /**
@@ -30,12 +52,14 @@ export interface AdminContext {
  * With `bootstrap: true` (the embedded default), missing development keys are
  * created first, as the gateway would at start, so that `keyway admin` works
  * before the gateway has ever run; the development policy is copied from
- * `bootstrapPolicy` right away, since every operation reads it.
+ * `bootstrapPolicy` right away, since every operation reads it. With
+ * `storage` (a database store) every operation reads and edits through it.
  *
  * @throws KeywayError ERR_CONFIG_IO when that copy fails.
  */
-export function adminContextFromConfig(config: KeywayConfig, clock: Clock): AdminContext {
-  ensurePolicy(config)
+export function adminContextFromConfig(config: KeywayConfig, clock: Clock, storage?: AdminStorage): AdminContext {
+  // A database store holds the policy: there is no file to copy.
+  if (storage === undefined) ensurePolicy(config)
   let key: Promise<SigningKey> | undefined
   const load = async (): Promise<SigningKey> => {
     await ensureDevState(config, { clock })
@@ -48,6 +72,7 @@ export function adminContextFromConfig(config: KeywayConfig, clock: Clock): Admi
     signingKey: () => (key ??= load()),
     issuer: config.tokens.issuer,
     audience: config.tokens.audience,
+    ...(storage === undefined ? {} : { storage }),
   }
 }
 
@@ -58,8 +83,9 @@ export async function signingKeyOf(ctx: AdminContext): Promise<SigningKey> {
   return typeof key === 'function' ? key() : key
 }
 
-/** {@link editPolicyFile} on the context's policy file, with its clock and lock timeout. */
+/** {@link editPolicyFile} on the context's policy file (or the context's storage's edit), with its clock and lock timeout. */
 export function edit<T>(ctx: AdminContext, fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
+  if (ctx.storage !== undefined) return ctx.storage.edit(fn)
   return editPolicyFile(ctx.policyFile, fn, {
     clock: ctx.clock,
     ...(ctx.lockTimeoutMs === undefined ? {} : { lockTimeoutMs: ctx.lockTimeoutMs }),

@@ -13,6 +13,7 @@ export function credentialsFileOf(ctx: AdminContext): string {
 
 /** The credentials as they are now (mode-checked). */
 export async function readCredentialsOf(ctx: AdminContext): Promise<Credentials> {
+  if (ctx.storage !== undefined) return ctx.storage.readCredentials()
   return (await readCredentials(credentialsFileOf(ctx))).credentials
 }
 
@@ -24,6 +25,7 @@ export async function readCredentialsOf(ctx: AdminContext): Promise<Credentials>
  * @throws KeywayError ERR_CREDENTIALS_MODE, ERR_CREDENTIALS_INVALID, ERR_POLICY_LOCKED, ERR_POLICY_IO
  */
 export async function editCredentials<T>(ctx: AdminContext, fn: (users: Map<string, UserCredentials>) => T): Promise<T> {
+  if (ctx.storage !== undefined) return ctx.storage.editCredentials(fn)
   const file = await realpath(credentialsFileOf(ctx)).catch(() => credentialsFileOf(ctx))
   const release = await acquireLock(`${file}.lock`, ctx.clock, ctx.clock.now() + (ctx.lockTimeoutMs ?? 10_000))
   try {
@@ -46,6 +48,8 @@ export async function editCredentials<T>(ctx: AdminContext, fn: (users: Map<stri
  * @throws KeywayError ERR_POLICY_LOCKED, ERR_POLICY_IO, ERR_CREDENTIALS_*; DocumentError when the policy has other problems
  */
 export async function migratePasswords(ctx: AdminContext): Promise<string[]> {
+  // A database store never held hashes in the policy: there is nothing to move.
+  if (ctx.storage !== undefined) return []
   const target = await realpath(ctx.policyFile).catch((err: Error) => {
     throw new KeywayError('ERR_POLICY_IO', `cannot read policy ${ctx.policyFile}: ${err.message}`, { cause: err })
   })

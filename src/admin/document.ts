@@ -25,6 +25,14 @@ export async function readPolicy(file: string): Promise<ReadPolicy> {
   return { policy, doc: (parsed.value ?? {}) as PolicyDoc }
 }
 
+/**
+ * The policy of an admin context as it is now: its storage's (a database
+ * store), else its policy file's.
+ */
+export async function readPolicyOf(ctx: { readonly policyFile: string; readonly storage?: { read(): Promise<ReadPolicy> } }): Promise<ReadPolicy> {
+  return ctx.storage !== undefined ? ctx.storage.read() : readPolicy(ctx.policyFile)
+}
+
 /** The names an operation's messages use for an account: `service "ci" (svc_…)`. */
 export function describeAccount(account: Account): string {
   return `${account.type === 'service' ? 'service' : 'user'} "${account.name}" (${account.id})`

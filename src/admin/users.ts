@@ -5,7 +5,7 @@ import { formatHostPort } from '../net/index.js'
 import type { Credentials } from '../credentials/index.js'
 import { edit, type AdminContext } from './context.js'
 import { editCredentials } from './credentials.js'
-import { compareText, describeAccount, findAccount, isoInstant, newAccountId, newNode, readPolicy, sectionList, type ReadPolicy } from './document.js'
+import { compareText, describeAccount, findAccount, isoInstant, newAccountId, newNode, readPolicyOf, sectionList, type ReadPolicy } from './document.js'
 
 /** Shortest password `setPassword` accepts. */
 export const MIN_PASSWORD_LENGTH = 8
@@ -55,7 +55,7 @@ export async function createUser(ctx: AdminContext, email: string, options: Crea
  */
 export async function setPassword(ctx: AdminContext, email: string, password: string): Promise<{ id: string; email: string }> {
   const passwordHash = await hashChecked(password)
-  const account = findAccount((await readPolicy(ctx.policyFile)).policy, email, 'user')
+  const account = findAccount((await readPolicyOf(ctx)).policy, email, 'user')
   await editCredentials(ctx, (users) => void users.set(account.id, { ...users.get(account.id), passwordHash }))
   return { id: account.id, email: account.name }
 }

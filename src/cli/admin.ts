@@ -17,7 +17,7 @@ import {
   migratePasswords,
   pruneGrants,
   readCredentialsOf,
-  readPolicy,
+  readPolicyOf,
   removeResource,
   resumeService,
   revokeAccess,
@@ -44,6 +44,8 @@ import { isTerminal, keywayCommand } from './hints.js'
 import { loadConfig } from '../config/index.js'
 import { runAdminServer } from '../daemon.js'
 import { createTokenFile, type TokenFile } from './token-file.js'
+import { createLogger } from '../observe/index.js'
+import { openStore, type KeywayStore } from '../store/index.js'
 
 type Options = NonNullable<ParseArgsConfig['options']>
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>
@@ -249,7 +251,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
-      const { policy } = await readPolicy(env.ctx().policyFile)
+      const { policy } = await readPolicyOf(env.ctx())
       const rows = listAccounts(policy)
       if (values.json === true) {
         println(env.io.stdout, JSON.stringify(rows, null, 2))
@@ -279,7 +281,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     positionals: 1,
     async run([ref], values, env) {
       const ctx = env.ctx()
-      const view = showAccount(await readPolicy(ctx.policyFile), ref!, env.clock.now(), await readCredentialsOf(ctx))
+      const view = showAccount(await readPolicyOf(ctx), ref!, env.clock.now(), await readCredentialsOf(ctx))
       if (values.json === true) println(env.io.stdout, JSON.stringify(view, null, 2))
       else println(env.io.stdout, renderAccount(view))
       return 0
@@ -342,7 +344,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
-      const rows = listRoles((await readPolicy(env.ctx().policyFile)).policy)
+      const rows = listRoles((await readPolicyOf(env.ctx())).policy)
       if (values.json === true) println(env.io.stdout, JSON.stringify(rows, null, 2))
       else if (rows.length === 0) println(env.io.stdout, 'No roles. Create one: keyway admin roles create ROLE')
       else println(env.io.stdout, formatTable(['ROLE', 'GRANTS', 'ACCOUNTS'], rows.map((r) => [r.name, r.grants.join(', '), r.accounts.join(', ')])))
@@ -546,7 +548,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
-      const rows = listResources((await readPolicy(env.ctx().policyFile)).policy)
+      const rows = listResources((await readPolicyOf(env.ctx())).policy)
       if (values.json === true) println(env.io.stdout, JSON.stringify(rows, null, 2))
       else if (rows.length === 0) println(env.io.stdout, 'No resources. Add one: keyway admin resources add NAME --kind KIND --type TYPE --address HOST:PORT')
       else {
@@ -600,7 +602,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     options: JSON_FLAG,
     positionals: 0,
     async run(_p, values, env) {
-      const s = showSettings((await readPolicy(env.ctx().policyFile)).policy)
+      const s = showSettings((await readPolicyOf(env.ctx())).policy)
       if (values.json === true) println(env.io.stdout, JSON.stringify(s, null, 2))
       else {
         println(
@@ -684,12 +686,25 @@ export function createAdminCommand(clock: Clock): Command {
         throw new KeywayError('ERR_USAGE', `keyway admin ${sub.words}: expected ${expected} argument${max === 1 ? '' : 's'}, got ${positionals.length}\n${subUsage(sub)}`)
       }
       let ctx: AdminContext | undefined
+      let store: KeywayStore | undefined
       const env: Env = {
         io,
         clock,
-        ctx: () => (ctx ??= adminContextFromConfig(loadCliConfig(values.config as string | undefined, io), clock)),
+        ctx: () => {
+          if (ctx !== undefined) return ctx
+          const config = loadCliConfig(values.config as string | undefined, io)
+          if (config.store === 'postgres') {
+            store = openStore(config, { clock, logger: createLogger({ level: 'warn', base: { component: 'admin' }, destination: io.stderr as never }) })
+            ctx = store.adminContext()
+          } else ctx = adminContextFromConfig(config, clock)
+          return ctx
+        },
       }
-      return sub.run(positionals, values as Values, env)
+      try {
+        return await sub.run(positionals, values as Values, env)
+      } finally {
+        await store?.close()
+      }
     },
   }
 }

@@ -17,6 +17,7 @@ export const COMMANDS: readonly Command[] = [
   lazy('admin', 'Manage service accounts, users, roles, grants, resources and settings', () => import('./admin.js')),
   lazy('explain', 'Explain whether an account may reach a resource, and why', () => import('./explain.js')),
   lazy('policy', 'Check a policy file', () => import('./policy.js')),
+  lazy('store', 'Migrate, import into and export from the PostgreSQL policy store', () => import('./store.js')),
   lazy('config', 'Print the effective configuration', () => import('./config.js')),
 ]
 

@@ -4,6 +4,8 @@ import { KeywayError } from '../errors.js'
 import { explainAccess, loadPolicyFile, parseInstant } from '../policy/index.js'
 import { parseCommandArgs, println, type Command } from './command.js'
 import { loadCliConfig } from './config.js'
+import { createLogger } from '../observe/index.js'
+import { openStore } from '../store/index.js'
 
 const usage = `Usage: keyway explain ACCOUNT RESOURCE [--at ISO-8601] [--json] [--config FILE]
 
@@ -38,8 +40,18 @@ export function createExplainCommand(clock: Clock): Command {
         if (Number.isNaN(at)) throw new KeywayError('ERR_USAGE', `--at "${values.at}" is not an ISO-8601 instant with a zone, e.g. 2026-03-01T09:00:00Z`)
       }
       const config = loadCliConfig(values.config, io)
-      ensurePolicy(config)
-      const policy = await loadPolicyFile(config.policy)
+      let policy
+      if (config.store === 'postgres') {
+        const store = openStore(config, { clock, logger: createLogger({ level: 'warn', destination: io.stderr as never }) })
+        try {
+          policy = await store.admin.policy()
+        } finally {
+          await store.close()
+        }
+      } else {
+        ensurePolicy(config)
+        policy = await loadPolicyFile(config.policy)
+      }
       const result = explainAccess(policy, account, resource, at)
       if (values.json === true) {
         println(io.stdout, JSON.stringify({ allow: result.allow, code: result.code ?? null, at: new Date(at).toISOString(), lines: result.lines }, null, 2))

@@ -32,7 +32,7 @@ export interface LoadConfigOptions {
   overrides?: Readonly<Record<string, string | undefined>>
 }
 
-const PATH_KEYS = ['policy', 'credentials', 'state', 'bootstrapPolicy', 'keys.signing', 'keys.jwks', 'gateway.tls.cert', 'gateway.tls.key', 'admin.tls.cert', 'admin.tls.key', 'sidecar.ca', 'sidecar.tokenFile', 'sidecar.runtimeDir']
+const PATH_KEYS = ['policy', 'credentials', 'state', 'bootstrapPolicy', 'keys.signing', 'keys.jwks', 'gateway.tls.cert', 'gateway.tls.key', 'admin.tls.cert', 'admin.tls.key', 'sidecar.ca', 'sidecar.tokenFile', 'sidecar.runtimeDir', 'postgres.passwordFile']
 
 /** The env variable that overrides a dotted setting path: `gateway.connectTimeout` → `KEYWAY_GATEWAY_CONNECT_TIMEOUT`. */
 export function envNameOf(path: string): string {

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { parseDuration } from '../clock.js'
 import { parseAddressList, parseHostPort, type HostPort } from '../net/index.js'
 import { DEFAULT_POLICY_LIMITS } from '../policy/index.js'
+import { connectionProblem } from './connection.js'
 
 const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v
@@ -45,6 +46,29 @@ export const configSchema = z.strictObject({
   bootstrap: z.boolean().default(false),
   /** With bootstrap: the policy copied to `policy` when that file is missing (the development policy lives in `state`). */
   bootstrapPolicy: z.string().default(''),
+  /** Where the policy lives: `file` (the `policy` file, the default) or `postgres` (shared by several gateways; `postgres:` below). */
+  store: z.enum(['file', 'postgres']).default('file'),
+  /** The PostgreSQL store (`store: postgres`). Never a password here: a password file, PGPASSFILE or PGPASSWORD. */
+  postgres: z
+    .strictObject({
+      /** `postgresql://USER@HOST:PORT/DATABASE?sslmode=…` without a password; empty: the PG* environment variables. */
+      connection: z.string().default('').superRefine((v, ctx) => {
+        const problem = connectionProblem(v)
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: `the connection string ${problem}` })
+      }),
+      /** File holding the database password (a mounted Secret); empty: PGPASSFILE (~/.pgpass) or PGPASSWORD. */
+      passwordFile: z.string().default(''),
+      /** Connections in each process's pool. */
+      poolSize: z.number().int().positive().default(10),
+      connectTimeout: duration.default(5_000),
+      /** How often a gateway compares its generation with the store's (bounds a missed notification). */
+      checkInterval: duration.default(5_000),
+      /** Fail closed (refuse every session) after the store has been unreachable this long; 0 (default): keep the last good policy. */
+      maxStaleness: duration.default(0),
+      /** How long an edit waits for another edit's lock. */
+      lockTimeout: duration.default(10_000),
+    })
+    .prefault({}),
   /** A policy over any of these is refused (ERR_POLICY_TOO_LARGE); the gateway keeps its last good one. */
   policyLimits: z
     .strictObject({

@@ -44,7 +44,8 @@ export type {
   ValidatedTokenRecord,
   ValidatedGrants,
 } from './validate.js'
-export { compilePolicy, compilePolicyText, policyDigest } from './compile.js'
+export { compilePolicy, compilePolicyText, packPolicyDocument, policyDigest } from './compile.js'
+export { assemblePolicy } from './assemble.js'
 export type { CompileOptions } from './compile.js'
 export { explainAccess } from './explain.js'
 export type { AccessExplanation } from './explain.js'

@@ -15,6 +15,10 @@ export interface Postgres {
   readonly user: 'postgres'
   /** Connections the server has received so far (from its log: log_connections is on). */
   connectionsReceived(): number
+  /** Stops the server but keeps its files (an outage); {@link resume} starts it again on the same port. */
+  pause(): Promise<void>
+  /** Starts a paused server again, same data, same port. */
+  resume(): Promise<void>
   stop(): Promise<void>
 }
 
@@ -75,8 +79,10 @@ export async function startPostgres(t: Comments, options: PostgresOptions = {}):
       { mode: 0o644 },
     )
   }
+  let startOpts = ''
   const port = await withPort(t, 'PostgreSQL', async (port) => {
     const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c log_connections=on -c password_encryption=${options.auth === 'md5' ? 'md5' : 'scram-sha-256'}${tlsOpts}`
+    startOpts = opts
     const [startCmd, startArgs] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
     const logText = (): string => {
       try {
@@ -113,6 +119,14 @@ export async function startPostgres(t: Comments, options: PostgresOptions = {}):
     user: 'postgres',
     connectionsReceived() {
       return (readFileSync(join(dir, 'log'), 'utf8').match(/connection received:/g) ?? []).length
+    },
+    async pause() {
+      const [cmd, args] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'])
+      await run(cmd, args)
+    },
+    async resume() {
+      const [cmd, args] = asPostgres(join(BIN, 'pg_ctl'), ['-D', data, '-o', startOpts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
+      await run(cmd, args)
     },
     async stop() {
       if (stopped) return

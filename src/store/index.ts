@@ -1,0 +1,13 @@
+/**
+ * Where the policy lives: the one seam gateways, `keyway admin`, `explain`
+ * and the admin API depend on. The policy file (`store: file`, the default)
+ * or PostgreSQL (`store: postgres`: several gateways share one store and
+ * follow its change feed).
+ */
+export type { KeywayStore } from './store.js'
+export { ContextAdminOperations, type AdminOperations } from './admin-operations.js'
+export { FileStore, type FileStoreOptions } from './file.js'
+export { PostgresStore, CHANNEL, type PostgresStoreOptions } from './pg-store.js'
+export { MIGRATIONS, SCHEMA_VERSION } from './pg-schema.js'
+export { canonicalPolicy, formatPolicy } from './canonical.js'
+export { openStore, type OpenStoreOptions } from './open.js'

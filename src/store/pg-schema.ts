@@ -1,0 +1,190 @@
+import type { PoolClient } from 'pg'
+import { KeywayError } from '../errors.js'
+import { storeError } from './pg-errors.js'
+
+/**
+ * The versioned migrations of the PostgreSQL store, oldest first; migration
+ * `i` brings the schema to version `i + 1`. Migrations are additive first:
+ * a column or table a release stops using is dropped only a release later,
+ * so binaries of version N and N+1 run against the same schema during a
+ * rolling upgrade. Never edit a released migration: add one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE keyway_settings (
+    name text PRIMARY KEY CHECK (name IN ('version', 'portOverrides', 'autoConnect', 'portRange')),
+    value jsonb NOT NULL
+  );
+  CREATE TABLE keyway_resources (
+    name text PRIMARY KEY,
+    kind text NOT NULL,
+    type text NOT NULL,
+    address text NOT NULL,
+    port_override integer,
+    username text,
+    password_file text,
+    password_env text,
+    database text,
+    upstream_tls text,
+    upstream_ca text,
+    CONSTRAINT keyway_resources_port_override_unique UNIQUE (port_override) DEFERRABLE INITIALLY DEFERRED
+  );
+  CREATE TABLE keyway_roles (
+    name text PRIMARY KEY
+  );
+  CREATE TABLE keyway_role_grants (
+    role text NOT NULL REFERENCES keyway_roles (name) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    resource text NOT NULL REFERENCES keyway_resources (name) DEFERRABLE INITIALLY DEFERRED,
+    PRIMARY KEY (role, resource)
+  );
+  CREATE TABLE keyway_accounts (
+    id text PRIMARY KEY,
+    type text NOT NULL CHECK (type IN ('service', 'user')),
+    name text,
+    email text,
+    suspended boolean,
+    -- Service names and user emails (any case) share one namespace, as the validator says.
+    name_key text GENERATED ALWAYS AS (coalesce(name, lower(email))) STORED,
+    CONSTRAINT keyway_accounts_name_unique UNIQUE (name_key) DEFERRABLE INITIALLY DEFERRED
+  );
+  CREATE TABLE keyway_account_roles (
+    account text NOT NULL REFERENCES keyway_accounts (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    role text NOT NULL REFERENCES keyway_roles (name) DEFERRABLE INITIALLY DEFERRED,
+    PRIMARY KEY (account, role)
+  );
+  -- Direct grants (expires NULL) and temporary grants (expires: the ISO-8601 instant as written).
+  CREATE TABLE keyway_account_grants (
+    account text NOT NULL REFERENCES keyway_accounts (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    resource text NOT NULL REFERENCES keyway_resources (name) DEFERRABLE INITIALLY DEFERRED,
+    expires text,
+    PRIMARY KEY (account, resource)
+  );
+  -- A token's id and fingerprint only: never the token.
+  CREATE TABLE keyway_tokens (
+    account text NOT NULL REFERENCES keyway_accounts (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+    id text NOT NULL,
+    fingerprint text NOT NULL CHECK (fingerprint ~ '^sha256:[0-9a-f]{16}$'),
+    created text,
+    expires text,
+    PRIMARY KEY (account, id)
+  );
+  CREATE TABLE keyway_user_credentials (
+    account text PRIMARY KEY,
+    password_hash text,
+    admin boolean
+  );
+  CREATE TABLE keyway_token_last_used (
+    token_id text PRIMARY KEY,
+    last_used timestamptz NOT NULL
+  );
+  CREATE TABLE keyway_changes (
+    generation bigint PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    digest text NOT NULL,
+    summary jsonb NOT NULL
+  );
+  -- A permanent direct grant only while the account has No Role: checked at commit.
+  -- Keyway's writers also serialize on an advisory lock, since under READ COMMITTED
+  -- two racing transactions would each pass this check against the other's old rows.
+  CREATE FUNCTION keyway_check_no_role() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    IF EXISTS (SELECT 1 FROM keyway_account_grants g JOIN keyway_account_roles r ON r.account = g.account
+               WHERE g.account = NEW.account AND g.expires IS NULL) THEN
+      RAISE EXCEPTION 'account % holds a role and a permanent direct grant', NEW.account
+        USING ERRCODE = '23514', CONSTRAINT = 'keyway_direct_grant_needs_no_role';
+    END IF;
+    RETURN NULL;
+  END $$;
+  CREATE CONSTRAINT TRIGGER keyway_direct_grant_needs_no_role AFTER INSERT OR UPDATE ON keyway_account_grants
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyway_check_no_role();
+  CREATE CONSTRAINT TRIGGER keyway_role_needs_no_direct_grant AFTER INSERT OR UPDATE ON keyway_account_roles
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyway_check_no_role();
+  `,
+]
+
+/** The schema version this binary writes and reads. */
+export const SCHEMA_VERSION = MIGRATIONS.length
+
+/** Serializes `keyway store migrate` runs (any constant both sides agree on). */
+const MIGRATE_LOCK = 0x6b657977_6d
+/** Serializes every write of the policy. */
+export const EDIT_LOCK = 0x6b657977_65
+
+/** The schema version of the database, or 0 when it has none. */
+export async function schemaVersion(client: PoolClient): Promise<number> {
+  try {
+    const r = await client.query<{ v: number | null }>("SELECT to_regclass('keyway_schema_version') IS NOT NULL AS present")
+    if ((r.rows[0] as unknown as { present: boolean }).present !== true) return 0
+    const v = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM keyway_schema_version')
+    return v.rows[0]?.v ?? 0
+  } catch (err) {
+    throw storeError(err, 'reading the schema version')
+  }
+}
+
+/**
+ * Checks that the database holds the schema this binary knows.
+ *
+ * @throws KeywayError ERR_STORE_SCHEMA_MISSING (none, or older: run `keyway store migrate`), ERR_STORE_SCHEMA_NEWER
+ */
+export async function checkSchema(client: PoolClient): Promise<number> {
+  const version = await schemaVersion(client)
+  if (version === 0) {
+    throw new KeywayError('ERR_STORE_SCHEMA_MISSING', 'the database has no Keyway schema: run `keyway store migrate` (with a role that may create tables) first', {
+      detail: { version, known: SCHEMA_VERSION },
+    })
+  }
+  if (version > SCHEMA_VERSION) throw newerSchema(version)
+  if (version < SCHEMA_VERSION) {
+    throw new KeywayError('ERR_STORE_SCHEMA_MISSING', `the database schema is version ${version}, this binary needs ${SCHEMA_VERSION}: run \`keyway store migrate\``, {
+      detail: { version, known: SCHEMA_VERSION },
+    })
+  }
+  return version
+}
+
+function newerSchema(version: number): KeywayError {
+  return new KeywayError(
+    'ERR_STORE_SCHEMA_NEWER',
+    `the database schema is version ${version}, newer than this binary knows (${SCHEMA_VERSION}): run a Keyway release that knows it (an older binary never runs or undoes a newer schema)`,
+    { detail: { version, known: SCHEMA_VERSION } },
+  )
+}
+
+/**
+ * Brings the schema up to {@link SCHEMA_VERSION}, one migration per
+ * transaction, serialized against other migrate runs. Refuses a newer schema.
+ *
+ * @returns the versions before and after
+ * @throws KeywayError ERR_STORE_SCHEMA_NEWER, ERR_STORE_PERMISSION, ERR_STORE_UNREACHABLE
+ */
+export async function migrate(client: PoolClient): Promise<{ from: number; to: number }> {
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATE_LOCK])
+  } catch (err) {
+    throw storeError(err, 'taking the migration lock')
+  }
+  try {
+    try {
+      await client.query('CREATE TABLE IF NOT EXISTS keyway_schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())')
+    } catch (err) {
+      throw storeError(err, 'creating keyway_schema_version')
+    }
+    const from = await schemaVersion(client)
+    if (from > SCHEMA_VERSION) throw newerSchema(from)
+    for (let v = from; v < SCHEMA_VERSION; v++) {
+      try {
+        await client.query('BEGIN')
+        await client.query(MIGRATIONS[v]!)
+        await client.query('INSERT INTO keyway_schema_version (version) VALUES ($1)', [v + 1])
+        await client.query('COMMIT')
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined)
+        throw storeError(err, `migrating the schema to version ${v + 1}`)
+      }
+    }
+    return { from, to: SCHEMA_VERSION }
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATE_LOCK]).catch(() => undefined)
+  }
+}

@@ -1,0 +1,544 @@
+import pg from 'pg'
+import { Gauge, type Registry } from 'prom-client'
+import { Document } from 'yaml'
+import { adminContextFromConfig, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
+import type { Clock, TimerHandle } from '../clock.js'
+import type { KeywayConfig } from '../config/index.js'
+import type { Credentials, UserCredentials } from '../credentials/index.js'
+import { DocumentError, KeywayError, toKeywayError } from '../errors.js'
+import type { Logger } from '../observe/index.js'
+import {
+  assemblePolicy,
+  compilePolicy,
+  packPolicyDocument,
+  policyDigest,
+  type CompiledPolicy,
+  type PolicyDoc,
+  type PolicyLimits,
+  type ReloadResult,
+} from '../policy/index.js'
+import { ContextAdminOperations, type AdminOperations } from './admin-operations.js'
+import { canonicalPolicy } from './canonical.js'
+import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
+import { storeError } from './pg-errors.js'
+import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
+import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
+import type { KeywayStore } from './store.js'
+
+/** The NOTIFY channel of committed changes (a hint only: listeners read the change log). */
+export const CHANNEL = 'keyway_policy'
+
+/** What names the database in problems (`postgresql store (edited, not written):3:5: …`). */
+const LABEL = 'postgresql store'
+
+/** Options of {@link PostgresStore}. */
+export interface PostgresStoreOptions {
+  readonly config: KeywayConfig
+  readonly clock: Clock
+  readonly logger: Logger
+  /** Where `keyway_store_*` metrics are registered (gateways); none for the CLI. */
+  readonly registry?: Registry
+  /** Observes every load (metrics, log lines), as a file reload is observed. */
+  readonly onReload?: (result: ReloadResult) => void
+  readonly onError?: (err: unknown) => void
+}
+
+/** The `postgres:` settings of a configuration. */
+export function postgresSettings(config: KeywayConfig): PostgresSettings & { readonly checkInterval: number; readonly maxStaleness: number; readonly lockTimeout: number } {
+  return config.postgres
+}
+
+interface StoreMetrics {
+  up: Gauge
+  generation: Gauge
+  lastContact: Gauge
+  stale: Gauge
+}
+
+/**
+ * The {@link KeywayStore} of PostgreSQL (`store: postgres`): several gateways
+ * share one policy.
+ *
+ * Writes (every admin operation, the admin API, `keyway store import`) run
+ * in one transaction each, serialized by a transaction-scoped advisory lock:
+ * load the whole policy from the tables, apply the same `admin/` transform
+ * the file store applies to its YAML, validate the whole edited policy with
+ * the same validator, write only the rows that changed plus a change-log row
+ * with the next generation, and NOTIFY.
+ *
+ * Gateways follow with `watch()`: a dedicated connection (outside the pool)
+ * LISTENs; a notification is only a hint to compare generations, and so is
+ * a periodic check (`postgres.checkInterval`) that bounds a missed one; a
+ * reconnect resyncs. A newer generation is loaded whole and handed to the
+ * `onChange` observers, as a file reload is. While PostgreSQL is unreachable
+ * the last good policy stays; with `postgres.maxStaleness` set, a gateway
+ * that has not reached it for that long fails closed (an empty policy) until
+ * it does.
+ */
+export class PostgresStore implements KeywayStore {
+  readonly kind = 'postgres' as const
+  readonly #options: PostgresStoreOptions
+  readonly #settings: ReturnType<typeof postgresSettings>
+  readonly #pool: pg.Pool
+  readonly #metrics: StoreMetrics | undefined
+  readonly #listeners = new Set<(policy: CompiledPolicy) => void>()
+  #current: CompiledPolicy | undefined
+  /** The policy served while the store could not be reached for too long. */
+  #closedPolicy: CompiledPolicy | undefined
+  #storeGeneration = 0
+  #localGeneration = 0
+  #lastError: KeywayError | undefined
+  #reachable = true
+  #lastContact: number
+  #reloading: Promise<ReloadResult> | undefined
+  #queued: Promise<ReloadResult> | undefined
+  #listener: pg.Client | undefined
+  #listening = false
+  #pollTimer: TimerHandle | undefined
+  #reconnectTimer: TimerHandle | undefined
+  #reconnectDelay = 250
+  #watching = false
+  #closed = false
+  #ctx: AdminContext | undefined
+  #admin: AdminOperations | undefined
+
+  constructor(options: PostgresStoreOptions) {
+    this.#options = options
+    this.#settings = postgresSettings(options.config)
+    this.#pool = new pg.Pool(poolConfig(this.#settings))
+    // An idle pooled connection that PostgreSQL drops (a restart) must not crash the process.
+    this.#pool.on('error', (err) => this.#markDown(storeError(err, 'an idle connection failed')))
+    this.#lastContact = options.clock.now()
+    const r = options.registry
+    if (r !== undefined) {
+      this.#metrics = {
+        up: new Gauge({ name: 'keyway_store_up', help: '1 while the policy store (PostgreSQL) answers, 0 while it cannot be reached', registers: [r] }),
+        generation: new Gauge({ name: 'keyway_store_generation', help: 'Generation of the change log the served policy was loaded at', registers: [r] }),
+        lastContact: new Gauge({ name: 'keyway_store_last_contact_seconds', help: 'Unix time of the last successful query of the policy store', registers: [r] }),
+        stale: new Gauge({ name: 'keyway_store_stale', help: '1 while the gateway fails closed: the store was unreachable longer than postgres.maxStaleness', registers: [r] }),
+      }
+      this.#metrics.up.set(1)
+    }
+  }
+
+  /** The pool (for `keyway store` and tests). */
+  get pool(): pg.Pool {
+    return this.#pool
+  }
+
+  // -------------------------------------------------------------------------
+  // The snapshot a gateway serves
+  // -------------------------------------------------------------------------
+
+  /**
+   * Loads the policy at the latest generation.
+   *
+   * @throws KeywayError ERR_STORE_UNREACHABLE, ERR_STORE_SCHEMA_MISSING, ERR_STORE_SCHEMA_NEWER, ERR_STORE_PERMISSION, ERR_STORE_EMPTY
+   */
+  async start(): Promise<CompiledPolicy> {
+    const result = await this.reload()
+    if (!result.ok) throw result.error
+    return result.policy
+  }
+
+  current(): CompiledPolicy {
+    const policy = this.#closedPolicy ?? this.#current
+    if (policy === undefined) throw new KeywayError('ERR_POLICY_IO', 'the policy is not loaded')
+    return policy
+  }
+
+  get lastError(): KeywayError | undefined {
+    return this.#lastError
+  }
+
+  onChange(fn: (policy: CompiledPolicy) => void): () => void {
+    this.#listeners.add(fn)
+    return () => this.#listeners.delete(fn)
+  }
+
+  /** Compares generations and loads a newer one; queued like a file reload (one runs, one waits). */
+  reload(): Promise<ReloadResult> {
+    if (!this.#reloading) {
+      this.#reloading = this.#reloadOnce().finally(() => {
+        this.#reloading = undefined
+      })
+      return this.#reloading
+    }
+    this.#queued ??= this.#reloading.then(() => {
+      this.#queued = undefined
+      return this.reload()
+    })
+    return this.#queued
+  }
+
+  async #reloadOnce(): Promise<ReloadResult> {
+    let result: ReloadResult
+    try {
+      const loaded = await this.#load()
+      this.#markUp()
+      const wasClosed = this.#closedPolicy !== undefined
+      this.#closedPolicy = undefined
+      this.#metrics?.stale.set(0)
+      if (loaded === undefined) {
+        result = { ok: true, changed: wasClosed, policy: this.#current! }
+      } else {
+        const packed = packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() })
+        const changed = wasClosed || packed.digest !== this.#current?.digest
+        if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
+        this.#storeGeneration = loaded.generation
+        this.#metrics?.generation.set(loaded.generation)
+        result = { ok: true, changed, policy: this.#current! }
+      }
+      this.#lastError = undefined
+    } catch (err) {
+      const error = toKeywayError(err, 'ERR_STORE_UNREACHABLE')
+      this.#lastError = error
+      if (error.code === 'ERR_STORE_UNREACHABLE') this.#markDown(error)
+      result = { ok: false, error, problems: error instanceof DocumentError ? error.problems : [] }
+    }
+    try {
+      this.#options.onReload?.(result)
+    } catch (err) {
+      this.#options.onError?.(err)
+    }
+    if (result.ok && result.changed) this.#notify(result.policy)
+    return result
+  }
+
+  #notify(policy: CompiledPolicy): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn(policy)
+      } catch (err) {
+        this.#options.onError?.(err)
+      }
+    }
+  }
+
+  #limits(): PolicyLimits {
+    const l = this.#options.config.policyLimits
+    // maxBytes measures a file; the store's size is bounded by its entity counts.
+    return { ...l, maxBytes: Number.MAX_SAFE_INTEGER }
+  }
+
+  /** The document at the latest generation, or undefined when it is the one already served. */
+  async #load(): Promise<{ doc: PolicyDoc; generation: number } | undefined> {
+    const client = await this.#connect()
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      await checkSchema(client)
+      const generation = await currentGeneration(client)
+      if (generation === 0) {
+        throw new KeywayError('ERR_STORE_EMPTY', 'the PostgreSQL store holds no policy yet: run `keyway store import FILE`, or make a first change with `keyway admin`', {
+          detail: { generation },
+        })
+      }
+      if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) {
+        await client.query('COMMIT')
+        client.release()
+        return undefined
+      }
+      const doc = await loadPolicyDoc(client)
+      await client.query('COMMIT')
+      client.release()
+      return { doc, generation }
+    } catch (err) {
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
+      throw storeError(err, 'loading the policy')
+    }
+  }
+
+  /**
+   * A pooled connection whose errors between queries (PostgreSQL stopped
+   * mid-transaction) are reported, not thrown from an event; released
+   * destroyed when anything failed, so the pool never lends a dead one again.
+   */
+  async #connect(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient
+    try {
+      client = await this.#pool.connect()
+    } catch (err) {
+      throw storeError(err, 'connecting')
+    }
+    let failed = false
+    const onError = (err: Error): void => {
+      failed = true
+      this.#markDown(storeError(err, 'a query failed'))
+    }
+    client.on('error', onError)
+    const release = client.release.bind(client)
+    client.release = (err?: Error | boolean) => {
+      client.off('error', onError)
+      release(err ?? failed)
+    }
+    return client
+  }
+
+  #markUp(): void {
+    this.#lastContact = this.#options.clock.now()
+    this.#metrics?.lastContact.set(this.#lastContact / 1000)
+    if (this.#reachable) return
+    this.#reachable = true
+    this.#metrics?.up.set(1)
+    this.#options.logger.info({ event: 'store_reachable', store: 'postgres' }, 'the policy store is reachable again')
+  }
+
+  #markDown(error: KeywayError): void {
+    if (!this.#reachable || this.#closed) return
+    this.#reachable = false
+    this.#metrics?.up.set(0)
+    this.#options.logger.error(
+      { event: 'store_unreachable', store: 'postgres', code: error.code, err: error.message },
+      'the policy store cannot be reached; serving the last good policy',
+    )
+  }
+
+  /** Fails closed once the store has been out of reach longer than postgres.maxStaleness (0: never). */
+  #checkStaleness(): void {
+    const max = this.#settings.maxStaleness
+    if (max <= 0 || this.#reachable || this.#closedPolicy !== undefined || this.#current === undefined) return
+    const since = this.#options.clock.now() - this.#lastContact
+    if (since < max) return
+    this.#closedPolicy = compilePolicy({}, { file: LABEL, generation: ++this.#localGeneration })
+    this.#metrics?.stale.set(1)
+    this.#options.logger.error(
+      { event: 'store_stale', store: 'postgres', code: 'ERR_STORE_STALE', unreachableMs: since, maxStalenessMs: max },
+      'the policy store has been unreachable longer than postgres.maxStaleness: failing closed (every session refused) until it answers',
+    )
+    this.#notify(this.#closedPolicy)
+  }
+
+  stale(): boolean {
+    return this.#closedPolicy !== undefined
+  }
+
+  readyDetail(): Record<string, unknown> {
+    return {
+      store: {
+        kind: 'postgres',
+        reachable: this.#reachable,
+        listening: this.#listening,
+        generation: this.#storeGeneration,
+        lastContact: new Date(this.#lastContact).toISOString(),
+        ...(this.#closedPolicy !== undefined ? { code: 'ERR_STORE_STALE' } : {}),
+      },
+    }
+  }
+
+  /**
+   * Follows the change feed: LISTEN on a dedicated connection (reconnected
+   * with backoff, resyncing each time) and a periodic generation check every
+   * `postgres.checkInterval` on the injected clock.
+   */
+  watch(): void {
+    if (this.#watching || this.#closed) return
+    this.#watching = true
+    this.#schedulePoll()
+    void this.#listen()
+  }
+
+  #schedulePoll(): void {
+    if (this.#closed) return
+    this.#pollTimer = this.#options.clock.setTimeout(() => {
+      void this.reload().finally(() => {
+        this.#checkStaleness()
+        this.#schedulePoll()
+      })
+    }, this.#settings.checkInterval)
+    this.#pollTimer.unref?.()
+  }
+
+  async #listen(): Promise<void> {
+    if (this.#closed) return
+    const client = new pg.Client(clientConfig(this.#settings))
+    this.#listener = client
+    let lost = false
+    const onLost = (err?: unknown): void => {
+      if (lost) return
+      lost = true
+      this.#listening = false
+      client.removeAllListeners('notification')
+      void client.end().catch(() => undefined)
+      if (this.#closed) return
+      if (err !== undefined) this.#markDown(storeError(err, 'listening for changes'))
+      this.#reconnectTimer = this.#options.clock.setTimeout(() => void this.#listen(), this.#reconnectDelay)
+      this.#reconnectTimer.unref?.()
+      this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, Math.max(1000, this.#settings.checkInterval))
+    }
+    client.on('error', (err) => onLost(err))
+    client.on('end', () => onLost())
+    // The payload is never trusted (any role may NOTIFY): it only says "compare generations".
+    client.on('notification', () => void this.reload())
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${CHANNEL}`)
+    } catch (err) {
+      onLost(err)
+      return
+    }
+    if (this.#closed) {
+      void client.end().catch(() => undefined)
+      return
+    }
+    this.#listening = true
+    this.#reconnectDelay = 250
+    // Notifications sent while no one listened are gone: resync from the generation held.
+    void this.reload()
+  }
+
+  async passwordHashOf(accountId: string): Promise<string | undefined> {
+    try {
+      const r = await this.#pool.query<{ password_hash: string | null }>('SELECT password_hash FROM keyway_user_credentials WHERE account = $1', [accountId])
+      return r.rows[0]?.password_hash ?? undefined
+    } catch (err) {
+      const e = storeError(err, 'reading a password hash')
+      this.#options.logger.error({ event: 'credentials_reload_failed', code: e.code }, e.message)
+      return undefined
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Writes: the admin operations' primitives
+  // -------------------------------------------------------------------------
+
+  /** Runs `fn` in one transaction holding the edit lock. */
+  async #locked<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#connect()
+    try {
+      await client.query('BEGIN')
+      await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.round(this.#settings.lockTimeout))}`)
+      await client.query('SELECT pg_advisory_xact_lock($1)', [EDIT_LOCK])
+      await checkSchema(client)
+      const result = await fn(client)
+      await client.query('COMMIT')
+      client.release()
+      return result
+    } catch (err) {
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
+      if (err instanceof KeywayError) throw err
+      throw storeError(err, 'editing the policy')
+    }
+  }
+
+  /**
+   * One validated edit, as `editPolicyFile` makes on the file: `fn` edits
+   * the YAML document of the whole policy; the edited policy must validate;
+   * only the rows that changed are written, with the next generation.
+   */
+  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
+    return this.#locked(async (client) => {
+      const before = await loadPolicyDoc(client)
+      // The document is built from the rows, not from YAML text: parsing and printing
+      // the whole policy twice per edit is what makes a large file slow to edit.
+      const document = new Document(before)
+      const current = compilePolicy(before, { file: LABEL })
+      const result = await fn(document, current)
+      const after = (document.toJS() ?? {}) as PolicyDoc
+      compilePolicy(after, { file: `${LABEL} (edited, not written)` })
+      await this.#commitChange(client, before, after)
+      return result
+    })
+  }
+
+  /**
+   * Replaces the whole policy with `doc` (validated first): `keyway store import`.
+   *
+   * @returns the generation written, or undefined when nothing changed
+   */
+  replace(doc: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
+    compilePolicy(doc, { file: LABEL })
+    return this.#locked(async (client) => this.#commitChange(client, await loadPolicyDoc(client), doc))
+  }
+
+  async #commitChange(client: pg.PoolClient, before: PolicyDoc, after: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
+    const summary = await writeChanges(client, rowsOf(before), rowsOf(after))
+    if (Object.keys(summary).length === 0) return { generation: undefined, summary }
+    // Constraints are deferred: check them now, so that a violation is this edit's error, not COMMIT's.
+    await client.query('SET CONSTRAINTS ALL IMMEDIATE')
+    const generation = (await currentGeneration(client)) + 1
+    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, policyDigest(canonicalPolicy(after)), JSON.stringify(summary)])
+    await client.query('SELECT pg_notify($1, $2)', [CHANNEL, String(generation)])
+    return { generation, summary }
+  }
+
+  /** The whole policy as it is now, for display and `keyway store export`. */
+  async read(): Promise<ReadPolicy> {
+    const client = await this.#connect()
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+      await checkSchema(client)
+      const doc = await loadPolicyDoc(client)
+      await client.query('COMMIT')
+      client.release()
+      return { policy: compilePolicy(doc, { file: LABEL }), doc }
+    } catch (err) {
+      const ok = await client.query('ROLLBACK').then(() => true, () => false)
+      client.release(!ok)
+      throw storeError(err, 'reading the policy')
+    }
+  }
+
+  async readCredentials(): Promise<Credentials> {
+    try {
+      return await loadCredentials(this.#pool)
+    } catch (err) {
+      throw storeError(err, 'reading credentials')
+    }
+  }
+
+  editCredentials<T>(fn: (users: Map<string, UserCredentials>) => T): Promise<T> {
+    return this.#locked(async (client) => {
+      const before = await loadCredentials(client)
+      const users = new Map(before)
+      const result = fn(users)
+      await writeCredentials(client, before, users)
+      return result
+    })
+  }
+
+  /** Brings the schema up to date (`keyway store migrate`). */
+  async migrate(): Promise<{ from: number; to: number }> {
+    const client = await this.#connect()
+    try {
+      return await migrate(client)
+    } finally {
+      client.release()
+    }
+  }
+
+  /** The generation of the last committed change. */
+  async generation(): Promise<number> {
+    try {
+      return await currentGeneration(this.#pool)
+    } catch (err) {
+      throw storeError(err, 'reading the generation')
+    }
+  }
+
+  adminContext(): AdminContext {
+    const storage: AdminStorage = {
+      edit: (fn) => this.edit(fn),
+      read: () => this.read(),
+      readCredentials: () => this.readCredentials(),
+      editCredentials: (fn) => this.editCredentials(fn),
+    }
+    return (this.#ctx ??= adminContextFromConfig(this.#options.config, this.#options.clock, storage))
+  }
+
+  get admin(): AdminOperations {
+    return (this.#admin ??= new ContextAdminOperations(this.adminContext()))
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#listeners.clear()
+    if (this.#pollTimer !== undefined) this.#options.clock.clearTimeout(this.#pollTimer)
+    if (this.#reconnectTimer !== undefined) this.#options.clock.clearTimeout(this.#reconnectTimer)
+    await this.#listener?.end().catch(() => undefined)
+    await this.#reloading?.catch(() => undefined)
+    await this.#pool.end().catch(() => undefined)
+  }
+}
