@@ -3,8 +3,13 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { TLSSocket } from 'node:tls'
 import pg from 'pg'
+import { REFUSAL_GRACE_MS } from '../../src/gateway/upstream-login.js'
+import { encodeCommand } from '../../src/resp/index.js'
+import { listen } from '../helpers/net.js'
 import { startPostgres } from '../helpers/postgres.js'
-import { createWorld, openTunnel } from '../helpers/world.js'
+import { startRedis } from '../helpers/redis.js'
+import { until } from '../helpers/until.js'
+import { createWorld, ManualClock, openTunnel } from '../helpers/world.js'
 
 const PASSWORD = 'gateway-only-secret'
 
@@ -100,4 +105,67 @@ t.test('keyway/1: startup bytes sent with the hello reach the injected login; th
   t.equal(row.body.toString('utf8', 6), 'app', 'logged in upstream as the resource user')
   t.match(world.logs.lines.find((l) => l.event === 'session_start'), { resource: 'warehouse', upstream_user: 'app' })
   tunnel.socket.end()
+})
+
+t.test('redis: the AUTH goes before the bytes sent with the hello; the client reads the server, never the +OK', async (t) => {
+  const redis = await startRedis(t, { requirePass: 'not-for-clients', users: [{ name: 'app', password: PASSWORD }] })
+  t.teardown(() => redis.stop())
+  const world = await createWorld(t, {
+    policy: {
+      resources: [{ name: 'cache', kind: 'datasource', type: 'redis', address: `127.0.0.1:${redis.port}`, username: 'app', passwordEnv: 'KEYWAY_TEST_UNUSED' }],
+      accounts: [{ id: 'svc_etl', type: 'service', name: 'etl', grants: [{ resource: 'cache' }] }],
+    },
+  })
+  const secret = join(world.dir, 'cache-password')
+  writeFileSync(secret, `${PASSWORD}\n`, { mode: 0o600 })
+  world.editPolicy((doc) => {
+    delete doc.resources![0]!.passwordEnv
+    doc.resources![0]!.passwordFile = secret
+  })
+  const token = await world.serviceToken('svc_etl')
+  const gw = await world.startGateway()
+  const tunnel = await openTunnel(t, gw.gateway.address()!.port, world.caPem, token, 'cache', encodeCommand(['ACL', 'WHOAMI']))
+  t.match(tunnel.reply, { ok: true })
+  let got = tunnel.rest
+  while (!got.toString().endsWith('app\r\n')) got = Buffer.concat([got, await nextChunk(tunnel.socket)])
+  t.equal(got.toString(), '$3\r\napp\r\n', 'the first reply the client reads answers its own command')
+  t.match(world.logs.lines.find((l) => l.event === 'session_start'), { resource: 'cache', upstream_user: 'app' })
+  tunnel.socket.end()
+})
+
+t.test('redis: an upstream that never answers AUTH: the client reads ERR_UPSTREAM_LOGIN_FAILED after handshake + connect timeout (injected clock), then an orderly close', async (t) => {
+  const clock = new ManualClock(Date.now())
+  let accepted = 0
+  const { port } = await listen(t, (s) => {
+    accepted++
+    s.on('error', () => {})
+  })
+  const world = await createWorld(t, {
+    clock,
+    policy: {
+      resources: [{ name: 'cache', kind: 'datasource', type: 'redis', address: `127.0.0.1:${port}`, passwordEnv: 'PATH' }],
+      accounts: [{ id: 'svc_etl', type: 'service', name: 'etl', grants: [{ resource: 'cache' }] }],
+    },
+  })
+  const token = await world.serviceToken('svc_etl')
+  const gw = await world.startGateway()
+  const tunnel = await openTunnel(t, gw.gateway.address()!.port, world.caPem, token, 'cache', encodeCommand(['PING']))
+  t.match(tunnel.reply, { ok: true })
+  await until(() => accepted === 1, 20_000, 'the gateway to dial the upstream')
+  const ended = new Promise<Buffer>((resolve) => {
+    const chunks: Buffer[] = [tunnel.rest]
+    tunnel.socket.on('data', (c: Buffer) => chunks.push(c))
+    tunnel.socket.once('end', () => resolve(Buffer.concat(chunks)))
+    tunnel.socket.resume()
+  })
+  // A command sent while the login waits stays unread at the gateway; the refusal must still arrive whole.
+  tunnel.socket.write(encodeCommand(['GET', 'k']))
+  clock.advance(10_000)
+  t.match((await ended).toString(), /^-ERR keyway ERR_UPSTREAM_LOGIN_FAILED: the upstream did not complete the login within 10000 ms\r\n$/)
+  t.match(await world.logs.waitFor((l) => l.event === 'upstream_login_failed'), { code: 'ERR_UPSTREAM_LOGIN_FAILED', resource: 'cache', type: 'redis', upstream_user: 'default' })
+  t.equal(gw.gateway.openTunnels, 1, 'the gateway waits for the client to close its side')
+  // A client that never closes its side is cut after the refusal grace, on the same clock.
+  clock.advance(REFUSAL_GRACE_MS)
+  await until(() => gw.gateway.openTunnels === 0, 20_000, 'the refused tunnel to be closed after the grace')
+  t.pass('closed after the grace')
 })
