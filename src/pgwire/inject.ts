@@ -1,7 +1,8 @@
-import { isIP, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import type { TLSSocket } from 'node:tls'
 import { KeywayError } from '../errors.js'
+import { startUpstreamTls } from '../net/index.js'
 import type { ResourceCredential } from '../policy/index.js'
 import {
   AUTH,
@@ -181,25 +182,7 @@ async function startTls(upstream: Socket, credential: ResourceCredential, host: 
   const extra = reader.detach()
   if (answer !== 'S') throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `the upstream does not accept TLS (answered ${JSON.stringify(answer)}), and the resource asks upstreamTls: ${credential.upstreamTls}`)
   if (extra.length > 0) throw new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', 'the upstream sent unencrypted bytes after accepting TLS')
-  const verify = credential.upstreamTls === 'verify-full'
-  return new Promise<TLSSocket>((resolve, reject) => {
-    const tls = tlsConnect({
-      socket: upstream,
-      // require encrypts without checking who answers (libpq's sslmode=require); verify-full checks chain and name.
-      rejectUnauthorized: verify,
-      ...(verify && ca !== undefined ? { ca } : {}),
-      ...(isIP(host) === 0 ? { servername: host } : {}),
-    })
-    const onError = (err: Error): void => {
-      tls.destroy()
-      reject(new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `TLS to the upstream failed: ${err.message}`, { cause: err }))
-    }
-    tls.once('error', onError)
-    tls.once('secureConnect', () => {
-      tls.removeListener('error', onError)
-      resolve(tls)
-    })
-  })
+  return startUpstreamTls(upstream, { mode: credential.upstreamTls === 'verify-full' ? 'verify-full' : 'require', host, ca })
 }
 
 /** Authenticates a started-up session: `upToOk` is the server's bytes up to and with AuthenticationOk, `rest` what it sent after. */

@@ -1,6 +1,7 @@
-import { isIP, type Socket } from 'node:net'
-import { connect as tlsConnect, type TLSSocket } from 'node:tls'
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { KeywayError } from '../errors.js'
+import { startUpstreamTls } from '../net/index.js'
 import type { ResourceCredential } from '../policy/index.js'
 import { encodeCommand, ReplyReader } from './wire.js'
 
@@ -82,23 +83,5 @@ function expectOk(line: string, credential: ResourceCredential): void {
 
 async function connectTls(upstream: Socket, credential: ResourceCredential, host: string, ca: string | undefined): Promise<Socket | TLSSocket> {
   if (credential.upstreamTls === 'disable') return upstream
-  const verify = credential.upstreamTls === 'verify-full'
-  return new Promise<TLSSocket>((resolve, reject) => {
-    const tls = tlsConnect({
-      socket: upstream,
-      // require encrypts without checking who answers; verify-full checks chain and name.
-      rejectUnauthorized: verify,
-      ...(verify && ca !== undefined ? { ca } : {}),
-      ...(isIP(host) === 0 ? { servername: host } : {}),
-    })
-    const onError = (err: Error): void => {
-      tls.destroy()
-      reject(new KeywayError('ERR_UPSTREAM_LOGIN_FAILED', `TLS to the upstream failed: ${err.message}`, { cause: err }))
-    }
-    tls.once('error', onError)
-    tls.once('secureConnect', () => {
-      tls.removeListener('error', onError)
-      resolve(tls)
-    })
-  })
+  return startUpstreamTls(upstream, { mode: credential.upstreamTls, host, ca })
 }
