@@ -2,6 +2,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import { DocumentError, KeywayError, toKeywayError, type Problem } from '../errors.js'
 import { assemblePolicy } from './assemble.js'
+import { ReloadQueue } from './reload-queue.js'
 import { DEFAULT_POLICY_LIMITS, type PolicyLimits } from './limits.js'
 import type { PackedPolicy } from './pack.js'
 import { packPolicyFile, type PackFileOptions } from './pack-file.js'
@@ -51,8 +52,7 @@ export class PolicyStore {
   #listeners = new Set<(policy: CompiledPolicy) => void>()
   #watcher: FSWatcher | undefined
   #debounce: NodeJS.Timeout | undefined
-  #reloading: Promise<ReloadResult> | undefined
-  #queued: Promise<ReloadResult> | undefined
+  readonly #reloads = new ReloadQueue<ReloadResult>(() => this.#reloadOnce())
   #generation = 0
   readonly #abort = new AbortController()
 
@@ -90,17 +90,7 @@ export class PolicyStore {
    * the running one read it); any further asks share that queued one.
    */
   reload(): Promise<ReloadResult> {
-    if (!this.#reloading) {
-      this.#reloading = this.#reloadOnce().finally(() => {
-        this.#reloading = undefined
-      })
-      return this.#reloading
-    }
-    this.#queued ??= this.#reloading.then(() => {
-      this.#queued = undefined
-      return this.reload()
-    })
-    return this.#queued
+    return this.#reloads.reload()
   }
 
   async #reloadOnce(): Promise<ReloadResult> {

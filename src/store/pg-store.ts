@@ -8,6 +8,7 @@ import type { Credentials, UserCredentials } from '../credentials/index.js'
 import { DocumentError, KeywayError, toKeywayError } from '../errors.js'
 import type { Logger } from '../observe/index.js'
 import {
+  ReloadQueue,
   assemblePolicy,
   compilePolicy,
   packPolicyDocument,
@@ -90,8 +91,7 @@ export class PostgresStore implements KeywayStore {
   #lastError: KeywayError | undefined
   #reachable = true
   #lastContact: number
-  #reloading: Promise<ReloadResult> | undefined
-  #queued: Promise<ReloadResult> | undefined
+  readonly #reloads = new ReloadQueue<ReloadResult>(() => this.#reloadOnce())
   #listener: pg.Client | undefined
   #listening = false
   #pollTimer: TimerHandle | undefined
@@ -158,17 +158,7 @@ export class PostgresStore implements KeywayStore {
 
   /** Compares generations and loads a newer one; queued like a file reload (one runs, one waits). */
   reload(): Promise<ReloadResult> {
-    if (!this.#reloading) {
-      this.#reloading = this.#reloadOnce().finally(() => {
-        this.#reloading = undefined
-      })
-      return this.#reloading
-    }
-    this.#queued ??= this.#reloading.then(() => {
-      this.#queued = undefined
-      return this.reload()
-    })
-    return this.#queued
+    return this.#reloads.reload()
   }
 
   async #reloadOnce(): Promise<ReloadResult> {
@@ -538,7 +528,7 @@ export class PostgresStore implements KeywayStore {
     if (this.#pollTimer !== undefined) this.#options.clock.clearTimeout(this.#pollTimer)
     if (this.#reconnectTimer !== undefined) this.#options.clock.clearTimeout(this.#reconnectTimer)
     await this.#listener?.end().catch(() => undefined)
-    await this.#reloading?.catch(() => undefined)
+    await this.#reloads.running?.catch(() => undefined)
     await this.#pool.end().catch(() => undefined)
   }
 }
