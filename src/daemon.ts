@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream'
 import { isAbsolute, join, relative, sep } from 'node:path'
+import { hostname } from 'node:os'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
 import { AdminServer } from './admin-api/index.js'
@@ -168,6 +169,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         limiter: loginLimiter,
         verifyToken: (token) => verifier.verify(token),
         ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
+        // This gateway's own sessions (on the file store no change feed reaches other gateways).
+        liveSessions: { gateway: hostname(), list: () => gateway!.listSessions(), end: (id) => gateway!.endSession(id) },
       })
       const at = await admin.start()
       logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')

@@ -93,6 +93,8 @@ export const ERROR_CODES = {
   ERR_BODY_TOO_LARGE: { status: 413, meaning: 'The request body exceeds the admin API size limit.' },
   ERR_CONTENT_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not take.' },
   ERR_ADMIN_INSECURE_LISTEN: { status: 500, meaning: 'The admin listener would serve a non-loopback address without TLS.' },
+  ERR_ADMIN_NO_GATEWAY: { status: 409, meaning: 'The admin server runs without a gateway (keyway admin serve on the file store): it holds no live sessions to list or end.' },
+  ERR_SESSION_ENDED_BY_ADMIN: { status: 409, meaning: 'An admin ended this live session (DELETE /v1/admin/sessions/{id}).' },
 } as const satisfies Record<`ERR_${string}`, ErrorInfo>
 
 /** The closed union of Keyway error codes. */

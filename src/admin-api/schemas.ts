@@ -57,3 +57,18 @@ export const PageQuery = z.strictObject({
 
 /** The one error shape of every admin API answer that is not a success. */
 export const ErrorBody = z.object({ code: z.string(), message: z.string(), detail: z.record(z.string(), z.unknown()).optional() })
+
+/** One live session in `GET /v1/admin/sessions` (never a token). */
+export const LiveSessionItem = z.object({
+  id: z.string(),
+  account: z.object({ id: z.string(), name: z.string(), type: z.string() }),
+  resource: z.string(),
+  startedAt: z.string().describe('ISO-8601'),
+  /** Client → upstream, and upstream → client, so far. */
+  bytes: z.object({ in: z.number().int(), out: z.number().int() }),
+  /** The gateway holding the session, when known. */
+  gateway: z.string().optional(),
+})
+
+/** `GET /v1/admin/sessions`. */
+export const LiveSessionList = z.object({ items: z.array(LiveSessionItem), next: z.string().nullable() })

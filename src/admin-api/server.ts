@@ -8,6 +8,7 @@ import { formatHostPort, isLoopback } from '../net/index.js'
 import type { Logger } from '../observe/index.js'
 import { registerAdminUi } from '../admin-ui/index.js'
 import type { AdminBackend } from './backend.js'
+import type { LiveSessionControl } from './live.js'
 import { checkIfMatch, etagOf } from './etag.js'
 import {
   AddResourceBody,
@@ -17,6 +18,7 @@ import {
   ErrorBody,
   ForceQuery,
   GrantBody,
+  LiveSessionList,
   LoginBody,
   PageQuery,
   RotateBody,
@@ -48,6 +50,8 @@ export interface AdminServerOptions {
   readonly verifyToken: (token: string) => Promise<VerifiedToken>
   /** Issues a login token for `accountId` (answers `{"token": true}` logins); absent: not offered. */
   readonly issueLoginToken?: (accountId: string) => Promise<{ token: string; expiresAt: number }>
+  /** The live sessions of the gateway serving this API; absent when the admin server runs alone. */
+  readonly liveSessions?: LiveSessionControl | undefined
 }
 
 /** Who is calling: an admin user, signed in by cookie or bearer. */
@@ -68,6 +72,8 @@ interface Route {
   readonly summary: string
   readonly body?: z.ZodType
   readonly query?: z.ZodType
+  /** The success answer, for the OpenAPI document. */
+  readonly response?: z.ZodType
   /** Success status. */
   readonly status?: number
   /** Signed-in admins only (all but login). */
@@ -155,7 +161,7 @@ export class AdminServer {
         ...(params.length + query.length > 0 ? { parameters: [...params, ...query] } : {}),
         ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body) } } } } : {}),
         ...(r.auth ? { security: [{ session: [] }, { bearer: [] }] } : {}),
-        responses: { [String(r.status ?? 200)]: { description: 'Success' }, default: error },
+        responses: { [String(r.status ?? 200)]: { description: 'Success', ...(r.response ? { content: { 'application/json': { schema: z.toJSONSchema(r.response) } } } : {}) }, default: error },
       }
     }
     return {
@@ -329,6 +335,13 @@ export class AdminServer {
       const view = await b.account(service, now())
       if (view.type !== 'service') throw new KeywayError('ERR_NOT_FOUND', `"${service}" is not a service account`)
       return view
+    }
+    const live = (): LiveSessionControl => {
+      const l = this.#options.liveSessions
+      if (l === undefined) {
+        throw new KeywayError('ERR_ADMIN_NO_GATEWAY', 'this admin server runs without a gateway (keyway admin serve): live sessions are listed and ended by the admin listener of the gateway that holds them')
+      }
+      return l
     }
     const route = (r: Route): Route => r
     return [
@@ -524,6 +537,28 @@ export class AdminServer {
           const r = await b.removeResource(name, parse(ForceQuery, req.query).force === 'true')
           this.#audit(c, 'remove_resource', name, before ?? null, null)
           return r
+        },
+      }),
+      route({
+        method: 'GET', path: '/v1/admin/sessions', summary: 'Live sessions: account, resource, started, bytes, gateway (never a token); paginated', query: PageQuery, response: LiveSessionList, auth: true,
+        handler: async (req) => {
+          const l = live()
+          const items = [...l.list()]
+            .sort((x, y) => x.startedAt - y.startedAt || (x.id < y.id ? -1 : 1))
+            .map((s) => ({ id: s.id, account: s.account, resource: s.resource, startedAt: new Date(s.startedAt).toISOString(), bytes: { in: s.bytesIn, out: s.bytesOut }, ...(l.gateway === undefined ? {} : { gateway: l.gateway }) }))
+          return page(items, parse(PageQuery, req.query))
+        },
+      }),
+      route({
+        method: 'DELETE', path: '/v1/admin/sessions/:session', summary: 'End a live session: its client is told ERR_SESSION_ENDED_BY_ADMIN', auth: true,
+        handler: async (req, _reply, c) => {
+          const l = live()
+          const id = p(req, 'session')
+          const before = l.list().find((s) => s.id === id)
+          if (before === undefined || !l.end(id)) throw new KeywayError('ERR_NOT_FOUND', `no live session "${id.slice(0, 40)}"`)
+          const view = { account: before.account.id, account_name: before.account.name, resource: before.resource, startedAt: new Date(before.startedAt).toISOString() }
+          this.#audit(c, 'end_session', id, view, null)
+          return { id, ended: true, code: 'ERR_SESSION_ENDED_BY_ADMIN' }
         },
       }),
       route({

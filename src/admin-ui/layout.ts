@@ -9,7 +9,7 @@ export interface Viewer {
 }
 
 /** The sections of the navigation bar. */
-export type Section = 'users' | 'roles' | 'resources' | 'settings' | 'signin' | 'error'
+export type Section = 'users' | 'roles' | 'resources' | 'sessions' | 'settings' | 'signin' | 'error'
 
 /** The static files every page links (no inline script or style: the CSP forbids them). */
 export const ASSET_PATHS = { css: '/ui/admin.css', js: '/ui/admin.js', icon: '/ui/icon.svg' } as const
@@ -30,6 +30,7 @@ const NAV: readonly { section: Section; href: string; label: string }[] = [
   { section: 'users', href: '/users', label: 'Users' },
   { section: 'roles', href: '/roles', label: 'Roles' },
   { section: 'resources', href: '/resources', label: 'Resources' },
+  { section: 'sessions', href: '/sessions', label: 'Sessions' },
   { section: 'settings', href: '/settings/port-overrides', label: 'Settings' },
 ]
 

@@ -11,6 +11,7 @@ import { ASSET_PATHS, type FormError, type Viewer } from './layout.js'
 import { portOverridesPage } from './settings.js'
 import { resourcesPage } from './resources.js'
 import { rolePage, rolePath, rolesPage } from './roles.js'
+import { sessionsPage, type LiveSessionEntry } from './sessions.js'
 import { signInPage } from './signin.js'
 import { accountPath, serviceCreatedPage, usersPage } from './users.js'
 
@@ -44,6 +45,7 @@ const NOTICES: Readonly<Record<string, string>> = {
   saved: 'Settings saved.',
   'token-revoked': 'Token revoked.',
   'service-deleted': 'Service account deleted.',
+  'session-ended': 'Session ended.',
   'signed-out': 'Signed out.',
 }
 
@@ -311,6 +313,21 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
       const r = await c.api.call('DELETE', `/v1/admin/resources/${encodeURIComponent(c.params.resource!)}${form.force === 'true' ? '?force=true' : ''}`, { csrf: form._csrf })
       if (!r.ok) return failed(c, r, 'resources', drawResources, { remove: c.params.resource! })
       return { redirect: '/resources?done=resource-removed' }
+    })
+
+    // Live sessions.
+    const drawSessions = async (c: Ctx, d: Redraw): Promise<SafeHtml> => {
+      const r: ApiAnswer<{ items: LiveSessionEntry[]; next: string | null }> = await c.api.call('GET', '/v1/admin/sessions?limit=500')
+      // An admin server without a gateway has no sessions: the page says so instead of failing.
+      if (!r.ok && errorOf(r).code === 'ERR_ADMIN_NO_GATEWAY') return sessionsPage({ viewer: c.viewer, sessions: [], unavailable: errorOf(r), ...d })
+      if (!r.ok) throw new ApiFailure(errorOf(r))
+      return sessionsPage({ viewer: c.viewer, sessions: r.json.items, ...d })
+    }
+    view('/sessions', drawSessions)
+    action('/sessions/:session/end', async (c, form) => {
+      const r = await c.api.call('DELETE', `/v1/admin/sessions/${encodeURIComponent(c.params.session!)}`, { csrf: form._csrf })
+      if (!r.ok) return failed(c, r, 'sessions', drawSessions)
+      return { redirect: '/sessions?done=session-ended' }
     })
 
     // Settings > Port Overrides.

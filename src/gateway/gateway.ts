@@ -71,6 +71,16 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv
 }
 
+/** A live session as {@link Gateway.listSessions} shows it; `bytesIn` is client → upstream. */
+export interface LiveSessionInfo {
+  readonly id: string
+  readonly account: { readonly id: string; readonly name: string; readonly type: string }
+  readonly resource: string
+  readonly startedAt: number
+  readonly bytesIn: number
+  readonly bytesOut: number
+}
+
 /**
  * The gateway: one TLS port serving tunnels (ALPN keyway/1) and the API
  * (ALPN http/1.1). `start()` listens; `close()` stops accepting, lets live
@@ -261,6 +271,32 @@ export class Gateway {
     this.#tunnels.credentials.clear()
     this.#readiness.clear()
     return this.sessions.sweep()
+  }
+
+  /** The live sessions as an admin sees them: who, to what, since when, bytes so far; never the token. */
+  listSessions(): LiveSessionInfo[] {
+    return [...this.sessions.values()].map((s) => ({
+      id: s.id,
+      account: { id: s.token.account.id, name: s.token.account.name, type: s.token.account.type },
+      resource: s.resource,
+      startedAt: s.startedAt,
+      bytesIn: s.forward.bytesAToB,
+      bytesOut: s.forward.bytesBToA,
+    }))
+  }
+
+  /**
+   * Ends live session `id` at an admin's request: its client is told
+   * ERR_SESSION_ENDED_BY_ADMIN. False when no such session is live here.
+   */
+  endSession(id: string): boolean {
+    const session = this.sessions.get(id)
+    if (session === undefined) return false
+    this.sessions.delete(session)
+    const code = 'ERR_SESSION_ENDED_BY_ADMIN'
+    this.#options.logger.info({ event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code }, `access ended: ${code}`)
+    this.#end(session, `revoked:${code}`, code)
+    return true
   }
 
   #revoke(session: LiveSession, code: ErrorCode): void {

@@ -1,4 +1,4 @@
-export { Gateway, type GatewayOptions } from './gateway.js'
+export { Gateway, type GatewayOptions, type LiveSessionInfo } from './gateway.js'
 export { createGatewayMetrics, type GatewayMetrics } from './metrics.js'
 export { SessionRegistry, type LiveSession } from './sessions.js'
 export { resourcesView } from './api.js'

@@ -9,6 +9,8 @@ export interface LiveSession {
   readonly id: string
   readonly token: VerifiedToken
   readonly resource: string
+  /** When the session started (the gateway clock, ms). */
+  readonly startedAt: number
   readonly forward: ForwardSession
   /**
    * How a session the gateway ends tells its client why, when the resource's
@@ -67,6 +69,11 @@ export class SessionRegistry {
     const set = this.#byAccount.get(session.token.accountId)
     set?.delete(session)
     if (set?.size === 0) this.#byAccount.delete(session.token.accountId)
+  }
+
+  /** The live session `id`, if any. */
+  get(id: string): LiveSession | undefined {
+    return this.#sessions.get(id)
   }
 
   /** Every live session. */

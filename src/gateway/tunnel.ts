@@ -190,6 +190,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     id: randomBytes(9).toString('base64url'),
     token,
     resource: hello.resource,
+    startedAt: ctx.clock.now(),
     forward: undefined as never,
   }
   const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
 import { issueToken, LoginLimiter, newTokenId } from '../../src/auth/index.js'
 import { createUser, type AdminContext } from '../../src/admin/index.js'
-import { AdminServer, FileAdminBackend, SESSION_COOKIE } from '../../src/admin-api/index.js'
+import { AdminServer, FileAdminBackend, SESSION_COOKIE, type AdminServerOptions, type LiveSessionInfo } from '../../src/admin-api/index.js'
 import { ManualClock, systemClock } from '../../src/clock.js'
 import { createLogger } from '../../src/observe/index.js'
 import { policyVerifier, writeAdminSetup } from '../helpers/cli.js'
@@ -19,7 +19,7 @@ interface Api {
   signIn(email?: string): Promise<{ cookie: string; csrf: string }>
 }
 
-async function startApi(t: Test): Promise<Api> {
+async function startApi(t: Test, extra: Partial<AdminServerOptions> = {}): Promise<Api> {
   const setup = await writeAdminSetup(t.testdir())
   const ctx = setup.ctx(systemClock)
   await createUser(ctx, 'root@example.com', { password: PASSWORD, admin: true })
@@ -36,6 +36,7 @@ async function startApi(t: Test): Promise<Api> {
     sessionTtlMs: 3_600_000,
     limiter: new LoginLimiter({ clock: new ManualClock(0) }),
     verifyToken: (tok) => verifier.verify(tok),
+    ...extra,
   })
   t.teardown(() => server.close())
   const at = await server.start()
@@ -318,6 +319,57 @@ t.test('openapi.json is OpenAPI 3.1, generated from the request schemas', async 
   t.ok(create.responses['201'])
   t.same(Object.keys(doc.json.paths['/v1/admin/accounts/{account}/grants/{resource}']).sort(), ['delete', 'put'])
   t.match(doc.json.paths['/v1/admin/resources'].post.requestBody.content['application/json'].schema.properties.kind.enum, ['datasource', 'server', 'cluster', 'website', 'cloud'])
+})
+
+t.test('live sessions: listed without tokens and paginated, ended with an audit; unknown ids 404; alone, ERR_ADMIN_NO_GATEWAY', async (t) => {
+  const live: LiveSessionInfo[] = [
+    { id: 'sB', account: { id: 'svc_b', name: 'job-b', type: 'service' }, resource: 'pg', startedAt: Date.UTC(2026, 0, 1, 0, 0, 2), bytesIn: 10, bytesOut: 20 },
+    { id: 'sA', account: { id: 'svc_a', name: 'job-a', type: 'service' }, resource: 'pg', startedAt: Date.UTC(2026, 0, 1, 0, 0, 1), bytesIn: 1, bytesOut: 2 },
+  ]
+  const ended: string[] = []
+  const api = await startApi(t, {
+    liveSessions: {
+      gateway: 'gw-1',
+      list: () => live,
+      end: (id) => {
+        const i = live.findIndex((s) => s.id === id)
+        if (i < 0) return false
+        ended.push(id)
+        live.splice(i, 1)
+        return true
+      },
+    },
+  })
+  const { cookie, csrf } = await api.signIn()
+  const first = await api.call('GET', '/v1/admin/sessions?limit=1', { headers: { cookie } })
+  t.equal(first.status, 200, first.text)
+  t.same(first.json, { items: [{ id: 'sA', account: { id: 'svc_a', name: 'job-a', type: 'service' }, resource: 'pg', startedAt: '2026-01-01T00:00:01.000Z', bytes: { in: 1, out: 2 }, gateway: 'gw-1' }], next: '1' }, 'oldest first')
+  const second = await api.call('GET', `/v1/admin/sessions?limit=1&cursor=${first.json.next}`, { headers: { cookie } })
+  t.same(second.json.items.map((s: { id: string }) => s.id), ['sB'])
+  t.equal(second.json.next, null)
+  const noCsrf = await api.call('DELETE', '/v1/admin/sessions/sA', { headers: { cookie } })
+  t.equal(noCsrf.json.code, 'ERR_CSRF', 'ending a session is a change: CSRF-protected')
+  const end = await api.call('DELETE', '/v1/admin/sessions/sA', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(end.status, 200, end.text)
+  t.same(end.json, { id: 'sA', ended: true, code: 'ERR_SESSION_ENDED_BY_ADMIN' })
+  t.same(ended, ['sA'])
+  const audit = api.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'admin_change' && l.action === 'end_session')
+  t.match(audit, { target: 'sA', via: 'session', before: { account: 'svc_a', account_name: 'job-a', resource: 'pg' }, after: null })
+  const again = await api.call('DELETE', '/v1/admin/sessions/sA', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(again.status, 404)
+  t.equal(again.json.code, 'ERR_NOT_FOUND')
+  const doc = await api.call('GET', '/v1/admin/openapi.json')
+  t.same(Object.keys(doc.json.paths['/v1/admin/sessions/{session}']), ['delete'])
+  t.match(doc.json.paths['/v1/admin/sessions'].get.responses['200'].content['application/json'].schema.properties.items.items.required, ['id', 'account', 'resource', 'startedAt', 'bytes'])
+
+  const alone = await startApi(t)
+  const s = await alone.signIn()
+  const list = await alone.call('GET', '/v1/admin/sessions', { headers: { cookie: s.cookie } })
+  t.equal(list.status, 409)
+  t.equal(list.json.code, 'ERR_ADMIN_NO_GATEWAY')
+  t.match(list.json.message, /keyway admin serve/)
+  const del = await alone.call('DELETE', '/v1/admin/sessions/x', { headers: { cookie: s.cookie, 'x-csrf-token': s.csrf } })
+  t.equal(del.json.code, 'ERR_ADMIN_NO_GATEWAY')
 })
 
 t.test('a non-loopback address without TLS is refused unless a TLS-terminating proxy is declared', async (t) => {

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { Writable } from 'node:stream'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { createUser, type AdminContext } from '../../src/admin/index.js'
-import { AdminServer, FileAdminBackend } from '../../src/admin-api/index.js'
+import { AdminServer, FileAdminBackend, type AdminServerOptions } from '../../src/admin-api/index.js'
 import { LoginLimiter } from '../../src/auth/index.js'
 import { ManualClock, systemClock } from '../../src/clock.js'
 import { createLogger } from '../../src/observe/index.js'
@@ -29,9 +29,9 @@ export interface AdminUi {
 /**
  * Starts an {@link AdminServer} on the fixture policy with two admins,
  * `root@example.com` and `second@example.com`, and `bob@example.com`, who
- * is no admin. Closed in teardown.
+ * is no admin. `extra` overrides server options (say, `liveSessions`). Closed in teardown.
  */
-export async function startAdminUi(t: Teardown & { testdir(): string }): Promise<AdminUi> {
+export async function startAdminUi(t: Teardown & { testdir(): string }, extra: Partial<AdminServerOptions> = {}): Promise<AdminUi> {
   const setup = await writeAdminSetup(t.testdir())
   const ctx = setup.ctx(systemClock)
   await createUser(ctx, 'root@example.com', { password: ADMIN_PASSWORD, admin: true })
@@ -49,6 +49,7 @@ export async function startAdminUi(t: Teardown & { testdir(): string }): Promise
     sessionTtlMs: 3_600_000,
     limiter: new LoginLimiter({ clock: new ManualClock(0) }),
     verifyToken: (tok) => verifier.verify(tok),
+    ...extra,
   })
   t.teardown(() => server.close())
   const at = await server.start()
