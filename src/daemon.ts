@@ -145,6 +145,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     passwordHashOf: (id) => store.passwordHashOf(id),
     nodeInternals: fastPath,
     loginLimiter,
+    unavailable: () => (store.stale() ? 'ERR_STORE_STALE' : undefined),
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)

@@ -69,6 +69,8 @@ export interface GatewayOptions {
   nodeInternals?: boolean
   /** Environment where `passwordEnv` secrets are read. Default `process.env`. */
   env?: NodeJS.ProcessEnv
+  /** While the policy store fails closed, the code every session is refused and ended with (`ERR_STORE_STALE`). */
+  unavailable?: () => ErrorCode | undefined
 }
 
 /**
@@ -118,6 +120,7 @@ export class Gateway {
       onRevoke: (session, code) => this.#revoke(session, code),
       onError: (err) => logger.error({ event: 'sweep_error', err }, 'revocation sweep failed'),
       expiryGraceMs: options.tokenExpiryGraceMs ?? 0,
+      ...(options.unavailable ? { unavailable: options.unavailable } : {}),
     })
     this.#tunnels = {
       settings: options.settings,
