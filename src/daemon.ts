@@ -3,7 +3,7 @@ import { isAbsolute, join, relative, sep } from 'node:path'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
 import { AdminServer } from './admin-api/index.js'
-import { createTokenVerifier, issueToken, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
+import { createTokenVerifier, issueToken, type TokenVerifier, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { formatProblem, KeywayError } from './errors.js'
@@ -60,6 +60,24 @@ export interface GatewayWorld {
   packPolicy?: PolicyStoreOptions['pack']
 }
 
+
+/** `verifier`, noting the id of every service token it accepts (the store's last-used times). */
+function noteTokenUse(verifier: TokenVerifier, note: (tokenId: string) => void): TokenVerifier {
+  return {
+    async verify(token) {
+      const verified = await verifier.verify(token)
+      if (verified.kind === 'service') note(verified.tokenId)
+      return verified
+    },
+    clearCache: () => verifier.clearCache(),
+    get cacheSize() {
+      return verifier.cacheSize
+    },
+    get stats() {
+      return verifier.stats
+    },
+  }
+}
 
 /**
  * The composition root of the gateway: wires configuration, policy store,
@@ -134,7 +152,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     tls: { cert: readConfiguredFile(g.tls.cert, 'gateway certificate'), key: readConfiguredFile(g.tls.key, 'gateway key') },
     settings: g,
     policy: () => store.current(),
-    verifier,
+    verifier: store.recordTokenUse ? noteTokenUse(verifier, (id) => store.recordTokenUse!(id)) : verifier,
     signingKey,
     tokens: { issuer: config.tokens.issuer, audience: config.tokens.audience, loginTtl: config.tokens.loginTtl },
     logger,
