@@ -164,6 +164,7 @@ export class Gateway {
       limiter: options.loginLimiter ?? new LoginLimiter({ clock: options.clock }),
       passwordHashOf: options.passwordHashOf ?? (async () => undefined),
       readiness: this.#readiness,
+      ...(options.unavailable ? { unavailable: options.unavailable } : {}),
     })
     this.#http = createHttpServer((req, res) => {
       this.#apiGuard.request(req, res)

@@ -1,3 +1,4 @@
+import { request, type RequestOptions } from 'node:https'
 import pg from 'pg'
 import t from 'tap'
 import { systemClock } from '../../src/clock.js'
@@ -62,4 +63,18 @@ t.test('a gateway failing closed (postgres.maxStaleness) refuses and ends sessio
   t.match(await world.logs.waitFor((l) => l.event === 'tunnel_denied'), { code: 'ERR_STORE_STALE', resource: 'db' }, 'the audit log says why')
   t.notOk(world.logs.text().includes('ERR_ACCOUNT_UNKNOWN'), 'the empty closed policy never speaks for itself')
   t.equal(upstream.accepted, 1, 'the refused tunnel never dialled')
+
+  // The sidecar's API too: not a token refusal (ERR_ACCOUNT_UNKNOWN would stop a sidecar), a gateway to fail over from.
+  const api = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/v1/resources', ca: world.caPem, servername: 'localhost', ALPNProtocols: ['http/1.1'], headers: { authorization: `Bearer ${etl}` }, agent: false } as RequestOptions, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(api.status, 503)
+  t.match(JSON.parse(api.body), { code: 'ERR_STORE_STALE' })
 })
