@@ -4,7 +4,7 @@ import { hostname } from 'node:os'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
 import { AdminServer } from './admin-api/index.js'
-import { createTokenVerifier, issueToken, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
+import { createTokenVerifier, issueToken, type TokenVerifier, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import { formatProblem, KeywayError } from './errors.js'
@@ -61,6 +61,24 @@ export interface GatewayWorld {
   packPolicy?: PolicyStoreOptions['pack']
 }
 
+
+/** `verifier`, noting the id of every service token it accepts (the store's last-used times). */
+function noteTokenUse(verifier: TokenVerifier, note: (tokenId: string) => void): TokenVerifier {
+  return {
+    async verify(token) {
+      const verified = await verifier.verify(token)
+      if (verified.kind === 'service') note(verified.tokenId)
+      return verified
+    },
+    clearCache: () => verifier.clearCache(),
+    get cacheSize() {
+      return verifier.cacheSize
+    },
+    get stats() {
+      return verifier.stats
+    },
+  }
+}
 
 /**
  * The composition root of the gateway: wires configuration, policy store,
@@ -135,7 +153,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     tls: { cert: readConfiguredFile(g.tls.cert, 'gateway certificate'), key: readConfiguredFile(g.tls.key, 'gateway key') },
     settings: g,
     policy: () => store.current(),
-    verifier,
+    verifier: store.recordTokenUse ? noteTokenUse(verifier, (id) => store.recordTokenUse!(id)) : verifier,
     signingKey,
     tokens: { issuer: config.tokens.issuer, audience: config.tokens.audience, loginTtl: config.tokens.loginTtl },
     logger,
@@ -146,6 +164,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     passwordHashOf: (id) => store.passwordHashOf(id),
     nodeInternals: fastPath,
     loginLimiter,
+    unavailable: () => (store.stale() ? 'ERR_STORE_STALE' : undefined),
   })
   gateway.metrics.policyGeneration.set(policy.generation)
   gateway.metrics.policyLastReloadOk.set(1)

@@ -437,7 +437,12 @@ export class AdminServer {
       }),
       route({
         method: 'GET', path: '/v1/admin/services/:service/tokens', summary: 'Token records: id, fingerprint, created, expires (never a token)', auth: true,
-        handler: async (req) => ({ items: (await tokensOf(p(req, 'service'))).tokens }),
+        handler: async (req) => {
+          const tokens = (await tokensOf(p(req, 'service'))).tokens
+          // Only a store that keeps last-used times (PostgreSQL) adds lastUsed.
+          const used = await b.tokensLastUsed?.(tokens.map((k) => k.id))
+          return { items: used ? tokens.map((k) => ({ ...k, lastUsed: used.has(k.id) ? new Date(used.get(k.id)!).toISOString() : null })) : tokens }
+        },
       }),
       route({
         method: 'POST', path: '/v1/admin/services/:service/tokens/rotate', summary: 'Issue a new token (answered once); the old ones keep working for the grace', body: RotateBody, auth: true,

@@ -12,7 +12,7 @@ import {
   type VerifiedToken,
 } from '../auth/index.js'
 import type { Clock } from '../clock.js'
-import { httpStatusOf, KeywayError, toKeywayError } from '../errors.js'
+import { httpStatusOf, KeywayError, toKeywayError, type ErrorCode } from '../errors.js'
 import { readJson, sendJson, type Logger, type RefusalAudit } from '../observe/index.js'
 import type { CompiledPolicy } from '../policy/index.js'
 import { API_PATHS, LoginRequestSchema, type LoginResponse, type ReadyResponse, type ResourcesResponse, type TokenDeadline, type WhoamiResponse } from '../protocol/index.js'
@@ -42,6 +42,8 @@ export interface ApiContext {
   readonly passwordHashOf: (accountId: string) => Promise<string | undefined>
   /** Per-resource readiness through this gateway (`GET /v1/ready`); absent: the route answers ERR_NOT_FOUND. */
   readonly readiness?: UpstreamReadiness
+  /** While the policy store fails closed, the code every call is refused with (`ERR_STORE_STALE`). */
+  readonly unavailable?: () => ErrorCode | undefined
 }
 
 /** Password checks running at once; more are answered 429. */
@@ -86,7 +88,13 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
   // scrypt runs on libuv's small thread pool, which policy reads and DNS
   // lookups share: unauthenticated logins get a bounded share of it.
   let loginsRunning = 0
+  // The closed policy is empty: without this a sidecar would be told its account is unknown, a token refusal.
+  const refuseWhileDown = (): void => {
+    const down = ctx.unavailable?.()
+    if (down) throw new KeywayError(down, 'the policy store has been unreachable too long: this gateway refuses every call until it answers')
+  }
   const authenticate = async (req: IncomingMessage): Promise<VerifiedToken> => {
+    refuseWhileDown()
     try {
       return await ctx.verifier.verify(bearer(req))
     } catch (err) {
@@ -148,6 +156,7 @@ export function createApiHandler(ctx: ApiContext): (req: IncomingMessage, res: S
     },
     [`POST ${API_PATHS.login}`]: async (req, res) => {
       if (!ctx.signingKey) throw new KeywayError('ERR_LOGIN_FAILED', 'login is not enabled on this gateway (no signing key)')
+      refuseWhileDown()
       let raw: unknown
       try {
         raw = await readJson(req)

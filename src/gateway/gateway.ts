@@ -69,6 +69,8 @@ export interface GatewayOptions {
   nodeInternals?: boolean
   /** Environment where `passwordEnv` secrets are read. Default `process.env`. */
   env?: NodeJS.ProcessEnv
+  /** While the policy store fails closed, the code every session is refused and ended with (`ERR_STORE_STALE`). */
+  unavailable?: () => ErrorCode | undefined
 }
 
 /** A live session as {@link Gateway.listSessions} shows it; `bytesIn` is client → upstream. */
@@ -128,6 +130,7 @@ export class Gateway {
       onRevoke: (session, code) => this.#revoke(session, code),
       onError: (err) => logger.error({ event: 'sweep_error', err }, 'revocation sweep failed'),
       expiryGraceMs: options.tokenExpiryGraceMs ?? 0,
+      ...(options.unavailable ? { unavailable: options.unavailable } : {}),
     })
     this.#tunnels = {
       settings: options.settings,
@@ -171,6 +174,7 @@ export class Gateway {
       limiter: options.loginLimiter ?? new LoginLimiter({ clock: options.clock }),
       passwordHashOf: options.passwordHashOf ?? (async () => undefined),
       readiness: this.#readiness,
+      ...(options.unavailable ? { unavailable: options.unavailable } : {}),
     })
     this.#http = createHttpServer((req, res) => {
       this.#apiGuard.request(req, res)

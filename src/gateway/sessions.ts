@@ -30,6 +30,7 @@ export class SessionRegistry {
   readonly #policy: () => CompiledPolicy
   readonly #onRevoke: (session: LiveSession, code: ErrorCode) => void
   readonly #onError: ((err: unknown) => void) | undefined
+  readonly #unavailable: (() => ErrorCode | undefined) | undefined
   /** A token stays valid this long past its `exp` (`tokens.clockTolerance`), as when it was verified. */
   readonly expiryGraceMs: number
   readonly #sessions = new Map<string, LiveSession>()
@@ -37,11 +38,20 @@ export class SessionRegistry {
   #timer: TimerHandle | undefined
   #timerAt = Infinity
 
-  constructor(options: { clock: Clock; policy: () => CompiledPolicy; onRevoke: (session: LiveSession, code: ErrorCode) => void; expiryGraceMs?: number; onError?: (err: unknown) => void }) {
+  constructor(options: {
+    clock: Clock
+    policy: () => CompiledPolicy
+    onRevoke: (session: LiveSession, code: ErrorCode) => void
+    expiryGraceMs?: number
+    onError?: (err: unknown) => void
+    /** The code every session is refused with while the policy store fails closed (`ERR_STORE_STALE`); undefined while it serves. */
+    unavailable?: () => ErrorCode | undefined
+  }) {
     this.#clock = options.clock
     this.#policy = options.policy
     this.#onRevoke = options.onRevoke
     this.#onError = options.onError
+    this.#unavailable = options.unavailable
     this.expiryGraceMs = options.expiryGraceMs ?? 0
   }
 
@@ -93,13 +103,24 @@ export class SessionRegistry {
     return decision.allow ? undefined : decision.code
   }
 
+  /**
+   * The code every session is refused with while the policy store fails
+   * closed, else undefined: the closed policy is empty, and its own verdict
+   * (`ERR_ACCOUNT_UNKNOWN`) would tell the client and the audit log the wrong
+   * story.
+   */
+  refusal(): ErrorCode | undefined {
+    return this.#unavailable?.()
+  }
+
   /** Ends every session whose access has ended; then schedules the next sweep. */
   sweep(): number {
     const policy = this.#policy()
     const now = this.#clock.now()
+    const down = this.refusal()
     let closed = 0
     for (const session of [...this.#sessions.values()]) {
-      const code = SessionRegistry.revocationOf(session, policy, now, this.expiryGraceMs)
+      const code = down ?? SessionRegistry.revocationOf(session, policy, now, this.expiryGraceMs)
       if (code) {
         closed++
         this.delete(session)

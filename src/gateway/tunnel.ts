@@ -139,6 +139,8 @@ export function reportRefusal(
 export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening): Promise<void> {
   const refuse = opening.refuse
   if (ctx.closing()) return refuse('ERR_SHUTTING_DOWN', 'the gateway is shutting down', hello)
+  const down = ctx.sessions.refusal()
+  if (down) return refuse(down, `access to "${hello.resource}" refused: ${down}`, hello)
   let token: VerifiedToken
   try {
     token = await ctx.verifier.verify(hello.token)
@@ -193,7 +195,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     startedAt: ctx.clock.now(),
     forward: undefined as never,
   }
-  const late = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
+  const late = ctx.sessions.refusal() ?? SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
   if (late) {
     upstream.destroy()
     return refuse(late, `access to "${hello.resource}" ended: ${answeredCode(late)}`, hello, token, `access to "${hello.resource}" ended: ${late}`)
@@ -210,7 +212,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
     const login = await loginUpstream(ctx, hello, token, peer, upstream, { ...resource, credential: resource.credential }, initialAToB)
     if (login === undefined) return
     // The policy may have changed during the login too.
-    const revoked = SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
+    const revoked = ctx.sessions.refusal() ?? SessionRegistry.revocationOf(session, ctx.policy(), ctx.clock.now(), ctx.sessions.expiryGraceMs)
     if (revoked || ctx.closing()) {
       login.upstream.destroy()
       const code = revoked ?? 'ERR_SHUTTING_DOWN'

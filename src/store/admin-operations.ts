@@ -66,6 +66,8 @@ export interface AdminOperations {
   addResource(options: AddResourceOptions): Promise<unknown>
   removeResource(name: string, force: boolean): Promise<unknown>
   setSetting(name: 'port-overrides' | 'auto-connect' | 'port-range', value: string): Promise<unknown>
+  /** When each of `tokenIds` was last used (epoch ms), for those the store knows; absent: the store keeps none (the file). */
+  tokensLastUsed?(tokenIds: readonly string[]): Promise<ReadonlyMap<string, number>>
 }
 
 /**

@@ -24,6 +24,7 @@ import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection
 import { storeError } from './pg-errors.js'
 import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
+import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
 import type { KeywayStore } from './store.js'
 
 /** The NOTIFY channel of committed changes (a hint only: listeners read the change log). */
@@ -101,6 +102,7 @@ export class PostgresStore implements KeywayStore {
   #closed = false
   #ctx: AdminContext | undefined
   #admin: AdminOperations | undefined
+  readonly #usage: TokenUsageWriter
 
   constructor(options: PostgresStoreOptions) {
     this.#options = options
@@ -109,6 +111,7 @@ export class PostgresStore implements KeywayStore {
     // An idle pooled connection that PostgreSQL drops (a restart) must not crash the process.
     this.#pool.on('error', (err) => this.#markDown(storeError(err, 'an idle connection failed')))
     this.#lastContact = options.clock.now()
+    this.#usage = new TokenUsageWriter({ pool: this.#pool, clock: options.clock, logger: options.logger })
     const r = options.registry
     if (r !== undefined) {
       this.#metrics = {
@@ -518,7 +521,17 @@ export class PostgresStore implements KeywayStore {
   }
 
   get admin(): AdminOperations {
-    return (this.#admin ??= new ContextAdminOperations(this.adminContext()))
+    return (this.#admin ??= new PostgresAdminOperations(this.adminContext(), this.#pool))
+  }
+
+  /** Notes a use of service token `tokenId`: batched into `keyway_token_last_used` ({@link TokenUsageWriter}). */
+  recordTokenUse(tokenId: string): void {
+    this.#usage.record(tokenId)
+  }
+
+  /** Writes the token uses noted so far now (tests, shutdown). */
+  flushTokenUse(): Promise<void> {
+    return this.#usage.flush()
   }
 
   async close(): Promise<void> {
@@ -527,8 +540,27 @@ export class PostgresStore implements KeywayStore {
     this.#listeners.clear()
     if (this.#pollTimer !== undefined) this.#options.clock.clearTimeout(this.#pollTimer)
     if (this.#reconnectTimer !== undefined) this.#options.clock.clearTimeout(this.#reconnectTimer)
+    await this.#usage.close()
     await this.#listener?.end().catch(() => undefined)
     await this.#reloads.running?.catch(() => undefined)
     await this.#pool.end().catch(() => undefined)
+  }
+}
+
+/** The admin operations on PostgreSQL: those of `keyway admin`, and the token last-used times gateways wrote. */
+class PostgresAdminOperations extends ContextAdminOperations {
+  readonly #pool: pg.Pool
+
+  constructor(ctx: AdminContext, pool: pg.Pool) {
+    super(ctx)
+    this.#pool = pool
+  }
+
+  async tokensLastUsed(tokenIds: readonly string[]): Promise<ReadonlyMap<string, number>> {
+    try {
+      return await readTokenLastUsed(this.#pool, tokenIds)
+    } catch (err) {
+      throw storeError(err, 'reading token last-used times')
+    }
   }
 }

@@ -36,6 +36,12 @@ export interface KeywayStore {
   stale(): boolean
   /** The password hash of user `accountId`, as the store holds it now. */
   passwordHashOf(accountId: string): Promise<string | undefined>
+  /**
+   * Notes a use of service token `tokenId` (the gateway, on each verified
+   * token). Only a store that keeps last-used times has it (PostgreSQL); the
+   * file store keeps none.
+   */
+  recordTokenUse?(tokenId: string): void
   /** The admin operations on this store. */
   readonly admin: AdminOperations
   /** The admin context `keyway admin` runs its operations with. */

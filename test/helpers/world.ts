@@ -92,6 +92,8 @@ export interface WorldOptions {
   /** Extra `gateway:` settings for keyway.yaml. */
   gateway?: Record<string, unknown>
   tokens?: Record<string, unknown>
+  /** Extra top-level keys of keyway.yaml (e.g. `store: postgres` with `postgres:`). */
+  config?: Record<string, unknown>
 }
 
 /** Builds a world in a fresh temporary folder, removed in teardown. */
@@ -122,6 +124,7 @@ export async function createWorld(t: Teardown, options: WorldOptions): Promise<W
     // Its own runtime directory: a sidecar started from this file must not share /run/keyway with other tests.
     sidecar: { gateways: ['127.0.0.1:1'], ca: 'ca.pem', servername: 'localhost', control: '127.0.0.1:0', runtimeDir: join(dir, 'rt') },
     log: { level: 'debug' },
+    ...options.config,
   }
   writeFileSync(join(dir, 'keyway.yaml'), stringify(config))
   const clock = options.clock ?? systemClock

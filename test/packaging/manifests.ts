@@ -43,7 +43,8 @@ const docs: (Doc & { _file: string })[] = files.flatMap((file) =>
 )
 
 const byKind = (kind: string): (Doc & { _file: string })[] => docs.filter((d) => d.kind === kind)
-const configMaps = new Map(byKind('ConfigMap').map((c) => [`${c.metadata.namespace}/${c.metadata.name}`, c]))
+// gateway.yaml and gateway-postgres.yaml are alternatives with the same names: a pod's ConfigMap is the one of its own file.
+const configMaps = new Map(byKind('ConfigMap').map((c) => [`${c._file}|${c.metadata.namespace}/${c.metadata.name}`, c]))
 
 interface Pod {
   owner: Doc & { _file: string }
@@ -77,7 +78,7 @@ function mountedFile(pod: Pod, c: Doc, path: string): { volume: Doc; text?: stri
   if (items && !item) return `volume ${volume.name} does not project ${basename(path)}`
   const key = item?.key ?? basename(path)
   if (volume.configMap) {
-    const cm = configMaps.get(`${pod.namespace}/${volume.configMap.name}`)
+    const cm = configMaps.get(`${pod.owner._file}|${pod.namespace}/${volume.configMap.name}`)
     if (cm) {
       if (cm.data?.[key] === undefined) return `ConfigMap ${cm.metadata.name} has no key ${key}`
       return { volume, text: cm.data[key] as string }
@@ -114,7 +115,7 @@ function containerPort(c: Doc, port: number | string): number | undefined {
 }
 
 t.test('every manifest parses and names its object', async (t) => {
-  t.ok(files.includes('gateway.yaml') && files.includes('job-with-sidecar.yaml'), 'gateway.yaml and job-with-sidecar.yaml')
+  t.ok(files.includes('gateway.yaml') && files.includes('gateway-postgres.yaml') && files.includes('job-with-sidecar.yaml'), 'gateway.yaml, gateway-postgres.yaml and job-with-sidecar.yaml')
   for (const d of docs) {
     t.ok(d.apiVersion && d.kind && d.metadata?.name, `${d._file}: ${d.kind}/${d.metadata?.name}`)
     t.ok(d.metadata.namespace, `${d._file}: ${d.kind}/${d.metadata.name} names its namespace`)
@@ -161,16 +162,25 @@ t.test('every file a Keyway container reads is mounted', async (t) => {
       const command = keywayCommand(c)
       t.ok(COMMANDS.some((k) => k.name === command), `${c.name}: keyway ${command} is a command`)
       t.equal(c.command, undefined, `${c.name}: the image's entrypoint runs (no command override)`)
+      const onPostgres = config.store === 'postgres'
+      // On PostgreSQL the policy and the password hashes are in the database: no policy or credentials file.
+      const store = onPostgres ? { 'postgres.passwordFile': config.postgres.passwordFile } : { policy: config.policy, credentials: config.credentials }
       const needed =
         command === 'gateway'
-          ? { policy: config.policy, credentials: config.credentials, 'keys.jwks': config.keys.jwks, 'keys.signing': config.keys.signing, 'gateway.tls.cert': config.gateway.tls.cert, 'gateway.tls.key': config.gateway.tls.key }
-          : { 'sidecar.ca': config.sidecar.ca, ...(envOf(c).KEYWAY_TOKEN === undefined ? { 'sidecar.tokenFile': config.sidecar.tokenFile } : {}) }
+          ? { ...store, 'keys.jwks': config.keys.jwks, 'keys.signing': config.keys.signing, 'gateway.tls.cert': config.gateway.tls.cert, 'gateway.tls.key': config.gateway.tls.key }
+          : command === 'store'
+            ? { 'postgres.passwordFile': config.postgres.passwordFile }
+            : { 'sidecar.ca': config.sidecar.ca, ...(envOf(c).KEYWAY_TOKEN === undefined ? { 'sidecar.tokenFile': config.sidecar.tokenFile } : {}) }
       for (const [setting, path] of Object.entries(needed)) {
         t.ok(posix.isAbsolute(path), `${c.name}: ${setting} is absolute (${path})`)
         const found = mountedFile(pod, c, path)
         t.ok(typeof found !== 'string', `${pod.owner._file} ${c.name}: ${setting} ${path}: ${typeof found === 'string' ? found : 'mounted'}`)
       }
-      if (command === 'gateway') {
+      if (onPostgres) {
+        const password = mountedFile(pod, c, config.postgres.passwordFile)
+        t.ok(typeof password !== 'string' && password.volume.secret !== undefined, `${c.name}: the database password comes from a Secret, never a ConfigMap`)
+      }
+      if (command === 'gateway' && !onPostgres) {
         const policy = mountedFile(pod, c, config.policy)
         if (typeof policy !== 'string' && policy.text !== undefined) {
           t.doesNotThrow(() => compilePolicyText(policy.text!, config.policy), 'the policy ConfigMap compiles')
@@ -206,10 +216,19 @@ t.test('every container is locked down', async (t) => {
   }
 })
 
-t.test('the gateway: ports, probes, Service, disruption budget, grace', async (t) => {
-  const deployments = byKind('Deployment').filter((d) => d.spec.template.spec.containers.some((c: Doc) => isKeyway(c) && keywayCommand(c) === 'gateway'))
-  t.equal(deployments.length, 1, 'one gateway Deployment')
-  const deployment = deployments[0]!
+const gatewayDeployments = byKind('Deployment').filter((d) => d.spec.template.spec.containers.some((c: Doc) => isKeyway(c) && keywayCommand(c) === 'gateway'))
+/** The gateway of gateway.yaml (the policy file): the one whose policy the job's checks read. */
+const fileGatewayPod = (): Pod => pods.find((p) => p.owner.kind === 'Deployment' && p.owner._file === 'gateway.yaml')!
+
+t.test('one gateway Deployment per example: the policy file, and PostgreSQL', async (t) => {
+  t.same(gatewayDeployments.map((d) => d._file).sort(), ['gateway-postgres.yaml', 'gateway.yaml'])
+  for (const d of gatewayDeployments) {
+    const pod = pods.find((p) => p.owner === d)!
+    t.equal(effectiveConfig(pod, pod.spec.containers.find(isKeyway)).store, d._file === 'gateway.yaml' ? 'file' : 'postgres', `${d._file}: its store`)
+  }
+})
+
+for (const deployment of gatewayDeployments) t.test(`the gateway (${deployment._file}): ports, probes, Service, disruption budget, grace`, async (t) => {
   const pod = pods.find((p) => p.owner === deployment)!
   const c = deployment.spec.template.spec.containers.find(isKeyway)
   const config = effectiveConfig(pod, c)
@@ -232,19 +251,19 @@ t.test('the gateway: ports, probes, Service, disruption budget, grace', async (t
   const labels = deployment.spec.template.metadata.labels as Record<string, string>
   const matches = (selector: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v)
   t.ok(matches(deployment.spec.selector.matchLabels), 'the Deployment selects its pods')
-  const services = byKind('Service').filter((s) => s.metadata.namespace === deployment.metadata.namespace && matches(s.spec.selector))
+  const services = byKind('Service').filter((s) => s._file === deployment._file && s.metadata.namespace === deployment.metadata.namespace && matches(s.spec.selector))
   t.equal(services.length, 1, 'one Service selects the gateway pods')
   const tunnel = services[0]!.spec.ports.find((p: Doc) => containerPort(c, p.targetPort) === config.gateway.listen.port)
   t.ok(tunnel, 'the Service forwards to the tunnel port')
   t.equal(tunnel?.protocol ?? 'TCP', 'TCP', 'plain TCP: TLS ends at the gateway')
-  const pdbs = byKind('PodDisruptionBudget').filter((p) => p.metadata.namespace === deployment.metadata.namespace && matches(p.spec.selector.matchLabels))
+  const pdbs = byKind('PodDisruptionBudget').filter((p) => p._file === deployment._file && p.metadata.namespace === deployment.metadata.namespace && matches(p.spec.selector.matchLabels))
   t.equal(pdbs.length, 1, 'a PodDisruptionBudget covers the gateway')
   t.ok(pdbs[0] && (pdbs[0].spec.minAvailable >= 1 || pdbs[0].spec.maxUnavailable !== undefined), 'it keeps a replica up')
 })
 
 t.test('the job: a native sidecar, probed from inside, dialled on its override port', async (t) => {
-  const jobs = pods.filter((p) => p.owner.kind === 'Job')
-  t.equal(jobs.length, 1, 'one Job')
+  const jobs = pods.filter((p) => p.owner.kind === 'Job' && (p.spec.initContainers ?? []).some(isKeyway))
+  t.equal(jobs.length, 1, 'one Job with a sidecar')
   const pod = jobs[0]!
   const sidecars = (pod.spec.initContainers ?? []).filter((c: Doc) => isKeyway(c) && keywayCommand(c) === 'listen')
   t.equal(sidecars.length, 1, 'keyway listen is an init container')
@@ -290,7 +309,7 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
   }
 
   // The job dials 127.0.0.1 on a port the policy assigns to a resource its role grants.
-  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
+  const gatewayPod = fileGatewayPod()
   const gw = gatewayPod.spec.containers.find(isKeyway)
   const gwConfig = effectiveConfig(gatewayPod, gw)
   const policyFile = mountedFile(gatewayPod, gw, gwConfig.policy)
@@ -308,7 +327,7 @@ t.test('the job: a native sidecar, probed from inside, dialled on its override p
 })
 
 t.test('a NetworkPolicy lets the job pod reach only the gateway (and DNS), never the database', async (t) => {
-  const job = pods.find((p) => p.owner.kind === 'Job')!
+  const job = pods.find((p) => p.owner.kind === 'Job' && (p.spec.initContainers ?? []).some(isKeyway))!
   const matches = (selector: Record<string, string> | undefined, labels: Record<string, string>) =>
     Object.entries(selector ?? {}).every(([k, v]) => labels[k] === v)
   const policies = byKind('NetworkPolicy').filter((n) => n.metadata.namespace === job.namespace && matches(n.spec.podSelector?.matchLabels, job.labels))
@@ -318,7 +337,7 @@ t.test('a NetworkPolicy lets the job pod reach only the gateway (and DNS), never
   t.ok(np.spec.policyTypes.includes('Egress'), 'it restricts egress')
   t.ok(np.spec.policyTypes.includes('Ingress') && (np.spec.ingress ?? []).length === 0, 'and admits no ingress')
 
-  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
+  const gatewayPod = fileGatewayPod()
   const gw = gatewayPod.spec.containers.find(isKeyway)
   const tunnelPort = effectiveConfig(gatewayPod, gw).gateway.listen.port
   // The database, as the gateway reaches it.
@@ -349,11 +368,46 @@ t.test('a NetworkPolicy lets the job pod reach only the gateway (and DNS), never
 })
 
 t.test('the metrics port reachable beyond the pod serves probes without detail', async (t) => {
-  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment')!
+  const gatewayPod = fileGatewayPod()
   const gw = gatewayPod.spec.containers.find(isKeyway)
   const config = effectiveConfig(gatewayPod, gw)
   t.ok(config.gateway.metrics !== '' && config.gateway.metrics.host === '0.0.0.0')
   t.equal(config.gateway.metricsDetail, false, 'reasons and error text (file paths) are not served on it')
+})
+
+t.test('PostgreSQL: the gateway and the migration Job share one configuration, a password file from a Secret, and different roles', async (t) => {
+  const gatewayPod = pods.find((p) => p.owner.kind === 'Deployment' && p.owner._file === 'gateway-postgres.yaml')!
+  const gw = gatewayPod.spec.containers.find(isKeyway)
+  const gwConfig = effectiveConfig(gatewayPod, gw)
+  t.equal(gwConfig.store, 'postgres')
+  t.ok(gwConfig.postgres.connection !== '' && gwConfig.postgres.passwordFile !== '', 'a connection string and a password file')
+  t.notMatch(gwConfig.postgres.connection, /\/\/[^@/]*:[^@/]*@/, 'no password in the connection string')
+  t.match(gwConfig.postgres.connection, /sslmode=verify-full/, 'the database is verified')
+
+  const migrations = pods.filter((p) => p.owner.kind === 'Job' && p.spec.containers.some((c: Doc) => isKeyway(c) && keywayCommand(c) === 'store'))
+  t.equal(migrations.length, 1, 'one migration Job')
+  const job = migrations[0]
+  if (job === undefined) return
+  t.equal(job.owner._file, 'gateway-postgres.yaml', 'next to the gateway it prepares')
+  const c = job.spec.containers.find(isKeyway)
+  t.same(c.args, ['store', 'migrate'], 'keyway store migrate')
+  t.ok(['Never', 'OnFailure'].includes(job.spec.restartPolicy), 'runs to completion')
+  t.ok(job.owner.spec.backoffLimit >= 1, 'retries while the database starts')
+  t.notOk((job.spec.initContainers ?? []).some(isKeyway), 'no sidecar')
+  const config = effectiveConfig(job, c)
+  t.equal(config.store, 'postgres')
+  const gwVolume = (gatewayPod.spec.volumes as Doc[]).find((v) => v.configMap && gw.volumeMounts.some((m: Doc) => m.name === v.name && m.mountPath === dirname(envOf(gw).KEYWAY_CONFIG!)))
+  const jobVolume = (job.spec.volumes as Doc[]).find((v) => v.configMap && c.volumeMounts.some((m: Doc) => m.name === v.name && m.mountPath === dirname(envOf(c).KEYWAY_CONFIG!)))
+  t.equal(jobVolume?.configMap.name, gwVolume?.configMap.name, 'the same configuration ConfigMap')
+  const user = (connection: string) => /^postgres(?:ql)?:\/\/([^@:/]+)@/.exec(connection)?.[1]
+  t.not(user(config.postgres.connection), user(gwConfig.postgres.connection), 'the migration connects as the owner, not as the gateway role')
+  t.notMatch(config.postgres.connection, /\/\/[^@/]*:[^@/]*@/, 'no password in its connection string either')
+  const secretOf = (pod: Pod, cont: Doc, path: string) => {
+    const found = mountedFile(pod, cont, path)
+    return typeof found === 'string' ? undefined : (found.volume.secret?.secretName as string | undefined)
+  }
+  t.ok(secretOf(job, c, config.postgres.passwordFile), 'the owner password is a Secret')
+  t.not(secretOf(job, c, config.postgres.passwordFile), secretOf(gatewayPod, gw, gwConfig.postgres.passwordFile), 'each role its own Secret')
 })
 
 t.test('probe commands exist in the image', async (t) => {
