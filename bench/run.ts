@@ -13,7 +13,9 @@
  * bench/results/latest.json; the markdown table goes next to it),
  * --gateway-env K=V (extra environment for `keyway gateway`, repeatable),
  * --no-reload (skip the policy reload workload, bench/policy-reload.ts;
- * `--only reload` runs only it).
+ * `--only reload` runs only it), --no-postgres (skip PostgreSQL through the
+ * chain, bench/postgres.ts; `--only postgres` runs only it; skipped when
+ * PostgreSQL's binaries are missing).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -21,6 +23,7 @@ import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
+import { postgresAvailable, postgresBench, postgresMarkdown, type PostgresFigures } from './postgres.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
 import { bulk, idleMemory, newConnections, rate, thousand, warmUp, type Figures, type Sizes } from './workloads.js'
@@ -35,10 +38,11 @@ interface Args {
   out: string
   gatewayEnv: Record<string, string>
   reload: boolean
+  postgres: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -53,6 +57,7 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--no-idle') a.noIdle = true
     else if (arg === '--no-pin') a.pin = false
     else if (arg === '--no-reload') a.reload = false
+    else if (arg === '--no-postgres') a.postgres = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -261,6 +266,26 @@ async function main(): Promise<void> {
       }
     }
 
+    let postgres: PostgresFigures | undefined
+    if (args.postgres && (!args.only || args.only.includes('postgres'))) {
+      if (!postgresAvailable()) console.error('  postgres: skipped (initdb, pg_ctl, psql or pgbench missing)')
+      else {
+        try {
+          postgres = await postgresBench({
+            seconds: args.quick ? 2 : 5,
+            clients: 8,
+            rounds: args.rounds,
+            smallRows: args.quick ? 300_000 : 1_000_000,
+            ...(fwdCores !== undefined && loadCores !== undefined ? { cores: fwdCores, load: loadCores } : {}),
+          })
+          errors.push(...postgres.errors.map((e) => `postgres ${e}`))
+        } catch (err) {
+          errors.push(`postgres: ${(err as Error).message}`)
+          console.error(`  ! postgres: ${(err as Error).message}`)
+        }
+      }
+    }
+
     const stats: Record<string, Record<string, Stat>> = {}
     for (const fwd of forwarders) {
       const row: Record<string, Stat> = {}
@@ -289,7 +314,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const targets = checkTargets(stats, idle, reload)
+    const targets = checkTargets(stats, idle, reload, postgres)
     const command = `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
     const report = {
       date: new Date().toISOString(),
@@ -304,6 +329,7 @@ async function main(): Promise<void> {
       idle,
       micro: microFigures,
       reload,
+      postgres,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
@@ -327,7 +353,7 @@ interface Target {
   met: boolean | undefined
 }
 
-function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<string, Figures>, reload: Figures | undefined): Target[] {
+function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<string, Figures>, reload: Figures | undefined, pg: PostgresFigures | undefined): Target[] {
   const ratio = (fwd: string, key: string) => stats[fwd]?.[key]?.vsHaproxy
   const t = (what: string, value: number | undefined, goal: string, ok: (v: number) => boolean): Target => ({
     what,
@@ -336,6 +362,11 @@ function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<
     met: value === undefined || Number.isNaN(value) ? undefined : ok(value),
   })
   const kw = idle.keyway
+  const pgRatio = (a: 'tracked' | 'injected', b: 'bytes' | 'tracked', w: 'copySmall' | 'copyLarge' | 'select') => {
+    const x = pg?.medians[a][w]
+    const y = pg?.medians[b][w]
+    return x === undefined || y === undefined ? undefined : x / y
+  }
   return [
     t('chain vs HAProxy TLS pair: bulk, 1 stream', ratio('keyway', 'bulk1'), '>= 0.8x', (v) => v >= 0.8),
     t('chain vs HAProxy TLS pair: bulk, 4 streams', ratio('keyway', 'bulk4'), '>= 0.8x', (v) => v >= 0.8),
@@ -349,6 +380,12 @@ function checkTargets(stats: Record<string, Record<string, Stat>>, idle: Record<
     t('idle sessions held without errors', kw ? kw.held! - kw.errors! : undefined, `= ${kw?.sessions ?? '?'} (goal 10,000)`, (v) => v === kw!.sessions && v >= 10_000),
     t('policy reload: PING p99 during / without', reload?.p99Ratio, '<= 2x', (v) => v <= 2),
     t('policy reload: longest /healthz gap (ms)', reload?.healthzReloadMaxGapMs, '<= 100', (v) => v <= 100),
+    t('postgres: header tracker, COPY rows of ~50 B, tracked / bytes', pgRatio('tracked', 'bytes', 'copySmall'), '>= 0.95x', (v) => v >= 0.95),
+    t('postgres: header tracker, COPY rows of 8 KiB, tracked / bytes', pgRatio('tracked', 'bytes', 'copyLarge'), '>= 0.95x', (v) => v >= 0.95),
+    t('postgres: header tracker, pgbench -S, tracked / bytes', pgRatio('tracked', 'bytes', 'select'), '>= 0.95x', (v) => v >= 0.95),
+    t('postgres: injection, COPY rows of ~50 B, injected / tracked', pgRatio('injected', 'tracked', 'copySmall'), '>= 0.95x', (v) => v >= 0.95),
+    t('postgres: injection, COPY rows of 8 KiB, injected / tracked', pgRatio('injected', 'tracked', 'copyLarge'), '>= 0.95x', (v) => v >= 0.95),
+    t('postgres: injection, pgbench -S, injected / tracked', pgRatio('injected', 'tracked', 'select'), '>= 0.95x', (v) => v >= 0.95),
   ]
 }
 
@@ -369,6 +406,7 @@ function markdown(report: {
   errors: string[]
   idle: Record<string, Figures>
   reload: Figures | undefined
+  postgres: PostgresFigures | undefined
 }, forwarders: readonly Forwarder[]): string {
   const m = report.machine
   const lines: string[] = []
@@ -404,6 +442,9 @@ function markdown(report: {
   if (report.reload) {
     lines.push(...reloadMarkdown(report.reload))
     lines.push('')
+  }
+  if (report.postgres) {
+    lines.push(postgresMarkdown(report.postgres))
   }
   lines.push('| target | goal | measured | met |')
   lines.push('|---|---|---:|---|')
