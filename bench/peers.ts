@@ -63,6 +63,12 @@ export interface PeerContext {
   readonly up: Upstreams
   /** Cores for forwarders (taskset -c), or undefined when not pinning. */
   readonly cores: string | undefined
+  /**
+   * Cores for the server side of a two-process forwarder (the gateway, the
+   * HAProxy pair's TLS-terminating process); `cores` when undefined (the
+   * whole chain on one core).
+   */
+  readonly serverCores?: string | undefined
   /** Sessions the idle test will hold (limits are raised to allow them). */
   readonly maxSessions: number
   readonly keyway: KeywaySetup
@@ -125,12 +131,12 @@ defaults
 `
 }
 
-async function startHaproxy(name: string, ctx: PeerContext, config: string, waitFor: number[]): Promise<Daemon> {
+async function startHaproxy(name: string, ctx: PeerContext, config: string, waitFor: number[], cores = ctx.cores): Promise<Daemon> {
   const file = join(ctx.dir, `${name}.cfg`)
   writeFileSync(file, config)
   const check = await run(which('haproxy')!, ['-c', '-q', '-f', file], { timeoutMs: 10_000 })
   if (check.code !== 0) throw new Error(`haproxy -c ${file}: ${check.stderr || check.stdout}`)
-  const [cmd, args] = pinned(ctx.cores, which('haproxy')!, ['-db', '-f', file])
+  const [cmd, args] = pinned(cores, which('haproxy')!, ['-db', '-f', file])
   const d = startDaemon(name, cmd, args, { log: join(ctx.dir, `${name}.log`) })
   await Promise.all(waitFor.map((p) => waitPort(p)))
   return d
@@ -175,7 +181,7 @@ const haproxyTls: Forwarder = {
       server +=
         `frontend f_${k}\n  bind 127.0.0.1:${tlsPorts[k]} ssl crt ${pem}\n  default_backend b_${k}\n` + `backend b_${k}\n  server s 127.0.0.1:${ctx.up[k]}\n`
     }
-    const s = await startHaproxy('haproxy-tls-server', ctx, server, [tlsPorts.iperf, tlsPorts.redis])
+    const s = await startHaproxy('haproxy-tls-server', ctx, server, [tlsPorts.iperf, tlsPorts.redis], ctx.serverCores ?? ctx.cores)
     const c = await startHaproxy('haproxy-tls-client', ctx, client, [ports.iperf, ports.redis])
     return {
       ports,
@@ -267,8 +273,13 @@ export const benchNodeArgs: string[] = (process.env.KEYWAY_BENCH_NODE_ARGS ?? ''
 /** Extra gateway settings for the keyway chain, e.g. `KEYWAY_GATEWAY_WORKERS`. */
 export const keywayGatewayEnv: Record<string, string> = {}
 
-/** The chain; `multiplex` false is the sidecar's `keyway/1` mode (a TLS connection per tunnel). */
-function keywayChain(name: string, label: string, multiplex: boolean): Forwarder {
+/**
+ * The chain; `multiplex` false is the sidecar's `keyway/1` mode (a TLS
+ * connection per tunnel). `node` runs gateway and sidecar on another Node
+ * binary, `extraEnv` adds to their environment (an A/B in the same run).
+ */
+export function keywayChain(name: string, label: string, multiplex: boolean, variant: { node?: string; extraEnv?: Record<string, string> } = {}): Forwarder {
+  const node = variant.node ?? process.execPath
   return {
   name,
   // Multiplexed, each process holds one descriptor per session (plus the one TLS connection).
@@ -285,20 +296,22 @@ function keywayChain(name: string, label: string, multiplex: boolean): Forwarder
     const env = {
       ...k.env,
       KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
-      KEYWAY_GATEWAY_METRICS: '',
+      // As users run it: metrics served (on a port of its own, not the default
+      // 9464 a quick start may hold) and the policy file watched.
+      KEYWAY_GATEWAY_METRICS: `127.0.0.1:${await freePort()}`,
       KEYWAY_GATEWAY_MAX_CONNECTIONS: limit,
       KEYWAY_GATEWAY_MAX_CONNECTIONS_PER_ACCOUNT: limit,
-      KEYWAY_GATEWAY_WATCH_POLICY: 'false',
       KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
       KEYWAY_CONTROL: control,
       KEYWAY_TOKEN: k.token,
       KEYWAY_SIDECAR_MULTIPLEX: String(multiplex),
       ...keywayGatewayEnv,
+      ...variant.extraEnv,
     }
-    const [gcmd, gargs] = pinned(ctx.cores, process.execPath, [...benchNodeArgs, KEYWAY_BIN, 'gateway'])
+    const [gcmd, gargs] = pinned(ctx.serverCores ?? ctx.cores, node, [...benchNodeArgs, KEYWAY_BIN, 'gateway'])
     const g = startDaemon('keyway-gateway', gcmd, gargs, { env, log: join(ctx.dir, 'keyway-gateway.log') })
     await waitPort(gatewayPort)
-    const [scmd, sargs] = pinned(ctx.cores, process.execPath, [...benchNodeArgs, KEYWAY_BIN, 'listen'])
+    const [scmd, sargs] = pinned(ctx.cores, node, [...benchNodeArgs, KEYWAY_BIN, 'listen'])
     const s = startDaemon('keyway-listen', scmd, sargs, { env, log: join(ctx.dir, 'keyway-listen.log') })
     const ready = await run(process.execPath, [KEYWAY_BIN, 'wait', '--timeout', '20', '--control', control], { timeoutMs: 30_000, env })
     if (ready.code !== 0) {
@@ -321,6 +334,7 @@ function keywayChain(name: string, label: string, multiplex: boolean): Forwarder
 
 const keyway = keywayChain('keyway', 'Keyway: listen → TLS (multiplexed, keyway/2) → gateway', true)
 const keywayV1 = keywayChain('keyway-v1', 'Keyway: listen → TLS per tunnel (keyway/1) → gateway', false)
+const keywayOff = keywayChain('keyway-off', 'Keyway chain with KEYWAY_FORWARD_NODE_INTERNALS=off', true, { extraEnv: { KEYWAY_FORWARD_NODE_INTERNALS: 'off' } })
 
 function processTreeOf(d: Daemon): number[] {
   return d.child.pid === undefined ? [] : processTree(d.child.pid)
@@ -330,4 +344,4 @@ function processTreeOf(d: Daemon): number[] {
 export const FORWARDERS: readonly Forwarder[] = [direct, socat, haproxy, haproxyTls, keywayHop, keyway]
 
 /** Forwarders measured only when named with `--only` (A/B of a mode). */
-export const EXTRA_FORWARDERS: readonly Forwarder[] = [keywayV1, nodePipe]
+export const EXTRA_FORWARDERS: readonly Forwarder[] = [keywayV1, keywayOff, nodePipe]
