@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
 import { issueToken, LoginLimiter, newTokenId } from '../../src/auth/index.js'
 import { createUser, type AdminContext } from '../../src/admin/index.js'
-import { AdminServer, FileAdminBackend, SESSION_COOKIE, type AdminServerOptions, type LiveSessionInfo } from '../../src/admin-api/index.js'
+import { AdminServer, FileAdminBackend, localSessions, SESSION_COOKIE, type AdminServerOptions, type LiveSessionInfo } from '../../src/admin-api/index.js'
 import { ManualClock, systemClock } from '../../src/clock.js'
 import { createLogger } from '../../src/observe/index.js'
 import { policyVerifier, writeAdminSetup } from '../helpers/cli.js'
@@ -328,17 +328,15 @@ t.test('live sessions: listed without tokens and paginated, ended with an audit;
   ]
   const ended: string[] = []
   const api = await startApi(t, {
-    liveSessions: {
-      gateway: 'gw-1',
+    liveSessions: localSessions('gw-1', {
       list: () => live,
       end: (id) => {
         const i = live.findIndex((s) => s.id === id)
-        if (i < 0) return false
+        if (i < 0) return undefined
         ended.push(id)
-        live.splice(i, 1)
-        return true
+        return live.splice(i, 1)[0]
       },
-    },
+    }),
   })
   const { cookie, csrf } = await api.signIn()
   const first = await api.call('GET', '/v1/admin/sessions?limit=1', { headers: { cookie } })
