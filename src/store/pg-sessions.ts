@@ -143,6 +143,8 @@ export class PostgresSessionFeed implements SessionFeed {
          ON CONFLICT (instance) DO UPDATE SET name = EXCLUDED.name, seen_at = now()`,
         [h.instance, h.name],
       )
+      // Gateways that stopped without unregistering (killed) leave a row; a new instance id is drawn at each start.
+      await this.#o.pool.query("DELETE FROM keyway_gateways WHERE seen_at < now() - interval '1 day'")
     } catch (err) {
       this.#o.logger.warn({ event: 'session_requests_failed', code: storeError(err, 'registering the gateway').code, err: (err as Error).message }, 'cannot register this gateway for session requests; retrying at the next check')
     }

@@ -148,4 +148,15 @@ t.test('on the PostgreSQL store, an admin API served by gateway B ends a sidecar
   t.equal(again.status, 404, 'ending it again: gateway A answers that it is not live')
   t.equal(((await again.json()) as { code: string }).code, 'ERR_NOT_FOUND')
   t.notOk(a.daemon.stderr().includes(onA.token) || b.daemon.stderr().includes(onA.token), 'the token is never logged')
+
+  // `keyway admin serve` holds no session, yet on this store it reaches every gateway's.
+  const serve = startDaemon(t, ['admin', 'serve'], { ...env, KEYWAY_ADMIN_LISTEN: '127.0.0.1:0' })
+  const alone = `http://${String((await serve.waitLog((l) => l.event === 'admin_listening', 60_000)).address)}`
+  const signIn = await fetch(`${alone}/v1/admin/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'admin@example.com', password: PASSWORD }) })
+  t.equal(signIn.status, 200)
+  const aloneCookie = signIn.headers.get('set-cookie')!.split(';')[0]!
+  const fromServe = await fetch(`${alone}/v1/admin/sessions`, { headers: { cookie: aloneCookie } })
+  const body = (await fromServe.json()) as Listed
+  t.equal(fromServe.status, 200, JSON.stringify(body))
+  t.same(body.items.map((s) => `${s.account.name}/${s.resource}`).sort(), ['job-a/other', 'job-b/echo'], 'keyway admin serve lists the sessions of both gateways')
 })
