@@ -93,7 +93,7 @@ interface RequestRow {
  * An admin API writes a request row (`end` of one session id, or `list`)
  * with an expiry and NOTIFYs `keyway_sessions`. Gateways LISTEN; a
  * notification, like the periodic check, only makes them read the requests
- * newer than the last they read (the payload is never trusted). For `end`,
+ * they have not answered yet (the payload is never trusted). For `end`,
  * the gateway whose instance id starts the session id claims the row in one
  * conditional UPDATE (still unanswered, not expired) with its answer, and
  * ends the session only when the claim succeeded; the asker, at its
@@ -106,7 +106,6 @@ export class PostgresSessionFeed implements SessionFeed {
   readonly #o: SessionFeedOptions
   readonly #timeout: number
   #holder: SessionHolder | undefined
-  #cursor: string | undefined
   #listener: pg.Client | undefined
   #listening: Promise<void> | undefined
   #timer: TimerHandle | undefined
@@ -150,7 +149,7 @@ export class PostgresSessionFeed implements SessionFeed {
     }
   }
 
-  /** Reads the requests newer than the last read (one run at a time; a kick during a run runs it again). */
+  /** Reads and answers the requests this gateway has not answered yet (one run at a time; a kick during a run runs it again). */
   #process(): Promise<void> {
     if (this.#holder === undefined || this.#closed) return Promise.resolve()
     if (this.#processing !== undefined) {
@@ -175,20 +174,18 @@ export class PostgresSessionFeed implements SessionFeed {
   async #processOnce(): Promise<void> {
     const h = this.#holder!
     const { pool } = this.#o
-    if (this.#cursor === undefined) {
-      // Requests from before this gateway served are not for it: its sessions did not exist.
-      const r = await pool.query<{ id: string | null }>('SELECT max(id)::text AS id FROM keyway_session_requests')
-      this.#cursor = r.rows[0]?.id ?? '0'
-    }
+    // No cursor: ids are drawn before commit, so a request committed late can carry a lower id than one already
+    // read. Each read asks for what this gateway has not answered yet; a new instance id has no old requests.
     const r = await pool.query<RequestRow>(
-      `SELECT id::text AS id, kind, session FROM keyway_session_requests
-       WHERE id > $1 AND answered_at IS NULL AND expires_at > now() AND (kind = 'list' OR instance = $2)
-       ORDER BY id`,
-      [this.#cursor, h.instance],
+      `SELECT r.id::text AS id, r.kind, r.session FROM keyway_session_requests r
+       WHERE r.expires_at > now() AND (
+         (r.kind = 'end' AND r.instance = $1 AND r.answered_at IS NULL)
+         OR (r.kind = 'list' AND NOT EXISTS (SELECT 1 FROM keyway_session_lists l WHERE l.request = r.id AND l.instance = $1)))
+       ORDER BY r.id`,
+      [h.instance],
     )
     let answered = false
     for (const row of r.rows) {
-      if (BigInt(row.id) > BigInt(this.#cursor)) this.#cursor = row.id
       if (row.kind === 'list') {
         await pool.query(
           `INSERT INTO keyway_session_lists (request, instance, gateway, sessions) VALUES ($1, $2, $3, $4)

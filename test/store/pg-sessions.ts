@@ -124,7 +124,8 @@ t.test('a registered gateway that does not answer: the end request is withdrawn 
   await until(() => registered(pool, 'gwa'), 15_000, 'gateway registered')
   // A gateway that registered and then stopped reading its requests (cut off, stuck).
   await pool.query("INSERT INTO keyway_gateways (instance, name) VALUES ('ghost', 'gateway-ghost')")
-  const asker = feed(t, pool, 'silent', 1_500)
+  // Long enough for gateway A to answer by its periodic check (1 s) even if it missed the notification.
+  const asker = feed(t, pool, 'silent', 6_000)
 
   const listed = await asker.list()
   t.same(listed.unanswered, ['gateway-ghost'])
