@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import type { Clock, TimerHandle } from '../clock.js'
 import type { LiveSessionInfo } from '../gateway/index.js'
+import type { KeywayError } from '../errors.js'
 import type { Logger } from '../observe/index.js'
 import { storeError } from './pg-errors.js'
 
@@ -113,6 +114,7 @@ export class PostgresSessionFeed implements SessionFeed {
   #processing: Promise<void> | undefined
   #again = false
   readonly #waiters = new Set<() => void>()
+  readonly #failing = new Set<'register' | 'answer'>()
   #closed = false
 
   constructor(options: SessionFeedOptions) {
@@ -145,8 +147,16 @@ export class PostgresSessionFeed implements SessionFeed {
       // Gateways that stopped without unregistering (killed) leave a row; a new instance id is drawn at each start.
       await this.#o.pool.query("DELETE FROM keyway_gateways WHERE seen_at < now() - interval '1 day'")
     } catch (err) {
-      this.#o.logger.warn({ event: 'session_requests_failed', code: storeError(err, 'registering the gateway').code, err: (err as Error).message }, 'cannot register this gateway for session requests; retrying at the next check')
+      return this.#failed('register', storeError(err, 'registering the gateway for session requests'))
     }
+    this.#failing.delete('register')
+  }
+
+  /** Logs a failure once until the next success (an outage is logged by the store already; the checks retry). */
+  #failed(what: 'register' | 'answer', err: KeywayError): void {
+    if (this.#failing.has(what)) return
+    this.#failing.add(what)
+    this.#o.logger.warn({ event: 'session_requests_failed', code: err.code, err: err.message }, `${err.message}; retrying every postgres.checkInterval`)
   }
 
   /** Reads and answers the requests this gateway has not answered yet (one run at a time; a kick during a run runs it again). */
@@ -161,8 +171,9 @@ export class PostgresSessionFeed implements SessionFeed {
         this.#again = false
         try {
           await this.#processOnce()
+          this.#failing.delete('answer')
         } catch (err) {
-          this.#o.logger.warn({ event: 'session_requests_failed', code: storeError(err, 'reading session requests').code, err: (err as Error).message }, 'cannot read session requests; retrying at the next check')
+          this.#failed('answer', storeError(err, 'answering session requests'))
         }
       } while (this.#again && !this.#closed)
     })().finally(() => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, appendFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -39,12 +39,12 @@ async function database(t: Test, db: string): Promise<pg.Pool> {
   return pool
 }
 
-function feed(t: Test, pool: pg.Pool, db: string, requestTimeout = 15_000): PostgresSessionFeed {
+function feed(t: Test, pool: pg.Pool, db: string, requestTimeout = 15_000, user = 'postgres', log = logger): PostgresSessionFeed {
   const f = new PostgresSessionFeed({
     pool,
-    listenClient: () => new pg.Client({ host: server.host, port: server.port, user: 'postgres', database: db }),
+    listenClient: () => new pg.Client({ host: server.host, port: server.port, user, database: db }),
     clock: systemClock,
-    logger,
+    logger: log,
     checkInterval: 1_000,
     requestTimeout,
   })
@@ -138,4 +138,42 @@ t.test('a registered gateway that does not answer: the end request is withdrawn 
   const late = await pool.query("UPDATE keyway_session_requests SET answered_at = now(), answered_by = 'ghost' WHERE session = 'ghost.s9' AND answered_at IS NULL AND expires_at > now()")
   t.equal(late.rowCount, 0, "the holder's claim (the same conditional UPDATE) finds nothing to claim")
   t.same(a.ended, [])
+})
+
+t.test('the database roles of docs/deployment.md are enough: a gateway role answers, an admin role asks; without the grants the gateway says so once', async (t) => {
+  const owner = await database(t, 'roles')
+  const doc = readFileSync(new URL('../../docs/deployment.md', import.meta.url), 'utf8')
+  const block = /### Least-privilege database roles\n\n```sql\n([\s\S]*?)```/.exec(doc)?.[1]
+  t.ok(block, 'the roles block of docs/deployment.md')
+  for (const statement of block!.split('\n').filter((l) => /^(CREATE ROLE|GRANT)/.test(l))) {
+    await owner.query(statement.replace(/--.*$/, '').replace('DATABASE keyway', 'DATABASE roles'))
+  }
+  const as = (user: string): pg.Pool => {
+    const pool = new pg.Pool({ host: server.host, port: server.port, user, database: 'roles', max: 2 })
+    t.teardown(() => pool.end())
+    return pool
+  }
+  const a = holder('gwa', 'gateway-a', ['s1'])
+  const gatewayRole = as('keyway_gateway')
+  feed(t, gatewayRole, 'roles', 15_000, 'keyway_gateway').serve(a)
+  await until(() => registered(owner, 'gwa'), 15_000, 'the gateway role registered its gateway')
+  const asker = feed(t, as('keyway_admin'), 'roles', 15_000, 'keyway_admin')
+  t.same((await asker.list()).sessions.map((s) => s.id), ['gwa.s1'], 'listed with the documented rights')
+  t.match(await asker.end('gwa.s1', 'usr_admin'), { ended: true }, 'ended with the documented rights')
+  t.same(a.ended, ['gwa.s1'])
+
+  // A gateway role with read rights only: it cannot register, says so once, and serves on.
+  await owner.query('CREATE ROLE reader LOGIN')
+  await owner.query('GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader')
+  const lines: Record<string, unknown>[] = []
+  const watching = createLogger({ level: 'info', destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) } as never })
+  feed(t, as('reader'), 'roles', 15_000, 'reader', watching).serve(holder('gwr', 'gateway-r', ['s2']))
+  await until(() => lines.some((l) => l.event === 'session_requests_failed'), 15_000, 'session_requests_failed')
+  t.match(lines.find((l) => l.event === 'session_requests_failed'), { code: 'ERR_STORE_PERMISSION' })
+  t.notOk(await registered(owner, 'gwr'))
+  t.same(await asker.end('gwr.s2', 'usr_admin'), { ended: false, reason: 'not_found' }, 'an unregistered gateway is not waited for')
+  // Both check every second: two renewals of the other gateway after the failure mean the reader retried too.
+  const since = (await owner.query<{ at: Date }>('SELECT now() AS at')).rows[0]!.at
+  await until(async () => (await owner.query("SELECT 1 FROM keyway_gateways WHERE instance = 'gwa' AND seen_at > $1::timestamptz + interval '2.5 seconds'", [since])).rowCount === 1, 20_000, 'checks to run meanwhile')
+  t.equal(lines.filter((l) => l.event === 'session_requests_failed').length, 1, 'logged once, not at every check')
 })
