@@ -24,7 +24,7 @@ import {
   initSetup,
   removeResource,
 } from '../src/admin/index.js'
-import { AdminServer, FileAdminBackend } from '../src/admin-api/index.js'
+import { AdminServer, FileAdminBackend, type ListedSession } from '../src/admin-api/index.js'
 import { LoginLimiter } from '../src/auth/index.js'
 import { systemClock } from '../src/clock.js'
 import { loadConfig } from '../src/config/index.js'
@@ -57,13 +57,21 @@ async function main(): Promise<void> {
     await createRole(ctx, 'ops')
     await grantRole(ctx, 'ops', 'bastion')
     await grantRole(ctx, 'ops', 'k8s-prod')
-    await createService(ctx, 'nightly-etl', { role: 'etl' })
-    await createService(ctx, 'bi-dashboards')
+    const nightly = await createService(ctx, 'nightly-etl', { role: 'etl' })
+    const bi = await createService(ctx, 'bi-dashboards')
     await createService(ctx, 'notebooks')
     await grantAccess(ctx, 'bi-dashboards', 'warehouse')
     await grantAccess(ctx, 'bi-dashboards', 'cache', { forMs: 8 * 3_600_000 })
     await createUser(ctx, 'admin@example.com', { password: PASSWORD, admin: true })
-    await createUser(ctx, 'dana@example.com', { password: PASSWORD })
+    const dana = await createUser(ctx, 'dana@example.com', { password: PASSWORD })
+    // The Sessions page needs live sessions: as a PostgreSQL store's feed would answer them, from two gateways.
+    const started = Date.now()
+    const live: ListedSession[] = [
+      { id: '3f9a1c0e7b2d.kQ2v8Zr1xW4m', account: { id: nightly.account.id, name: 'nightly-etl', type: 'service' }, resource: 'warehouse', startedAt: started - 47 * 60_000, bytesIn: 184_320, bytesOut: 96_468_992, gateway: 'keyway-gateway-7d9c-a' },
+      { id: '3f9a1c0e7b2d.Tn5pYc0aLs9e', account: { id: nightly.account.id, name: 'nightly-etl', type: 'service' }, resource: 'orders-db', startedAt: started - 12 * 60_000, bytesIn: 20_480, bytesOut: 5_347_737, gateway: 'keyway-gateway-7d9c-a' },
+      { id: 'b81e44d20c5a.Hd3uQw7eRt1y', account: { id: bi.account.id, name: 'bi-dashboards', type: 'service' }, resource: 'warehouse', startedAt: started - 3 * 60_000, bytesIn: 4_096, bytesOut: 1_258_291, gateway: 'keyway-gateway-7d9c-b' },
+      { id: 'b81e44d20c5a.Zx8cVb2nMa6q', account: { id: dana.id, name: 'dana@example.com', type: 'user' }, resource: 'cache', startedAt: started - 40_000, bytesIn: 812, bytesOut: 2_960, gateway: 'keyway-gateway-7d9c-b' },
+    ]
     const server = new AdminServer({
       host: '127.0.0.1',
       port: 0,
@@ -74,6 +82,10 @@ async function main(): Promise<void> {
       limiter: new LoginLimiter({ clock: systemClock }),
       verifyToken: async () => {
         throw new KeywayError('ERR_TOKEN_MISSING', 'not used here')
+      },
+      liveSessions: {
+        list: async () => ({ sessions: live, unanswered: [] }),
+        end: async () => ({ ended: false, reason: 'not_found' }),
       },
     })
     const at = await server.start()
@@ -109,6 +121,8 @@ async function main(): Promise<void> {
       await page.goto(`${base}/settings/port-overrides`)
       await page.getByLabel(/^Port overrides/).uncheck()
       await shot('settings-port-overrides')
+      await page.goto(`${base}/sessions`)
+      await shot('sessions')
     } finally {
       await browser.close()
       await server.close()

@@ -3,7 +3,7 @@ import { isAbsolute, join, relative, sep } from 'node:path'
 import { hostname } from 'node:os'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
-import { AdminServer } from './admin-api/index.js'
+import { AdminServer, clusterSessions, localSessions } from './admin-api/index.js'
 import { createTokenVerifier, issueToken, type TokenVerifier, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
@@ -172,8 +172,12 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
   if (g.watchPolicy || store.kind === 'postgres') store.watch()
   let observability: ObservabilityServer | undefined
   let admin: AdminServer | undefined
+  // Admins end and list live sessions: this gateway's own, and on a shared store (PostgreSQL) every gateway's through its feed.
+  const own = { instance: gateway.instance, name: hostname(), list: () => gateway!.listSessions(), get: (id: string) => gateway!.sessionInfo(id), end: (id: string) => gateway!.endSession(id) }
+  const feed = store.sessionFeed?.()
   try {
     await gateway.start()
+    feed?.serve(own)
     const a = config.admin
     if (a.listen !== '') {
       admin = new AdminServer({
@@ -188,8 +192,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
         limiter: loginLimiter,
         verifyToken: (token) => verifier.verify(token),
         ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
-        // This gateway's own sessions (on the file store no change feed reaches other gateways).
-        liveSessions: { gateway: hostname(), list: () => gateway!.listSessions(), end: (id) => gateway!.endSession(id) },
+        // On the file store no feed reaches other gateways: this gateway's own sessions only.
+        liveSessions: feed === undefined ? localSessions(own.name, own) : clusterSessions(feed, own),
       })
       const at = await admin.start()
       logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')
@@ -499,6 +503,8 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
         return verifier.verify(token)
       },
       ...(signingKey === undefined ? {} : { issueLoginToken: loginTokenIssuer(signingKey, config, clock) }),
+      // On a shared store the gateways answer through its feed; on the file store no gateway is reachable from here.
+      ...(store.sessionFeed === undefined ? {} : { liveSessions: clusterSessions(store.sessionFeed()) }),
     })
     const at = await admin.start()
     logger.info({ event: 'admin_listening', address: `${at.address}:${at.port}` }, 'admin API and UI listening')

@@ -95,6 +95,7 @@ export const ERROR_CODES = {
   ERR_ADMIN_INSECURE_LISTEN: { status: 500, meaning: 'The admin listener would serve a non-loopback address without TLS.' },
   ERR_ADMIN_NO_GATEWAY: { status: 409, meaning: 'The admin server runs without a gateway (keyway admin serve on the file store): it holds no live sessions to list or end.' },
   ERR_SESSION_ENDED_BY_ADMIN: { status: 409, meaning: 'An admin ended this live session (DELETE /v1/admin/sessions/{id}).' },
+  ERR_SESSION_UNANSWERED: { status: 504, meaning: 'The gateway holding this live session did not answer the request to end it in time (PostgreSQL store); nothing was ended.' },
 } as const satisfies Record<`ERR_${string}`, ErrorInfo>
 
 /** The closed union of Keyway error codes. */

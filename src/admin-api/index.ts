@@ -6,4 +6,4 @@
 export { AdminServer, SESSION_COOKIE, ADMIN_BODY_LIMIT, type AdminServerOptions } from './server.js'
 export { FileAdminBackend, type AdminBackend } from './backend.js'
 export { SessionStore, type AdminSession, type SessionStoreOptions } from './sessions.js'
-export type { LiveSessionControl, LiveSessionInfo } from './live.js'
+export { localSessions, clusterSessions, type LiveSessionControl, type LiveSessionInfo, type LiveSessionListing, type ListedSession, type LocalSessions } from './live.js'

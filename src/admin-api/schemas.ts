@@ -71,4 +71,9 @@ export const LiveSessionItem = z.object({
 })
 
 /** `GET /v1/admin/sessions`. */
-export const LiveSessionList = z.object({ items: z.array(LiveSessionItem), next: z.string().nullable() })
+export const LiveSessionList = z.object({
+  items: z.array(LiveSessionItem),
+  next: z.string().nullable(),
+  /** PostgreSQL store: gateways that did not answer in time, whose sessions the list lacks (absent when every gateway answered). */
+  unanswered: z.array(z.string()).optional(),
+})

@@ -50,7 +50,7 @@ export interface AdminServerOptions {
   readonly verifyToken: (token: string) => Promise<VerifiedToken>
   /** Issues a login token for `accountId` (answers `{"token": true}` logins); absent: not offered. */
   readonly issueLoginToken?: (accountId: string) => Promise<{ token: string; expiresAt: number }>
-  /** The live sessions of the gateway serving this API; absent when the admin server runs alone. */
+  /** The live sessions this API lists and ends (`localSessions`, `clusterSessions`); absent when the admin server runs alone on the file store. */
   readonly liveSessions?: LiveSessionControl | undefined
 }
 
@@ -339,7 +339,7 @@ export class AdminServer {
     const live = (): LiveSessionControl => {
       const l = this.#options.liveSessions
       if (l === undefined) {
-        throw new KeywayError('ERR_ADMIN_NO_GATEWAY', 'this admin server runs without a gateway (keyway admin serve): live sessions are listed and ended by the admin listener of the gateway that holds them')
+        throw new KeywayError('ERR_ADMIN_NO_GATEWAY', 'this admin server runs without a gateway (keyway admin serve on the file store): live sessions are listed and ended by the admin listener of the gateway that holds them')
       }
       return l
     }
@@ -547,11 +547,12 @@ export class AdminServer {
       route({
         method: 'GET', path: '/v1/admin/sessions', summary: 'Live sessions: account, resource, started, bytes, gateway (never a token); paginated', query: PageQuery, response: LiveSessionList, auth: true,
         handler: async (req) => {
-          const l = live()
-          const items = [...l.list()]
+          const query = parse(PageQuery, req.query)
+          const listing = await live().list()
+          const items = [...listing.sessions]
             .sort((x, y) => x.startedAt - y.startedAt || (x.id < y.id ? -1 : 1))
-            .map((s) => ({ id: s.id, account: s.account, resource: s.resource, startedAt: new Date(s.startedAt).toISOString(), bytes: { in: s.bytesIn, out: s.bytesOut }, ...(l.gateway === undefined ? {} : { gateway: l.gateway }) }))
-          return page(items, parse(PageQuery, req.query))
+            .map((s) => ({ id: s.id, account: s.account, resource: s.resource, startedAt: new Date(s.startedAt).toISOString(), bytes: { in: s.bytesIn, out: s.bytesOut }, ...(s.gateway === undefined ? {} : { gateway: s.gateway }) }))
+          return { ...page(items, query), ...(listing.unanswered.length === 0 ? {} : { unanswered: listing.unanswered }) }
         },
       }),
       route({
@@ -559,9 +560,14 @@ export class AdminServer {
         handler: async (req, _reply, c) => {
           const l = live()
           const id = p(req, 'session')
-          const before = l.list().find((s) => s.id === id)
-          if (before === undefined || !l.end(id)) throw new KeywayError('ERR_NOT_FOUND', `no live session "${id.slice(0, 40)}"`)
-          const view = { account: before.account.id, account_name: before.account.name, resource: before.resource, startedAt: new Date(before.startedAt).toISOString() }
+          // On the PostgreSQL store this waits for the holding gateway's answer (bounded): 200 means it ended.
+          const answer = await l.end(id, c!.accountId)
+          if (!answer.ended && answer.reason === 'unanswered') {
+            throw new KeywayError('ERR_SESSION_UNANSWERED', `gateway "${answer.gateway}" holds session "${id.slice(0, 40)}" but did not answer in time; the request was withdrawn and nothing ended: retry`, { detail: { gateway: answer.gateway } })
+          }
+          if (!answer.ended) throw new KeywayError('ERR_NOT_FOUND', `no live session "${id.slice(0, 40)}"`)
+          const before = answer.session
+          const view = { account: before.account.id, account_name: before.account.name, resource: before.resource, startedAt: new Date(before.startedAt).toISOString(), gateway: before.gateway }
           this.#audit(c, 'end_session', id, view, null)
           return { id, ended: true, code: 'ERR_SESSION_ENDED_BY_ADMIN' }
         },

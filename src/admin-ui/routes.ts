@@ -317,11 +317,11 @@ export function registerAdminUi(app: FastifyInstance, options: AdminUiOptions): 
 
     // Live sessions.
     const drawSessions = async (c: Ctx, d: Redraw): Promise<SafeHtml> => {
-      const r: ApiAnswer<{ items: LiveSessionEntry[]; next: string | null }> = await c.api.call('GET', '/v1/admin/sessions?limit=500')
+      const r: ApiAnswer<{ items: LiveSessionEntry[]; next: string | null; unanswered?: string[] }> = await c.api.call('GET', '/v1/admin/sessions?limit=500')
       // An admin server without a gateway has no sessions: the page says so instead of failing.
       if (!r.ok && errorOf(r).code === 'ERR_ADMIN_NO_GATEWAY') return sessionsPage({ viewer: c.viewer, sessions: [], unavailable: errorOf(r), ...d })
       if (!r.ok) throw new ApiFailure(errorOf(r))
-      return sessionsPage({ viewer: c.viewer, sessions: r.json.items, ...d })
+      return sessionsPage({ viewer: c.viewer, sessions: r.json.items, unanswered: r.json.unanswered, ...d })
     }
     view('/sessions', drawSessions)
     action('/sessions/:session/end', async (c, form) => {

@@ -17,13 +17,15 @@ export interface LiveSessionEntry {
 export interface SessionsView {
   readonly viewer: Viewer
   readonly sessions: readonly LiveSessionEntry[]
+  /** Gateways that did not answer the list in time (PostgreSQL store): their sessions are missing. */
+  readonly unanswered?: readonly string[] | undefined
   /** Why no sessions can be listed here (an admin server without a gateway). */
   readonly unavailable?: ApiError | undefined
   readonly error?: FormError | undefined
   readonly notice?: string | undefined
 }
 
-/** The live sessions of the gateway serving the UI, each with an **End** button. */
+/** The live sessions the admin API reaches (this gateway's, or every gateway's on the PostgreSQL store), each with an **End** button. */
 export function sessionsPage(v: SessionsView): SafeHtml {
   return page({
     title: 'Sessions',
@@ -31,8 +33,9 @@ export function sessionsPage(v: SessionsView): SafeHtml {
     viewer: v.viewer,
     notice: v.notice,
     main: html`<h1>Sessions</h1>
-<p class="lead">Live sessions through this gateway. Ending one closes it at once; its client is told <code>ERR_SESSION_ENDED_BY_ADMIN</code> and may connect again while its access stands.</p>
+<p class="lead">Live sessions through this gateway, or on the PostgreSQL store through every gateway. Ending one closes it at once; its client is told <code>ERR_SESSION_ENDED_BY_ADMIN</code> and may connect again while its access stands.</p>
 ${errorAt(v.error, 'sessions')}
+${v.unanswered !== undefined && v.unanswered.length > 0 ? html`<p class="panel" role="status">Not listed: the sessions of ${v.unanswered.join(', ')}, which did not answer in time.</p>` : ''}
 ${v.unavailable === undefined
     ? html`<table aria-label="Live sessions">
   <thead><tr><th scope="col">Account</th><th scope="col">Resource</th><th scope="col">Started</th><th scope="col">Bytes in / out</th><th scope="col">Gateway</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
@@ -71,15 +72,29 @@ export interface GatewayOptions {
   env?: NodeJS.ProcessEnv
   /** While the policy store fails closed, the code every session is refused and ended with (`ERR_STORE_STALE`). */
   unavailable?: () => ErrorCode | undefined
+  /**
+   * This gateway's instance id: every session id starts with it and a dot,
+   * so that an admin's request to end one reaches the gateway holding it
+   * (`[A-Za-z0-9_-]+`). Default: 12 random hex digits.
+   */
+  instance?: string
 }
 
-/** A live session as {@link Gateway.listSessions} shows it; `bytesIn` is client → upstream. */
+/**
+ * A live session as an admin sees it ({@link Gateway.listSessions}): who, to
+ * what, since when, bytes so far; never the token. The one definition the
+ * admin API and the store's session requests share.
+ */
 export interface LiveSessionInfo {
+  /** `INSTANCE.RANDOM`: starts with the holding gateway's instance id. */
   readonly id: string
   readonly account: { readonly id: string; readonly name: string; readonly type: string }
   readonly resource: string
+  /** Epoch ms (the gateway clock). */
   readonly startedAt: number
+  /** Client → upstream so far. */
   readonly bytesIn: number
+  /** Upstream → client so far. */
   readonly bytesOut: number
 }
 
@@ -91,6 +106,8 @@ export interface LiveSessionInfo {
 export class Gateway {
   readonly metrics: GatewayMetrics
   readonly sessions: SessionRegistry
+  /** This gateway's instance id, the prefix of its session ids. */
+  readonly instance: string
   /** The rate-limited audit trail of refusals. */
   readonly audit: RefusalAudit
   readonly #options: GatewayOptions
@@ -108,6 +125,8 @@ export class Gateway {
 
   constructor(options: GatewayOptions) {
     this.#options = options
+    this.instance = options.instance ?? randomBytes(6).toString('hex')
+    if (!/^[A-Za-z0-9_-]+$/.test(this.instance)) throw new KeywayError('ERR_CONFIG_INVALID', `gateway instance id "${this.instance}": letters, digits, "_" and "-" only`)
     this.metrics = createGatewayMetrics(options.registry, {
       tokenExpiryMs: () => {
         const now = options.clock.now()
@@ -150,6 +169,7 @@ export class Gateway {
       dialing: new Map(),
       credentials: new SecretResolver({ clock: options.clock, ...(options.env ? { env: options.env } : {}) }),
       saltedPasswords: new SaltedPasswordCache(),
+      sessionIdPrefix: `${this.instance}.`,
     }
     this.#readiness = new UpstreamReadiness({
       clock: options.clock,
@@ -279,28 +299,30 @@ export class Gateway {
 
   /** The live sessions as an admin sees them: who, to what, since when, bytes so far; never the token. */
   listSessions(): LiveSessionInfo[] {
-    return [...this.sessions.values()].map((s) => ({
-      id: s.id,
-      account: { id: s.token.account.id, name: s.token.account.name, type: s.token.account.type },
-      resource: s.resource,
-      startedAt: s.startedAt,
-      bytesIn: s.forward.bytesAToB,
-      bytesOut: s.forward.bytesBToA,
-    }))
+    return [...this.sessions.values()].map(infoOf)
+  }
+
+  /** Live session `id` as an admin sees it, if it is live here. */
+  sessionInfo(id: string): LiveSessionInfo | undefined {
+    const session = this.sessions.get(id)
+    return session === undefined ? undefined : infoOf(session)
   }
 
   /**
-   * Ends live session `id` at an admin's request: its client is told
-   * ERR_SESSION_ENDED_BY_ADMIN. False when no such session is live here.
+   * Ends live session `id` at an admin's request (from this gateway's admin
+   * API, or from another's through the store): its client is told
+   * ERR_SESSION_ENDED_BY_ADMIN, and the `session_revoked` line says so.
+   * Returns the session as it was, or undefined when it is not live here.
    */
-  endSession(id: string): boolean {
+  endSession(id: string): LiveSessionInfo | undefined {
     const session = this.sessions.get(id)
-    if (session === undefined) return false
+    if (session === undefined) return undefined
+    const info = infoOf(session)
     this.sessions.delete(session)
     const code = 'ERR_SESSION_ENDED_BY_ADMIN'
     this.#options.logger.info({ event: 'session_revoked', session: session.id, account: session.token.accountId, resource: session.resource, code }, `access ended: ${code}`)
     this.#end(session, `revoked:${code}`, code)
-    return true
+    return info
   }
 
   #revoke(session: LiveSession, code: ErrorCode): void {
@@ -357,5 +379,16 @@ export class Gateway {
     await listening
     this.audit.close()
     logger.info({ event: 'gateway_closed', forced: forced.length }, 'gateway closed')
+  }
+}
+
+function infoOf(s: LiveSession): LiveSessionInfo {
+  return {
+    id: s.id,
+    account: { id: s.token.account.id, name: s.token.account.name, type: s.token.account.type },
+    resource: s.resource,
+    startedAt: s.startedAt,
+    bytesIn: s.forward.bytesAToB,
+    bytesOut: s.forward.bytesBToA,
   }
 }

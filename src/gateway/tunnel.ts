@@ -54,6 +54,8 @@ export interface TunnelContext {
   readonly credentials: SecretResolver
   /** SCRAM salted passwords, so a new connection costs no PBKDF2. */
   readonly saltedPasswords: SaltedPasswordCache
+  /** Starts every session id: the gateway's instance id and a dot, so that ids are unambiguous across gateways. */
+  readonly sessionIdPrefix: string
 }
 
 type Result = 'ok' | 'denied' | 'handshake_error' | 'upstream_error' | 'limited' | 'shutting_down' | 'error'
@@ -189,7 +191,7 @@ export async function admit(ctx: TunnelContext, hello: Hello, opening: Opening):
   }
   // The policy may have changed while we dialed: decide again on the current one.
   const session: LiveSession = {
-    id: randomBytes(9).toString('base64url'),
+    id: ctx.sessionIdPrefix + randomBytes(9).toString('base64url'),
     token,
     resource: hello.resource,
     startedAt: ctx.clock.now(),

@@ -9,5 +9,6 @@ export { ContextAdminOperations, type AdminOperations } from './admin-operations
 export { FileStore, type FileStoreOptions } from './file.js'
 export { PostgresStore, CHANNEL, type PostgresStoreOptions } from './pg-store.js'
 export { MIGRATIONS, SCHEMA_VERSION } from './pg-schema.js'
+export { PostgresSessionFeed, SESSIONS_CHANNEL, sessionRequestTimeout, type SessionFeed, type SessionHolder, type HeldSession, type EndAnswer, type ListAnswer } from './pg-sessions.js'
 export { canonicalPolicy, formatPolicy } from './canonical.js'
 export { openStore, type OpenStoreOptions } from './open.js'

@@ -100,6 +100,39 @@ export const MIGRATIONS: readonly string[] = [
   CREATE CONSTRAINT TRIGGER keyway_role_needs_no_direct_grant AFTER INSERT OR UPDATE ON keyway_account_roles
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyway_check_no_role();
   `,
+  // 2: live sessions across gateways (store/pg-sessions.ts). Gateways register themselves
+  // (renewed every postgres.checkInterval, never per connection) and answer the admin
+  // API's requests: ending one session, or listing theirs.
+  `
+  CREATE TABLE keyway_gateways (
+    instance text PRIMARY KEY,
+    name text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE keyway_session_requests (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('list', 'end')),
+    -- 'end': the session id, and the instance id it starts with (the gateway holding it).
+    session text,
+    instance text,
+    requested_by text,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    -- 'end': set once, by the holding gateway's answer or by the asker withdrawing it at its deadline.
+    answered_at timestamptz,
+    answered_by text,
+    result jsonb,
+    CHECK (kind = 'list' OR (session IS NOT NULL AND instance IS NOT NULL))
+  );
+  CREATE TABLE keyway_session_lists (
+    request bigint NOT NULL REFERENCES keyway_session_requests (id) ON DELETE CASCADE,
+    instance text NOT NULL,
+    gateway text NOT NULL,
+    sessions jsonb NOT NULL,
+    PRIMARY KEY (request, instance)
+  );
+  `,
 ]
 
 /** The schema version this binary writes and reads. */

@@ -25,6 +25,7 @@ import { storeError } from './pg-errors.js'
 import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
+import { PostgresSessionFeed, type SessionFeed } from './pg-sessions.js'
 import type { KeywayStore } from './store.js'
 
 /** The NOTIFY channel of committed changes (a hint only: listeners read the change log). */
@@ -103,6 +104,7 @@ export class PostgresStore implements KeywayStore {
   #ctx: AdminContext | undefined
   #admin: AdminOperations | undefined
   readonly #usage: TokenUsageWriter
+  #sessionFeed: PostgresSessionFeed | undefined
 
   constructor(options: PostgresStoreOptions) {
     this.#options = options
@@ -534,9 +536,21 @@ export class PostgresStore implements KeywayStore {
     return this.#usage.flush()
   }
 
+  /** Live sessions across the gateways of this store: requests and answers through `keyway_session_requests` ({@link PostgresSessionFeed}). */
+  sessionFeed(): SessionFeed {
+    return (this.#sessionFeed ??= new PostgresSessionFeed({
+      pool: this.#pool,
+      listenClient: () => new pg.Client(clientConfig(this.#settings)),
+      clock: this.#options.clock,
+      logger: this.#options.logger,
+      checkInterval: this.#settings.checkInterval,
+    }))
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    await this.#sessionFeed?.close()
     this.#listeners.clear()
     if (this.#pollTimer !== undefined) this.#options.clock.clearTimeout(this.#pollTimer)
     if (this.#reconnectTimer !== undefined) this.#options.clock.clearTimeout(this.#reconnectTimer)

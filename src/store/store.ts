@@ -2,6 +2,7 @@ import type { AdminContext } from '../admin/index.js'
 import type { KeywayError } from '../errors.js'
 import type { CompiledPolicy, ReloadResult } from '../policy/index.js'
 import type { AdminOperations } from './admin-operations.js'
+import type { SessionFeed } from './pg-sessions.js'
 
 /**
  * Where a gateway's policy comes from, and where `keyway admin` and the admin
@@ -42,6 +43,13 @@ export interface KeywayStore {
    * file store keeps none.
    */
   recordTokenUse?(tokenId: string): void
+  /**
+   * Live sessions across the gateways sharing this store: an admin API's
+   * requests to list them or end one reach the gateway holding it. Only a
+   * store several gateways share has it (PostgreSQL); on the file store each
+   * gateway lists and ends its own.
+   */
+  sessionFeed?(): SessionFeed
   /** The admin operations on this store. */
   readonly admin: AdminOperations
   /** The admin context `keyway admin` runs its operations with. */

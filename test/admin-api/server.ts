@@ -2,7 +2,8 @@ import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
 import { issueToken, LoginLimiter, newTokenId } from '../../src/auth/index.js'
 import { createUser, type AdminContext } from '../../src/admin/index.js'
-import { AdminServer, FileAdminBackend, SESSION_COOKIE, type AdminServerOptions, type LiveSessionInfo } from '../../src/admin-api/index.js'
+import { AdminServer, clusterSessions, FileAdminBackend, localSessions, SESSION_COOKIE, type AdminServerOptions, type LiveSessionInfo } from '../../src/admin-api/index.js'
+import type { SessionFeed } from '../../src/store/index.js'
 import { ManualClock, systemClock } from '../../src/clock.js'
 import { createLogger } from '../../src/observe/index.js'
 import { policyVerifier, writeAdminSetup } from '../helpers/cli.js'
@@ -328,17 +329,15 @@ t.test('live sessions: listed without tokens and paginated, ended with an audit;
   ]
   const ended: string[] = []
   const api = await startApi(t, {
-    liveSessions: {
-      gateway: 'gw-1',
+    liveSessions: localSessions('gw-1', {
       list: () => live,
       end: (id) => {
         const i = live.findIndex((s) => s.id === id)
-        if (i < 0) return false
+        if (i < 0) return undefined
         ended.push(id)
-        live.splice(i, 1)
-        return true
+        return live.splice(i, 1)[0]
       },
-    },
+    }),
   })
   const { cookie, csrf } = await api.signIn()
   const first = await api.call('GET', '/v1/admin/sessions?limit=1', { headers: { cookie } })
@@ -370,6 +369,65 @@ t.test('live sessions: listed without tokens and paginated, ended with an audit;
   t.match(list.json.message, /keyway admin serve/)
   const del = await alone.call('DELETE', '/v1/admin/sessions/x', { headers: { cookie: s.cookie, 'x-csrf-token': s.csrf } })
   t.equal(del.json.code, 'ERR_ADMIN_NO_GATEWAY')
+})
+
+t.test('live sessions across gateways: own ones ended here, others through the feed; a silent holder is 504 ERR_SESSION_UNANSWERED; missing answers are named', async (t) => {
+  const session = (id: string, name: string): LiveSessionInfo => ({ id, account: { id: `svc_${name}`, name, type: 'service' }, resource: 'pg', startedAt: Date.UTC(2026, 0, 1), bytesIn: 1, bytesOut: 2 })
+  const mine = [session('here.s1', 'job-here')]
+  const endedHere: string[] = []
+  const asked: { id: string; by: string }[] = []
+  const feed: SessionFeed = {
+    serve: () => undefined,
+    list: async (except) => {
+      t.equal(except, 'here', 'the feed is not asked for the serving gateway\'s own sessions')
+      return { sessions: [{ ...session('there.s2', 'job-there'), gateway: 'gw-there' }], unanswered: ['gw-silent'] }
+    },
+    end: async (id, by) => {
+      asked.push({ id, by })
+      if (id === 'there.s2') return { ended: true, session: { ...session('there.s2', 'job-there'), gateway: 'gw-there' } }
+      if (id === 'silent.s3') return { ended: false, reason: 'unanswered', gateway: 'gw-silent' }
+      return { ended: false, reason: 'not_found' }
+    },
+    close: async () => undefined,
+  }
+  const api = await startApi(t, {
+    liveSessions: clusterSessions(feed, {
+      instance: 'here',
+      name: 'gw-here',
+      list: () => mine,
+      end: (id) => {
+        const i = mine.findIndex((s) => s.id === id)
+        if (i < 0) return undefined
+        endedHere.push(id)
+        return mine.splice(i, 1)[0]
+      },
+    }),
+  })
+  const { cookie, csrf } = await api.signIn()
+  const listed = await api.call('GET', '/v1/admin/sessions', { headers: { cookie } })
+  t.equal(listed.status, 200, listed.text)
+  t.same(listed.json.items.map((s: { id: string; gateway: string }) => `${s.gateway}:${s.id}`), ['gw-here:here.s1', 'gw-there:there.s2'])
+  t.same(listed.json.unanswered, ['gw-silent'], 'gateways that did not answer are named')
+
+  const here = await api.call('DELETE', '/v1/admin/sessions/here.s1', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(here.status, 200, here.text)
+  t.same(endedHere, ['here.s1'], 'an own session is ended here')
+  t.same(asked, [], 'without asking the feed')
+  const there = await api.call('DELETE', '/v1/admin/sessions/there.s2', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(there.status, 200, there.text)
+  t.same(there.json, { id: 'there.s2', ended: true, code: 'ERR_SESSION_ENDED_BY_ADMIN' })
+  t.equal(asked[0]?.id, 'there.s2')
+  t.match(asked[0]?.by, /^usr_/, 'the feed is told which admin asked')
+  const audit = api.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'admin_change' && l.action === 'end_session')
+  t.match(audit[1], { target: 'there.s2', before: { account_name: 'job-there', gateway: 'gw-there' }, after: null }, 'audited here, naming the holding gateway')
+  const silent = await api.call('DELETE', '/v1/admin/sessions/silent.s3', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(silent.status, 504)
+  t.match(silent.json, { code: 'ERR_SESSION_UNANSWERED', detail: { gateway: 'gw-silent' } })
+  t.match(silent.json.message, /withdrawn and nothing ended/)
+  const unknown = await api.call('DELETE', '/v1/admin/sessions/nobody.s4', { headers: { cookie, 'x-csrf-token': csrf } })
+  t.equal(unknown.status, 404)
+  t.equal(unknown.json.code, 'ERR_NOT_FOUND')
+  t.equal(api.logs.filter((l) => /"action":"end_session"/.test(l)).length, 2, 'only the ended sessions are audited')
 })
 
 t.test('a non-loopback address without TLS is refused unless a TLS-terminating proxy is declared', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { LiveSessionInfo } from '../../src/admin-api/index.js'
+import { localSessions, type LiveSessionInfo } from '../../src/admin-api/index.js'
 import { launchBrowser, newPage, seriousViolations, signIn, startAdminUi } from '../helpers/admin-ui.js'
 
 t.test('Sessions page in a real browser: live sessions listed, "End" ends one through the API; without a gateway it says why', async (t) => {
@@ -9,17 +9,15 @@ t.test('Sessions page in a real browser: live sessions listed, "End" ends one th
   ]
   const ended: string[] = []
   const ui = await startAdminUi(t, {
-    liveSessions: {
-      gateway: 'gw-test',
+    liveSessions: localSessions('gw-test', {
       list: () => live,
       end: (id) => {
         const i = live.findIndex((s) => s.id === id)
-        if (i < 0) return false
-        live.splice(i, 1)
+        if (i < 0) return undefined
         ended.push(id)
-        return true
+        return live.splice(i, 1)[0]
       },
-    },
+    }),
   })
   const browser = await launchBrowser(t)
   const { page, problems } = await newPage(t, browser)

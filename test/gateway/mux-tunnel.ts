@@ -221,7 +221,7 @@ t.test('a granted stream is accepted with a session id and carries 4 MiB byte-ex
   const { echo, world, etl, port, running } = await setup(t)
   const client = await muxClient(t, port, world.caPem)
   const { stream, session } = await openAccepted(t, client.conn, etl, 'db')
-  t.match(session, /^[A-Za-z0-9_-]{12}$/, 'ACCEPT carries {"session":"<id>"}')
+  t.match(session, /^[0-9a-f]{12}\.[A-Za-z0-9_-]{12}$/, 'ACCEPT carries {"session":"<instance>.<id>"}')
   t.match(await logged(world, (l) => l.event === 'session_start'), { session, account: 'svc_etl', resource: 'db', token_fp: /^sha256:[0-9a-f]{16}$/ })
   // The gateway's dial completes before the upstream's accept callback runs: wait for it.
   await within(echo.waitAccepted(1), 5_000, 'the upstream to accept')
