@@ -15,7 +15,7 @@
  * init`, `keyway admin ...`). Part of `npm run bench` (`--no-footprint` skips
  * it); on its own:
  *
- *   npx tsc -p tsconfig.build.json && node dist/bench/footprint.js [--rounds 3] [--settle 3000]
+ *   npx tsc -p tsconfig.build.json && node dist/bench/footprint.js [--rounds 3] [--settle 3000] [--only listen,gateway-file] [--out FILE]
  *
  * Never part of `npm test`. See bench/README.md, "Footprint (issue 22)".
  */
@@ -52,6 +52,8 @@ export interface FootprintOptions {
   readonly settleMs?: number
   /** Cores to pin the measured daemons to (`taskset -c`), or undefined. */
   readonly cores?: string | undefined
+  /** Only these processes (names: listen, gateway-file, gateway-admin, gateway-postgres). */
+  readonly only?: readonly string[] | undefined
   /** Progress lines go here. */
   readonly log?: (line: string) => void
 }
@@ -188,7 +190,8 @@ export async function footprint(options: FootprintOptions = {}): Promise<Footpri
     await keyway('admin', 'roles', 'grant', 'footprint', 'cache')
     const token = (await keyway('admin', 'services', 'create', 'footprint-job', '--role', 'footprint')).trim()
 
-    pg = await startPostgres().catch((err: unknown) => {
+    const wanted = (name: string) => options.only === undefined || options.only.includes(name)
+    pg = !wanted('gateway-postgres') ? undefined : await startPostgres().catch((err: unknown) => {
       log(`footprint: PostgreSQL did not start (${(err as Error).message}); its line is skipped`)
       return undefined
     })
@@ -217,7 +220,7 @@ export async function footprint(options: FootprintOptions = {}): Promise<Footpri
         return { measured: await spawnReady(name, ['gateway'], g.env, g.metrics, dir, cores), others: [] }
       },
     })
-    const cases: Case[] = [
+    let cases: Case[] = [
       {
         name: 'listen',
         label: '`keyway listen`, one auto-connect resource',
@@ -243,6 +246,7 @@ export async function footprint(options: FootprintOptions = {}): Promise<Footpri
       cases.push(gatewayCase('gateway-postgres', '`keyway gateway`, PostgreSQL store, no admin server', async () => ({ ...extra, KEYWAY_ADMIN_LISTEN: '' })))
     }
 
+    cases = cases.filter((c) => wanted(c.name))
     const rows = new Map<string, { readyMs: number[]; rssMb: number[]; hwmMb: number[] }>()
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {
@@ -296,7 +300,8 @@ function arg(name: string, fallback: number): number {
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const rows = await footprint({ rounds: arg('rounds', 3), settleMs: arg('settle', 3_000) })
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1]?.split(',') : undefined
+  const rows = await footprint({ rounds: arg('rounds', 3), settleMs: arg('settle', 3_000), only })
   const md = footprintMarkdown(rows)
   process.stdout.write(md)
   const out = process.argv.includes('--out') ? process.argv[process.argv.indexOf('--out') + 1] : undefined

@@ -13,12 +13,14 @@
  * bench/results/latest.json; the markdown table goes next to it),
  * --gateway-env K=V (extra environment for `keyway gateway`, repeatable),
  * --no-reload (skip the policy reload workload, bench/policy-reload.ts;
- * `--only reload` runs only it).
+ * `--only reload` runs only it), --no-footprint (skip the daemons' start-up
+ * time and resident set, bench/footprint.ts; `--only footprint` runs only it).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
+import { footprint, footprintMarkdown, type FootprintRow } from './footprint.js'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
@@ -35,10 +37,11 @@ interface Args {
   out: string
   gatewayEnv: Record<string, string>
   reload: boolean
+  footprint: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, footprint: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -53,6 +56,7 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--no-idle') a.noIdle = true
     else if (arg === '--no-pin') a.pin = false
     else if (arg === '--no-reload') a.reload = false
+    else if (arg === '--no-footprint') a.footprint = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -261,6 +265,16 @@ async function main(): Promise<void> {
       }
     }
 
+    let footprintRows: FootprintRow[] | undefined
+    if (args.footprint && (!args.only || args.only.includes('footprint'))) {
+      try {
+        footprintRows = await footprint({ rounds: args.quick ? 1 : 3, cores: fwdCores })
+      } catch (err) {
+        errors.push(`footprint: ${(err as Error).message}`)
+        console.error(`  ! footprint: ${(err as Error).message}`)
+      }
+    }
+
     const stats: Record<string, Record<string, Stat>> = {}
     for (const fwd of forwarders) {
       const row: Record<string, Stat> = {}
@@ -304,11 +318,12 @@ async function main(): Promise<void> {
       idle,
       micro: microFigures,
       reload,
+      footprint: footprintRows,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
     }
-    const md = markdown(report, forwarders)
+    const md = markdown(report, forwarders) + (footprintRows ? '\n' + footprintMarkdown(footprintRows) : '')
     mkdirSync(dirname(args.out), { recursive: true })
     writeFileSync(args.out, JSON.stringify(report, null, 2) + '\n')
     writeFileSync(args.out.replace(/\.json$/, '') + '.md', md)

@@ -1,0 +1,42 @@
+/**
+ * What both daemons (`daemon.ts`, the gateway; `daemon-sidecar.ts`, the
+ * sidecar) share: the process they run in and the data path decision. Kept
+ * apart so that the sidecar's wiring does not load the gateway's (issue 22).
+ */
+import type { Writable } from 'node:stream'
+import type { Registry } from 'prom-client'
+import type { KeywayConfig } from './config/index.js'
+import { registerBuildInfo, type Logger } from './observe/index.js'
+import { VERSION } from './package.js'
+import { checkFastPath } from './read-buffer/index.js'
+
+/**
+ * What a daemon needs of its process: where to write, the environment, and the
+ * stop and reload signals. The CLI's `CliIo` is one (declared here so that
+ * the daemons do not import `cli/`, which imports them).
+ */
+export interface DaemonIo {
+  readonly stderr: Writable
+  /** Where the quick start's steps go when stderr is not a terminal but stdout is. */
+  readonly stdout?: Writable
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly cwd: string
+  /** Aborts when the process is asked to stop (SIGTERM/SIGINT); the daemon drains then. */
+  readonly stopSignal?: AbortSignal
+  /** Fires on SIGHUP; the daemon reloads then. */
+  readonly onReload?: (fn: () => void) => void
+}
+
+/**
+ * Decides once per daemon whether the data path uses Node's internals
+ * (`forward.nodeInternals`, then the self-test on a real socket pair), logs
+ * which path it takes and registers `keyway_build_info`. True: the fast path.
+ */
+export async function dataPath(config: KeywayConfig, logger: Logger, registry: Registry): Promise<boolean> {
+  const fast = await checkFastPath(config.forward.nodeInternals === 'on')
+  registerBuildInfo(registry, { version: VERSION, nodeVersion: process.version, fastPath: fast.enabled })
+  const fields = { event: 'data_path', node_version: process.version, fast_path: fast.enabled, ...(fast.reason !== undefined ? { reason: fast.reason } : {}) }
+  if (fast.enabled || config.forward.nodeInternals === 'off') logger.info(fields, fast.enabled ? `data path: fast (Node ${process.version} internals verified)` : 'data path: public APIs only (forward.nodeInternals: off)')
+  else logger.warn(fields, `data path: public APIs only: ${fast.reason ?? 'self-test failed'}`)
+  return fast.enabled
+}
