@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import type { KeywayError } from './errors.js'
-import { dataPath, type DaemonIo } from './daemon-shared.js'
+import { dataPath, releaseStartupMemory, type DaemonIo } from './daemon-shared.js'
 import { createLogger } from './observe/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 
@@ -64,6 +64,7 @@ export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: Si
   })
   const running = sidecar
   let control: ControlServer | undefined
+  let cancelRelease: (() => void) | undefined
   const stop = io.stopSignal
   try {
     // The control server makes the runtime directory private before the sidecar binds sockets in it.
@@ -72,6 +73,7 @@ export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: Si
     tokens.start()
     io.onReload?.(() => void tokens.reload())
     if (!stop?.aborted) await running.start()
+    cancelRelease = releaseStartupMemory()
     // No stop signal (a test's direct call): run until the token is given up on.
     const stopped = !stop
       ? new Promise<never>(() => {})
@@ -81,6 +83,7 @@ export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: Si
     await Promise.race([stopped, failed])
     if (!fatal) logger.info({ event: 'sidecar_stopping', signal: String(stop?.reason ?? '') }, 'stopping')
   } finally {
+    cancelRelease?.()
     tokens.close()
     await running.close()
     await control?.close()
