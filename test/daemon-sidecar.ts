@@ -6,8 +6,9 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 // Issue 22: a sidecar runs next to every job, so `keyway listen` loads only
-// what a sidecar runs, and `keyway gateway` loads the admin API (fastify) and
-// the development PKI (@peculiar/x509) only when it uses them. Checked twice:
+// what a sidecar runs (not even jose: it never verifies a token), and
+// `keyway gateway` loads the admin API (fastify) and the development PKI
+// (@peculiar/x509) only when it uses them. Checked twice:
 // on the sources (the static import graph, what survives compilation) and on
 // the built CLI (every module a real `keyway COMMAND --help` process loaded,
 // dependencies' own imports included).
@@ -55,7 +56,7 @@ export function staticGraph(entry: string): { files: string[]; packages: string[
 
 /** Folders and files of `src/` the sidecar must not load, and packages it must not load. */
 const NOT_IN_SIDECAR = ['daemon.ts', 'gateway/', 'admin/', 'admin-api/', 'admin-ui/', 'store/', 'pki/', 'credentials/']
-const NOT_IN_SIDECAR_PACKAGES = ['fastify', 'pg', '@peculiar/x509', 'reflect-metadata']
+const NOT_IN_SIDECAR_PACKAGES = ['fastify', 'pg', '@peculiar/x509', 'reflect-metadata', 'jose']
 
 t.test('the import scanner keeps value imports and drops what compilation drops', async (t) => {
   const text = [
