@@ -7,8 +7,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 // Issue 22: a sidecar runs next to every job, so `keyway listen` loads only
 // what a sidecar runs (not even jose: it never verifies a token), and
-// `keyway gateway` loads the admin API (fastify) and the development PKI
-// (@peculiar/x509) only when it uses them. Checked twice:
+// `keyway gateway` loads the admin API (fastify), the development PKI
+// (@peculiar/x509) and pg only when it uses them. Checked twice:
 // on the sources (the static import graph, what survives compilation) and on
 // the built CLI (every module a real `keyway COMMAND --help` process loaded,
 // dependencies' own imports included).
@@ -72,7 +72,7 @@ t.test('the import scanner keeps value imports and drops what compilation drops'
     'import {\n  x,\n  y,\n} from "pg"',
   ].join('\n')
   t.same(runtimeImports(text), ['./a.js', './e.js', './g.js', 'reflect-metadata', 'pg'])
-  t.ok(staticGraph('cli/store.ts').packages.includes('pg'), 'the graph walk finds pg behind `keyway store` (so it can find it anywhere)')
+  t.ok(staticGraph('cli/listen.ts').packages.includes('yaml'), 'the graph walk finds yaml four imports deep behind `keyway listen` (so it can find anything)')
 })
 
 t.test('the CLI dispatch loads no command: main.ts reaches neither daemon', async (t) => {
@@ -88,11 +88,11 @@ t.test('`keyway listen` statically imports no gateway, admin, store or PKI code,
   t.same(packages.filter((p) => NOT_IN_SIDECAR_PACKAGES.includes(p)), [], 'no gateway-side package')
 })
 
-t.test('`keyway gateway` statically imports neither the admin API (fastify) nor the development PKI (@peculiar/x509)', async (t) => {
+t.test('`keyway gateway` statically imports neither the admin API (fastify), the development PKI (@peculiar/x509) nor pg', async (t) => {
   const { files, packages } = staticGraph('cli/gateway.ts')
   t.ok(files.includes('daemon.ts') && files.includes('gateway/index.ts'), 'the gateway wiring is in the graph')
   t.same(files.filter((f) => f.startsWith('admin-api/') || f.startsWith('admin-ui/') || f === 'pki/dev-pki.ts'), [], 'loaded only when used')
-  t.same(packages.filter((p) => ['fastify', '@peculiar/x509', 'reflect-metadata'].includes(p)), [], 'no admin API or PKI package')
+  t.same(packages.filter((p) => ['fastify', '@peculiar/x509', 'reflect-metadata', 'pg'].includes(p)), [], 'no admin API, PKI or PostgreSQL package')
 })
 
 t.test('no source imports the ESM namespace of node:http (on Node 26 it loads undici, http2 and zlib: ~15 MB)', async (t) => {
@@ -159,20 +159,19 @@ async function loadedBy(args: string[]): Promise<{ packages: string[]; files: st
 }
 
 t.test('a real `keyway listen` process loads no gateway-side code or package, and not undici', async (t) => {
-  const store = await loadedBy(['store', '--help'])
-  t.ok(store.packages.includes('pg'), 'the module hook sees what a command loads (`keyway store` loads pg)')
   const listen = await loadedBy(['listen', '--help'])
   t.equal(listen.code, 0, 'keyway listen --help exits 0')
+  t.ok(listen.packages.includes('pino') && listen.packages.includes('zod'), 'the module hook sees the packages a command loads, CommonJS (pino) and ESM (zod)')
   t.ok(listen.files.includes('daemon-sidecar.js'), 'the sidecar wiring was loaded')
   t.same(listen.files.filter((f) => NOT_IN_SIDECAR.some((n) => f === n.replace(/\.ts$/, '.js') || f.startsWith(n))), [], 'no gateway-side file')
   t.same(listen.packages.filter((p) => NOT_IN_SIDECAR_PACKAGES.includes(p)), [], `no gateway-side package (loaded: ${listen.packages.join(', ')})`)
   t.same(listen.builtins.filter((b) => b.includes('undici')), [], 'undici stays unloaded')
 })
 
-t.test('a real `keyway gateway` process loads neither fastify nor @peculiar/x509 until it needs them', async (t) => {
+t.test('a real `keyway gateway` process loads neither fastify, @peculiar/x509 nor pg until it needs them', async (t) => {
   const gateway = await loadedBy(['gateway', '--help'])
   t.equal(gateway.code, 0, 'keyway gateway --help exits 0')
   t.ok(gateway.files.includes('daemon.js'), 'the gateway wiring was loaded')
-  t.same(gateway.packages.filter((p) => ['fastify', '@peculiar/x509', 'reflect-metadata'].includes(p)), [], `loaded: ${gateway.packages.join(', ')}`)
+  t.same(gateway.packages.filter((p) => ['fastify', '@peculiar/x509', 'reflect-metadata', 'pg'].includes(p)), [], `loaded: ${gateway.packages.join(', ')}`)
   t.same(gateway.builtins.filter((b) => b.includes('undici')), [], 'undici stays unloaded')
 })
