@@ -20,7 +20,7 @@
  * Never part of `npm test`. See bench/README.md, "Footprint (issue 22)".
  */
 import { execFileSync } from 'node:child_process'
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,6 +40,12 @@ export interface FootprintRow {
   readonly rssMb: number[]
   /** VmHWM (peak resident set) at the same moment, MB, per round. */
   readonly hwmMb: number[]
+  /**
+   * The anonymous part of the resident set (smaps_rollup), MB, per round: the
+   * rest is pages of the node binary and libraries, shared with every other
+   * node process of the host.
+   */
+  readonly anonMb: number[]
   /** The issue's target, if it sets one. */
   readonly target?: { rssMb?: number; readyMs?: number }
 }
@@ -106,10 +112,16 @@ async function spawnReady(name: string, args: string[], env: NodeJS.ProcessEnv, 
   }
 }
 
-/** VmRSS and VmHWM of the node process of `d` (taskset execs node in place), MB. */
-function memoryMb(d: Daemon): { rss: number; hwm: number } {
+/** VmRSS, VmHWM and anonymous resident memory of the node process of `d` (taskset execs node in place), MB. */
+function memoryMb(d: Daemon): { rss: number; hwm: number; anon: number } {
   const m = rssKiB(d.child.pid!)
-  return { rss: m.rss / 1024, hwm: m.hwm / 1024 }
+  let anon = 0
+  try {
+    anon = Number(/^Anonymous:\s+(\d+) kB/m.exec(readFileSync(`/proc/${d.child.pid!}/smaps_rollup`, 'utf8'))?.[1] ?? 0)
+  } catch {
+    // Gone.
+  }
+  return { rss: m.rss / 1024, hwm: m.hwm / 1024, anon: anon / 1024 }
 }
 
 function asPostgres(cmd: string, args: string[]): [string, string[]] {
@@ -247,19 +259,20 @@ export async function footprint(options: FootprintOptions = {}): Promise<Footpri
     }
 
     cases = cases.filter((c) => wanted(c.name))
-    const rows = new Map<string, { readyMs: number[]; rssMb: number[]; hwmMb: number[] }>()
+    const rows = new Map<string, { readyMs: number[]; rssMb: number[]; hwmMb: number[]; anonMb: number[] }>()
     for (let round = 0; round < rounds; round++) {
       for (const c of cases) {
         const { measured, others } = await c.start()
         daemons.push(measured.daemon, ...others)
         await sleep(settleMs)
         const m = memoryMb(measured.daemon)
-        const row = rows.get(c.name) ?? { readyMs: [], rssMb: [], hwmMb: [] }
+        const row = rows.get(c.name) ?? { readyMs: [], rssMb: [], hwmMb: [], anonMb: [] }
         row.readyMs.push(measured.readyMs)
         row.rssMb.push(m.rss)
         row.hwmMb.push(m.hwm)
+        row.anonMb.push(m.anon)
         rows.set(c.name, row)
-        log(`  footprint round ${round + 1} ${c.name}: ready ${measured.readyMs.toFixed(0)} ms, ${m.rss.toFixed(1)} MB resident (peak ${m.hwm.toFixed(1)})`)
+        log(`  footprint round ${round + 1} ${c.name}: ready ${measured.readyMs.toFixed(0)} ms, ${m.rss.toFixed(1)} MB resident (anonymous ${m.anon.toFixed(1)}, peak ${m.hwm.toFixed(1)})`)
         for (const d of [measured.daemon, ...others]) await d.stop()
         daemons.length = 0
       }
@@ -279,15 +292,15 @@ export function footprintMarkdown(rows: readonly FootprintRow[]): string {
   const lines = [
     `Footprint, Node ${process.version}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}; medians of ${rows[0]?.readyMs.length ?? 0} round(s) (min-max):`,
     '',
-    '| process | ready after spawn, ms | resident 3 s after ready, MB | peak resident, MB | target |',
-    '|---|---:|---:|---:|---|',
+    '| process | ready after spawn, ms | resident 3 s after ready, MB | of which anonymous, MB | peak resident, MB | target |',
+    '|---|---:|---:|---:|---:|---|',
   ]
   for (const r of rows) {
     const goal: string[] = []
     if (r.target?.rssMb !== undefined) goal.push(`≤ ${r.target.rssMb} MB ${median(r.rssMb) <= r.target.rssMb ? 'met' : 'not met'}`)
     if (r.target?.readyMs !== undefined) goal.push(`ready ≤ ${r.target.readyMs} ms ${median(r.readyMs) <= r.target.readyMs ? 'met' : 'not met'}`)
     lines.push(
-      `| ${r.label} | ${median(r.readyMs).toFixed(0)}${range(r.readyMs, 0)} | ${median(r.rssMb).toFixed(1)}${range(r.rssMb, 1)} | ${median(r.hwmMb).toFixed(1)} | ${goal.join('; ') || '-'} |`,
+      `| ${r.label} | ${median(r.readyMs).toFixed(0)}${range(r.readyMs, 0)} | ${median(r.rssMb).toFixed(1)}${range(r.rssMb, 1)} | ${median(r.anonMb).toFixed(1)} | ${median(r.hwmMb).toFixed(1)} | ${goal.join('; ') || '-'} |`,
     )
   }
   return lines.join('\n') + '\n'
