@@ -23,11 +23,14 @@
  * `split` measures the two-process forwarders again with the client side on
  * core 0, the server side on core 1, the load generators unpinned; rows of
  * the split placement are named `NAME@split`).
+ * --no-footprint (skip the daemons' start-up time and resident set,
+ * bench/footprint.ts; `--only footprint` runs only it).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
+import { footprint, footprintMarkdown, type FootprintRow } from './footprint.js'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
 import { postgresAvailable, postgresBench, postgresMarkdown, type PostgresFigures } from './postgres.js'
@@ -48,10 +51,11 @@ interface Args {
   postgres: boolean
   altNode: string | undefined
   placement: 'one-core' | 'split' | 'both'
+  footprint: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both' }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both', footprint: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -73,6 +77,7 @@ function parseArgs(argv: string[]): Args {
       if (v !== 'one-core' && v !== 'split' && v !== 'both') throw new Error(`--placement: one-core, split or both, not ${v}`)
       a.placement = v
     }
+    else if (arg === '--no-footprint') a.footprint = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -328,6 +333,16 @@ async function main(): Promise<void> {
       }
     }
 
+    let footprintRows: FootprintRow[] | undefined
+    if (args.footprint && (!args.only || args.only.includes('footprint'))) {
+      try {
+        footprintRows = await footprint({ rounds: args.quick ? 1 : 3, cores: fwdCores })
+      } catch (err) {
+        errors.push(`footprint: ${(err as Error).message}`)
+        console.error(`  ! footprint: ${(err as Error).message}`)
+      }
+    }
+
     const stats: Record<string, Record<string, Stat>> = {}
     for (const fwd of rows) {
       const row: Record<string, Stat> = {}
@@ -372,11 +387,12 @@ async function main(): Promise<void> {
       micro: microFigures,
       reload,
       postgres,
+      footprint: footprintRows,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
     }
-    const md = markdown(report, rows)
+    const md = markdown(report, rows) + (footprintRows ? '\n' + footprintMarkdown(footprintRows) : '')
     mkdirSync(dirname(args.out), { recursive: true })
     writeFileSync(args.out, JSON.stringify(report, null, 2) + '\n')
     writeFileSync(args.out.replace(/\.json$/, '') + '.md', md)

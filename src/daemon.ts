@@ -1,39 +1,22 @@
-import type { Writable } from 'node:stream'
 import { isAbsolute, join, relative, sep } from 'node:path'
 import { hostname } from 'node:os'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { ensureDevState } from './admin/index.js'
-import { AdminServer, clusterSessions, localSessions } from './admin-api/index.js'
+import type { AdminServer } from './admin-api/index.js'
 import { createTokenVerifier, issueToken, type TokenVerifier, LoginLimiter, loadKeySet, loadSigningKey, newTokenId, type SigningKey } from './auth/index.js'
 import { systemClock, type Clock } from './clock.js'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
+import { dataPath, releaseStartupMemory, type DaemonIo } from './daemon-shared.js'
 import { formatProblem, KeywayError } from './errors.js'
-import { PACKAGE_ROOT, VERSION } from './package.js'
+import { PACKAGE_ROOT } from './package.js'
 import { dialTcp, type DialFunc } from './forward/index.js'
 import { Gateway } from './gateway/index.js'
-import { createLogger, ObservabilityServer, registerBuildInfo, type Logger } from './observe/index.js'
+import { createLogger, ObservabilityServer, type Logger } from './observe/index.js'
 import { formatHostPort, isLoopback } from './net/index.js'
-import type { PolicyStoreOptions } from './policy/index.js'
+import { packPolicyFile, packPolicyFileHere, type PolicyStoreOptions } from './policy/index.js'
 import { openStore, type KeywayStore } from './store/index.js'
-import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
-import { checkFastPath } from './read-buffer/index.js'
 
-/**
- * What a daemon needs of its process: where to write, the environment, and the
- * stop and reload signals. The CLI's `CliIo` is one (declared here so that
- * `daemon.ts` does not import `cli/`, which imports it).
- */
-export interface DaemonIo {
-  readonly stderr: Writable
-  /** Where the quick start's steps go when stderr is not a terminal but stdout is. */
-  readonly stdout?: Writable
-  readonly env: Readonly<Record<string, string | undefined>>
-  readonly cwd: string
-  /** Aborts when the process is asked to stop (SIGTERM/SIGINT); the daemon drains then. */
-  readonly stopSignal?: AbortSignal
-  /** Fires on SIGHUP; the daemon reloads then. */
-  readonly onReload?: (fn: () => void) => void
-}
+export type { DaemonIo } from './daemon-shared.js'
 
 /** A running daemon, for tests and the CLI. */
 export interface RunningGateway {
@@ -61,6 +44,22 @@ export interface GatewayWorld {
   packPolicy?: PolicyStoreOptions['pack']
 }
 
+
+/**
+ * The file store's reader: its first read (at start, before anything
+ * listens, when nothing waits on the event loop) on this thread; every reload
+ * on a worker thread, so that none holds the event loop while sessions run.
+ * A worker at start cost ~7 MB of resident set and ~0.4 s of start-up
+ * (bench/README.md, "Footprint (issue 22)").
+ */
+function packFirstHere(): NonNullable<PolicyStoreOptions['pack']> {
+  let first = true
+  return async (file, options) => {
+    if (!first) return packPolicyFile(file, options)
+    first = false
+    return packPolicyFileHere({ file, limits: options.limits, ...(options.bitsetMaxBytes === undefined ? {} : { bitsetMaxBytes: options.bitsetMaxBytes }) })
+  }
+}
 
 /** `verifier`, noting the id of every service token it accepts (the store's last-used times). */
 function noteTokenUse(verifier: TokenVerifier, note: (tokenId: string) => void): TokenVerifier {
@@ -99,7 +98,7 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     clock,
     logger,
     registry,
-    ...(world.packPolicy ? { pack: world.packPolicy } : {}),
+    pack: world.packPolicy ?? packFirstHere(),
     onError: (err) => logger.error({ event: 'policy_watch_error', err }, 'policy watcher or observer failed'),
     onReload: (result) => {
       if (!gateway) return
@@ -180,6 +179,8 @@ export async function startGateway(config: KeywayConfig, world: GatewayWorld = {
     feed?.serve(own)
     const a = config.admin
     if (a.listen !== '') {
+      // fastify and the admin UI load only when the admin listener is on (issue 22).
+      const { AdminServer, clusterSessions, localSessions } = await import('./admin-api/index.js')
       admin = new AdminServer({
         host: a.listen.host,
         port: a.listen.port,
@@ -302,8 +303,10 @@ export async function runGateway(config: KeywayConfig, io: DaemonIo): Promise<nu
     }
   }
   io.onReload?.(() => void running.reload())
+  const cancelRelease = releaseStartupMemory(config.forward.nodeInternals === 'on')
   const stop = io.stopSignal
   if (stop && !stop.aborted) await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+  cancelRelease()
   await running.close()
   return 0
 }
@@ -357,98 +360,6 @@ function terminalOf(io: DaemonIo): { write(text: string): unknown } | undefined 
 }
 
 /**
- * Decides once per daemon whether the data path uses Node's internals
- * (`forward.nodeInternals`, then the self-test on a real socket pair), logs
- * which path it takes and registers `keyway_build_info`. True: the fast path.
- */
-async function dataPath(config: KeywayConfig, logger: Logger, registry: Registry): Promise<boolean> {
-  const fast = await checkFastPath(config.forward.nodeInternals === 'on')
-  registerBuildInfo(registry, { version: VERSION, nodeVersion: process.version, fastPath: fast.enabled })
-  const fields = { event: 'data_path', node_version: process.version, fast_path: fast.enabled, ...(fast.reason !== undefined ? { reason: fast.reason } : {}) }
-  if (fast.enabled || config.forward.nodeInternals === 'off') logger.info(fields, fast.enabled ? `data path: fast (Node ${process.version} internals verified)` : 'data path: public APIs only (forward.nodeInternals: off)')
-  else logger.warn(fields, `data path: public APIs only: ${fast.reason ?? 'self-test failed'}`)
-  return fast.enabled
-}
-
-/** How `keyway listen` was asked to run, beyond the configuration. */
-export interface SidecarRunOptions {
-  /** `--token-file` was given (it wins over KEYWAY_TOKEN; its value is `config.sidecar.tokenFile`). */
-  tokenFileFlag?: boolean
-}
-
-/**
- * The composition root of the sidecar: token source, CA, logger, metrics
- * registry, the {@link Sidecar} and its control endpoint. Runs until
- * SIGTERM/SIGINT (then drains); a token file is re-read when its directory
- * changes and on SIGHUP. Rejects at once when the token cannot be parsed, and
- * with the gateway's code when every gateway refused the token for
- * `sidecar.tokenRefusalGrace`. Resolves to the exit code.
- */
-export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: SidecarRunOptions = {}): Promise<number> {
-  let sidecar: Sidecar | undefined
-  const spec = resolveTokenSource({ flagGiven: options.tokenFileFlag === true, env: io.env, tokenFile: config.sidecar.tokenFile })
-  const logger = createLogger({
-    level: config.log.level,
-    base: { component: 'sidecar' },
-    destination: io.stderr as Writable & { write(msg: string): void },
-  })
-  // Reads the token now: one that cannot be parsed ends the command before anything else is tried.
-  const tokens = new TokenSource({ spec, logger, onChange: (token) => sidecar?.setToken(token) })
-  const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
-  const registry = new Registry()
-  collectDefaultMetrics({ register: registry })
-  let fatal: KeywayError | undefined
-  let onFatal: () => void = () => {}
-  const failed = new Promise<void>((resolve) => {
-    onFatal = resolve
-  })
-  const runtimeDir = resolveRuntimeDir(config.sidecar.runtimeDir, io.env)
-  const gid = resolveGroup(config.sidecar.runtimeGroup)
-  const fastPath = await dataPath(config, logger, registry)
-  sidecar = new Sidecar({
-    config: config.sidecar,
-    ca,
-    token: tokens.token,
-    logger,
-    registry,
-    runtimeDir,
-    runtimeGid: gid,
-    nodeInternals: fastPath,
-    tokenOrigin: tokens.describe(),
-    reloadToken: () => tokens.reload(),
-    onFatal: (err) => {
-      fatal = err
-      onFatal()
-    },
-  })
-  const running = sidecar
-  let control: ControlServer | undefined
-  const stop = io.stopSignal
-  try {
-    // The control server makes the runtime directory private before the sidecar binds sockets in it.
-    control = await startControlServer({ address: config.sidecar.control, runtimeDir, gid, controlTcp: config.sidecar.controlTcp, target: running, registry, logger })
-    // A rotated token file (a Kubernetes Secret's ..data swap included) is picked up without a restart; SIGHUP re-reads it too.
-    tokens.start()
-    io.onReload?.(() => void tokens.reload())
-    if (!stop?.aborted) await running.start()
-    // No stop signal (a test's direct call): run until the token is given up on.
-    const stopped = !stop
-      ? new Promise<never>(() => {})
-      : stop.aborted
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
-    await Promise.race([stopped, failed])
-    if (!fatal) logger.info({ event: 'sidecar_stopping', signal: String(stop?.reason ?? '') }, 'stopping')
-  } finally {
-    tokens.close()
-    await running.close()
-    await control?.close()
-  }
-  if (fatal) throw fatal
-  return 0
-}
-
-/**
  * `keyway admin serve`: the admin API on its own (`admin.listen`), for
  * deployments that keep the control plane apart from the gateways. It edits
  * the same policy the gateways watch. Runs until SIGTERM/SIGINT; SIGHUP
@@ -485,6 +396,7 @@ export async function runAdminServer(config: KeywayConfig, io: DaemonIo, world: 
     policy: () => store.current(),
   })
   const a = config.admin
+  const { AdminServer, clusterSessions } = await import('./admin-api/index.js')
   let admin: AdminServer
   try {
     admin = new AdminServer({

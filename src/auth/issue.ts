@@ -1,4 +1,3 @@
-import { SignJWT } from 'jose'
 import { KeywayError } from '../errors.js'
 import { SIGNING_ALG, type SigningKey } from './keys.js'
 
@@ -36,6 +35,8 @@ export async function issueToken(key: SigningKey, options: IssueTokenOptions): P
     throw new KeywayError('ERR_INTERNAL', 'issueToken: expiresAt must be epoch ms or Infinity')
   }
   if (kind === 'login' && expiresAt === Infinity) throw new KeywayError('ERR_INTERNAL', 'issueToken: login tokens need an expiry')
+  // jose loads when a token is issued or verified, not with this module (issue 22).
+  const { SignJWT } = await import('jose')
   const jwt = new SignJWT({ kw: kind })
     .setProtectedHeader({ alg: SIGNING_ALG, kid: key.kid, typ: 'JWT' })
     .setIssuer(issuer)

@@ -1,14 +1,6 @@
 import { readFile } from 'node:fs/promises'
-import {
-  CompactSign,
-  calculateJwkThumbprint,
-  compactVerify,
-  exportJWK,
-  generateKeyPair,
-  importJWK,
-  type CryptoKey,
-  type JWK,
-} from 'jose'
+// jose loads on first use (`await import('jose')` below), not with this module: the sidecar never needs it (issue 22).
+import type { CryptoKey, JWK } from 'jose'
 import { KeywayError } from '../errors.js'
 
 /** The one JWS algorithm Keyway signs and accepts: Ed25519 signatures. */
@@ -50,6 +42,7 @@ export interface Jwks {
  * Generates an Ed25519 (EdDSA) signing key whose kid is its RFC 7638 thumbprint.
  */
 export async function generateSigningKey(): Promise<GeneratedSigningKey> {
+  const { calculateJwkThumbprint, exportJWK, generateKeyPair } = await import('jose')
   const { publicKey, privateKey } = await generateKeyPair(SIGNING_ALG, { crv: 'Ed25519', extractable: true })
   const pub = await exportJWK(publicKey)
   const priv = await exportJWK(privateKey)
@@ -78,6 +71,7 @@ export async function loadSigningKey(path: string): Promise<SigningKey> {
 export async function importSigningKey(jwk: unknown, source = 'signing key'): Promise<SigningKey> {
   const key = checkOkp(jwk, source, 'key')
   if (typeof key.d !== 'string' || key.d === '') throw invalid(source, 'key has no private part "d"')
+  const { CompactSign, compactVerify, importJWK } = await import('jose')
   let privateKey: CryptoKey
   let publicKey: CryptoKey
   try {
@@ -119,6 +113,7 @@ export async function createKeySet(jwks: unknown, source = 'key set'): Promise<K
   }
   const list = (jwks as { keys: unknown[] }).keys
   if (list.length === 0) throw invalid(source, '"keys" is empty')
+  const { importJWK } = await import('jose')
   const byKid = new Map<string, CryptoKey>()
   for (const [i, entry] of list.entries()) {
     const where = `keys[${i}]`

@@ -1,9 +1,11 @@
-import { decodeProtectedHeader, jwtVerify, type CryptoKey, type JWTPayload } from 'jose'
+// jose loads on the first verification only (the sidecar never verifies a token: issue 22).
+import type { CryptoKey, JWTPayload } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.js'
 import { KeywayError, type ErrorCode } from '../errors.js'
 import type { Account, CompiledPolicy } from '../policy/index.js'
 import { fingerprintFromHash, tokenHash } from './fingerprint.js'
+import { decodeJsonSegment } from './json-segment.js'
 import type { TokenKind } from './issue.js'
 import { SIGNING_ALG, type KeySet } from './keys.js'
 
@@ -131,6 +133,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     stats.misses++
     let payload: JWTPayload
     try {
+      const { jwtVerify } = await import('jose')
       ;({ payload } = await jwtVerify(token, key, {
         algorithms: [SIGNING_ALG],
         issuer,
@@ -267,7 +270,7 @@ function precheck(token: string, keySet: KeySet, fingerprint: string): { kid: st
   }
   let protectedHeader: Record<string, unknown>
   try {
-    protectedHeader = decodeProtectedHeader(token) as Record<string, unknown>
+    protectedHeader = decodeJsonSegment(header)
   } catch {
     throw reject('ERR_TOKEN_MALFORMED', 'token header is not a base64url JSON object', fingerprint)
   }

@@ -1,5 +1,5 @@
 import { loadConfig } from '../config/index.js'
-import { runSidecar } from '../daemon.js'
+import { runSidecar } from '../daemon-sidecar.js'
 import { parseCommandArgs, type CliIo, type Command } from './command.js'
 
 const USAGE = `Usage: keyway listen [--config FILE] [--gateway HOST:PORT[,HOST:PORT...]] [--ca FILE] [--token-file FILE] [--runtime-dir DIR] [--control HOST:PORT] [--log-level LEVEL]

@@ -1,9 +1,14 @@
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Clock, TimerHandle } from '../clock.js'
 import { ERROR_CODES, httpStatusOf, type ErrorCode } from '../errors.js'
 import type { RefusalAudit } from '../observe/index.js'
 import type { GatewayMetrics } from './metrics.js'
+
+// Not `import ... from 'node:http'`: on Node 26 the ESM namespace of node:http
+// runs every lazy getter of the module (undici, http2, zlib, worker_threads:
+// ~15 MB resident, issue 22); the CommonJS exports object does not.
+const { STATUS_CODES } = process.getBuiltinModule('node:http')
 
 /** The API's own limits (from the `gateway` configuration). */
 export interface ApiGuardSettings {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import type { Server as HttpServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Registry } from 'prom-client'
@@ -22,6 +22,11 @@ import { handleMuxConnection } from './mux-tunnel.js'
 import { ProxyAcceptor } from './proxy-acceptor.js'
 import { UpstreamReadiness } from './readiness.js'
 import { answeredCode, handleTunnel, type TunnelContext, type TunnelSettings } from './tunnel.js'
+
+// Not `import ... from 'node:http'`: on Node 26 the ESM namespace of node:http
+// runs every lazy getter of the module (undici, http2, zlib, worker_threads:
+// ~15 MB resident, issue 22); the CommonJS exports object does not.
+const { createServer: createHttpServer } = process.getBuiltinModule('node:http')
 
 /** API connections (sidecar polls, logins) held at once; more are closed at once. */
 const MAX_API_SOCKETS = 4_096

@@ -1,9 +1,14 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
 import type { Logger } from 'pino'
 import { httpStatusOf } from '../errors.js'
 import { listenOn } from '../net/index.js'
+
+// Not `import ... from 'node:http'`: on Node 26 the ESM namespace of node:http
+// runs every lazy getter of the module (undici, http2, zlib, worker_threads:
+// ~15 MB resident, issue 22); the CommonJS exports object does not.
+const { createServer } = process.getBuiltinModule('node:http')
 
 /** A route beyond the built-in /healthz, /readyz and /metrics. */
 export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean

@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs'
-import * as http from 'node:http'
 import { join } from 'node:path'
 import { loadConfig } from '../config/index.js'
 import { ERROR_CODES, KeywayError, type ErrorCode } from '../errors.js'
@@ -7,6 +6,11 @@ import { formatHostPort, type HostPort } from '../net/index.js'
 import { CONTROL_PATHS, READYZ_RESOURCE_PREFIX } from './control.js'
 import { CONTROL_SOCKET, CONTROL_TOKEN_FILE, resolveRuntimeDir } from './runtime-dir.js'
 import type { ConnectResult, SidecarSnapshot } from './sidecar.js'
+
+// Not `import ... from 'node:http'`: on Node 26 the ESM namespace of node:http
+// runs every lazy getter of the module (undici, http2, zlib, worker_threads:
+// ~15 MB resident, issue 22); the CommonJS exports object does not.
+const http = process.getBuiltinModule('node:http')
 
 /**
  * Where a command finds the sidecar's control API: its Unix socket, or loopback

@@ -1,4 +1,5 @@
-import pg from 'pg'
+import { createRequire } from 'node:module'
+import type pg from 'pg'
 import { Gauge, type Registry } from 'prom-client'
 import { Document } from 'yaml'
 import { adminContextFromConfig, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
@@ -26,6 +27,9 @@ import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
 import { PostgresSessionFeed, type SessionFeed } from './pg-sessions.js'
+
+/** pg, loaded when a PostgreSQL store is made: a gateway on the file store never loads it (issue 22). */
+const loadPg = (): typeof pg => createRequire(import.meta.url)('pg') as typeof pg
 import type { KeywayStore } from './store.js'
 
 /** The NOTIFY channel of committed changes (a hint only: listeners read the change log). */
@@ -109,7 +113,7 @@ export class PostgresStore implements KeywayStore {
   constructor(options: PostgresStoreOptions) {
     this.#options = options
     this.#settings = postgresSettings(options.config)
-    this.#pool = new pg.Pool(poolConfig(this.#settings))
+    this.#pool = new (loadPg().Pool)(poolConfig(this.#settings))
     // An idle pooled connection that PostgreSQL drops (a restart) must not crash the process.
     this.#pool.on('error', (err) => this.#markDown(storeError(err, 'an idle connection failed')))
     this.#lastContact = options.clock.now()
@@ -346,7 +350,7 @@ export class PostgresStore implements KeywayStore {
 
   async #listen(): Promise<void> {
     if (this.#closed) return
-    const client = new pg.Client(clientConfig(this.#settings))
+    const client = new (loadPg().Client)(clientConfig(this.#settings))
     this.#listener = client
     let lost = false
     const onLost = (err?: unknown): void => {
@@ -540,7 +544,7 @@ export class PostgresStore implements KeywayStore {
   sessionFeed(): SessionFeed {
     return (this.#sessionFeed ??= new PostgresSessionFeed({
       pool: this.#pool,
-      listenClient: () => new pg.Client(clientConfig(this.#settings)),
+      listenClient: () => new (loadPg().Client)(clientConfig(this.#settings)),
       clock: this.#options.clock,
       logger: this.#options.logger,
       checkInterval: this.#settings.checkInterval,
