@@ -1,7 +1,7 @@
 import pg from 'pg'
 import { Gauge, type Registry } from 'prom-client'
 import { Document } from 'yaml'
-import { adminContextFromConfig, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
+import { adminContextFromConfig, type AdminContext, type AdminStorage, type EditScope, type ReadPolicy } from '../admin/index.js'
 import type { Clock, TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import type { Credentials, UserCredentials } from '../credentials/index.js'
@@ -13,6 +13,7 @@ import {
   compilePolicy,
   packPolicyDocument,
   policyDigest,
+  policyTooLarge,
   type CompiledPolicy,
   type PolicyDoc,
   type PolicyLimits,
@@ -22,7 +23,8 @@ import { ContextAdminOperations, type AdminOperations } from './admin-operations
 import { canonicalPolicy } from './canonical.js'
 import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
-import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
+import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary, type TouchedRows } from './pg-rows.js'
+import { loadScopedDoc } from './pg-scope.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
 import type { KeywayStore } from './store.js'
@@ -32,6 +34,9 @@ export const CHANNEL = 'keyway_policy'
 
 /** What names the database in problems (`postgresql store (edited, not written):3:5: …`). */
 const LABEL = 'postgresql store'
+
+/** A change-log row names the accounts it changed up to this many; a larger change is reloaded whole. */
+const MAX_LOGGED_ACCOUNTS = 10_000
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -417,12 +422,19 @@ export class PostgresStore implements KeywayStore {
 
   /**
    * One validated edit, as `editPolicyFile` makes on the file: `fn` edits
-   * the YAML document of the whole policy; the edited policy must validate;
-   * only the rows that changed are written, with the next generation.
+   * the YAML document of the policy; the edited policy must validate; only
+   * the rows that changed are written, with the next generation.
+   *
+   * With a `scope` (every hot admin operation gives one) the document holds
+   * the settings, resources and roles and only the accounts the scope names
+   * ({@link loadScopedDoc}), so an edit costs the same at 100 accounts or
+   * 100,000: what it validates is what it can break, and the rules that span
+   * accounts (unique names and override ports, the No-Role rule) are checked
+   * by the database's constraints in the same transaction.
    */
-  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
+  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>, scope?: EditScope): Promise<T> {
     return this.#locked(async (client) => {
-      const before = await loadPolicyDoc(client)
+      const before = scope === undefined ? await loadPolicyDoc(client) : await loadScopedDoc(client, scope)
       // The document is built from the rows, not from YAML text: parsing and printing
       // the whole policy twice per edit is what makes a large file slow to edit.
       const document = new Document(before)
@@ -430,7 +442,7 @@ export class PostgresStore implements KeywayStore {
       const result = await fn(document, current)
       const after = (document.toJS() ?? {}) as PolicyDoc
       compilePolicy(after, { file: `${LABEL} (edited, not written)` })
-      await this.#commitChange(client, before, after)
+      await this.#commitChange(client, before, after, scope !== undefined)
       return result
     })
   }
@@ -442,18 +454,55 @@ export class PostgresStore implements KeywayStore {
    */
   replace(doc: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
     compilePolicy(doc, { file: LABEL })
-    return this.#locked(async (client) => this.#commitChange(client, await loadPolicyDoc(client), doc))
+    return this.#locked(async (client) => this.#commitChange(client, await loadPolicyDoc(client), doc, false))
   }
 
-  async #commitChange(client: pg.PoolClient, before: PolicyDoc, after: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
-    const summary = await writeChanges(client, rowsOf(before), rowsOf(after))
+  /**
+   * Writes the rows that differ and the change-log row. The change log's
+   * `summary` also says which accounts changed (`accounts`, when only
+   * accounts did and not too many), so that gateways apply the change to
+   * those accounts alone (see {@link PostgresStore}); `digest` is the whole
+   * policy's, or for a scoped edit the digest of the part it loaded.
+   */
+  async #commitChange(client: pg.PoolClient, before: PolicyDoc, after: PolicyDoc, scoped: boolean): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
+    const touched: TouchedRows = { accounts: new Set(), other: false }
+    const summary = await writeChanges(client, rowsOf(before), rowsOf(after), touched)
     if (Object.keys(summary).length === 0) return { generation: undefined, summary }
     // Constraints are deferred: check them now, so that a violation is this edit's error, not COMMIT's.
     await client.query('SET CONSTRAINTS ALL IMMEDIATE')
+    if (scoped) await this.#checkLimits(client, summary)
     const generation = (await currentGeneration(client)) + 1
-    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, policyDigest(canonicalPolicy(after)), JSON.stringify(summary)])
+    const digest = (scoped ? 'scope:' : '') + policyDigest(canonicalPolicy(after))
+    const logged = !touched.other && touched.accounts.size <= MAX_LOGGED_ACCOUNTS ? { ...summary, accounts: [...touched.accounts].sort() } : summary
+    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, digest, JSON.stringify(logged)])
     await client.query('SELECT pg_notify($1, $2)', [CHANNEL, String(generation)])
     return { generation, summary }
+  }
+
+  /**
+   * The policy limits a scoped edit can pass (it never loads the whole
+   * policy to count it): counted in the tables it wrote to, after its writes.
+   *
+   * @throws KeywayError ERR_POLICY_TOO_LARGE
+   */
+  async #checkLimits(client: pg.PoolClient, summary: ChangeSummary): Promise<void> {
+    const l = this.#options.config.policyLimits
+    const grew = (table: string): boolean => (summary[table]?.upserted ?? 0) > 0
+    const checks: [string, keyof PolicyLimits, string, string][] = [
+      ['keyway_accounts', 'maxAccounts', 'accounts', 'SELECT count(*) AS n FROM keyway_accounts'],
+      ['keyway_roles', 'maxRoles', 'roles', 'SELECT count(*) AS n FROM keyway_roles'],
+      ['keyway_resources', 'maxResources', 'resources', 'SELECT count(*) AS n FROM keyway_resources'],
+      ['keyway_tokens', 'maxTokens', 'token records', 'SELECT count(*) AS n FROM keyway_tokens'],
+    ]
+    for (const [table, limit, what, sql] of checks) {
+      if (!grew(table)) continue
+      const n = Number((await client.query<{ n: string }>(sql)).rows[0]!.n)
+      if (n > l[limit]) throw policyTooLarge(LABEL, limit, n, l[limit], what)
+    }
+    if (grew('keyway_role_grants') || grew('keyway_account_grants')) {
+      const n = Number((await client.query<{ n: string }>('SELECT (SELECT count(*) FROM keyway_role_grants) + (SELECT count(*) FROM keyway_account_grants) AS n')).rows[0]!.n)
+      if (n > l.maxGrants) throw policyTooLarge(LABEL, 'maxGrants', n, l.maxGrants, 'grants (role grants plus account grants)')
+    }
   }
 
   /** The whole policy as it is now, for display and `keyway store export`. */
@@ -512,7 +561,7 @@ export class PostgresStore implements KeywayStore {
 
   adminContext(): AdminContext {
     const storage: AdminStorage = {
-      edit: (fn) => this.edit(fn),
+      edit: (fn, scope) => this.edit(fn, scope),
       read: () => this.read(),
       readCredentials: () => this.readCredentials(),
       editCredentials: (fn) => this.editCredentials(fn),
