@@ -12,8 +12,11 @@ import {
   assemblePolicy,
   compilePolicy,
   packPolicyDocument,
+  patchDepth,
+  patchPolicy,
   policyDigest,
   policyTooLarge,
+  type AccountDoc,
   type CompiledPolicy,
   type PolicyDoc,
   type PolicyLimits,
@@ -23,7 +26,7 @@ import { ContextAdminOperations, type AdminOperations } from './admin-operations
 import { canonicalPolicy } from './canonical.js'
 import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
-import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary, type TouchedRows } from './pg-rows.js'
+import { currentGeneration, loadAccountDocs, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary, type TouchedRows } from './pg-rows.js'
 import { loadScopedDoc } from './pg-scope.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
@@ -37,6 +40,15 @@ const LABEL = 'postgresql store'
 
 /** A change-log row names the accounts it changed up to this many; a larger change is reloaded whole. */
 const MAX_LOGGED_ACCOUNTS = 10_000
+/** A gateway patches changed accounts into its policy until it carries this many patches… */
+const MAX_PATCHES = 500
+/** …or patched accounts; then the next change is loaded whole (one full compile flattens them). */
+const MAX_PATCHED_ACCOUNTS = 5_000
+
+/** What a gateway's load found (see `PostgresStore.#load`). */
+type Loaded =
+  | { readonly kind: 'full'; readonly doc: PolicyDoc; readonly generation: number }
+  | { readonly kind: 'accounts'; readonly ids: string[]; readonly accounts: AccountDoc[]; readonly generation: number }
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -68,15 +80,24 @@ interface StoreMetrics {
  *
  * Writes (every admin operation, the admin API, `keyway store import`) run
  * in one transaction each, serialized by a transaction-scoped advisory lock:
- * load the whole policy from the tables, apply the same `admin/` transform
- * the file store applies to its YAML, validate the whole edited policy with
- * the same validator, write only the rows that changed plus a change-log row
- * with the next generation, and NOTIFY.
+ * load the part of the policy the operation's `EditScope` names (settings,
+ * resources, roles and the accounts it touches; the whole policy for an
+ * operation without one), apply the same `admin/` transform the file store
+ * applies to its YAML, validate that edited part with the same validator,
+ * write only the rows that changed plus a change-log row with the next
+ * generation, and NOTIFY; the database's constraints check the rules that
+ * span accounts in the same transaction.
  *
  * Gateways follow with `watch()`: a dedicated connection (outside the pool)
  * LISTENs; a notification is only a hint to compare generations, and so is
  * a periodic check (`postgres.checkInterval`) that bounds a missed one; a
- * reconnect resyncs. A newer generation is loaded whole and handed to the
+ * reconnect resyncs. A newer generation whose change-log rows all name the
+ * accounts they changed is applied as a patch: only those accounts are read
+ * and compiled (with the settings, resources and roles of the last full
+ * load) and patched into the served policy (`patchPolicy`), in a few
+ * milliseconds whatever the policy's size; anything else (a change of
+ * settings, resources or roles, a gap in the generations, many patches
+ * already) is loaded whole. Either way the new policy is handed to the
  * `onChange` observers, as a file reload is. While PostgreSQL is unreachable
  * the last good policy stays; with `postgres.maxStaleness` set, a gateway
  * that has not reached it for that long fails closed (an empty policy) until
@@ -94,6 +115,9 @@ export class PostgresStore implements KeywayStore {
   #closedPolicy: CompiledPolicy | undefined
   #storeGeneration = 0
   #localGeneration = 0
+  /** The settings, resources and roles of the last full load: what an account patch compiles with. */
+  #frame: PolicyDoc | undefined
+  #lastLoad: 'full' | 'accounts' | undefined
   #lastError: KeywayError | undefined
   #reachable = true
   #lastContact: number
@@ -127,6 +151,15 @@ export class PostgresStore implements KeywayStore {
       }
       this.#metrics.up.set(1)
     }
+  }
+
+  /**
+   * How the last load that found a newer generation applied it: `full` (the
+   * whole policy read and compiled) or `accounts` (only the changed
+   * accounts, patched in). For tests and the bench.
+   */
+  get lastLoad(): 'full' | 'accounts' | undefined {
+    return this.#lastLoad
   }
 
   /** The pool (for `keyway store` and tests). */
@@ -179,12 +212,22 @@ export class PostgresStore implements KeywayStore {
       this.#metrics?.stale.set(0)
       if (loaded === undefined) {
         result = { ok: true, changed: wasClosed, policy: this.#current! }
+      } else if (loaded.kind === 'accounts') {
+        // Only these accounts changed: compile them alone (with the small frame) and patch them in.
+        const patch = compilePolicy({ ...this.#frame, accounts: loaded.accounts }, { file: LABEL })
+        this.#current = patchPolicy(this.#current!, patch, loaded.ids, ++this.#localGeneration, `generation:${loaded.generation}`)
+        this.#storeGeneration = loaded.generation
+        this.#metrics?.generation.set(loaded.generation)
+        this.#lastLoad = 'accounts'
+        result = { ok: true, changed: true, policy: this.#current }
       } else {
         const packed = packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() })
         const changed = wasClosed || packed.digest !== this.#current?.digest
         if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
+        this.#frame = { ...loaded.doc, accounts: [] }
         this.#storeGeneration = loaded.generation
         this.#metrics?.generation.set(loaded.generation)
+        this.#lastLoad = 'full'
         result = { ok: true, changed, policy: this.#current! }
       }
       this.#lastError = undefined
@@ -219,8 +262,12 @@ export class PostgresStore implements KeywayStore {
     return { ...l, maxBytes: Number.MAX_SAFE_INTEGER }
   }
 
-  /** The document at the latest generation, or undefined when it is the one already served. */
-  async #load(): Promise<{ doc: PolicyDoc; generation: number } | undefined> {
+  /**
+   * What changed since the generation served: nothing (undefined), some
+   * accounts only (their rows, to patch in), or the whole document at the
+   * latest generation.
+   */
+  async #load(): Promise<Loaded | undefined> {
     const client = await this.#connect()
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
@@ -231,20 +278,50 @@ export class PostgresStore implements KeywayStore {
           detail: { generation },
         })
       }
-      if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) {
-        await client.query('COMMIT')
-        client.release()
-        return undefined
+      let loaded: Loaded | undefined
+      if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) loaded = undefined
+      else {
+        const ids = await this.#changedAccounts(client, generation)
+        loaded =
+          ids !== undefined
+            ? // In canonical order, as a full load reads them: an account's first role is the one a decision names.
+              { kind: 'accounts', ids, accounts: canonicalPolicy({ accounts: await loadAccountDocs(client, ids) }).accounts ?? [], generation }
+            : { kind: 'full', doc: await loadPolicyDoc(client), generation }
       }
-      const doc = await loadPolicyDoc(client)
       await client.query('COMMIT')
       client.release()
-      return { doc, generation }
+      return loaded
     } catch (err) {
       const ok = await client.query('ROLLBACK').then(() => true, () => false)
       client.release(!ok)
       throw storeError(err, 'loading the policy')
     }
+  }
+
+  /**
+   * The accounts changed between the generation served and `generation`,
+   * from the change log, when a patch can apply them: the log must hold
+   * every generation in between (a gap, after a restore or a pruned log,
+   * means a full resync) and each row must name its accounts (a change of
+   * settings, resources or roles, or an import, names none). Undefined: load
+   * the whole policy. Also whole once the served policy carries many patches,
+   * so that a full compile flattens them now and then.
+   */
+  async #changedAccounts(client: pg.PoolClient, generation: number): Promise<string[] | undefined> {
+    const from = this.#storeGeneration
+    const current = this.#current
+    if (current === undefined || this.#closedPolicy !== undefined || this.#frame === undefined || generation <= from) return undefined
+    const depth = patchDepth(current)
+    if (depth.patches >= MAX_PATCHES || generation - from > MAX_PATCHES) return undefined
+    const r = await client.query<{ accounts: unknown }>("SELECT summary->'accounts' AS accounts FROM keyway_changes WHERE generation > $1 AND generation <= $2", [from, generation])
+    if (r.rows.length !== generation - from) return undefined
+    const ids = new Set<string>()
+    for (const row of r.rows) {
+      if (!Array.isArray(row.accounts)) return undefined
+      for (const id of row.accounts) ids.add(String(id))
+    }
+    if (depth.accounts + ids.size > MAX_PATCHED_ACCOUNTS) return undefined
+    return [...ids]
   }
 
   /**
