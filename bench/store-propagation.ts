@@ -21,6 +21,7 @@ import { execFile } from 'node:child_process'
 import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { parseArgs, promisify } from 'node:util'
 import pg from 'pg'
 import { systemClock } from '../src/clock.js'
@@ -90,6 +91,10 @@ async function main(): Promise<void> {
     console.log(`cold start (load + validate + compile): ${Math.round(coldMs)} ms`)
     gateway.watch()
     await new Promise((r) => setTimeout(r, 500))
+    // How long the gateway's event loop is held while changes are applied (its sessions' latency).
+    const loop = monitorEventLoopDelay({ resolution: 1 })
+    loop.enable()
+    const loads = { full: 0, accounts: 0 }
 
     // Accounts with a direct or temporary grant to revoke, one per trial.
     const targets = (doc.accounts ?? []).filter((a) => (a.grants ?? []).length > 0).slice(0, trials)
@@ -110,12 +115,15 @@ async function main(): Promise<void> {
       const committed = performance.now()
       edits.push(committed - start)
       propagation.push((await seen) - committed)
+      loads[gateway.lastLoad ?? 'full']++
     }
+    loop.disable()
     propagation.sort((x, y) => x - y)
     edits.sort((x, y) => x - y)
     const fmt = (xs: number[]) => `p50 ${Math.round(quantile(xs, 0.5))} ms, p99 ${Math.round(quantile(xs, 0.99))} ms, max ${Math.round(xs.at(-1)!)} ms`
     console.log(`propagation, commit -> gateway onChange (${propagation.length} revocations): ${fmt(propagation)}`)
     console.log(`edit (one validated transaction): ${fmt(edits)}`)
+    console.log(`gateway: ${loads.accounts} changes patched, ${loads.full} loaded whole; event loop held at most ${Math.round(loop.max / 1e6)} ms (p99 ${Math.round(loop.percentile(99) / 1e6)} ms)`)
     await gateway.close()
     await admin.close()
   } finally {

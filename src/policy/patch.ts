@@ -1,4 +1,51 @@
-import type { Account, CompiledPolicy, Decision, EffectiveResource } from './types.js'
+import type { Account, AccountDoc, CompiledPolicy, Decision, EffectiveResource, PolicyDoc, ResourceDoc, RoleDoc } from './types.js'
+
+/** The settings, resources and roles of a policy document, indexed by name: what {@link patchDocument} picks from. */
+export interface PolicyFrame {
+  readonly doc: PolicyDoc
+  readonly resources: ReadonlyMap<string, ResourceDoc>
+  readonly roles: ReadonlyMap<string, RoleDoc>
+}
+
+/** The {@link PolicyFrame} of a policy document (its accounts are left out). */
+export function policyFrame(doc: PolicyDoc): PolicyFrame {
+  const { accounts: _accounts, ...rest } = doc
+  return {
+    doc: rest,
+    resources: new Map((doc.resources ?? []).map((r) => [r.name, r])),
+    roles: new Map((doc.roles ?? []).map((r) => [r.name, r])),
+  }
+}
+
+/**
+ * The smallest policy document that decides for `accounts` as the whole
+ * policy would: the frame's settings, the roles the accounts hold, and the
+ * resources those roles and the accounts' grants name (in the frame's
+ * order). Compiling it costs a few hundred entries, not the whole frame (a
+ * thousand resources, tens of thousands of role grants); {@link patchPolicy}
+ * answers for the resources it leaves out. A name the frame lacks is kept
+ * out too, so that the compile reports it as the whole policy's would.
+ */
+export function patchDocument(frame: PolicyFrame, accounts: readonly AccountDoc[]): PolicyDoc {
+  const roles = new Set<string>()
+  const resources = new Set<string>()
+  for (const a of accounts) {
+    for (const r of a.roles ?? []) roles.add(r)
+    for (const g of a.grants ?? []) resources.add(g.resource)
+  }
+  const roleDocs: RoleDoc[] = []
+  for (const name of roles) {
+    const role = frame.roles.get(name)
+    if (role === undefined) continue
+    roleDocs.push(role)
+    for (const r of role.grants ?? []) resources.add(r)
+  }
+  const resourceDocs = (frame.doc.resources ?? []).filter((r) => resources.has(r.name))
+  return { ...frame.doc, resources: resourceDocs, roles: roleDocs, accounts: [...accounts] }
+}
+
+// As a full compile denies an account a resource it has no grant for (see `assemble.ts`).
+const DENY_GRANT: Decision = Object.freeze({ allow: false, code: 'ERR_GRANT_DENIED', via: undefined, role: undefined, expiresAt: undefined, expiredAt: undefined }) as unknown as Decision
 
 /**
  * How a patched policy is made: the full compile it started from, the
@@ -21,10 +68,12 @@ export function patchDepth(policy: CompiledPolicy): { readonly patches: number; 
 
 /**
  * A new compiled policy: `current` with the accounts `changed` replaced by
- * their versions in `patch`, the compile of a policy holding the same
- * settings, resources and roles and only those accounts (a changed account
- * absent from `patch` was deleted). Settings, resources and roles are
- * `current`'s: a change to them needs a full compile.
+ * their versions in `patch`, the compile of {@link patchDocument} of those
+ * accounts (a changed account absent from `patch` was deleted). Settings,
+ * resources and roles are `current`'s: a change to them needs a full
+ * compile. A resource the patch leaves out is one the account has no grant
+ * of (denied); resources in effective lists are `current`'s (whose override
+ * ports were assigned among all resources).
  *
  * Costs one Map copy of the accounts changed since the last full compile,
  * never a pass over the whole policy, so a gateway applies one change of a
@@ -39,11 +88,18 @@ export function patchPolicy(current: CompiledPolicy, patch: CompiledPolicy, chan
   for (const id of changed) owner.set(id, patch)
   const layers: Layers = { base: was.base, patches: [...was.patches, patch], owner }
   const { base, patches } = layers
-  const holder = (id: string): CompiledPolicy => owner.get(id) ?? base
-
   const accounts = new PatchedAccounts(layers)
-  const decide = (accountId: string, resource: string, now: number): Decision => holder(accountId).decide(accountId, resource, now)
-  const effectiveResources = (accountId: string, now: number): EffectiveResource[] => holder(accountId).effectiveResources(accountId, now)
+  const decide = (accountId: string, resource: string, now: number): Decision => {
+    const p = owner.get(accountId)
+    if (p === undefined) return base.decide(accountId, resource, now)
+    const d = p.decide(accountId, resource, now)
+    return d.code === 'ERR_RESOURCE_UNKNOWN' && base.resources.has(resource) ? DENY_GRANT : d
+  }
+  const effectiveResources = (accountId: string, now: number): EffectiveResource[] => {
+    const p = owner.get(accountId)
+    if (p === undefined) return base.effectiveResources(accountId, now)
+    return p.effectiveResources(accountId, now).map((e) => Object.freeze({ resource: base.resources.get(e.resource.name) ?? e.resource, sources: e.sources }))
+  }
   const accountByName = (name: string): Account | undefined => {
     for (let i = patches.length - 1; i >= 0; i--) {
       const p = patches[i]!

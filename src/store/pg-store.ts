@@ -13,12 +13,15 @@ import {
   compilePolicy,
   packPolicyDocument,
   patchDepth,
+  patchDocument,
   patchPolicy,
+  policyFrame,
   policyDigest,
   policyTooLarge,
   type AccountDoc,
   type CompiledPolicy,
   type PolicyDoc,
+  type PolicyFrame,
   type PolicyLimits,
   type ReloadResult,
 } from '../policy/index.js'
@@ -116,7 +119,7 @@ export class PostgresStore implements KeywayStore {
   #storeGeneration = 0
   #localGeneration = 0
   /** The settings, resources and roles of the last full load: what an account patch compiles with. */
-  #frame: PolicyDoc | undefined
+  #frame: PolicyFrame | undefined
   #lastLoad: 'full' | 'accounts' | undefined
   #lastError: KeywayError | undefined
   #reachable = true
@@ -213,8 +216,8 @@ export class PostgresStore implements KeywayStore {
       if (loaded === undefined) {
         result = { ok: true, changed: wasClosed, policy: this.#current! }
       } else if (loaded.kind === 'accounts') {
-        // Only these accounts changed: compile them alone (with the small frame) and patch them in.
-        const patch = compilePolicy({ ...this.#frame, accounts: loaded.accounts }, { file: LABEL })
+        // Only these accounts changed: compile them alone (with the roles and resources they name) and patch them in.
+        const patch = compilePolicy(patchDocument(this.#frame!, loaded.accounts), { file: LABEL })
         this.#current = patchPolicy(this.#current!, patch, loaded.ids, ++this.#localGeneration, `generation:${loaded.generation}`)
         this.#storeGeneration = loaded.generation
         this.#metrics?.generation.set(loaded.generation)
@@ -224,7 +227,7 @@ export class PostgresStore implements KeywayStore {
         const packed = packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() })
         const changed = wasClosed || packed.digest !== this.#current?.digest
         if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
-        this.#frame = { ...loaded.doc, accounts: [] }
+        this.#frame = policyFrame(loaded.doc)
         this.#storeGeneration = loaded.generation
         this.#metrics?.generation.set(loaded.generation)
         this.#lastLoad = 'full'

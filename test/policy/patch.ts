@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compilePolicy, patchDepth, patchPolicy, type AccountDoc, type CompiledPolicy, type PolicyDoc } from '../../src/policy/index.js'
+import { compilePolicy, patchDepth, patchDocument, patchPolicy, policyFrame, type AccountDoc, type CompiledPolicy, type PolicyDoc } from '../../src/policy/index.js'
 
 /** A small deterministic PRNG (mulberry32): a failing seed reproduces. */
 function rng(seed: number): () => number {
@@ -21,7 +21,7 @@ const ROLES = ['ops', 'dev', 'read']
 const frame: PolicyDoc = {
   version: 1,
   settings: { portOverrides: true, portRange: [20000, 20999] },
-  resources: RESOURCES.map((name, i) => ({ name, kind: i % 2 === 0 ? 'datasource' : 'server', type: i % 2 === 0 ? 'postgres' : 'ssh', address: `127.0.0.1:${5000 + i}` })),
+  resources: RESOURCES.map((name, i) => ({ name, kind: i % 2 === 0 ? 'datasource' : 'server', type: i % 2 === 0 ? 'postgres' : 'ssh', address: `127.0.0.1:${5000 + i}`, ...(i === 3 ? { portOverride: 20000 } : {}) })),
   roles: [
     { name: 'ops', grants: ['r0', 'r1', 'r2'] },
     { name: 'dev', grants: ['r2', 'r3'] },
@@ -103,7 +103,7 @@ t.test('random edits patched account by account decide exactly as a full compile
       }
       for (const id of changed) everyId.add(id)
       const present = [...new Set(changed)].filter((id) => accounts.has(id)).map((id) => accounts.get(id)!)
-      const patch = compilePolicy({ ...frame, accounts: present })
+      const patch = compilePolicy(patchDocument(policyFrame(frame), present))
       patched = patchPolicy(patched, patch, changed, edit + 2, `test:${edit}`)
     }
     const full = compilePolicy(doc())
