@@ -11,7 +11,6 @@ import {
   ReloadQueue,
   assemblePolicy,
   compilePolicy,
-  packPolicyDocument,
   patchDepth,
   patchDocument,
   patchPolicy,
@@ -30,6 +29,7 @@ import { canonicalPolicy } from './canonical.js'
 import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
 import { currentGeneration, loadAccountDocs, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary, type TouchedRows } from './pg-rows.js'
+import { loadPackedPolicy } from './pg-load.js'
 import { loadScopedDoc } from './pg-scope.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
@@ -50,7 +50,7 @@ const MAX_PATCHED_ACCOUNTS = 5_000
 
 /** What a gateway's load found (see `PostgresStore.#load`). */
 type Loaded =
-  | { readonly kind: 'full'; readonly doc: PolicyDoc; readonly generation: number }
+  | { readonly kind: 'whole' }
   | { readonly kind: 'accounts'; readonly ids: string[]; readonly accounts: AccountDoc[]; readonly generation: number }
 
 /** Options of {@link PostgresStore}. */
@@ -209,6 +209,8 @@ export class PostgresStore implements KeywayStore {
     let result: ReloadResult
     try {
       const loaded = await this.#load()
+      // Read, validated and packed on a worker thread: a whole load never holds the event loop.
+      const whole = loaded?.kind === 'whole' ? await loadPackedPolicy({ settings: this.#settings, limits: this.#limits(), label: LABEL }) : undefined
       this.#markUp()
       const wasClosed = this.#closedPolicy !== undefined
       this.#closedPolicy = undefined
@@ -224,12 +226,12 @@ export class PostgresStore implements KeywayStore {
         this.#lastLoad = 'accounts'
         result = { ok: true, changed: true, policy: this.#current }
       } else {
-        const packed = packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() })
+        const { packed, frame, generation } = whole!
         const changed = wasClosed || packed.digest !== this.#current?.digest
         if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
-        this.#frame = policyFrame(loaded.doc)
-        this.#storeGeneration = loaded.generation
-        this.#metrics?.generation.set(loaded.generation)
+        this.#frame = policyFrame(frame)
+        this.#storeGeneration = generation
+        this.#metrics?.generation.set(generation)
         this.#lastLoad = 'full'
         result = { ok: true, changed, policy: this.#current! }
       }
@@ -267,8 +269,8 @@ export class PostgresStore implements KeywayStore {
 
   /**
    * What changed since the generation served: nothing (undefined), some
-   * accounts only (their rows, to patch in), or the whole document at the
-   * latest generation.
+   * accounts only (their rows, to patch in), or more: load the whole policy
+   * (`loadPackedPolicy`, at the then latest generation).
    */
   async #load(): Promise<Loaded | undefined> {
     const client = await this.#connect()
@@ -289,7 +291,7 @@ export class PostgresStore implements KeywayStore {
           ids !== undefined
             ? // In canonical order, as a full load reads them: an account's first role is the one a decision names.
               { kind: 'accounts', ids, accounts: canonicalPolicy({ accounts: await loadAccountDocs(client, ids) }).accounts ?? [], generation }
-            : { kind: 'full', doc: await loadPolicyDoc(client), generation }
+            : { kind: 'whole' }
       }
       await client.query('COMMIT')
       client.release()
