@@ -13,7 +13,10 @@
  * bench/results/latest.json; the markdown table goes next to it),
  * --gateway-env K=V (extra environment for `keyway gateway`, repeatable),
  * --no-reload (skip the policy reload workload, bench/policy-reload.ts;
- * `--only reload` runs only it).
+ * `--only reload` runs only it), --no-store (skip the PostgreSQL store
+ * workload, bench/store-propagation.ts: 100,000 accounts, 10,000 with
+ * --quick; it runs only where PostgreSQL's initdb is found; `--only store`
+ * runs only it).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -21,6 +24,7 @@ import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
+import { postgresAvailable, storeMarkdown, storePropagation, type StoreFigures } from './store-propagation.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
 import { bulk, idleMemory, newConnections, rate, thousand, warmUp, type Figures, type Sizes } from './workloads.js'
@@ -35,10 +39,11 @@ interface Args {
   out: string
   gatewayEnv: Record<string, string>
   reload: boolean
+  store: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, store: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -53,6 +58,7 @@ function parseArgs(argv: string[]): Args {
     else if (arg === '--no-idle') a.noIdle = true
     else if (arg === '--no-pin') a.pin = false
     else if (arg === '--no-reload') a.reload = false
+    else if (arg === '--no-store') a.store = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -261,6 +267,19 @@ async function main(): Promise<void> {
       }
     }
 
+    let store: StoreFigures | undefined
+    if (args.store && (!args.only || args.only.includes('store'))) {
+      if (!postgresAvailable()) console.error('  - store: skipped (no PostgreSQL initdb/pg_ctl; set KEYWAY_PG_BIN)')
+      else {
+        try {
+          store = await storePropagation({ accounts: args.quick ? 10_000 : 100_000, trials: args.quick ? 10 : 30, log: (line) => console.error(`  store: ${line}`) })
+        } catch (err) {
+          errors.push(`store: ${(err as Error).message}`)
+          console.error(`  ! store: ${(err as Error).message}`)
+        }
+      }
+    }
+
     const stats: Record<string, Record<string, Stat>> = {}
     for (const fwd of forwarders) {
       const row: Record<string, Stat> = {}
@@ -289,7 +308,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const targets = checkTargets(stats, idle, reload)
+    const targets = [...checkTargets(stats, idle, reload), ...storeTargets(store)]
     const command = `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
     const report = {
       date: new Date().toISOString(),
@@ -304,6 +323,7 @@ async function main(): Promise<void> {
       idle,
       micro: microFigures,
       reload,
+      store,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
@@ -318,6 +338,15 @@ async function main(): Promise<void> {
   } finally {
     await cleanup()
   }
+}
+
+/** The issue 19 targets of the PostgreSQL store (undefined when the workload did not run). */
+function storeTargets(f: StoreFigures | undefined): Target[] {
+  if (f === undefined) return []
+  return [
+    { what: `store: gateway cold start at ${f.accounts} accounts (ms)`, goal: '<= 5000', value: f.coldStartMs, met: f.coldStartMs <= 5000 },
+    { what: 'store: revocation commit -> every gateway, p99 (ms)', goal: '<= 1000', value: f.propagationP99Ms, met: f.propagationP99Ms <= 1000 },
+  ]
 }
 
 interface Target {
@@ -369,6 +398,7 @@ function markdown(report: {
   errors: string[]
   idle: Record<string, Figures>
   reload: Figures | undefined
+  store?: StoreFigures | undefined
 }, forwarders: readonly Forwarder[]): string {
   const m = report.machine
   const lines: string[] = []
@@ -403,6 +433,10 @@ function markdown(report: {
   lines.push('')
   if (report.reload) {
     lines.push(...reloadMarkdown(report.reload))
+    lines.push('')
+  }
+  if (report.store) {
+    lines.push(...storeMarkdown(report.store))
     lines.push('')
   }
   lines.push('| target | goal | measured | met |')

@@ -19,13 +19,16 @@ import { currentGeneration, loadPolicyDoc } from './pg-rows.js'
 import { checkSchema } from './pg-schema.js'
 
 const job = workerData as LoadJob
-// Serving comes first: on Linux, where niceness is per thread, this thread
-// yields the CPU to the gateway's event loop. Elsewhere it stays as it is.
-try {
-  const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
-  if (Number.isInteger(tid) && tid > 0) setPriority(tid, constants.priority.PRIORITY_LOW)
-} catch {
-  // No /proc, or not allowed: run at the process's priority.
+// Serving comes first: on Linux, where niceness is per thread, a reload's
+// thread yields the CPU to the gateway's event loop. A first load has no
+// sessions to yield to: it runs at full priority. Elsewhere it stays as it is.
+if (job.background) {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, constants.priority.PRIORITY_LOW)
+  } catch {
+    // No /proc, or not allowed: run at the process's priority.
+  }
 }
 
 async function load(): Promise<void> {

@@ -210,7 +210,7 @@ export class PostgresStore implements KeywayStore {
     try {
       const loaded = await this.#load()
       // Read, validated and packed on a worker thread: a whole load never holds the event loop.
-      const whole = loaded?.kind === 'whole' ? await loadPackedPolicy({ settings: this.#settings, limits: this.#limits(), label: LABEL }) : undefined
+      const whole = loaded?.kind === 'whole' ? await loadPackedPolicy({ settings: this.#settings, limits: this.#limits(), label: LABEL, background: this.#current !== undefined }) : undefined
       this.#markUp()
       const wasClosed = this.#closedPolicy !== undefined
       this.#closedPolicy = undefined
