@@ -6,8 +6,6 @@
  * generation and the policy's frame (settings, resources, roles). Errors go
  * back as plain data (code, message, problems).
  */
-import { readlinkSync } from 'node:fs'
-import { constants, setPriority } from 'node:os'
 import { parentPort, workerData } from 'node:worker_threads'
 import pg from 'pg'
 import { DocumentError, KeywayError, toKeywayError } from '../errors.js'
@@ -15,21 +13,14 @@ import { packedTransferList, packPolicyDocument } from '../policy/index.js'
 import type { LoadJob } from './pg-load.js'
 import { clientConfig } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
-import { currentGeneration, loadPolicyDoc } from './pg-rows.js'
+import { currentGeneration, loadPolicyDocSorted } from './pg-rows.js'
 import { checkSchema } from './pg-schema.js'
 
 const job = workerData as LoadJob
-// Serving comes first: on Linux, where niceness is per thread, a reload's
-// thread yields the CPU to the gateway's event loop. A first load has no
-// sessions to yield to: it runs at full priority. Elsewhere it stays as it is.
-if (job.background) {
-  try {
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop())
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, constants.priority.PRIORITY_LOW)
-  } catch {
-    // No /proc, or not allowed: run at the process's priority.
-  }
-}
+// Unlike the policy file's worker, this one keeps the process's priority: a
+// whole load may carry a revocation (a role changed), and at low priority a
+// busy machine can starve it for tens of seconds. It never holds the event
+// loop either way.
 
 async function load(): Promise<void> {
   const client = new pg.Client(clientConfig(job.settings))
@@ -47,7 +38,7 @@ async function load(): Promise<void> {
         detail: { generation },
       })
     }
-    doc = await loadPolicyDoc(client as unknown as pg.PoolClient)
+    doc = await loadPolicyDocSorted(client as unknown as pg.PoolClient)
     await client.query('COMMIT')
   } catch (err) {
     throw storeError(err, 'loading the policy')

@@ -9,8 +9,6 @@ export interface LoadJob {
   readonly limits: PolicyLimits
   /** What names the database in problems. */
   readonly label: string
-  /** A reload while serving: the worker runs at low priority (Linux), yielding to the event loop. */
-  readonly background: boolean
 }
 
 /** The whole policy at one generation, packed, with its frame (settings, resources, roles; no accounts). */
