@@ -25,6 +25,9 @@
  * the split placement are named `NAME@split`).
  * --no-footprint (skip the daemons' start-up time and resident set,
  * bench/footprint.ts; `--only footprint` runs only it).
+ * --no-store (skip the PostgreSQL store workload, bench/store-propagation.ts:
+ * 100,000 accounts, 10,000 with --quick; it runs only where PostgreSQL's
+ * initdb is found; `--only store` runs only it).
  */
 import { execSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -34,6 +37,7 @@ import { footprint, footprintMarkdown, type FootprintRow } from './footprint.js'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
 import { postgresAvailable, postgresBench, postgresMarkdown, type PostgresFigures } from './postgres.js'
+import { postgresAvailable as storeAvailable, storeMarkdown, storePropagation, type StoreFigures } from './store-propagation.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayChain, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
 import { bulk, idleMemory, newConnections, rate, thousand, warmUp, type Figures, type Sizes } from './workloads.js'
@@ -52,10 +56,11 @@ interface Args {
   altNode: string | undefined
   placement: 'one-core' | 'split' | 'both'
   footprint: boolean
+  store: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both', footprint: true }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both', footprint: true, store: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -78,6 +83,7 @@ function parseArgs(argv: string[]): Args {
       a.placement = v
     }
     else if (arg === '--no-footprint') a.footprint = false
+    else if (arg === '--no-store') a.store = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -333,6 +339,19 @@ async function main(): Promise<void> {
       }
     }
 
+    let store: StoreFigures | undefined
+    if (args.store && (!args.only || args.only.includes('store'))) {
+      if (!storeAvailable()) console.error('  - store: skipped (no PostgreSQL initdb/pg_ctl; set KEYWAY_PG_BIN)')
+      else {
+        try {
+          store = await storePropagation({ accounts: args.quick ? 10_000 : 100_000, trials: args.quick ? 10 : 30, log: (line) => console.error(`  store: ${line}`) })
+        } catch (err) {
+          errors.push(`store: ${(err as Error).message}`)
+          console.error(`  ! store: ${(err as Error).message}`)
+        }
+      }
+    }
+
     let footprintRows: FootprintRow[] | undefined
     if (args.footprint && (!args.only || args.only.includes('footprint'))) {
       try {
@@ -371,7 +390,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const targets = checkTargets(stats, idle, reload, postgres)
+    const targets = [...checkTargets(stats, idle, reload, postgres), ...storeTargets(store)]
     const command = `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
     const report = {
       date: new Date().toISOString(),
@@ -388,6 +407,7 @@ async function main(): Promise<void> {
       reload,
       postgres,
       footprint: footprintRows,
+      store,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
@@ -402,6 +422,15 @@ async function main(): Promise<void> {
   } finally {
     await cleanup()
   }
+}
+
+/** The issue 19 targets of the PostgreSQL store (undefined when the workload did not run). */
+function storeTargets(f: StoreFigures | undefined): Target[] {
+  if (f === undefined) return []
+  return [
+    { what: `store: gateway cold start at ${f.accounts} accounts (ms)`, goal: '<= 5000', value: f.coldStartMs, met: f.coldStartMs <= 5000 },
+    { what: 'store: revocation commit -> every gateway, p99 (ms)', goal: '<= 1000', value: f.propagationP99Ms, met: f.propagationP99Ms <= 1000 },
+  ]
 }
 
 interface Target {
@@ -471,6 +500,7 @@ function markdown(report: {
   idle: Record<string, Figures>
   reload: Figures | undefined
   postgres: PostgresFigures | undefined
+  store?: StoreFigures | undefined
 }, forwarders: readonly Forwarder[]): string {
   const m = report.machine
   const lines: string[] = []
@@ -509,6 +539,10 @@ function markdown(report: {
   }
   if (report.postgres) {
     lines.push(postgresMarkdown(report.postgres))
+  }
+  if (report.store) {
+    lines.push(...storeMarkdown(report.store))
+    lines.push('')
   }
   lines.push('| target | goal | measured | met |')
   lines.push('|---|---|---:|---|')

@@ -40,10 +40,31 @@ export interface AdminContext {
  * every other edit.
  */
 export interface AdminStorage {
-  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T>
+  /** `scope`: which accounts `fn` reads or changes (see {@link EditScope}); absent, the whole policy. */
+  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>, scope?: EditScope): Promise<T>
   read(): Promise<ReadPolicy>
   readCredentials(): Promise<Credentials>
   editCredentials<T>(fn: (users: Map<string, UserCredentials>) => T): Promise<T>
+}
+
+/**
+ * Which accounts an edit reads or changes, so that a database store loads
+ * (and validates) only those with the settings, resources and roles, not the
+ * whole policy; the policy file is edited whole anyway and ignores it. An
+ * operation gives one only when it touches no other account: an account left
+ * out is simply absent from the document and the compiled policy `fn` sees.
+ *
+ * - `accounts`: the accounts named by these references (service name, user
+ *   email in any case, or account id), as `findAccount` resolves them;
+ * - `accountsWithRole`: the accounts holding this role;
+ * - `accountsWithGrant`: the accounts with a direct or temporary grant of this resource.
+ *
+ * `{}` loads no account (an edit of settings, resources or roles only).
+ */
+export interface EditScope {
+  readonly accounts?: readonly string[]
+  readonly accountsWithRole?: string
+  readonly accountsWithGrant?: string
 }
 
 /**
@@ -84,8 +105,8 @@ export async function signingKeyOf(ctx: AdminContext): Promise<SigningKey> {
 }
 
 /** {@link editPolicyFile} on the context's policy file (or the context's storage's edit), with its clock and lock timeout. */
-export function edit<T>(ctx: AdminContext, fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
-  if (ctx.storage !== undefined) return ctx.storage.edit(fn)
+export function edit<T>(ctx: AdminContext, fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>, scope?: EditScope): Promise<T> {
+  if (ctx.storage !== undefined) return ctx.storage.edit(fn, scope)
   return editPolicyFile(ctx.policyFile, fn, {
     clock: ctx.clock,
     ...(ctx.lockTimeoutMs === undefined ? {} : { lockTimeoutMs: ctx.lockTimeoutMs }),

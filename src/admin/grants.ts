@@ -72,7 +72,7 @@ export async function grantAccess(ctx: AdminContext, accountRef: string, resourc
     if (existing === undefined) listIn(entry, 'grants', true).add(newNode(doc, { resource, expires }))
     else existing.set('expires', expires)
     return { kind: 'temporary', expires, changed: existingExpires !== expires }
-  })
+  }, { accounts: [accountRef] })
 }
 
 /**
@@ -108,7 +108,7 @@ export async function revokeAccess(ctx: AdminContext, accountRef: string, resour
     }
     dropIfEmpty(entry, 'grants')
     return { removed }
-  })
+  }, { accounts: [accountRef] })
 }
 
 /** One temporary grant removed by {@link pruneGrants}. */

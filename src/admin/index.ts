@@ -5,7 +5,7 @@
  * fingerprint are stored.
  */
 export { editPolicyFile, writeFileAtomic, compileEdited, type EditPolicyOptions } from './edit.js'
-export { adminContextFromConfig, type AdminContext, type AdminStorage } from './context.js'
+export { adminContextFromConfig, type AdminContext, type AdminStorage, type EditScope } from './context.js'
 export { editCredentials, migratePasswords, readCredentialsOf, credentialsFileOf } from './credentials.js'
 export { readPolicy, readPolicyOf, isoInstant, NAME_PATTERN, type ReadPolicy } from './document.js'
 export { createService, suspendService, resumeService, deleteService, type CreateServiceOptions, type CreatedService } from './services.js'

@@ -108,7 +108,7 @@ export async function addResource(ctx: AdminContext, options: AddResourceOptions
     const pinned = pinAssignedPorts(doc, ctx.policyFile)
     const mine = pinned.find((p) => p.resource === name)
     return { name, portOverride: mine?.port ?? portOverride ?? null, assigned: mine !== undefined, pinned: pinned.filter((p) => p !== mine) }
-  })
+  }, {})
 }
 
 const CREDENTIAL_KEYS = ['username', 'passwordFile', 'passwordEnv', 'database', 'upstreamTls', 'upstreamCa'] as const
@@ -173,7 +173,7 @@ export async function setResource(ctx: AdminContext, name: string, options: SetR
     }
     if (changed.length === 0) throw new KeywayError('ERR_USAGE', 'nothing to change: give --address, --username, --password-file, --password-env, --database, --upstream-tls, --upstream-ca or --clear-credentials')
     return { name, changed }
-  })
+  }, {})
 }
 
 /** Every resource, sorted by kind (the seed's tab order) then name. */
@@ -237,7 +237,7 @@ export async function removeResource(
     const list = sectionList(doc, 'resources')
     list.delete(indexWhere(list, 'name', name))
     return { name, roles, accounts: accounts.map((a) => a.name) }
-  })
+  }, { accountsWithGrant: name })
 }
 
 /**

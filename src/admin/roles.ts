@@ -48,7 +48,7 @@ export async function createRole(ctx: AdminContext, name: string): Promise<{ nam
     listIn(entry, 'grants', false)
     sectionList(doc, 'roles').add(entry)
     return { name }
-  })
+  }, {})
 }
 
 /** Options of {@link deleteRole}. */
@@ -85,7 +85,7 @@ export async function deleteRole(ctx: AdminContext, name: string, options: Delet
     const roles = sectionList(doc, 'roles')
     roles.delete(indexWhere(roles, 'name', name))
     return { name, unassigned: holders.map((a) => a.name) }
-  })
+  }, { accountsWithRole: name })
 }
 
 /**
@@ -102,7 +102,7 @@ export async function grantRole(ctx: AdminContext, role: string, resource: strin
     const grants = listIn(entryOf(doc, 'roles', 'name', role), 'grants', false)
     grants.add(doc.createNode(resource))
     return { changed: true }
-  })
+  }, {})
 }
 
 /**
@@ -119,7 +119,7 @@ export async function ungrantRole(ctx: AdminContext, role: string, resource: str
     const entry = entryOf(doc, 'roles', 'name', role)
     const grants = existingList(entry, 'grants')
     if (grants !== undefined) removeWhere(grants, (item) => plain(item) === resource)
-  })
+  }, {})
 }
 
 /** Options of {@link assignRole}. */
@@ -162,7 +162,7 @@ export async function assignRole(
     dropIfEmpty(entry, 'grants')
     listIn(entry, 'roles', false).add(doc.createNode(role))
     return { changed: true, droppedGrants: direct }
-  })
+  }, { accounts: [accountRef] })
 }
 
 /**
@@ -182,7 +182,7 @@ export async function unassignRole(ctx: AdminContext, accountRef: string, role: 
     if (roles !== undefined) removeWhere(roles, (item) => plain(item) === role)
     dropIfEmpty(entry, 'roles')
     return { noRole: account.roles.length === 1 }
-  })
+  }, { accounts: [accountRef] })
 }
 
 /** Resources of an account's permanent (no `expires`) direct grants, from its document entry. */

@@ -47,7 +47,7 @@ export async function createService(ctx: AdminContext, name: string, options: Cr
     for (const role of roles) requireRole(current, role)
     const account: AccountDoc = { id, type: 'service', name, ...(roles.length > 0 ? { roles } : {}), tokens: [record] }
     sectionList(doc, 'accounts').add(newNode(doc, account))
-  })
+  }, { accounts: [name] })
   return { account: { id, name, roles }, issued }
 }
 
@@ -80,7 +80,7 @@ async function setSuspended(ctx: AdminContext, service: string, suspended: boole
     if (suspended) entry.set('suspended', true)
     else entry.delete('suspended')
     return { id: account.id, changed: true }
-  })
+  }, { accounts: [service] })
 }
 
 /**
@@ -95,5 +95,5 @@ export async function deleteService(ctx: AdminContext, service: string): Promise
     const accounts = sectionList(doc, 'accounts')
     accounts.delete(indexWhere(accounts, 'id', account.id))
     return { id: account.id, name: account.name }
-  })
+  }, { accounts: [service] })
 }

@@ -75,7 +75,7 @@ export async function setSetting(ctx: AdminContext, name: string, value: string)
     if (on === portOverrides) return { changed: false, pinnedPorts: [] }
     map.set('portOverrides', on)
     return { changed: true, pinnedPorts: on ? pinAssignedPorts(doc, ctx.policyFile) : [] }
-  })
+  }, {})
 }
 
 function checkSetting(name: string): SettingName {

@@ -110,7 +110,7 @@ export async function rotateToken(ctx: AdminContext, service: string, options: R
     const { issued, record } = await mintServiceToken(ctx, account.id, options.expiresInMs)
     tokens.add(newNode(doc, record))
     return { account: { id: account.id, name: account.name }, issued, retiring, removed }
-  })
+  }, { accounts: [service] })
 }
 
 /**
@@ -142,5 +142,5 @@ export async function revokeTokens(ctx: AdminContext, service: string, tokenId?:
     }
     dropIfEmpty(entry, 'tokens')
     return { revoked }
-  })
+  }, { accounts: [service] })
 }

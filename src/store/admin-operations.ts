@@ -39,7 +39,11 @@ import type { CompiledPolicy } from '../policy/index.js'
  * The admin operations as domain operations, whatever store holds the
  * policy: the file (through the `keyway admin` operations: locked, validated,
  * atomic) or PostgreSQL (the same operations, run in one serialized
- * transaction). Every edit validates the whole policy exactly as the CLI does.
+ * transaction). On the file every edit validates the whole policy; on
+ * PostgreSQL an operation that names the accounts it touches (`EditScope`)
+ * validates the settings, resources, roles and those accounts, and the
+ * database's constraints check what spans accounts: the same refusals with
+ * the same error codes.
  */
 export interface AdminOperations {
   /** The policy as it is now (read fresh: the API must never answer from a stale copy). */

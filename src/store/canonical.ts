@@ -64,6 +64,24 @@ export function canonicalPolicy(doc: PolicyDoc): PolicyDoc {
   return out
 }
 
+/**
+ * Puts `accounts` and each account's roles, grants and token records in the
+ * order of {@link canonicalPolicy}, in place, without copying any object: a
+ * gateway's whole load (a million grants) sorts instead of rebuilding. Keys
+ * are left in the order they were set: the digest and the validator do not
+ * depend on it.
+ */
+export function sortAccountsInPlace(accounts: AccountDoc[]): void {
+  const keys = new Map<AccountDoc, string>()
+  for (const a of accounts) {
+    keys.set(a, accountKey(a))
+    if (a.roles !== undefined && a.roles.length > 1) a.roles.sort(byText)
+    if (a.grants !== undefined && a.grants.length > 1) a.grants.sort((x, y) => byText(x.resource, y.resource))
+    if (a.tokens !== undefined && a.tokens.length > 1) a.tokens.sort((x, y) => byText(`${x.created ?? ''}\u0000${x.id}`, `${y.created ?? ''}\u0000${y.id}`))
+  }
+  accounts.sort((a, b) => byText(keys.get(a)!, keys.get(b)!))
+}
+
 /** The YAML text of a canonical policy: block style, lists of plain values in flow style (`roles: [ops]`), never folded. */
 export function formatPolicy(doc: PolicyDoc): string {
   const yaml = new Document(canonicalPolicy(doc))

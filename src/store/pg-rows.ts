@@ -1,7 +1,7 @@
 import type { PoolClient } from 'pg'
 import type { Credentials, UserCredentials } from '../credentials/index.js'
 import type { AccountDoc, PolicyDoc, ResourceDoc, SettingsDoc } from '../policy/index.js'
-import { canonicalPolicy } from './canonical.js'
+import { canonicalPolicy, sortAccountsInPlace } from './canonical.js'
 
 /** One table's rows: primary key (joined) → the row's column values. */
 type Rows = Map<string, unknown[]>
@@ -59,17 +59,36 @@ export function rowsOf(doc: PolicyDoc): Map<string, Rows> {
 /** What {@link writeChanges} did, per table: rows inserted or updated, rows deleted. */
 export type ChangeSummary = Record<string, { upserted: number; deleted: number }>
 
+/** The tables whose rows belong to one account (its id is the first key column). */
+const ACCOUNT_TABLES: ReadonlySet<string> = new Set(['keyway_accounts', 'keyway_account_roles', 'keyway_account_grants', 'keyway_tokens'])
+
+/**
+ * What a write touched, for the change log: the accounts whose rows changed,
+ * and whether any other table (settings, resources, roles) changed.
+ */
+export interface TouchedRows {
+  readonly accounts: Set<string>
+  other: boolean
+}
+
 /**
  * Writes only the rows that differ between `before` and `after` (two
  * documents' {@link rowsOf}): deletes children first, then upserts parents
- * first. Runs inside the caller's transaction.
+ * first. Runs inside the caller's transaction. Notes in `touched` which
+ * accounts' rows changed.
  */
-export async function writeChanges(client: PoolClient, before: Map<string, Rows>, after: Map<string, Rows>): Promise<ChangeSummary> {
+export async function writeChanges(client: PoolClient, before: Map<string, Rows>, after: Map<string, Rows>, touched?: TouchedRows): Promise<ChangeSummary> {
   const summary: ChangeSummary = {}
+  const touch = (table: string, row: readonly unknown[]): void => {
+    if (touched === undefined) return
+    if (ACCOUNT_TABLES.has(table)) touched.accounts.add(String(row[0]))
+    else touched.other = true
+  }
   for (const t of [...TABLES].reverse()) {
     const old = before.get(t.table)!
     const now = after.get(t.table)!
     const gone = [...old.keys()].filter((k) => !now.has(k)).map((k) => JSON.parse(k) as unknown[])
+    for (const key of gone) touch(t.table, key)
     for (const batch of batches(gone, t.key.length)) {
       // (k1, k2) IN ((..), (..)): one statement per batch, not one per row.
       const tuples = batch.map((_, r) => `(${t.key.map((_, c) => `$${r * t.key.length + c + 1}`).join(', ')})`)
@@ -84,7 +103,10 @@ export async function writeChanges(client: PoolClient, before: Map<string, Rows>
     const changed: unknown[][] = []
     for (const [k, row] of now) {
       const was = old.get(k)
-      if (was === undefined || JSON.stringify(was) !== JSON.stringify(row)) changed.push(row)
+      if (was === undefined || JSON.stringify(was) !== JSON.stringify(row)) {
+        changed.push(row)
+        touch(t.table, row)
+      }
     }
     for (const batch of batches(changed, cols.length)) {
       const tuples = batch.map((_, r) => `(${cols.map((_, c) => `$${r * cols.length + c + 1}`).join(', ')})`)
@@ -114,6 +136,16 @@ function set<T extends object>(target: T, key: keyof T, value: unknown): void {
 
 /** Reads the whole policy document from the tables, in canonical order. Runs in the caller's transaction. */
 export async function loadPolicyDoc(client: PoolClient): Promise<PolicyDoc> {
+  const doc = await loadPolicyFrame(client)
+  doc.accounts = await loadAccountDocs(client)
+  return canonicalPolicy(doc)
+}
+
+/**
+ * Reads the policy without its accounts (`accounts: []`): settings,
+ * resources and roles, the small tables. Runs in the caller's transaction.
+ */
+export async function loadPolicyFrame(client: PoolClient): Promise<PolicyDoc> {
   const doc: PolicyDoc = {}
   const settings: SettingsDoc = {}
   for (const row of (await client.query<{ name: string; value: unknown }>('SELECT name, value FROM keyway_settings')).rows) {
@@ -138,23 +170,36 @@ export async function loadPolicyDoc(client: PoolClient): Promise<PolicyDoc> {
   for (const r of (await client.query<{ name: string }>('SELECT name FROM keyway_roles')).rows) roleGrants.set(r.name, [])
   for (const g of (await client.query<{ role: string; resource: string }>('SELECT role, resource FROM keyway_role_grants')).rows) roleGrants.get(g.role)?.push(g.resource)
   doc.roles = [...roleGrants].map(([name, grants]) => (grants.length > 0 ? { name, grants } : { name }))
+  doc.accounts = []
+  return doc
+}
+
+/**
+ * Reads the accounts `ids` (every account when absent) with their roles,
+ * grants and token records, in no particular order; an id with no account is
+ * left out. Runs in the caller's transaction.
+ */
+export async function loadAccountDocs(client: PoolClient, ids?: readonly string[]): Promise<AccountDoc[]> {
+  if (ids?.length === 0) return []
+  const where = (column: string): string => (ids === undefined ? '' : ` WHERE ${column} = ANY($1::text[])`)
+  const params = ids === undefined ? [] : [ids]
   const accounts = new Map<string, AccountDoc>()
-  for (const a of (await client.query<Record<string, unknown>>('SELECT id, type, name, email, suspended FROM keyway_accounts')).rows) {
+  for (const a of (await client.query<Record<string, unknown>>(`SELECT id, type, name, email, suspended FROM keyway_accounts${where('id')}`, params)).rows) {
     const acc = { id: a.id, type: a.type } as AccountDoc
     set(acc, 'name', a.name)
     set(acc, 'email', a.email)
     set(acc, 'suspended', a.suspended)
     accounts.set(acc.id, acc)
   }
-  for (const r of (await client.query<{ account: string; role: string }>('SELECT account, role FROM keyway_account_roles')).rows) {
+  for (const r of (await client.query<{ account: string; role: string }>(`SELECT account, role FROM keyway_account_roles${where('account')}`, params)).rows) {
     const a = accounts.get(r.account)
     if (a) (a.roles ??= []).push(r.role)
   }
-  for (const g of (await client.query<{ account: string; resource: string; expires: string | null }>('SELECT account, resource, expires FROM keyway_account_grants')).rows) {
+  for (const g of (await client.query<{ account: string; resource: string; expires: string | null }>(`SELECT account, resource, expires FROM keyway_account_grants${where('account')}`, params)).rows) {
     const a = accounts.get(g.account)
     if (a) (a.grants ??= []).push(g.expires === null ? { resource: g.resource } : { resource: g.resource, expires: g.expires })
   }
-  for (const t of (await client.query<Record<string, string | null>>('SELECT account, id, fingerprint, created, expires FROM keyway_tokens')).rows) {
+  for (const t of (await client.query<Record<string, string | null>>(`SELECT account, id, fingerprint, created, expires FROM keyway_tokens${where('account')}`, params)).rows) {
     const a = accounts.get(t.account!)
     if (!a) continue
     const rec = { id: t.id!, fingerprint: t.fingerprint! }
@@ -162,8 +207,21 @@ export async function loadPolicyDoc(client: PoolClient): Promise<PolicyDoc> {
     set(rec, 'expires' as never, t.expires)
     ;(a.tokens ??= []).push(rec)
   }
-  doc.accounts = [...accounts.values()]
-  return canonicalPolicy(doc)
+  return [...accounts.values()]
+}
+
+/**
+ * The whole policy document in canonical order, as {@link loadPolicyDoc}
+ * reads it (same digest), for a gateway's whole load: the accounts are
+ * sorted in place rather than rebuilt, which spares a million short-lived
+ * objects. Runs in the caller's transaction.
+ */
+export async function loadPolicyDocSorted(client: PoolClient): Promise<PolicyDoc> {
+  const doc = canonicalPolicy(await loadPolicyFrame(client))
+  const accounts = await loadAccountDocs(client)
+  sortAccountsInPlace(accounts)
+  if (accounts.length > 0) doc.accounts = accounts
+  return doc
 }
 
 /** The generation of the last committed change; 0 before the first. */

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module'
 import type pg from 'pg'
 import { Gauge, type Registry } from 'prom-client'
 import { Document } from 'yaml'
-import { adminContextFromConfig, type AdminContext, type AdminStorage, type ReadPolicy } from '../admin/index.js'
+import { adminContextFromConfig, type AdminContext, type AdminStorage, type EditScope, type ReadPolicy } from '../admin/index.js'
 import type { Clock, TimerHandle } from '../clock.js'
 import type { KeywayConfig } from '../config/index.js'
 import type { Credentials, UserCredentials } from '../credentials/index.js'
@@ -12,10 +12,17 @@ import {
   ReloadQueue,
   assemblePolicy,
   compilePolicy,
+  patchDepth,
+  patchDocument,
+  patchPolicy,
+  policyFrame,
   packPolicyDocument,
   policyDigest,
+  policyTooLarge,
+  type AccountDoc,
   type CompiledPolicy,
   type PolicyDoc,
+  type PolicyFrame,
   type PolicyLimits,
   type ReloadResult,
 } from '../policy/index.js'
@@ -23,7 +30,9 @@ import { ContextAdminOperations, type AdminOperations } from './admin-operations
 import { canonicalPolicy } from './canonical.js'
 import { poolConfig, clientConfig, type PostgresSettings } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
-import { currentGeneration, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary } from './pg-rows.js'
+import { currentGeneration, loadAccountDocs, loadCredentials, loadPolicyDoc, rowsOf, writeChanges, writeCredentials, type ChangeSummary, type TouchedRows } from './pg-rows.js'
+import { loadPackedPolicy } from './pg-load.js'
+import { loadScopedDoc } from './pg-scope.js'
 import { checkSchema, EDIT_LOCK, migrate } from './pg-schema.js'
 import { readTokenLastUsed, TokenUsageWriter } from './pg-usage.js'
 import { PostgresSessionFeed, type SessionFeed } from './pg-sessions.js'
@@ -38,6 +47,19 @@ export const CHANNEL = 'keyway_policy'
 /** What names the database in problems (`postgresql store (edited, not written):3:5: …`). */
 const LABEL = 'postgresql store'
 
+/** A change-log row names the accounts it changed up to this many; a larger change is reloaded whole. */
+const MAX_LOGGED_ACCOUNTS = 10_000
+/** A gateway patches changed accounts into its policy until it carries this many patches… */
+const MAX_PATCHES = 500
+/** …or patched accounts; then the next change is loaded whole (one full compile flattens them). */
+const MAX_PATCHED_ACCOUNTS = 5_000
+
+/** What a gateway's load found (see `PostgresStore.#load`). */
+type Loaded =
+  | { readonly kind: 'whole' }
+  | { readonly kind: 'doc'; readonly doc: PolicyDoc; readonly generation: number }
+  | { readonly kind: 'accounts'; readonly ids: string[]; readonly accounts: AccountDoc[]; readonly generation: number }
+
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
   readonly config: KeywayConfig
@@ -48,6 +70,13 @@ export interface PostgresStoreOptions {
   /** Observes every load (metrics, log lines), as a file reload is observed. */
   readonly onReload?: (result: ReloadResult) => void
   readonly onError?: (err: unknown) => void
+  /**
+   * A whole load of a policy with at least this many accounts runs on a
+   * worker thread; a smaller one is read and compiled here, in a few
+   * milliseconds, sparing a thread's start. Default 200; tests pass 0 to
+   * take the worker's path with a small policy.
+   */
+  readonly workerMinAccounts?: number
 }
 
 /** The `postgres:` settings of a configuration. */
@@ -68,15 +97,24 @@ interface StoreMetrics {
  *
  * Writes (every admin operation, the admin API, `keyway store import`) run
  * in one transaction each, serialized by a transaction-scoped advisory lock:
- * load the whole policy from the tables, apply the same `admin/` transform
- * the file store applies to its YAML, validate the whole edited policy with
- * the same validator, write only the rows that changed plus a change-log row
- * with the next generation, and NOTIFY.
+ * load the part of the policy the operation's `EditScope` names (settings,
+ * resources, roles and the accounts it touches; the whole policy for an
+ * operation without one), apply the same `admin/` transform the file store
+ * applies to its YAML, validate that edited part with the same validator,
+ * write only the rows that changed plus a change-log row with the next
+ * generation, and NOTIFY; the database's constraints check the rules that
+ * span accounts in the same transaction.
  *
  * Gateways follow with `watch()`: a dedicated connection (outside the pool)
  * LISTENs; a notification is only a hint to compare generations, and so is
  * a periodic check (`postgres.checkInterval`) that bounds a missed one; a
- * reconnect resyncs. A newer generation is loaded whole and handed to the
+ * reconnect resyncs. A newer generation whose change-log rows all name the
+ * accounts they changed is applied as a patch: only those accounts are read
+ * and compiled (with the settings, resources and roles of the last full
+ * load) and patched into the served policy (`patchPolicy`), in a few
+ * milliseconds whatever the policy's size; anything else (a change of
+ * settings, resources or roles, a gap in the generations, many patches
+ * already) is loaded whole. Either way the new policy is handed to the
  * `onChange` observers, as a file reload is. While PostgreSQL is unreachable
  * the last good policy stays; with `postgres.maxStaleness` set, a gateway
  * that has not reached it for that long fails closed (an empty policy) until
@@ -94,6 +132,9 @@ export class PostgresStore implements KeywayStore {
   #closedPolicy: CompiledPolicy | undefined
   #storeGeneration = 0
   #localGeneration = 0
+  /** The settings, resources and roles of the last full load: what an account patch compiles with. */
+  #frame: PolicyFrame | undefined
+  #lastLoad: 'full' | 'accounts' | undefined
   #lastError: KeywayError | undefined
   #reachable = true
   #lastContact: number
@@ -128,6 +169,15 @@ export class PostgresStore implements KeywayStore {
       }
       this.#metrics.up.set(1)
     }
+  }
+
+  /**
+   * How the last load that found a newer generation applied it: `full` (the
+   * whole policy read and compiled) or `accounts` (only the changed
+   * accounts, patched in). For tests and the bench.
+   */
+  get lastLoad(): 'full' | 'accounts' | undefined {
+    return this.#lastLoad
   }
 
   /** The pool (for `keyway store` and tests). */
@@ -174,18 +224,31 @@ export class PostgresStore implements KeywayStore {
     let result: ReloadResult
     try {
       const loaded = await this.#load()
+      // A large policy is read, validated and packed on a worker thread: a whole load never holds the event loop.
+      const whole = loaded?.kind === 'whole' ? await loadPackedPolicy({ settings: this.#settings, limits: this.#limits(), label: LABEL }) : undefined
       this.#markUp()
       const wasClosed = this.#closedPolicy !== undefined
       this.#closedPolicy = undefined
       this.#metrics?.stale.set(0)
       if (loaded === undefined) {
         result = { ok: true, changed: wasClosed, policy: this.#current! }
-      } else {
-        const packed = packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() })
-        const changed = wasClosed || packed.digest !== this.#current?.digest
-        if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
+      } else if (loaded.kind === 'accounts') {
+        // Only these accounts changed: compile them alone (with the roles and resources they name) and patch them in.
+        const patch = compilePolicy(patchDocument(this.#frame!, loaded.accounts), { file: LABEL })
+        this.#current = patchPolicy(this.#current!, patch, loaded.ids, ++this.#localGeneration, `generation:${loaded.generation}`)
         this.#storeGeneration = loaded.generation
         this.#metrics?.generation.set(loaded.generation)
+        this.#lastLoad = 'accounts'
+        result = { ok: true, changed: true, policy: this.#current }
+      } else {
+        const { packed, frame, generation } =
+          loaded.kind === 'doc' ? { packed: packPolicyDocument(loaded.doc, { file: LABEL, limits: this.#limits() }), frame: loaded.doc, generation: loaded.generation } : whole!
+        const changed = wasClosed || packed.digest !== this.#current?.digest
+        if (changed) this.#current = await assemblePolicy(packed, ++this.#localGeneration)
+        this.#frame = policyFrame(frame)
+        this.#storeGeneration = generation
+        this.#metrics?.generation.set(generation)
+        this.#lastLoad = 'full'
         result = { ok: true, changed, policy: this.#current! }
       }
       this.#lastError = undefined
@@ -220,8 +283,12 @@ export class PostgresStore implements KeywayStore {
     return { ...l, maxBytes: Number.MAX_SAFE_INTEGER }
   }
 
-  /** The document at the latest generation, or undefined when it is the one already served. */
-  async #load(): Promise<{ doc: PolicyDoc; generation: number } | undefined> {
+  /**
+   * What changed since the generation served: nothing (undefined), some
+   * accounts only (their rows, to patch in), or more: load the whole policy
+   * (`loadPackedPolicy`, at the then latest generation).
+   */
+  async #load(): Promise<Loaded | undefined> {
     const client = await this.#connect()
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
@@ -232,20 +299,58 @@ export class PostgresStore implements KeywayStore {
           detail: { generation },
         })
       }
-      if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) {
-        await client.query('COMMIT')
-        client.release()
-        return undefined
+      let loaded: Loaded | undefined
+      if (this.#current !== undefined && this.#closedPolicy === undefined && generation === this.#storeGeneration) loaded = undefined
+      else {
+        const ids = await this.#changedAccounts(client, generation)
+        loaded =
+          ids !== undefined
+            ? // In canonical order, as a full load reads them: an account's first role is the one a decision names.
+              { kind: 'accounts', ids, accounts: canonicalPolicy({ accounts: await loadAccountDocs(client, ids) }).accounts ?? [], generation }
+            : await this.#wholeLoad(client, generation)
       }
-      const doc = await loadPolicyDoc(client)
       await client.query('COMMIT')
       client.release()
-      return { doc, generation }
+      return loaded
     } catch (err) {
       const ok = await client.query('ROLLBACK').then(() => true, () => false)
       client.release(!ok)
       throw storeError(err, 'loading the policy')
     }
+  }
+
+  /** A small policy is read here and now, in this snapshot; a large one is left to the worker. */
+  async #wholeLoad(client: pg.PoolClient, generation: number): Promise<Loaded> {
+    const min = this.#options.workerMinAccounts ?? 200
+    const r = await client.query<{ n: string }>('SELECT count(*) AS n FROM keyway_accounts')
+    if (Number(r.rows[0]!.n) >= min) return { kind: 'whole' }
+    return { kind: 'doc', doc: await loadPolicyDoc(client), generation }
+  }
+
+  /**
+   * The accounts changed between the generation served and `generation`,
+   * from the change log, when a patch can apply them: the log must hold
+   * every generation in between (a gap, after a restore or a pruned log,
+   * means a full resync) and each row must name its accounts (a change of
+   * settings, resources or roles, or an import, names none). Undefined: load
+   * the whole policy. Also whole once the served policy carries many patches,
+   * so that a full compile flattens them now and then.
+   */
+  async #changedAccounts(client: pg.PoolClient, generation: number): Promise<string[] | undefined> {
+    const from = this.#storeGeneration
+    const current = this.#current
+    if (current === undefined || this.#closedPolicy !== undefined || this.#frame === undefined || generation <= from) return undefined
+    const depth = patchDepth(current)
+    if (depth.patches >= MAX_PATCHES || generation - from > MAX_PATCHES) return undefined
+    const r = await client.query<{ accounts: unknown }>("SELECT summary->'accounts' AS accounts FROM keyway_changes WHERE generation > $1 AND generation <= $2", [from, generation])
+    if (r.rows.length !== generation - from) return undefined
+    const ids = new Set<string>()
+    for (const row of r.rows) {
+      if (!Array.isArray(row.accounts)) return undefined
+      for (const id of row.accounts) ids.add(String(id))
+    }
+    if (depth.accounts + ids.size > MAX_PATCHED_ACCOUNTS) return undefined
+    return [...ids]
   }
 
   /**
@@ -423,12 +528,19 @@ export class PostgresStore implements KeywayStore {
 
   /**
    * One validated edit, as `editPolicyFile` makes on the file: `fn` edits
-   * the YAML document of the whole policy; the edited policy must validate;
-   * only the rows that changed are written, with the next generation.
+   * the YAML document of the policy; the edited policy must validate; only
+   * the rows that changed are written, with the next generation.
+   *
+   * With a `scope` (every hot admin operation gives one) the document holds
+   * the settings, resources and roles and only the accounts the scope names
+   * ({@link loadScopedDoc}), so an edit costs the same at 100 accounts or
+   * 100,000: what it validates is what it can break, and the rules that span
+   * accounts (unique names and override ports, the No-Role rule) are checked
+   * by the database's constraints in the same transaction.
    */
-  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>): Promise<T> {
+  edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>, scope?: EditScope): Promise<T> {
     return this.#locked(async (client) => {
-      const before = await loadPolicyDoc(client)
+      const before = scope === undefined ? await loadPolicyDoc(client) : await loadScopedDoc(client, scope)
       // The document is built from the rows, not from YAML text: parsing and printing
       // the whole policy twice per edit is what makes a large file slow to edit.
       const document = new Document(before)
@@ -436,7 +548,7 @@ export class PostgresStore implements KeywayStore {
       const result = await fn(document, current)
       const after = (document.toJS() ?? {}) as PolicyDoc
       compilePolicy(after, { file: `${LABEL} (edited, not written)` })
-      await this.#commitChange(client, before, after)
+      await this.#commitChange(client, before, after, scope !== undefined)
       return result
     })
   }
@@ -448,18 +560,55 @@ export class PostgresStore implements KeywayStore {
    */
   replace(doc: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
     compilePolicy(doc, { file: LABEL })
-    return this.#locked(async (client) => this.#commitChange(client, await loadPolicyDoc(client), doc))
+    return this.#locked(async (client) => this.#commitChange(client, await loadPolicyDoc(client), doc, false))
   }
 
-  async #commitChange(client: pg.PoolClient, before: PolicyDoc, after: PolicyDoc): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
-    const summary = await writeChanges(client, rowsOf(before), rowsOf(after))
+  /**
+   * Writes the rows that differ and the change-log row. The change log's
+   * `summary` also says which accounts changed (`accounts`, when only
+   * accounts did and not too many), so that gateways apply the change to
+   * those accounts alone (see {@link PostgresStore}); `digest` is the whole
+   * policy's, or for a scoped edit the digest of the part it loaded.
+   */
+  async #commitChange(client: pg.PoolClient, before: PolicyDoc, after: PolicyDoc, scoped: boolean): Promise<{ generation: number | undefined; summary: ChangeSummary }> {
+    const touched: TouchedRows = { accounts: new Set(), other: false }
+    const summary = await writeChanges(client, rowsOf(before), rowsOf(after), touched)
     if (Object.keys(summary).length === 0) return { generation: undefined, summary }
     // Constraints are deferred: check them now, so that a violation is this edit's error, not COMMIT's.
     await client.query('SET CONSTRAINTS ALL IMMEDIATE')
+    if (scoped) await this.#checkLimits(client, summary)
     const generation = (await currentGeneration(client)) + 1
-    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, policyDigest(canonicalPolicy(after)), JSON.stringify(summary)])
+    const digest = (scoped ? 'scope:' : '') + policyDigest(canonicalPolicy(after))
+    const logged = !touched.other && touched.accounts.size <= MAX_LOGGED_ACCOUNTS ? { ...summary, accounts: [...touched.accounts].sort() } : summary
+    await client.query('INSERT INTO keyway_changes (generation, digest, summary) VALUES ($1, $2, $3)', [generation, digest, JSON.stringify(logged)])
     await client.query('SELECT pg_notify($1, $2)', [CHANNEL, String(generation)])
     return { generation, summary }
+  }
+
+  /**
+   * The policy limits a scoped edit can pass (it never loads the whole
+   * policy to count it): counted in the tables it wrote to, after its writes.
+   *
+   * @throws KeywayError ERR_POLICY_TOO_LARGE
+   */
+  async #checkLimits(client: pg.PoolClient, summary: ChangeSummary): Promise<void> {
+    const l = this.#options.config.policyLimits
+    const grew = (table: string): boolean => (summary[table]?.upserted ?? 0) > 0
+    const checks: [string, keyof PolicyLimits, string, string][] = [
+      ['keyway_accounts', 'maxAccounts', 'accounts', 'SELECT count(*) AS n FROM keyway_accounts'],
+      ['keyway_roles', 'maxRoles', 'roles', 'SELECT count(*) AS n FROM keyway_roles'],
+      ['keyway_resources', 'maxResources', 'resources', 'SELECT count(*) AS n FROM keyway_resources'],
+      ['keyway_tokens', 'maxTokens', 'token records', 'SELECT count(*) AS n FROM keyway_tokens'],
+    ]
+    for (const [table, limit, what, sql] of checks) {
+      if (!grew(table)) continue
+      const n = Number((await client.query<{ n: string }>(sql)).rows[0]!.n)
+      if (n > l[limit]) throw policyTooLarge(LABEL, limit, n, l[limit], what)
+    }
+    if (grew('keyway_role_grants') || grew('keyway_account_grants')) {
+      const n = Number((await client.query<{ n: string }>('SELECT (SELECT count(*) FROM keyway_role_grants) + (SELECT count(*) FROM keyway_account_grants) AS n')).rows[0]!.n)
+      if (n > l.maxGrants) throw policyTooLarge(LABEL, 'maxGrants', n, l.maxGrants, 'grants (role grants plus account grants)')
+    }
   }
 
   /** The whole policy as it is now, for display and `keyway store export`. */
@@ -518,7 +667,7 @@ export class PostgresStore implements KeywayStore {
 
   adminContext(): AdminContext {
     const storage: AdminStorage = {
-      edit: (fn) => this.edit(fn),
+      edit: (fn, scope) => this.edit(fn, scope),
       read: () => this.read(),
       readCredentials: () => this.readCredentials(),
       editCredentials: (fn) => this.editCredentials(fn),

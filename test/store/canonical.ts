@@ -1,6 +1,7 @@
 import t from 'tap'
 import { parsePolicyText, policyDigest, type PolicyDoc } from '../../src/policy/index.js'
 import { canonicalPolicy, formatPolicy } from '../../src/store/index.js'
+import { sortAccountsInPlace } from '../../src/store/canonical.js'
 
 const A = `accounts:
   - id: usr_b
@@ -53,4 +54,23 @@ t.test('the canonical form does not depend on the order a policy was written in'
   t.match(text, 'roles: [a, z]', 'plain lists in flow style')
   t.equal(formatPolicy(parsePolicyText(text, 'b').value as PolicyDoc), text, 'formatting its own output changes nothing')
   t.equal(policyDigest(parsePolicyText(text, 'b').value), policyDigest(c))
+})
+
+t.test('sorting the accounts in place gives the canonical order and digest, without copying them', async (t) => {
+  const doc = parsePolicyText(A, 'a').value as PolicyDoc
+  const more = Array.from({ length: 40 }, (_, i) => ({
+    id: `svc_${(i * 7919) % 40}`,
+    type: 'service' as const,
+    name: `s-${(i * 31) % 40}`,
+    roles: ['z', 'a'],
+    grants: [{ resource: 'zz' }, { resource: 'aa', expires: '2030-01-01T00:00:00Z' }],
+  }))
+  const accounts = [...more, ...doc.accounts!].reverse()
+  const canonical = canonicalPolicy({ ...doc, accounts })
+  const sorted = [...accounts]
+  const first = sorted[0]
+  sortAccountsInPlace(sorted)
+  t.same(sorted, canonical.accounts, 'the same accounts in the same order, each sorted the same way')
+  t.ok(sorted.includes(first!), 'the objects are the ones given')
+  t.equal(policyDigest({ ...canonicalPolicy({ ...doc, accounts: [] }), accounts: sorted }), policyDigest(canonical), 'and the same digest')
 })
