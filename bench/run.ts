@@ -25,6 +25,8 @@
  * the split placement are named `NAME@split`).
  * --no-footprint (skip the daemons' start-up time and resident set,
  * bench/footprint.ts; `--only footprint` runs only it).
+ * --no-redis-injection (skip Redis with and without the gateway's login,
+ * bench/redis-injection.ts; `--only redis-injection` runs only it),
  * --no-store (skip the PostgreSQL store workload, bench/store-propagation.ts:
  * 100,000 accounts, 10,000 with --quick; it runs only where PostgreSQL's
  * initdb is found; `--only store` runs only it).
@@ -37,6 +39,7 @@ import { footprint, footprintMarkdown, type FootprintRow } from './footprint.js'
 import { micro } from './micro.js'
 import { policyReload, reloadMarkdown } from './policy-reload.js'
 import { postgresAvailable, postgresBench, postgresMarkdown, type PostgresFigures } from './postgres.js'
+import { redisInjection, redisInjectionMarkdown, type RedisInjectionFigures } from './redis-injection.js'
 import { postgresAvailable as storeAvailable, storeMarkdown, storePropagation, type StoreFigures } from './store-propagation.js'
 import { EXTRA_FORWARDERS, FORWARDERS, keywayChain, keywayGatewayEnv, ROOT, setupKeyway, type Forwarder, type PeerContext, type Running } from './peers.js'
 import { cpuCount, cpuMicros, freePort, processTree, missingTools, pinned, pinPid, sleep, startDaemon, waitPort, which, type Daemon } from './tools.js'
@@ -57,10 +60,11 @@ interface Args {
   placement: 'one-core' | 'split' | 'both'
   footprint: boolean
   store: boolean
+  redisInjection: boolean
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both', footprint: true, store: true }
+  const a: Args = { quick: false, rounds: 0, only: undefined, idle: undefined, noIdle: false, pin: true, out: join(ROOT, 'bench', 'results', 'latest.json'), gatewayEnv: {}, reload: true, postgres: true, altNode: undefined, placement: 'both', footprint: true, store: true, redisInjection: true }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const value = (): string => {
@@ -84,6 +88,7 @@ function parseArgs(argv: string[]): Args {
     }
     else if (arg === '--no-footprint') a.footprint = false
     else if (arg === '--no-store') a.store = false
+    else if (arg === '--no-redis-injection') a.redisInjection = false
     else if (arg === '--out') a.out = value()
     else if (arg === '--gateway-env') {
       const [k, ...v] = value().split('=')
@@ -339,6 +344,22 @@ async function main(): Promise<void> {
       }
     }
 
+    let redisInj: RedisInjectionFigures | undefined
+    if (args.redisInjection && (!args.only || args.only.includes('redis-injection'))) {
+      try {
+        redisInj = await redisInjection({
+          rounds: args.rounds,
+          pingRequests: args.quick ? 30_000 : 100_000,
+          getRequests: args.quick ? 5_000 : 20_000,
+          ...(fwdCores !== undefined && loadCores !== undefined ? { cores: fwdCores, load: loadCores } : {}),
+        })
+        errors.push(...redisInj.errors.map((e) => `redis-injection ${e}`))
+      } catch (err) {
+        errors.push(`redis-injection: ${(err as Error).message}`)
+        console.error(`  ! redis-injection: ${(err as Error).message}`)
+      }
+    }
+
     let store: StoreFigures | undefined
     if (args.store && (!args.only || args.only.includes('store'))) {
       if (!storeAvailable()) console.error('  - store: skipped (no PostgreSQL initdb/pg_ctl; set KEYWAY_PG_BIN)')
@@ -391,6 +412,10 @@ async function main(): Promise<void> {
     }
 
     const targets = [...checkTargets(stats, idle, reload, postgres), ...storeTargets(store)]
+    for (const [what, key] of [['PING at 50 conns', 'ping'], ['GET of 16 KiB values', 'getMiBs']] as const) {
+      const v = redisInj === undefined ? undefined : redisInj.medians.injected[key] / redisInj.medians.auth[key]
+      targets.push({ what: `redis: injection, ${what}, injected / auth`, goal: '>= 0.95x', value: v, met: v === undefined || Number.isNaN(v) ? undefined : v >= 0.95 })
+    }
     const command = `npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}`
     const report = {
       date: new Date().toISOString(),
@@ -408,6 +433,7 @@ async function main(): Promise<void> {
       postgres,
       footprint: footprintRows,
       store,
+      redisInjection: redisInj,
       targets,
       errors,
       gatewayEnv: args.gatewayEnv,
@@ -501,6 +527,7 @@ function markdown(report: {
   reload: Figures | undefined
   postgres: PostgresFigures | undefined
   store?: StoreFigures | undefined
+  redisInjection?: RedisInjectionFigures | undefined
 }, forwarders: readonly Forwarder[]): string {
   const m = report.machine
   const lines: string[] = []
@@ -540,6 +567,7 @@ function markdown(report: {
   if (report.postgres) {
     lines.push(postgresMarkdown(report.postgres))
   }
+  if (report.redisInjection) lines.push(redisInjectionMarkdown(report.redisInjection))
   if (report.store) {
     lines.push(...storeMarkdown(report.store))
     lines.push('')
