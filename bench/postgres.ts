@@ -29,7 +29,7 @@ import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { KEYWAY_BIN } from './peers.js'
+import { startChain } from './chain.js'
 import { cpuCount, freePort, pinned, run, startDaemon, waitPort, which, type Daemon } from './tools.js'
 
 const PG_BIN = process.env.KEYWAY_PG_BIN ?? '/usr/local/bin'
@@ -140,40 +140,18 @@ export async function postgresBench(o: PostgresBenchOptions): Promise<PostgresFi
     // Keyway: one resource per chain path on the same PostgreSQL, a role, a token.
     const secret = join(dir, 'warehouse-password')
     writeFileSync(secret, PASSWORD, { mode: 0o600 })
-    const config = join(dir, 'keyway', 'keyway.yaml')
-    const gatewayPort = await freePort()
-    const local: Record<Exclude<PgPath, 'direct'>, number> = { bytes: await freePort(), tracked: await freePort(), injected: await freePort() }
-    const control = `127.0.0.1:${await freePort()}`
-    // Keyway as users run it: metrics on, the policy watched.
-    const env = cleanEnv({
-      KEYWAY_CONFIG: config,
-      KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
-      KEYWAY_GATEWAY_METRICS: `127.0.0.1:${await freePort()}`,
-      KEYWAY_ADMIN_LISTEN: '',
-      KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
-      KEYWAY_CONTROL: control,
-      KEYWAY_LOG_LEVEL: 'warn',
-      ...(process.env.KEYWAY_FORWARD_NODE_INTERNALS ? { KEYWAY_FORWARD_NODE_INTERNALS: process.env.KEYWAY_FORWARD_NODE_INTERNALS } : {}),
-    })
-    const keyway = async (...args: string[]): Promise<string> => {
-      const r = await run(process.execPath, [KEYWAY_BIN, ...args], { timeoutMs: 60_000, env })
-      if (r.code !== 0) throw new Error(`keyway ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-      return r.stdout
-    }
-    await keyway('init', '--dir', join(dir, 'keyway'))
-    await keyway('admin', 'resources', 'remove', 'example-postgres', '--force')
-    await keyway('admin', 'roles', 'delete', 'example', '--force')
     const address = `127.0.0.1:${pgPort}`
-    await keyway('admin', 'resources', 'add', 'pg-bytes', '--kind', 'datasource', '--type', 'tcp', '--address', address, '--port-override', String(local.bytes))
-    await keyway('admin', 'resources', 'add', 'pg-tracked', '--kind', 'datasource', '--type', 'postgres', '--address', address, '--port-override', String(local.tracked))
-    await keyway('admin', 'resources', 'add', 'pg-injected', '--kind', 'datasource', '--type', 'postgres', '--address', address, '--port-override', String(local.injected), '--username', 'app', '--password-file', secret)
-    await keyway('admin', 'roles', 'create', 'bench')
-    for (const r of ['pg-bytes', 'pg-tracked', 'pg-injected']) await keyway('admin', 'roles', 'grant', 'bench', r)
-    const token = (await keyway('admin', 'services', 'create', 'bench-job', '--role', 'bench')).trim()
-    daemons.push(startDaemon('keyway-gateway', ...pinned(o.cores, process.execPath, [KEYWAY_BIN, 'gateway']), { env, log: join(dir, 'gateway.log') }))
-    await waitPort(gatewayPort)
-    daemons.push(startDaemon('keyway-listen', ...pinned(o.cores, process.execPath, [KEYWAY_BIN, 'listen']), { env: { ...env, KEYWAY_TOKEN: token }, log: join(dir, 'listen.log') }))
-    for (const r of ['pg-bytes', 'pg-tracked', 'pg-injected']) await keyway('wait', '--resource', r, '--timeout', '30', '--control', control)
+    const chain = await startChain(
+      dir,
+      daemons,
+      [
+        { name: 'pg-bytes', flags: ['--kind', 'datasource', '--type', 'tcp', '--address', address] },
+        { name: 'pg-tracked', flags: ['--kind', 'datasource', '--type', 'postgres', '--address', address] },
+        { name: 'pg-injected', flags: ['--kind', 'datasource', '--type', 'postgres', '--address', address, '--username', 'app', '--password-file', secret] },
+      ],
+      { cores: o.cores, extraEnv: { KEYWAY_LOG_LEVEL: 'warn' } },
+    )
+    const local: Record<Exclude<PgPath, 'direct'>, number> = { bytes: chain['pg-bytes']!, tracked: chain['pg-tracked']!, injected: chain['pg-injected']! }
 
     const port: Record<PgPath, number> = { direct: pgPort, ...local }
     // The injected path's client holds no password at all.

@@ -20,7 +20,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { KEYWAY_BIN } from './peers.js'
+import { startChain } from './chain.js'
 import { cpuCount, freePort, pinned, run, startDaemon, waitPort, which, type Daemon } from './tools.js'
 
 const PASSWORD = 'bench-redis-password-2c81'
@@ -62,38 +62,17 @@ export async function redisInjection(o: RedisInjectionOptions): Promise<RedisInj
     await waitPort(redisPort)
     const secret = join(dir, 'redis-password')
     writeFileSync(secret, PASSWORD, { mode: 0o600 })
-    const config = join(dir, 'keyway', 'keyway.yaml')
-    const gatewayPort = await freePort()
-    const local: Record<RedisPath, number> = { auth: await freePort(), injected: await freePort() }
-    const control = `127.0.0.1:${await freePort()}`
-    const env: NodeJS.ProcessEnv = {}
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KEYWAY_') || k === 'KEYWAY_FORWARD_NODE_INTERNALS') env[k] = v
-    Object.assign(env, {
-      KEYWAY_CONFIG: config,
-      KEYWAY_GATEWAY_LISTEN: `127.0.0.1:${gatewayPort}`,
-      KEYWAY_GATEWAY_METRICS: `127.0.0.1:${await freePort()}`,
-      KEYWAY_ADMIN_LISTEN: '',
-      KEYWAY_GATEWAY: `127.0.0.1:${gatewayPort}`,
-      KEYWAY_CONTROL: control,
-    })
-    const keyway = async (...args: string[]): Promise<string> => {
-      const r = await run(process.execPath, [KEYWAY_BIN, ...args], { timeoutMs: 60_000, env })
-      if (r.code !== 0) throw new Error(`keyway ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-      return r.stdout
-    }
-    await keyway('init', '--dir', join(dir, 'keyway'))
-    await keyway('admin', 'resources', 'remove', 'example-postgres', '--force')
-    await keyway('admin', 'roles', 'delete', 'example', '--force')
     const address = `127.0.0.1:${redisPort}`
-    await keyway('admin', 'resources', 'add', 'redis-auth', '--kind', 'datasource', '--type', 'redis', '--address', address, '--port-override', String(local.auth))
-    await keyway('admin', 'resources', 'add', 'redis-injected', '--kind', 'datasource', '--type', 'redis', '--address', address, '--port-override', String(local.injected), '--username', 'default', '--password-file', secret)
-    await keyway('admin', 'roles', 'create', 'bench')
-    for (const r of ['redis-auth', 'redis-injected']) await keyway('admin', 'roles', 'grant', 'bench', r)
-    const token = (await keyway('admin', 'services', 'create', 'bench-job', '--role', 'bench')).trim()
-    daemons.push(startDaemon('keyway-gateway', ...pinned(o.cores, process.execPath, [KEYWAY_BIN, 'gateway']), { env, log: join(dir, 'gateway.log') }))
-    await waitPort(gatewayPort)
-    daemons.push(startDaemon('keyway-listen', ...pinned(o.cores, process.execPath, [KEYWAY_BIN, 'listen']), { env: { ...env, KEYWAY_TOKEN: token }, log: join(dir, 'listen.log') }))
-    for (const r of ['redis-auth', 'redis-injected']) await keyway('wait', '--resource', r, '--timeout', '30', '--control', control)
+    const chain = await startChain(
+      dir,
+      daemons,
+      [
+        { name: 'redis-auth', flags: ['--kind', 'datasource', '--type', 'redis', '--address', address] },
+        { name: 'redis-injected', flags: ['--kind', 'datasource', '--type', 'redis', '--address', address, '--username', 'default', '--password-file', secret] },
+      ],
+      { cores: o.cores },
+    )
+    const local: Record<RedisPath, number> = { auth: chain['redis-auth']!, injected: chain['redis-injected']! }
 
     const bench = async (p: RedisPath, args: string[], test: string): Promise<number[]> => {
       const auth = p === 'auth' ? ['-a', PASSWORD] : []
