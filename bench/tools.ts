@@ -59,16 +59,34 @@ export function pinPid(pid: number, cores: string): void {
   spawnSync('taskset', ['-a', '-p', '-c', cores, String(pid)], { stdio: 'ignore' })
 }
 
-/** A free TCP port on 127.0.0.1 (released before it is used: a small race, fine on a quiet machine). */
+const handedOut = new Set<number>()
+
+/**
+ * A TCP port on 127.0.0.1 for a daemon of the bench to listen on, named before
+ * it listens. Taken below the kernel's ephemeral range
+ * (`net.ipv4.ip_local_port_range`): the bench's own connection churn (tens of
+ * thousands of outgoing connections) cycles through the whole ephemeral range,
+ * and a port picked there by binding and releasing it was once handed to an
+ * outgoing connection before the sidecar could bind it (`ERR_PORT_IN_USE`).
+ * Skips ports something already listens on, the project's default ports and
+ * the default override range, and every port handed out before.
+ */
 export async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
+  let low = 32768
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low
+  } catch {
+    // not Linux: keep the usual default
+  }
+  const from = 20000
+  const to = Math.max(from + 1000, low)
+  for (let i = 0; i < 1000; i++) {
+    const port = from + Math.floor(Math.random() * (to - from))
+    if (handedOut.has(port) || listening(port)) continue
+    handedOut.add(port)
+    return port
+  }
+  throw new Error(`no free port found in ${from}-${to}`)
 }
 
 function listening(port: number): boolean {
