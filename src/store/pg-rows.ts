@@ -154,7 +154,9 @@ export async function loadPolicyFrame(client: PoolClient): Promise<PolicyDoc> {
   }
   if (Object.keys(settings).length > 0) doc.settings = settings
   const resources: ResourceDoc[] = []
-  for (const r of (await client.query<Record<string, unknown>>('SELECT * FROM keyway_resources')).rows) {
+  // Named columns: a newer schema (a rolling upgrade) may have added some this binary does not know.
+  const resourceColumns = TABLES[1]!.key.concat(TABLES[1]!.columns).join(', ')
+  for (const r of (await client.query<Record<string, unknown>>(`SELECT ${resourceColumns} FROM keyway_resources`)).rows) {
     const res = { name: r.name, kind: r.kind, type: r.type, address: r.address } as ResourceDoc
     set(res, 'portOverride', r.port_override)
     set(res, 'username', r.username)
