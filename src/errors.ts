@@ -25,7 +25,7 @@ export const ERROR_CODES = {
   ERR_POLICY_TOO_LARGE: { status: 413, meaning: 'The policy file or one of its entity counts is over its configured limit (policyLimits).' },
   ERR_STORE_UNREACHABLE: { status: 503, meaning: 'The PostgreSQL policy store could not be reached or refused the login.' },
   ERR_STORE_SCHEMA_MISSING: { status: 500, meaning: 'The database has no Keyway schema, or an older one than this binary needs (run keyway store migrate).' },
-  ERR_STORE_SCHEMA_NEWER: { status: 500, meaning: 'The database schema is newer than this binary knows; it refuses to run against it.' },
+  ERR_STORE_SCHEMA_NEWER: { status: 500, meaning: 'The database schema is newer than this binary knows and not readable by it; it refuses to run against it.' },
   ERR_STORE_PERMISSION: { status: 500, meaning: 'The database role lacks a right the operation needs (read, LISTEN, write or create).' },
   ERR_STORE_EMPTY: { status: 503, meaning: 'The PostgreSQL store holds no policy yet; a gateway never starts on an empty one.' },
   ERR_STORE_STALE: { status: 503, meaning: 'The policy store has been unreachable longer than postgres.maxStaleness; the gateway fails closed.' },

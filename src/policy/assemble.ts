@@ -78,9 +78,10 @@ const STEP = 256
  *
  * `decide` on the result is two Map lookups, a scan of the account's few
  * grants, one bit test per role of the account and one comparison, and
- * allocates nothing: every decision it can return is built here, frozen,
- * ahead of time (one per role, one per temporary grant and its expiry, and
- * shared ones for direct grants and denials).
+ * allocates nothing once warm: every decision it returns is frozen and
+ * kept (one per role, shared ones for direct grants and denials, built
+ * here; those of a temporary grant and its expiry built at its first
+ * decision, then the same object every time).
  */
 export function* assembleSteps(p: PackedPolicy, generation: number): Generator<void, CompiledPolicy, void> {
   const { strings, stringEnds } = p
@@ -126,24 +127,27 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
     if (i % STEP === STEP - 1) yield
   }
 
-  // Account grants: the decisions they return, built here so deciding allocates nothing.
+  // Account grants: the decisions they return. A direct grant's are shared; a temporary
+  // grant's two are built the first time it is decided and kept, so deciding allocates
+  // nothing after that and a load does not build two million objects nobody may ask for.
   const grantRes = p.grantResources
   const grantExp = p.grantExpires
   const grantCount = grantExp.length
   // Filled by push: `new Array(n)` of a large n makes a slow dictionary-mode array.
-  const grantAllow: Decision[] = []
-  const grantExpired: Decision[] = []
+  const grantAllow: (Decision | undefined)[] = []
+  const grantExpired: (Decision | undefined)[] = []
   for (let g = 0; g < grantCount; g++) {
-    const exp = grantExp[g]!
-    if (exp === Infinity) {
+    if (grantExp[g] === Infinity) {
       grantAllow.push(ALLOW_DIRECT)
       grantExpired.push(DENY_GRANT)
     } else {
-      grantAllow.push(decision(true, undefined, 'temporary', undefined, exp, undefined))
-      grantExpired.push(decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, exp))
+      grantAllow.push(undefined)
+      grantExpired.push(undefined)
     }
-    if (g % (4 * STEP) === 4 * STEP - 1) yield
+    if (g % (16 * STEP) === 16 * STEP - 1) yield
   }
+  const allowGrant = (g: number): Decision => (grantAllow[g] = decision(true, undefined, 'temporary', undefined, grantExp[g]!, undefined))
+  const expiredGrant = (g: number): Decision => (grantExpired[g] = decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, grantExp[g]!))
 
   // Accounts.
   const packed = p.accountRuns
@@ -230,12 +234,12 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
     // A valid temporary grant wins, then a direct grant (validation allows one only with No Role).
     const k = findGrant(roleEnd, packed[o + 1]!, ri)
     const g = k < 0 ? -1 : packed[o + 3]! + (k - roleEnd)
-    if (g >= 0 && now < grantExp[g]!) return grantAllow[g]!
+    if (g >= 0 && now < grantExp[g]!) return grantAllow[g] ?? allowGrant(g)
     for (let i = roleAt; i < roleEnd; i++) {
       const r = packed[i]!
       if (roleGrantsResource(r, ri)) return roleAllow[r]!
     }
-    return g >= 0 ? grantExpired[g]! : DENY_GRANT
+    return g >= 0 ? (grantExpired[g] ?? expiredGrant(g)) : DENY_GRANT
   }
 
   const effectiveResources = (accountId: string, now: number): EffectiveResource[] => {

@@ -218,6 +218,10 @@ export function packedTransferList(p: PackedPolicy): ArrayBuffer[] {
 
 /** Sorts grants [start, end) by resource index, keeping each expiry with its resource. */
 function sortRange(res: Int32Array, exp: Float64Array, start: number, end: number): void {
+  let sorted = true
+  for (let i = start + 1; i < end && sorted; i++) sorted = res[i - 1]! <= res[i]!
+  // Already in order (a store's rows are): nothing to move.
+  if (sorted) return
   const order = Array.from({ length: end - start }, (_, i) => start + i)
   order.sort((x, y) => res[x]! - res[y]!)
   const r = order.map((i) => res[i]!)

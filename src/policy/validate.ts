@@ -130,6 +130,9 @@ const SERVICE_ID = /^svc_[A-Za-z0-9._-]+$/
 const USER_ID = /^usr_[A-Za-z0-9._-]+$/
 const KIND_SET: ReadonlySet<string> = new Set(RESOURCE_KINDS)
 
+/** The account and token patterns of the validator, for `pack-rows.ts`, which checks rows by the same rules. */
+export const ACCOUNT_PATTERNS = Object.freeze({ serviceId: SERVICE_ID, userId: USER_ID, name: NAME, email: EMAIL, fingerprint: FINGERPRINT })
+
 type Report = (path: PolicyPath, message: string) => void
 
 interface RawProblem {

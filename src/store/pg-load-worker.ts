@@ -1,7 +1,9 @@
 /**
  * Entry of the PostgreSQL load worker thread (see `loadPackedPolicy`): on its
  * own connection, reads the whole policy at the latest generation in one
- * read-only snapshot, then checks limits, validates, digests and packs it,
+ * read-only snapshot (the accounts as one row each, straight into the packed
+ * form: `RowPacker`; the whole document when it cannot vouch for them), then
+ * checks limits, validates, digests and packs it,
  * and posts the packed policy back (its buffers moved, not copied) with the
  * generation and the policy's frame (settings, resources, roles). Errors go
  * back as plain data (code, message, problems).
@@ -9,11 +11,12 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import pg from 'pg'
 import { DocumentError, KeywayError, toKeywayError } from '../errors.js'
-import { packedTransferList, packPolicyDocument } from '../policy/index.js'
+import { packedTransferList, packPolicyDocument, RowPacker, type AccountRow, type PackedPolicy, type PolicyDoc } from '../policy/index.js'
+import { canonicalPolicy } from './canonical.js'
 import type { LoadJob } from './pg-load.js'
 import { clientConfig } from './pg-connection.js'
 import { storeError } from './pg-errors.js'
-import { currentGeneration, loadPolicyDocSorted } from './pg-rows.js'
+import { accountRowsQuery, currentGeneration, loadPolicyDocSorted, loadPolicyFrame } from './pg-rows.js'
 import { checkSchema } from './pg-schema.js'
 
 const job = workerData as LoadJob
@@ -26,28 +29,46 @@ async function load(): Promise<void> {
   const client = new pg.Client(clientConfig(job.settings))
   // An error between queries (the server stopped) must reject the query under way, not crash the thread.
   client.on('error', () => undefined)
-  let doc
+  let frame: PolicyDoc
+  let packed: PackedPolicy | undefined
+  let doc: PolicyDoc | undefined
   let generation
   try {
     await client.connect()
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
-    await checkSchema(client as unknown as pg.PoolClient)
+    await checkSchema(client)
     generation = await currentGeneration(client)
     if (generation === 0) {
       throw new KeywayError('ERR_STORE_EMPTY', 'the PostgreSQL store holds no policy yet: run `keyway store import FILE`, or make a first change with `keyway admin`', {
         detail: { generation },
       })
     }
-    doc = await loadPolicyDocSorted(client as unknown as pg.PoolClient)
+    frame = canonicalPolicy(await loadPolicyFrame(client as unknown as pg.PoolClient))
+    // Rows straight into the packed form; anything the packer cannot vouch for is
+    // compiled from the whole document instead (same snapshot), which reports it.
+    const packer = RowPacker.create(frame, { file: job.label, limits: job.limits })
+    if (packer !== undefined) {
+      const rows = await client.query<unknown[]>(accountRowsQuery(packer.resourceNames, packer.roleNames))
+      let vouched = true
+      for (const row of rows.rows) {
+        if (!packer.add(row as unknown as AccountRow)) {
+          vouched = false
+          break
+        }
+      }
+      rows.rows.length = 0
+      if (vouched) packed = packer.finish()
+    }
+    if (packed === undefined) doc = await loadPolicyDocSorted(client as unknown as pg.PoolClient)
     await client.query('COMMIT')
   } catch (err) {
     throw storeError(err, 'loading the policy')
   } finally {
     await client.end().catch(() => undefined)
   }
-  const packed = packPolicyDocument(doc, { file: job.label, limits: job.limits })
-  const { accounts: _accounts, ...frame } = doc
-  parentPort!.postMessage({ ok: true, packed, generation, frame }, packedTransferList(packed))
+  const path = packed === undefined ? 'document' : 'rows'
+  packed ??= packPolicyDocument(doc, { file: job.label, limits: job.limits })
+  parentPort!.postMessage({ ok: true, packed, generation, frame, path }, packedTransferList(packed))
 }
 
 try {

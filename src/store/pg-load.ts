@@ -16,10 +16,12 @@ export interface LoadedPolicy {
   readonly packed: PackedPolicy
   readonly generation: number
   readonly frame: PolicyDoc
+  /** How it was packed: from the account rows (`RowPacker`), or from the whole document (rows it could not vouch for). */
+  readonly path: 'rows' | 'document'
 }
 
 type Reply =
-  | { ok: true; packed: PackedPolicy; generation: number; frame: PolicyDoc }
+  | { ok: true; packed: PackedPolicy; generation: number; frame: PolicyDoc; path: 'rows' | 'document' }
   | { ok: false; code: ErrorCode; message: string; detail?: Record<string, unknown>; problems?: Problem[] }
 
 // Run from the sources (tests load .ts) or from dist/ (.js): the worker is the sibling of this file.
@@ -35,7 +37,14 @@ const WORKER_URL = new URL(`./pg-load-worker${import.meta.url.endsWith('.ts') ? 
  */
 export function loadPackedPolicy(job: LoadJob): Promise<LoadedPolicy> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(WORKER_URL, { workerData: { ...job, settings: { ...job.settings }, limits: { ...job.limits } }, stdout: false, stderr: false })
+    const worker = new Worker(WORKER_URL, {
+      workerData: { ...job, settings: { ...job.settings }, limits: { ...job.limits } },
+      stdout: false,
+      stderr: false,
+      // A larger young generation: most of what a load allocates dies young (rows, parsed
+      // JSON), and the default one made the collector a third of the worker's time.
+      resourceLimits: { maxYoungGenerationSizeMb: 64 },
+    })
     let settled = false
     const settle = (fn: () => void): void => {
       if (settled) return
@@ -45,7 +54,7 @@ export function loadPackedPolicy(job: LoadJob): Promise<LoadedPolicy> {
     }
     worker.once('message', (reply: Reply) =>
       settle(() => {
-        if (reply.ok) resolve({ packed: reply.packed, generation: reply.generation, frame: reply.frame })
+        if (reply.ok) resolve({ packed: reply.packed, generation: reply.generation, frame: reply.frame, path: reply.path })
         else if (reply.problems !== undefined && reply.code === 'ERR_POLICY_INVALID') reject(new DocumentError(reply.code, reply.problems))
         else reject(new KeywayError(reply.code, reply.message, reply.detail === undefined ? {} : { detail: reply.detail }))
       }),

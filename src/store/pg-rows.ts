@@ -154,7 +154,9 @@ export async function loadPolicyFrame(client: PoolClient): Promise<PolicyDoc> {
   }
   if (Object.keys(settings).length > 0) doc.settings = settings
   const resources: ResourceDoc[] = []
-  for (const r of (await client.query<Record<string, unknown>>('SELECT * FROM keyway_resources')).rows) {
+  // Named columns: a newer schema (a rolling upgrade) may have added some this binary does not know.
+  const resourceColumns = TABLES[1]!.key.concat(TABLES[1]!.columns).join(', ')
+  for (const r of (await client.query<Record<string, unknown>>(`SELECT ${resourceColumns} FROM keyway_resources`)).rows) {
     const res = { name: r.name, kind: r.kind, type: r.type, address: r.address } as ResourceDoc
     set(res, 'portOverride', r.port_override)
     set(res, 'username', r.username)
@@ -222,6 +224,33 @@ export async function loadPolicyDocSorted(client: PoolClient): Promise<PolicyDoc
   sortAccountsInPlace(accounts)
   if (accounts.length > 0) doc.accounts = accounts
   return doc
+}
+
+/**
+ * Every account as one row, its links resolved by the database to indexes of
+ * `resourceNames` and `roleNames` (the frame's, canonical order), in
+ * canonical order: the rows a `RowPacker` packs (see `AccountRow` in policy/),
+ * which orders an account's few grants and roles itself (two aggregates of
+ * one group see its rows in the same order). The database joins, groups and
+ * sorts the accounts (on its own core); no row per grant reaches JavaScript.
+ * Runs in the caller's transaction.
+ */
+export function accountRowsQuery(resourceNames: readonly string[], roleNames: readonly string[]): { text: string; values: unknown[]; rowMode: 'array' } {
+  return {
+    rowMode: 'array',
+    values: [resourceNames, roleNames],
+    text: `
+WITH res AS (SELECT name, (ord - 1)::integer AS i FROM unnest($1::text[]) WITH ORDINALITY AS u(name, ord)),
+     rol AS (SELECT name, (ord - 1)::integer AS i FROM unnest($2::text[]) WITH ORDINALITY AS u(name, ord)),
+     g AS (SELECT g.account, json_agg(coalesce(res.i, -1)) AS idx, json_agg(g.expires) AS exp
+           FROM keyway_account_grants g LEFT JOIN res ON res.name = g.resource GROUP BY g.account),
+     r AS (SELECT r.account, json_agg(coalesce(rol.i, -1)) AS idx
+           FROM keyway_account_roles r LEFT JOIN rol ON rol.name = r.role GROUP BY r.account),
+     t AS (SELECT account, json_agg(json_build_array(id, fingerprint, created, expires)) AS tokens FROM keyway_tokens GROUP BY account)
+SELECT a.id, a.type, a.name, a.email, a.suspended, r.idx, g.idx, g.exp, t.tokens
+FROM keyway_accounts a LEFT JOIN r ON r.account = a.id LEFT JOIN g ON g.account = a.id LEFT JOIN t ON t.account = a.id
+ORDER BY a.type COLLATE "C", coalesce(a.name, a.email, '') COLLATE "C", a.id COLLATE "C"`,
+  }
 }
 
 /** The generation of the last committed change; 0 before the first. */

@@ -2,15 +2,35 @@ import type { PoolClient } from 'pg'
 import { KeywayError } from '../errors.js'
 import { storeError } from './pg-errors.js'
 
+/** One versioned migration of the PostgreSQL store. */
+export interface Migration {
+  /** The SQL, run in one transaction with the version row it writes. */
+  readonly sql: string
+  /**
+   * The oldest schema version whose binaries can still read and write a
+   * database at this version. An additive migration (a new table, a nullable
+   * or defaulted column, a constraint every older writer already keeps)
+   * keeps the previous migration's; a destructive one (a column or table
+   * older binaries use dropped or renamed, a rule older writers would break)
+   * raises it, usually to the last version that stopped using what it
+   * removes. Stored next to the version (`keyway_schema_version.readable_from`).
+   */
+  readonly readableFrom: number
+}
+
 /**
  * The versioned migrations of the PostgreSQL store, oldest first; migration
  * `i` brings the schema to version `i + 1`. Migrations are additive first:
- * a column or table a release stops using is dropped only a release later,
- * so binaries of version N and N+1 run against the same schema during a
- * rolling upgrade. Never edit a released migration: add one.
+ * a column or table a release stops using is dropped only a release later
+ * (a destructive migration, raising `readableFrom`), so binaries of version
+ * N and N+1 run against the same schema during a rolling upgrade: a binary
+ * accepts a newer schema whose `readableFrom` is at most the version it
+ * knows (see {@link checkSchema}). Never edit a released migration: add one.
  */
-export const MIGRATIONS: readonly string[] = [
-  `
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    readableFrom: 1,
+    sql: `
   CREATE TABLE keyway_settings (
     name text PRIMARY KEY CHECK (name IN ('version', 'portOverrides', 'autoConnect', 'portRange')),
     value jsonb NOT NULL
@@ -100,10 +120,13 @@ export const MIGRATIONS: readonly string[] = [
   CREATE CONSTRAINT TRIGGER keyway_role_needs_no_direct_grant AFTER INSERT OR UPDATE ON keyway_account_roles
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyway_check_no_role();
   `,
+  },
   // 2: live sessions across gateways (store/pg-sessions.ts). Gateways register themselves
   // (renewed every postgres.checkInterval, never per connection) and answer the admin
   // API's requests: ending one session, or listing theirs.
-  `
+  {
+    readableFrom: 1,
+    sql: `
   CREATE TABLE keyway_gateways (
     instance text PRIMARY KEY,
     name text NOT NULL,
@@ -133,7 +156,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (request, instance)
   );
   `,
+  },
+  // 3: the readable-from marker of rolling upgrades, next to each version. Versions 1 and 2
+  // were additive over 1. A row without one (written by hand) counts as readable from itself.
+  {
+    readableFrom: 1,
+    sql: `
+  ALTER TABLE keyway_schema_version ADD COLUMN readable_from integer CHECK (readable_from >= 1 AND readable_from <= version);
+  UPDATE keyway_schema_version SET readable_from = 1;
+  `,
+  },
 ]
+
+/** The first schema version whose row carries `readable_from`. */
+const MARKER_SINCE = 3
 
 /** The schema version this binary writes and reads. */
 export const SCHEMA_VERSION = MIGRATIONS.length
@@ -143,52 +179,78 @@ const MIGRATE_LOCK = 0x6b657977_6d
 /** Serializes every write of the policy. */
 export const EDIT_LOCK = 0x6b657977_65
 
-/** The schema version of the database, or 0 when it has none. */
-export async function schemaVersion(client: PoolClient): Promise<number> {
+/** The schema of a database: its version (0: none) and the oldest version whose binaries can read it. */
+export interface SchemaState {
+  readonly version: number
+  /** `readable_from` of the newest version row; the version itself when the row has none. */
+  readonly readableFrom: number
+}
+
+/** The schema state of the database ({@link SchemaState}); version 0 when it has no schema. */
+export async function schemaState(client: Pick<PoolClient, 'query'>): Promise<SchemaState> {
   try {
-    const r = await client.query<{ v: number | null }>("SELECT to_regclass('keyway_schema_version') IS NOT NULL AS present")
-    if ((r.rows[0] as unknown as { present: boolean }).present !== true) return 0
-    const v = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM keyway_schema_version')
-    return v.rows[0]?.v ?? 0
+    const r = await client.query<{ present: boolean }>("SELECT to_regclass('keyway_schema_version') IS NOT NULL AS present")
+    if (r.rows[0]?.present !== true) return { version: 0, readableFrom: 0 }
+    // to_jsonb reads the marker whether or not the column exists yet (a database before
+    // version 3), without an error that would abort the caller's transaction.
+    const v = await client.query<{ version: number; readable_from: unknown }>(
+      "SELECT version, to_jsonb(s) -> 'readable_from' AS readable_from FROM keyway_schema_version s ORDER BY version DESC LIMIT 1",
+    )
+    const row = v.rows[0]
+    if (row === undefined) return { version: 0, readableFrom: 0 }
+    const marker = row.readable_from
+    return { version: row.version, readableFrom: typeof marker === 'number' && Number.isInteger(marker) ? marker : row.version }
   } catch (err) {
     throw storeError(err, 'reading the schema version')
   }
 }
 
+/** The schema version of the database, or 0 when it has none. */
+export async function schemaVersion(client: Pick<PoolClient, 'query'>): Promise<number> {
+  return (await schemaState(client)).version
+}
+
 /**
- * Checks that the database holds the schema this binary knows.
+ * Checks that this binary can run against the database's schema: the
+ * version it knows, or a newer one that is readable from it (a rolling
+ * upgrade: the newer release ran `keyway store migrate` first, with
+ * additive migrations).
  *
- * @throws KeywayError ERR_STORE_SCHEMA_MISSING (none, or older: run `keyway store migrate`), ERR_STORE_SCHEMA_NEWER
+ * @throws KeywayError ERR_STORE_SCHEMA_MISSING (none, or older: run `keyway store migrate`), ERR_STORE_SCHEMA_NEWER (newer and not readable by this binary)
  */
-export async function checkSchema(client: PoolClient): Promise<number> {
-  const version = await schemaVersion(client)
+export async function checkSchema(client: Pick<PoolClient, 'query'>): Promise<SchemaState> {
+  const state = await schemaState(client)
+  const { version } = state
   if (version === 0) {
     throw new KeywayError('ERR_STORE_SCHEMA_MISSING', 'the database has no Keyway schema: run `keyway store migrate` (with a role that may create tables) first', {
       detail: { version, known: SCHEMA_VERSION },
     })
   }
-  if (version > SCHEMA_VERSION) throw newerSchema(version)
+  if (version > SCHEMA_VERSION && state.readableFrom > SCHEMA_VERSION) throw newerSchema(state)
   if (version < SCHEMA_VERSION) {
     throw new KeywayError('ERR_STORE_SCHEMA_MISSING', `the database schema is version ${version}, this binary needs ${SCHEMA_VERSION}: run \`keyway store migrate\``, {
       detail: { version, known: SCHEMA_VERSION },
     })
   }
-  return version
+  return state
 }
 
-function newerSchema(version: number): KeywayError {
+function newerSchema(state: SchemaState): KeywayError {
   return new KeywayError(
     'ERR_STORE_SCHEMA_NEWER',
-    `the database schema is version ${version}, newer than this binary knows (${SCHEMA_VERSION}): run a Keyway release that knows it (an older binary never runs or undoes a newer schema)`,
-    { detail: { version, known: SCHEMA_VERSION } },
+    `the database schema is version ${state.version}, readable only by binaries that know version ${state.readableFrom} or later; this binary knows version ${SCHEMA_VERSION}: ` +
+      `run a Keyway release that knows schema version ${state.readableFrom} or later (an older binary never runs against or undoes a schema it cannot read)`,
+    { detail: { version: state.version, readableFrom: state.readableFrom, known: SCHEMA_VERSION } },
   )
 }
 
 /**
  * Brings the schema up to {@link SCHEMA_VERSION}, one migration per
- * transaction, serialized against other migrate runs. Refuses a newer schema.
+ * transaction, serialized against other migrate runs. A newer schema that
+ * this binary can read is left as it is (an older binary never downgrades);
+ * one it cannot read is refused.
  *
- * @returns the versions before and after
+ * @returns the versions before and after (equal when nothing ran)
  * @throws KeywayError ERR_STORE_SCHEMA_NEWER, ERR_STORE_PERMISSION, ERR_STORE_UNREACHABLE
  */
 export async function migrate(client: PoolClient): Promise<{ from: number; to: number }> {
@@ -203,13 +265,19 @@ export async function migrate(client: PoolClient): Promise<{ from: number; to: n
     } catch (err) {
       throw storeError(err, 'creating keyway_schema_version')
     }
-    const from = await schemaVersion(client)
-    if (from > SCHEMA_VERSION) throw newerSchema(from)
+    const state = await schemaState(client)
+    const from = state.version
+    if (from > SCHEMA_VERSION) {
+      if (state.readableFrom > SCHEMA_VERSION) throw newerSchema(state)
+      return { from, to: from }
+    }
     for (let v = from; v < SCHEMA_VERSION; v++) {
+      const m = MIGRATIONS[v]!
       try {
         await client.query('BEGIN')
-        await client.query(MIGRATIONS[v]!)
-        await client.query('INSERT INTO keyway_schema_version (version) VALUES ($1)', [v + 1])
+        await client.query(m.sql)
+        if (v + 1 >= MARKER_SINCE) await client.query('INSERT INTO keyway_schema_version (version, readable_from) VALUES ($1, $2)', [v + 1, m.readableFrom])
+        else await client.query('INSERT INTO keyway_schema_version (version) VALUES ($1)', [v + 1])
         await client.query('COMMIT')
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined)

@@ -135,6 +135,7 @@ export class PostgresStore implements KeywayStore {
   /** The settings, resources and roles of the last full load: what an account patch compiles with. */
   #frame: PolicyFrame | undefined
   #lastLoad: 'full' | 'accounts' | undefined
+  #wholePath: 'rows' | 'document' | undefined
   #lastError: KeywayError | undefined
   #reachable = true
   #lastContact: number
@@ -178,6 +179,16 @@ export class PostgresStore implements KeywayStore {
    */
   get lastLoad(): 'full' | 'accounts' | undefined {
     return this.#lastLoad
+  }
+
+  /**
+   * How the last whole load on the worker thread packed the policy: from
+   * the account rows (the fast path) or from the whole document (rows the
+   * packer could not vouch for, such as an invalid policy). For tests and
+   * the bench.
+   */
+  get lastWholeLoadPath(): 'rows' | 'document' | undefined {
+    return this.#wholePath
   }
 
   /** The pool (for `keyway store` and tests). */
@@ -226,6 +237,7 @@ export class PostgresStore implements KeywayStore {
       const loaded = await this.#load()
       // A large policy is read, validated and packed on a worker thread: a whole load never holds the event loop.
       const whole = loaded?.kind === 'whole' ? await loadPackedPolicy({ settings: this.#settings, limits: this.#limits(), label: LABEL }) : undefined
+      if (whole !== undefined) this.#wholePath = whole.path
       this.#markUp()
       const wasClosed = this.#closedPolicy !== undefined
       this.#closedPolicy = undefined

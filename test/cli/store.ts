@@ -35,6 +35,29 @@ t.test('keyway store on store: file, and wrong arguments, are usage errors', asy
   }
 })
 
+t.test('migrate by an older binary: a newer schema it can read is left as it is, one it cannot read is refused; never downgraded', async (t) => {
+  const setup = await pgSetup(t.testdir(), 'cli_newer')
+  const c = ['--config', setup.configFile]
+  const first = await runKeyway(['store', 'migrate', ...c])
+  t.equal(first.code, 0, first.stderr)
+  const db = new pg.Client({ host: server.host, port: server.port, user: 'postgres', database: 'cli_newer' })
+  await db.connect()
+  t.teardown(() => db.end())
+  // A newer release's additive migration: readable from this binary's version.
+  await db.query('INSERT INTO keyway_schema_version (version, readable_from) VALUES ($1, $2)', [SCHEMA_VERSION + 1, SCHEMA_VERSION])
+  const readable = await runKeyway(['store', 'migrate', ...c])
+  t.equal(readable.code, 0, readable.stderr)
+  t.match(readable.stdout, `schema version ${SCHEMA_VERSION + 1}: up to date`)
+  // Its destructive migration: readable from its own version only.
+  await db.query('UPDATE keyway_schema_version SET readable_from = $1 WHERE version = $1', [SCHEMA_VERSION + 1])
+  const unreadable = await runKeyway(['store', 'migrate', ...c])
+  t.not(unreadable.code, 0)
+  t.match(unreadable.stderr, /ERR_STORE_SCHEMA_NEWER/)
+  t.match(unreadable.stderr, `knows version ${SCHEMA_VERSION}`)
+  const top = await db.query<{ v: number }>('SELECT max(version) AS v FROM keyway_schema_version')
+  t.equal(top.rows[0]?.v, SCHEMA_VERSION + 1, 'the newer version row stays')
+})
+
 t.test('migrate, import, export, export again: the same bytes; explain and admin run on the store', async (t) => {
   const setup = await pgSetup(t.testdir(), 'cli_roundtrip')
   const c = ['--config', setup.configFile]

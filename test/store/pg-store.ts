@@ -99,6 +99,7 @@ t.test('a schema newer than the binary knows is refused, by the gateway and by m
   const { config } = await setup(t, server, 'newer')
   const store = open(t, config)
   await store.migrate()
+  // Without a readable-from marker a version counts as readable from itself only (test/store/pg-schema-compat.ts has the rest).
   await store.pool.query('INSERT INTO keyway_schema_version (version) VALUES ($1)', [SCHEMA_VERSION + 1])
   await rejectsCode(t, store.start(), 'ERR_STORE_SCHEMA_NEWER', 'start')
   await rejectsCode(t, store.migrate(), 'ERR_STORE_SCHEMA_NEWER', 'migrate')
