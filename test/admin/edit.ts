@@ -138,7 +138,8 @@ t.test('concurrent in-process edits all land', async (t) => {
 t.test('two processes editing at once both land', async (t) => {
   const { file } = setup(t)
   const worker = fileURLToPath(new URL('../fixtures/admin/edit-worker.ts', import.meta.url))
-  const execArgv = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  // The TypeScript loader this process runs with (.taprc: test/helpers/typescript-hooks.ts; tap's ts-node otherwise).
+  const execArgv = process.execArgv.filter((a) => a.includes('@tapjs/typescript') || a.includes('typescript-hooks'))
   const run = (name: string): Promise<number | null> =>
     new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [...execArgv, worker, file, name, '5'], { stdio: ['ignore', 'inherit', 'inherit'] })
