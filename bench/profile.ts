@@ -10,7 +10,9 @@
  * Options: --forwarder NAME (default keyway; any of bench/peers.ts),
  * --workload conns|rate|bulk (default conns), --requests N, --repeat N
  * (runs of the workload on one started forwarder; each printed, then the
- * median), --streams N (bulk: iperf3 -P N, default 1), --no-pin, --gateway-env K=V. The forwarder is stopped with SIGTERM
+ * median), --streams N (bulk: iperf3 -P N, default 1), --no-pin, --split (sidecar on core 0, gateway on core 1,
+ * the load unpinned), --gateway-env K=V. A chain's CPU per new connection is also split into the gateway's and the
+ * sidecar's. The forwarder is stopped with SIGTERM
  * at the end, so `--cpu-prof` profiles are written.
  */
 import { mkdtempSync } from 'node:fs'
@@ -28,6 +30,7 @@ async function main(): Promise<void> {
   let repeat = 1
   let pin = true
   let streams = 1
+  let split = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
     const v = (): string => argv[++i] ?? ''
@@ -36,6 +39,7 @@ async function main(): Promise<void> {
     else if (a === '--requests') requests = Number(v())
     else if (a === '--repeat') repeat = Math.max(1, Number(v()))
     else if (a === '--no-pin') pin = false
+    else if (a === '--split') split = true
     else if (a === '--streams') streams = Math.max(1, Number(v()))
     else if (a === '--gateway-env') {
       const [k, ...rest] = v().split('=')
@@ -46,7 +50,9 @@ async function main(): Promise<void> {
   if (!fwd) throw new Error(`unknown forwarder ${forwarder}`)
   pin = pin && cpuCount() >= 2
   const fwdCores = pin ? '0' : undefined
-  const loadCores = pin ? '1' : undefined
+  // --split: the client side (sidecar) on core 0, the server side (gateway) on core 1, the load unpinned, as run.ts's split placement.
+  const serverCores = pin && split ? '1' : undefined
+  const loadCores = pin && !split ? '1' : undefined
   if (loadCores) pinPid(process.pid, loadCores)
   const dir = mkdtempSync(join(tmpdir(), 'keyway-prof-'))
   const up = { iperf: await freePort(), redis: await freePort() }
@@ -56,7 +62,7 @@ async function main(): Promise<void> {
   const redis = startDaemon('redis-server', rcmd, ra, { log: join(dir, 'redis.log') })
   await Promise.all([waitPort(up.iperf), waitPort(up.redis)])
   const keyway = await setupKeyway(dir, up)
-  const ctx: PeerContext = { dir, up, cores: fwdCores, maxSessions: 2_000, keyway }
+  const ctx: PeerContext = { dir, up, cores: fwdCores, serverCores, maxSessions: 2_000, keyway }
   const sizes: Sizes = {
     bulkSeconds: 3,
     rateRequests: requests || 60_000,
@@ -66,17 +72,22 @@ async function main(): Promise<void> {
   }
   const running = await fwd.start(ctx)
   const cpu = () => cpuMicros([...new Set(running.pids().flatMap((pid) => processTree(pid)))])
+  // The gateway's share; the rest of a chain's CPU is the sidecar's.
+  const gatewayCpu = () => cpuMicros([...new Set(running.gatewayPids().flatMap((pid) => processTree(pid)))])
   const perOp: number[] = []
   const rates: number[] = []
   try {
     for (let i = 0; i < repeat; i++) {
       await sleep(300)
       const c0 = cpu()
+      const g0 = gatewayCpu()
       if (workload === 'conns') {
         const f = await newConnections(running.ports.redis, sizes, false, loadCores)
         perOp.push((cpu() - c0) / f.requests!)
         rates.push(f.cps!)
-        console.log(`conns: ${f.cps} conn/s, p99 ${f.p99} ms, CPU ${perOp.at(-1)!.toFixed(0)} µs/conn`)
+        const gw = (gatewayCpu() - g0) / f.requests!
+        const shares = forwarder.startsWith('keyway') && forwarder !== 'keyway-hop' ? ` (gateway ${gw.toFixed(0)}, sidecar ${(perOp.at(-1)! - gw).toFixed(0)})` : ''
+        console.log(`conns: ${f.cps} conn/s, p99 ${f.p99} ms, CPU ${perOp.at(-1)!.toFixed(0)} µs/conn${shares}`)
       } else if (workload === 'rate') {
         const f = await rate(running.ports.redis, sizes, false, loadCores)
         perOp.push((cpu() - c0) / f.requests!)

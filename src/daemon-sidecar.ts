@@ -3,12 +3,11 @@
  * sidecar runs: not `daemon.ts` and the gateway, admin API, store and policy
  * code behind it (issue 22: a sidecar runs next to every job).
  */
-import type { Writable } from 'node:stream'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { readConfiguredFile, type KeywayConfig } from './config/index.js'
 import type { KeywayError } from './errors.js'
 import { dataPath, releaseStartupMemory, type DaemonIo } from './daemon-shared.js'
-import { createLogger } from './observe/index.js'
+import { createLogger, LineBatcher } from './observe/index.js'
 import { type ControlServer, resolveGroup, resolveRuntimeDir, Sidecar, TokenSource, resolveTokenSource, startControlServer } from './sidecar/index.js'
 
 /** How `keyway listen` was asked to run, beyond the configuration. */
@@ -26,13 +25,20 @@ export interface SidecarRunOptions {
  * `sidecar.tokenRefusalGrace`. Resolves to the exit code.
  */
 export async function runSidecar(config: KeywayConfig, io: DaemonIo, options: SidecarRunOptions = {}): Promise<number> {
+  // A turn's lines leave in one write after it, not one synchronous write each (issue 22); flushed at exit too.
+  const lines = new LineBatcher(io.stderr)
+  try {
+    return await serve(config, io, options, lines)
+  } finally {
+    // Before the command's own last words (a fatal code) reach the same stream.
+    lines.close()
+  }
+}
+
+async function serve(config: KeywayConfig, io: DaemonIo, options: SidecarRunOptions, lines: LineBatcher): Promise<number> {
   let sidecar: Sidecar | undefined
   const spec = resolveTokenSource({ flagGiven: options.tokenFileFlag === true, env: io.env, tokenFile: config.sidecar.tokenFile })
-  const logger = createLogger({
-    level: config.log.level,
-    base: { component: 'sidecar' },
-    destination: io.stderr as Writable & { write(msg: string): void },
-  })
+  const logger = createLogger({ level: config.log.level, base: { component: 'sidecar' }, destination: lines })
   // Reads the token now: one that cannot be parsed ends the command before anything else is tried.
   const tokens = new TokenSource({ spec, logger, onChange: (token) => sidecar?.setToken(token) })
   const ca = readConfiguredFile(config.sidecar.ca, 'gateway CA certificate (sidecar.ca, --ca)')
