@@ -37,8 +37,11 @@ export const COMMON_OPTIONS = {
 
 /** Thrown by {@link parseCommandArgs} when `--help` was given: the CLI prints `usage` and exits 0. */
 export class HelpRequested extends Error {
-  constructor(readonly usage: string) {
+  readonly usage: string
+
+  constructor(usage: string) {
     super('help requested')
+    this.usage = usage
     this.name = 'HelpRequested'
   }
 }

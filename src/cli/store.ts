@@ -15,7 +15,7 @@ The PostgreSQL policy store (store: postgres in the configuration; see
 docs/deployment.md#high-availability-with-postgresql).
 
   migrate       create or upgrade the schema to the version this binary
-                knows (refuses a newer one: ERR_STORE_SCHEMA_NEWER)
+                knows (refuses a newer one it cannot read: ERR_STORE_SCHEMA_NEWER)
   status        schema version and the generation of the last change
   import FILE   replace the stored policy with a policy file, validated
                 first; only the rows that differ are written, as one change.

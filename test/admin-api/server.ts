@@ -448,3 +448,86 @@ t.test('a non-loopback address without TLS is refused unless a TLS-terminating p
   t.doesNotThrow(() => new AdminServer({ ...options, behindTlsProxy: true }))
   t.doesNotThrow(() => new AdminServer({ ...options, host: '127.0.0.1' }))
 })
+
+t.test('a session expires on the injected clock; GET /v1/admin/session says who is signed in', async (t) => {
+  const clock = new ManualClock()
+  const api = await startApi(t, { clock, sessionTtlMs: 60_000 })
+  const { cookie, csrf } = await api.signIn()
+  const who = await api.call('GET', '/v1/admin/session', { headers: { cookie } })
+  t.equal(who.status, 200, who.text)
+  t.match(who.json, { account: { email: 'root@example.com' }, via: 'session', csrfToken: csrf, expiresAt: String })
+  clock.advance(59_000)
+  t.equal((await api.call('GET', '/v1/admin/session', { headers: { cookie } })).status, 200, 'still valid just before its end')
+  clock.advance(2_000)
+  const late = await api.call('GET', '/v1/admin/session', { headers: { cookie } })
+  t.equal(late.status, 401)
+  t.equal(late.json.code, 'ERR_ADMIN_UNAUTHENTICATED')
+})
+
+t.test('revoking every token of a service removes every record; the answer carries ids, never a token', async (t) => {
+  const api = await startApi(t)
+  const { cookie, csrf } = await api.signIn()
+  const h = { cookie, 'x-csrf-token': csrf }
+  const created = await api.call('POST', '/v1/admin/services', { body: { name: 'nightly' }, headers: h })
+  t.equal(created.status, 201)
+  await api.call('POST', '/v1/admin/services/nightly/tokens/rotate', { body: {}, headers: h })
+  const revoked = await api.call('DELETE', '/v1/admin/services/nightly/tokens', { headers: h })
+  t.equal(revoked.status, 200, revoked.text)
+  t.notMatch(revoked.text, JWT)
+  const left = await api.call('GET', '/v1/admin/services/nightly/tokens', { headers: { cookie } })
+  t.equal(revoked.json.revoked.length, 2, 'the created and the rotated token')
+  t.equal(left.status, 200)
+  t.same(left.json.items, [], 'no token record left')
+  const noCsrf = await api.call('DELETE', '/v1/admin/services/nightly/tokens', { headers: { cookie } })
+  t.equal(noCsrf.status, 403)
+  t.equal(noCsrf.json.code, 'ERR_CSRF')
+})
+
+t.test('an admin listener on a taken port fails with ERR_PORT_IN_USE; an unexpected backend fault is a 500 ERR_INTERNAL, logged, nothing leaked', async (t) => {
+  const api = await startApi(t)
+  const setup = await writeAdminSetup(t.testdir())
+  const base = {
+    host: '127.0.0.1',
+    port: Number(new URL(api.base).port),
+    backend: new FileAdminBackend(setup.ctx(systemClock)),
+    clock: systemClock,
+    logger: createLogger({ level: 'silent' }),
+    sessionTtlMs: 60_000,
+    limiter: new LoginLimiter({ clock: systemClock }),
+    verifyToken: async () => {
+      throw new Error('unused')
+    },
+  }
+  const second = new AdminServer(base)
+  t.teardown(() => second.close())
+  await t.rejects(second.start(), { code: 'ERR_PORT_IN_USE' })
+
+  const real = new FileAdminBackend(setup.ctx(systemClock))
+  const faulty = new Proxy(real, {
+    get(target, prop, receiver) {
+      if (prop === 'roles') return async () => { throw new Error('disk on fire at /secret/path') }
+      const v = Reflect.get(target, prop, receiver) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    },
+  })
+  const broken = await startApi(t, { backend: faulty })
+  const { cookie } = await broken.signIn()
+  const r = await broken.call('GET', '/v1/admin/roles', { headers: { cookie } })
+  t.equal(r.status, 500)
+  t.equal(r.json.code, 'ERR_INTERNAL')
+  t.ok(broken.logs.some((l) => /"event":"admin_api_error"/.test(l) && /"code":"ERR_INTERNAL"/.test(l)), 'logged for the operator')
+})
+
+t.test('every route of the OpenAPI document is called by this file', async (t) => {
+  const api = await startApi(t)
+  const doc = await api.call('GET', '/v1/admin/openapi.json')
+  const { readFile } = await import('node:fs/promises')
+  const source = await readFile(new URL(import.meta.url), 'utf8').catch(async () => readFile(new URL('./server.ts', import.meta.url), 'utf8'))
+  const calls = [...source.matchAll(/call\('(GET|POST|PUT|PATCH|DELETE)', ['`]([^'`?]+)/g)].map((m) => `${m[1]} ${m[2]}`)
+  for (const [path, methods] of Object.entries(doc.json.paths as Record<string, Record<string, unknown>>)) {
+    for (const method of Object.keys(methods)) {
+      const pattern = new RegExp(`^${method.toUpperCase()} ${path.replace(/\{[^}]+\}/g, '[^/]+')}$`)
+      t.ok(calls.some((c) => pattern.test(c)), `${method.toUpperCase()} ${path} is tested here`)
+    }
+  }
+})

@@ -126,7 +126,7 @@ t.test('LineBatcher: the lines of a turn leave in one write after it; flush and 
 /** Runs the exit worker; resolves with its exit code and its stderr lines. */
 async function exitWorker(mode: 'exit' | 'throw', count: number): Promise<{ code: number | null; lines: string[] }> {
   const worker = fileURLToPath(new URL('../fixtures/observe/exit-worker.ts', import.meta.url))
-  const execArgv = process.execArgv.filter((a) => a.includes('@tapjs/typescript'))
+  const execArgv = process.execArgv.filter((a) => a.includes('@tapjs/typescript') || a.includes('typescript-hooks'))
   const child = spawn(process.execPath, [...execArgv, worker, mode, String(count)], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')))
