@@ -15,12 +15,15 @@ export interface CreateLoggerOptions {
 /** What a secret-bearing field's value is replaced with. */
 const CENSOR = '[redacted]'
 
+/** The fields whose values are censored, at the top level and one level down. */
+const SECRET_KEYS = ['token', 'authorization', 'password'] as const
+
 function isSecretKey(key: string): boolean {
-  return key === 'token' || key === 'authorization' || key === 'password'
+  return (SECRET_KEYS as readonly string[]).includes(key)
 }
 
 function holdsSecret(value: object): boolean {
-  return 'token' in value || 'authorization' in value || 'password' in value
+  return SECRET_KEYS.some((key) => key in value)
 }
 
 /** A copy of `value` (same prototype and properties, so an Error stays an Error for pino's serializer) with its secret fields censored. */
@@ -31,7 +34,7 @@ function censored(value: object): object {
     if (d.get !== undefined) descriptors[key] = { value: (value as Record<string, unknown>)[key], enumerable: d.enumerable ?? false, writable: true, configurable: true }
   }
   const copy = Object.create(Object.getPrototypeOf(value) as object | null, descriptors) as object
-  for (const key of ['token', 'authorization', 'password']) {
+  for (const key of SECRET_KEYS) {
     if (key in value) Object.defineProperty(copy, key, { value: CENSOR, enumerable: true, writable: true, configurable: true })
   }
   return copy
