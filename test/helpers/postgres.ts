@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process'
-import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -28,6 +28,45 @@ function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args]
 }
 
+/** Owner of a directory the postgres user must write into (a no-op unless root). */
+async function giveToPostgres(dir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return
+  const { stdout } = await run('id', ['-u', 'postgres'])
+  const { stdout: gid } = await run('id', ['-g', 'postgres'])
+  chownSync(dir, Number(stdout.trim()), Number(gid.trim()))
+}
+
+/**
+ * A fresh cluster's data directory (trust auth, UTF8), made by initdb once per
+ * user and PostgreSQL version and copied for each cluster: initdb is most of a
+ * cluster's start, a copy of its files a fraction of it, and the suite starts
+ * dozens. It lives in the temporary directory, as the clusters do, where the
+ * postgres user can read it (a checkout under a 0700 home cannot be); it is a
+ * cache, kept between runs (docs/dev/testing.md). Test processes that race to
+ * make it each make their own and the first rename wins.
+ */
+async function template(): Promise<string> {
+  const version = (await run(join(BIN, 'postgres'), ['--version'])).stdout.trim().replace(/[^A-Za-z0-9.]+/g, '-').replace(/^-|-$/g, '')
+  const path = join(tmpdir(), `keyway-pg-template-${process.getuid?.() ?? 'user'}-${version}`)
+  const data = join(path, 'data')
+  if (existsSync(join(data, 'PG_VERSION'))) return data
+  const making = mkdtempSync(`${path}.making-`)
+  try {
+    await giveToPostgres(making)
+    const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', join(making, 'data'), '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
+    await run(initCmd, initArgs)
+    try {
+      renameSync(making, path)
+    } catch (err) {
+      // Another test process made it first: use theirs.
+      if (!existsSync(join(data, 'PG_VERSION'))) throw err
+    }
+  } finally {
+    rmSync(making, { recursive: true, force: true })
+  }
+  return data
+}
+
 /** Options of {@link startPostgres}. */
 export interface PostgresOptions {
   /**
@@ -52,13 +91,8 @@ export interface PostgresOptions {
 export async function startPostgres(t: Comments, options: PostgresOptions = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), 'keyway-pg-'))
   const data = join(dir, 'data')
-  if (process.getuid?.() === 0) {
-    const { stdout } = await run('id', ['-u', 'postgres'])
-    const { stdout: gid } = await run('id', ['-g', 'postgres'])
-    chownSync(dir, Number(stdout.trim()), Number(gid.trim()))
-  }
-  const [initCmd, initArgs] = asPostgres(join(BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'])
-  await run(initCmd, initArgs)
+  await giveToPostgres(dir)
+  await run('cp', ['-a', await template(), data])
   let tlsOpts = ''
   if (options.tls !== undefined) {
     writeFileSync(join(data, 'server.crt'), options.tls.certPem, { mode: 0o644 })

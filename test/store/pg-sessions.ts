@@ -127,11 +127,11 @@ t.test('a registered gateway that does not answer: the end request is withdrawn 
   // Long enough for gateway A to answer by its periodic check (1 s) even if it missed the notification.
   const asker = feed(t, pool, 'silent', 6_000)
 
-  const listed = await asker.list()
+  // Both wait out the ghost's timeout: at once, so the file waits once.
+  const [listed, answer] = await Promise.all([asker.list(), asker.end('ghost.s9', 'usr_admin')])
   t.same(listed.unanswered, ['gateway-ghost'])
   t.same(listed.sessions.map((s) => s.id), ['gwa.s1'], 'the gateways that answered are listed')
 
-  const answer = await asker.end('ghost.s9', 'usr_admin')
   t.same(answer, { ended: false, reason: 'unanswered', gateway: 'gateway-ghost' })
   const row = (await pool.query("SELECT answered_at IS NOT NULL AS closed, answered_by, result FROM keyway_session_requests WHERE session = 'ghost.s9'")).rows[0]
   t.same(row, { closed: true, answered_by: null, result: { withdrawn: true } }, 'withdrawn: a late answer can no longer claim it')
