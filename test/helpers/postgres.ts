@@ -28,12 +28,12 @@ function asPostgres(cmd: string, args: string[]): [string, string[]] {
   return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args]
 }
 
-/** Owner of a directory the postgres user must write into (a no-op unless root). */
-async function giveToPostgres(dir: string): Promise<void> {
+/** Gives `paths` to the postgres user, which must write or read them (a no-op unless root). */
+async function giveToPostgres(...paths: string[]): Promise<void> {
   if (process.getuid?.() !== 0) return
   const { stdout } = await run('id', ['-u', 'postgres'])
   const { stdout: gid } = await run('id', ['-g', 'postgres'])
-  chownSync(dir, Number(stdout.trim()), Number(gid.trim()))
+  for (const path of paths) chownSync(path, Number(stdout.trim()), Number(gid.trim()))
 }
 
 /**
@@ -97,12 +97,7 @@ export async function startPostgres(t: Comments, options: PostgresOptions = {}):
   if (options.tls !== undefined) {
     writeFileSync(join(data, 'server.crt'), options.tls.certPem, { mode: 0o644 })
     writeFileSync(join(data, 'server.key'), options.tls.keyPem, { mode: 0o600 })
-    if (process.getuid?.() === 0) {
-      const uid = Number((await run('id', ['-u', 'postgres'])).stdout.trim())
-      const gid = Number((await run('id', ['-g', 'postgres'])).stdout.trim())
-      chownSync(join(data, 'server.key'), uid, gid)
-      chownSync(join(data, 'server.crt'), uid, gid)
-    }
+    await giveToPostgres(join(data, 'server.key'), join(data, 'server.crt'))
     tlsOpts = ' -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key'
   }
   if (options.auth === 'scram' || options.auth === 'md5') {
