@@ -42,7 +42,8 @@ export interface AdminContext {
 export interface AdminStorage {
   /** `scope`: which accounts `fn` reads or changes (see {@link EditScope}); absent, the whole policy. */
   edit<T>(fn: (doc: Document, current: CompiledPolicy) => T | Promise<T>, scope?: EditScope): Promise<T>
-  read(): Promise<ReadPolicy>
+  /** `scope`: which accounts to read (see {@link EditScope}); absent, the whole policy. */
+  read(scope?: EditScope): Promise<ReadPolicy>
   readCredentials(): Promise<Credentials>
   editCredentials<T>(fn: (users: Map<string, UserCredentials>) => T): Promise<T>
 }
@@ -57,7 +58,9 @@ export interface AdminStorage {
  * - `accounts`: the accounts named by these references (service name, user
  *   email in any case, or account id), as `findAccount` resolves them;
  * - `accountsWithRole`: the accounts holding this role;
- * - `accountsWithGrant`: the accounts with a direct or temporary grant of this resource.
+ * - `accountsWithGrant`: the accounts with a direct or temporary grant of this resource;
+ * - `accountsWithGrantEndedBy`: the accounts with a temporary grant that ended
+ *   at or before this instant (milliseconds since the epoch).
  *
  * `{}` loads no account (an edit of settings, resources or roles only).
  */
@@ -65,6 +68,7 @@ export interface EditScope {
   readonly accounts?: readonly string[]
   readonly accountsWithRole?: string
   readonly accountsWithGrant?: string
+  readonly accountsWithGrantEndedBy?: number
 }
 
 /**

@@ -3,6 +3,7 @@ import { isMap, isScalar, isSeq, YAMLMap, YAMLSeq, type Document, type Node } fr
 import { KeywayError } from '../errors.js'
 import { compilePolicy, parsePolicyText, type Account, type CompiledPolicy, type PolicyDoc } from '../policy/index.js'
 import { readPolicyText } from './edit.js'
+import type { EditScope } from './context.js'
 
 // Helpers shared by the admin operations: reading the policy, finding the YAML
 // nodes an operation changes, and creating new nodes in the style of the file.
@@ -27,10 +28,14 @@ export async function readPolicy(file: string): Promise<ReadPolicy> {
 
 /**
  * The policy of an admin context as it is now: its storage's (a database
- * store), else its policy file's.
+ * store, which reads only the accounts `scope` names when there is one),
+ * else its policy file's (always whole).
  */
-export async function readPolicyOf(ctx: { readonly policyFile: string; readonly storage?: { read(): Promise<ReadPolicy> } }): Promise<ReadPolicy> {
-  return ctx.storage !== undefined ? ctx.storage.read() : readPolicy(ctx.policyFile)
+export async function readPolicyOf(
+  ctx: { readonly policyFile: string; readonly storage?: { read(scope?: EditScope): Promise<ReadPolicy> } },
+  scope?: EditScope,
+): Promise<ReadPolicy> {
+  return ctx.storage !== undefined ? ctx.storage.read(scope) : readPolicy(ctx.policyFile)
 }
 
 /** The names an operation's messages use for an account: `service "ci" (svc_…)`. */

@@ -127,8 +127,8 @@ export interface PrunedGrant {
  * @returns the grants removed, by account name and resource.
  */
 export async function pruneGrants(ctx: AdminContext): Promise<{ pruned: PrunedGrant[] }> {
+  const now = ctx.clock.now()
   return edit(ctx, (doc, current) => {
-    const now = ctx.clock.now()
     const pruned: PrunedGrant[] = []
     for (const entry of existingList(rootMap(doc), 'accounts')?.items ?? []) {
       if (!isMap(entry)) continue
@@ -145,7 +145,7 @@ export async function pruneGrants(ctx: AdminContext): Promise<{ pruned: PrunedGr
       dropIfEmpty(entry, 'grants')
     }
     return { pruned }
-  })
+  }, { accountsWithGrantEndedBy: now })
 }
 
 function grantItem(entry: YAMLMap, resource: string): YAMLMap | undefined {

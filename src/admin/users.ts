@@ -37,7 +37,7 @@ export async function createUser(ctx: AdminContext, email: string, options: Crea
     if (clash !== undefined) throw new KeywayError('ERR_ALREADY_EXISTS', `${describeAccount(clash)} already exists`, { detail: { email: normalized } })
     const account: AccountDoc = { id, type: 'user', email: normalized }
     sectionList(doc, 'accounts').add(newNode(doc, account))
-  })
+  }, { accounts: [normalized] })
   // The hash goes to the credentials file, never the policy; a crash in between leaves a user without a password.
   if (passwordHash !== undefined || options.admin === true) {
     await editCredentials(ctx, (users) =>
@@ -55,7 +55,7 @@ export async function createUser(ctx: AdminContext, email: string, options: Crea
  */
 export async function setPassword(ctx: AdminContext, email: string, password: string): Promise<{ id: string; email: string }> {
   const passwordHash = await hashChecked(password)
-  const account = findAccount((await readPolicyOf(ctx)).policy, email, 'user')
+  const account = findAccount((await readPolicyOf(ctx, { accounts: [email] })).policy, email, 'user')
   await editCredentials(ctx, (users) => void users.set(account.id, { ...users.get(account.id), passwordHash }))
   return { id: account.id, email: account.name }
 }

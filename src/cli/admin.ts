@@ -281,7 +281,7 @@ const SUBCOMMANDS: readonly Subcommand[] = [
     positionals: 1,
     async run([ref], values, env) {
       const ctx = env.ctx()
-      const view = showAccount(await readPolicyOf(ctx), ref!, env.clock.now(), await readCredentialsOf(ctx))
+      const view = showAccount(await readPolicyOf(ctx, { accounts: [ref!] }), ref!, env.clock.now(), await readCredentialsOf(ctx))
       if (values.json === true) println(env.io.stdout, JSON.stringify(view, null, 2))
       else println(env.io.stdout, renderAccount(view))
       return 0

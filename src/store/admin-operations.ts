@@ -99,7 +99,7 @@ export class ContextAdminOperations implements AdminOperations {
   }
 
   async account(ref: string, now: number): Promise<AccountView> {
-    return showAccount(await readPolicyOf(this.#ctx), ref, now, await this.credentials())
+    return showAccount(await readPolicyOf(this.#ctx, { accounts: [ref] }), ref, now, await this.credentials())
   }
 
   async roles(): Promise<RoleListEntry[]> {

@@ -28,6 +28,11 @@ export async function scopedAccountIds(client: PoolClient, scope: EditScope): Pr
     const r = await client.query<{ account: string }>('SELECT account FROM keyway_account_grants WHERE resource = $1', [scope.accountsWithGrant])
     for (const row of r.rows) ids.add(row.account)
   }
+  if (scope.accountsWithGrantEndedBy !== undefined) {
+    // Ends are ISO text, maybe with an offset: compared as instants here, as the policy compares them.
+    const r = await client.query<{ account: string; expires: string }>('SELECT account, expires FROM keyway_account_grants WHERE expires IS NOT NULL')
+    for (const row of r.rows) if (Date.parse(row.expires) <= scope.accountsWithGrantEndedBy) ids.add(row.account)
+  }
   return [...ids]
 }
 

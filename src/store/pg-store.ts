@@ -623,13 +623,18 @@ export class PostgresStore implements KeywayStore {
     }
   }
 
-  /** The whole policy as it is now, for display and `keyway store export`. */
-  async read(): Promise<ReadPolicy> {
+  /**
+   * The policy as it is now, for display and `keyway store export`: whole,
+   * or with a `scope` only the accounts it names beside the settings,
+   * resources and roles ({@link loadScopedDoc}), so that showing one account
+   * costs the same at 100 accounts or 100,000.
+   */
+  async read(scope?: EditScope): Promise<ReadPolicy> {
     const client = await this.#connect()
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
       await checkSchema(client)
-      const doc = await loadPolicyDoc(client)
+      const doc = scope === undefined ? await loadPolicyDoc(client) : await loadScopedDoc(client, scope)
       await client.query('COMMIT')
       client.release()
       return { policy: compilePolicy(doc, { file: LABEL }), doc }
@@ -680,7 +685,7 @@ export class PostgresStore implements KeywayStore {
   adminContext(): AdminContext {
     const storage: AdminStorage = {
       edit: (fn, scope) => this.edit(fn, scope),
-      read: () => this.read(),
+      read: (scope) => this.read(scope),
       readCredentials: () => this.readCredentials(),
       editCredentials: (fn) => this.editCredentials(fn),
     }

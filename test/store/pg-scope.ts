@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { initSetup } from '../../src/admin/index.js'
-import { ManualClock, systemClock } from '../../src/clock.js'
+import { createUser, initSetup, pruneGrants, setPassword } from '../../src/admin/index.js'
+import { ManualClock, systemClock, type Clock } from '../../src/clock.js'
 import { loadConfig, type KeywayConfig } from '../../src/config/index.js'
 import type { KeywayError } from '../../src/errors.js'
 import { createLogger } from '../../src/observe/index.js'
@@ -73,8 +73,8 @@ async function pgConfig(t: Test, db: string, extra = ''): Promise<KeywayConfig> 
   return loadConfig({ file, env: {} })
 }
 
-async function pgStore(t: Test, db: string, extra = ''): Promise<PostgresStore> {
-  const store = new PostgresStore({ config: await pgConfig(t, db, extra), clock: systemClock, logger })
+async function pgStore(t: Test, db: string, extra = '', clock: Clock = systemClock): Promise<PostgresStore> {
+  const store = new PostgresStore({ config: await pgConfig(t, db, extra), clock, logger })
   t.teardown(() => store.close())
   await store.migrate()
   await store.replace(parsePolicyText(POLICY, 'p').value as never)
@@ -188,4 +188,43 @@ t.test('limits: a scoped edit over policyLimits is refused with ERR_POLICY_TOO_L
   t.equal(await codeOf(store.admin.rotateToken('ci', 3_600_000)), 'resolved', 'a third token: within the limit')
   t.equal(await codeOf(store.admin.rotateToken('ci', 3_600_000)), 'ERR_POLICY_TOO_LARGE', 'a fourth token')
   t.equal(await store.generation(), before + 2, 'only the edits within the limits were written')
+})
+
+t.test('user operations, showing an account and pruning grants read only the accounts they name, on PostgreSQL', async (t) => {
+  // 2031: the temporary grant of adhoc (to 2030) has ended; ci's token and ann are untouched.
+  const store = await pgStore(t, 'users', '', new ManualClock(Date.parse('2031-01-01T00:00:00Z')))
+  const ctx = store.adminContext()
+  const digests = async (): Promise<string[]> =>
+    (await store.pool.query<{ digest: string }>('SELECT digest FROM keyway_changes ORDER BY generation')).rows.map((r) => r.digest)
+  const logged = async (): Promise<unknown> =>
+    (await store.pool.query<{ summary: { accounts?: string[] } }>('SELECT summary FROM keyway_changes ORDER BY generation DESC LIMIT 1')).rows[0]!.summary.accounts
+
+  const before = (await digests()).length
+  t.equal(await codeOf(createUser(ctx, 'ANN@example.COM')), 'ERR_ALREADY_EXISTS', 'an email taken, written in another case')
+  t.equal((await digests()).length, before, 'nothing written')
+  const created = await createUser(ctx, 'Bob@Example.com', { password: 'correct horse' })
+  t.same(await logged(), [created.id], 'a new user: one account written')
+  t.match((await digests()).at(-1), /^scope:/, 'a new user: a scoped edit, not a whole load')
+  t.equal((await setPassword(ctx, 'BOB@example.com', 'another horse')).id, created.id, 'a password set by email in any case')
+
+  const read = await ctx.storage!.read({ accounts: ['ci'] })
+  t.same([...read.policy.accounts.keys()], ['svc_ci'], 'a scoped read holds the named account only')
+  t.equal(read.policy.resources.size, 2, 'and every resource')
+  const view = await store.admin.account('adhoc', Date.parse('2031-01-01T00:00:00Z'))
+  t.same(view.expiredGrants, [{ resource: 'warehouse', expired: '2030-01-01T00:00:00Z' }], 'show: the ended grant')
+
+  const pruned = await pruneGrants(ctx)
+  t.same(pruned.pruned, [{ account: 'adhoc', resource: 'warehouse', expires: '2030-01-01T00:00:00Z' }], 'prune: the ended grant only')
+  t.same(await logged(), ['svc_adhoc'], 'prune: one account written')
+  t.match((await digests()).at(-1), /^scope:/, 'prune: a scoped edit')
+  const n = (await digests()).length
+  t.same((await pruneGrants(ctx)).pruned, [], 'a second prune finds nothing')
+  t.equal((await digests()).length, n, 'and writes nothing')
+  t.same(
+    view.resources.datasource.map((r) => r.name),
+    ['cache'],
+    'show read the account before the prune: cache is still granted',
+  )
+  const policy = await store.admin.policy()
+  t.same([...policy.accounts.values()].map((a) => a.name).sort(), ['Ann@Example.com', 'adhoc', 'bob@example.com', 'ci'], 'the whole policy keeps every account')
 })
