@@ -11,6 +11,7 @@ import {
   type TokenRecord,
 } from './types.js'
 import { ACCOUNT_STRIDE, F_SUSPENDED, F_USER, LINEAR_MAX, RESOURCE_STRIDE, RUN_HEADER, type PackedPolicy } from './pack.js'
+import { StringTable } from './string-table.js'
 
 const IMMUTABLE = 'a compiled policy is immutable: edit the policy document and compile it again'
 
@@ -84,8 +85,8 @@ const STEP = 256
  * decision, then the same object every time).
  */
 export function* assembleSteps(p: PackedPolicy, generation: number): Generator<void, CompiledPolicy, void> {
-  const { strings, stringEnds } = p
-  const str = (i: number): string => strings.slice(i === 0 ? 0 : stringEnds[i - 1]!, stringEnds[i]!)
+  const table = new StringTable(p.strings, p.stringEnds)
+  const str = (i: number): string => table.get(i)
   const opt = (i: number): string | undefined => (i < 0 ? undefined : str(i))
 
   // Resources: name → index; everything below speaks indexes.
@@ -129,25 +130,22 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
 
   // Account grants: the decisions they return. A direct grant's are shared; a temporary
   // grant's two are built the first time it is decided and kept, so deciding allocates
-  // nothing after that and a load does not build two million objects nobody may ask for.
+  // nothing after that, and a load builds nothing per grant: no two million objects nobody
+  // may ask for, and no array of a million slots (growing one moved megabytes in one step).
   const grantRes = p.grantResources
   const grantExp = p.grantExpires
-  const grantCount = grantExp.length
-  // Filled by push: `new Array(n)` of a large n makes a slow dictionary-mode array.
-  const grantAllow: (Decision | undefined)[] = []
-  const grantExpired: (Decision | undefined)[] = []
-  for (let g = 0; g < grantCount; g++) {
-    if (grantExp[g] === Infinity) {
-      grantAllow.push(ALLOW_DIRECT)
-      grantExpired.push(DENY_GRANT)
-    } else {
-      grantAllow.push(undefined)
-      grantExpired.push(undefined)
-    }
-    if (g % (16 * STEP) === 16 * STEP - 1) yield
+  const temporaryAllow = new Map<number, Decision>()
+  const temporaryExpired = new Map<number, Decision>()
+  const allowGrant = (g: number): Decision => {
+    const d = decision(true, undefined, 'temporary', undefined, grantExp[g]!, undefined)
+    temporaryAllow.set(g, d)
+    return d
   }
-  const allowGrant = (g: number): Decision => (grantAllow[g] = decision(true, undefined, 'temporary', undefined, grantExp[g]!, undefined))
-  const expiredGrant = (g: number): Decision => (grantExpired[g] = decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, grantExp[g]!))
+  const expiredGrant = (g: number): Decision => {
+    const d = decision(false, 'ERR_GRANT_EXPIRED', undefined, undefined, undefined, grantExp[g]!)
+    temporaryExpired.set(g, d)
+    return d
+  }
 
   // Accounts.
   const packed = p.accountRuns
@@ -234,12 +232,14 @@ export function* assembleSteps(p: PackedPolicy, generation: number): Generator<v
     // A valid temporary grant wins, then a direct grant (validation allows one only with No Role).
     const k = findGrant(roleEnd, packed[o + 1]!, ri)
     const g = k < 0 ? -1 : packed[o + 3]! + (k - roleEnd)
-    if (g >= 0 && now < grantExp[g]!) return grantAllow[g] ?? allowGrant(g)
+    if (g >= 0 && now < grantExp[g]!) return grantExp[g] === Infinity ? ALLOW_DIRECT : (temporaryAllow.get(g) ?? allowGrant(g))
     for (let i = roleAt; i < roleEnd; i++) {
       const r = packed[i]!
       if (roleGrantsResource(r, ri)) return roleAllow[r]!
     }
-    return g >= 0 ? (grantExpired[g] ?? expiredGrant(g)) : DENY_GRANT
+    if (g < 0) return DENY_GRANT
+    // A direct grant never ends; only a temporary one has an expired decision.
+    return grantExp[g] === Infinity ? DENY_GRANT : (temporaryExpired.get(g) ?? expiredGrant(g))
   }
 
   const effectiveResources = (accountId: string, now: number): EffectiveResource[] => {

@@ -8,14 +8,18 @@ import type { ValidatedPolicy } from './validate.js'
  * arrays' buffers moved, not copied; see {@link packedTransferList});
  * `assemblePolicy` then wraps it into a `CompiledPolicy` in short slices.
  *
- * String `i` of the table is `strings.slice(stringEnds[i - 1] ?? 0, stringEnds[i])`;
- * -1 stands for "none".
+ * String `i` of the table is the UTF-8 of `strings.subarray(stringEnds[i - 1] ?? 0, stringEnds[i])`
+ * (read it with `StringTable`); -1 stands for "none". The table is
+ * bytes, not one string, so that it moves with the other buffers: a string
+ * of a few MB is copied when the message arrives, in one step that held a
+ * reloading gateway's event loop for tens of milliseconds.
  */
 export interface PackedPolicy {
   /** sha256 of the canonical document (see `policyDigest`). */
   readonly digest: string
   readonly settings: Settings
-  readonly strings: string
+  readonly strings: Uint8Array
+  /** Byte end of each string in {@link strings}. */
   readonly stringEnds: Int32Array
   readonly resourceCount: number
   /** {@link RESOURCE_STRIDE} ints per resource: name, type, host (strings), kind (index into RESOURCE_KINDS), port, override port or -1. */
@@ -163,14 +167,19 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
     for (let j = gs; j < ge; j++) accountRuns[o++] = grantResources[j]!
   }
 
+  // TextEncoder's array has a buffer of its own (Buffer.from may share a pool), so it can move.
+  const encoder = new TextEncoder()
+  const strings = encoder.encode(table.join(''))
   const stringEnds = new Int32Array(table.length)
   let end = 0
-  for (let i = 0; i < table.length; i++) stringEnds[i] = end += table[i]!.length
+  // Only non-ASCII text has more bytes than characters: then each string is measured.
+  const ascii = strings.length === table.reduce((n, x) => n + x.length, 0)
+  for (let i = 0; i < table.length; i++) stringEnds[i] = end += ascii ? table[i]!.length : encoder.encode(table[i]!).length
   const s = v.settings
   return {
     digest,
     settings: { portOverrides: s.portOverrides, autoConnect: s.autoConnect, portRange: [s.portRange[0], s.portRange[1]] },
-    strings: table.join(''),
+    strings,
     stringEnds,
     resourceCount,
     resources,
@@ -196,6 +205,7 @@ export function packPolicy(v: ValidatedPolicy, digest: string, bitsetMaxBytes = 
 /** The buffers of a packed policy, to move (not copy) with `postMessage`. */
 export function packedTransferList(p: PackedPolicy): ArrayBuffer[] {
   const arrays = [
+    p.strings,
     p.stringEnds,
     p.resources,
     p.roleNames,
