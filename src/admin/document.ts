@@ -3,7 +3,6 @@ import { isMap, isScalar, isSeq, YAMLMap, YAMLSeq, type Document, type Node } fr
 import { KeywayError } from '../errors.js'
 import { compilePolicy, parsePolicyText, type Account, type CompiledPolicy, type PolicyDoc } from '../policy/index.js'
 import { readPolicyText } from './edit.js'
-import type { EditScope } from './context.js'
 
 // Helpers shared by the admin operations: reading the policy, finding the YAML
 // nodes an operation changes, and creating new nodes in the style of the file.
@@ -31,9 +30,9 @@ export async function readPolicy(file: string): Promise<ReadPolicy> {
  * store, which reads only the accounts `scope` names when there is one),
  * else its policy file's (always whole).
  */
-export async function readPolicyOf(
-  ctx: { readonly policyFile: string; readonly storage?: { read(scope?: EditScope): Promise<ReadPolicy> } },
-  scope?: EditScope,
+export async function readPolicyOf<Scope>(
+  ctx: { readonly policyFile: string; readonly storage?: { read(scope?: Scope): Promise<ReadPolicy> } },
+  scope?: Scope,
 ): Promise<ReadPolicy> {
   return ctx.storage !== undefined ? ctx.storage.read(scope) : readPolicy(ctx.policyFile)
 }
