@@ -104,6 +104,7 @@ export class LineBatcher implements DestinationStream {
   #pending = ''
   #scheduled: NodeJS.Immediate | undefined
   #closed = false
+  #onExit = false
   readonly #flush = (): void => this.flush()
 
   constructor(stream: Writable) {
@@ -119,8 +120,12 @@ export class LineBatcher implements DestinationStream {
     this.#pending += line
     if (this.#scheduled !== undefined) return
     this.#scheduled = setImmediate(this.#flush)
-    // 'exit' runs no more turns: lines still gathered then are written there (synchronously, for stderr on a file or pipe).
-    process.once('exit', this.#flush)
+    if (!this.#onExit) {
+      // 'exit' runs no more turns: lines still gathered then are written there (synchronously, for stderr
+      // on a file or pipe). Added once and kept until close(), not added and removed every turn.
+      process.on('exit', this.#flush)
+      this.#onExit = true
+    }
   }
 
   /** Writes what this turn gathered now; then calls `done` (pino's `logger.flush(cb)` passes one). */
@@ -128,7 +133,6 @@ export class LineBatcher implements DestinationStream {
     if (this.#scheduled !== undefined) {
       clearImmediate(this.#scheduled)
       this.#scheduled = undefined
-      process.removeListener('exit', this.#flush)
     }
     if (this.#pending !== '') {
       const lines = this.#pending
@@ -142,5 +146,7 @@ export class LineBatcher implements DestinationStream {
   close(): void {
     this.flush()
     this.#closed = true
+    if (this.#onExit) process.removeListener('exit', this.#flush)
+    this.#onExit = false
   }
 }

@@ -99,11 +99,16 @@ t.test('LineBatcher: the lines of a turn leave in one write after it; flush and 
   logger.info({ event: 'a' }, 'one')
   logger.info({ event: 'b' }, 'two')
   t.same(out.writes, [], 'nothing written during the turn')
-  t.equal(process.listenerCount('exit'), exitHooks + 1, 'one exit hook while lines wait')
+  t.equal(process.listenerCount('exit'), exitHooks + 1, 'one exit hook once lines wait')
   await new Promise((resolve) => setImmediate(resolve))
   t.equal(out.writes.length, 1, 'one write for the turn')
-  t.equal(process.listenerCount('exit'), exitHooks, 'the hook goes with the write')
+  t.equal(process.listenerCount('exit'), exitHooks + 1, 'the hook stays for later turns: not added and removed per turn')
+  logger.info({ event: 'b2' }, 'two and a half')
+  t.equal(process.listenerCount('exit'), exitHooks + 1, 'a later turn adds no second hook')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(out.writes.length, 2, 'one write for that turn too')
   t.same(out.writes[0]!.trimEnd().split('\n').map((l) => (JSON.parse(l) as { event: string }).event), ['a', 'b'])
+  out.writes.splice(1)
 
   logger.info({ event: 'c' }, 'three')
   let flushed = false
