@@ -29,7 +29,8 @@ export async function scopedAccountIds(client: PoolClient, scope: EditScope): Pr
     for (const row of r.rows) ids.add(row.account)
   }
   if (scope.accountsWithGrantEndedBy !== undefined) {
-    // Ends are ISO text, maybe with an offset: compared as instants here, as the policy compares them.
+    // Ends are ISO text, maybe with an offset: compared as instants with pruneGrants' own test (Date.parse),
+    // so that the scope holds every account the prune would change.
     const r = await client.query<{ account: string; expires: string }>('SELECT account, expires FROM keyway_account_grants WHERE expires IS NOT NULL')
     for (const row of r.rows) if (Date.parse(row.expires) <= scope.accountsWithGrantEndedBy) ids.add(row.account)
   }
